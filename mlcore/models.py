@@ -1,0 +1,1 @@
+"""ML registry and predictions will live here."""

@@ -1,0 +1,1 @@
+"""Metric snapshots and alerts will live here."""

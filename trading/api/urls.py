@@ -1,0 +1,2 @@
+"""REST API routes of the trading app."""
+urlpatterns = []

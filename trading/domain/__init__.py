@@ -1,0 +1,1 @@
+"""Pure trading cores: no Django imports here (checked by the import-linter test)."""

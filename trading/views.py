@@ -1,0 +1,44 @@
+"""Server-rendered pages of the trading app: the dashboard."""
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+
+from . import realtime, selectors
+from .domain.timeframes import TIMEFRAMES
+
+DASHBOARD_BARS = 300
+
+
+@login_required
+def dashboard(request):
+    instruments = list(selectors.instrument_list_active())
+    symbol = request.GET.get("symbol") or (instruments[0].symbol if instruments else None)
+    timeframe = request.GET.get("timeframe", "1m")
+    if timeframe not in TIMEFRAMES:
+        raise Http404(f"unknown timeframe {timeframe!r}")
+    instrument = next((i for i in instruments if i.symbol == symbol), None)
+    if symbol and instrument is None:
+        raise Http404(f"unknown instrument {symbol!r}")
+    bars = selectors.bars_last_n(instrument=instrument, timeframe=timeframe, n=DASHBOARD_BARS) if instrument else []
+    context = {
+        "instruments": instruments,
+        "instrument": instrument,
+        "timeframe": timeframe,
+        "timeframes": list(TIMEFRAMES),
+        "initial": {
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "bars": [realtime.bar_message(bar) for bar in bars],
+            "status": selectors.feed_status_payload(symbol=symbol, timeframe=timeframe) if instrument else None,
+            "max_bars": DASHBOARD_BARS,
+        },
+    }
+    return render(request, "trading/dashboard.html", context)
+
+
+def healthz(request):
+    """Liveness for process managers and tests: answers once the database is reachable."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
