@@ -3,6 +3,7 @@ import secrets
 from pathlib import Path
 
 import environ
+import plotly
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -112,7 +113,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns at start-up when it is missing
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Plotly.js straight from the installed plotly package: no CDN, no copy in the repository.
+    ("vendor/plotly", Path(plotly.__file__).parent / "package_data"),
+]
 # Served from finders so a fresh embedded start needs no collectstatic; deployment may still collect.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -160,6 +166,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No call-outs: Swagger UI would otherwise send the schema URL to an online validator.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # MinhOS's own knobs.

@@ -76,3 +76,8 @@ def feed_status_payload(*, symbol: str, timeframe: str, now: datetime | None = N
         "last_bar_age_seconds": round((now - received).total_seconds(), 1) if received else None,
         "server_time": now.isoformat(),
     }
+
+
+def instrument_list() -> QuerySet[Instrument]:
+    """Every instrument, active or not, by symbol: API clients see the `active` flag and decide."""
+    return Instrument.objects.order_by("symbol")

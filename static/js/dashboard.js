@@ -1,0 +1,444 @@
+/* MinhOS dashboard: live candlestick + volume chart and the status strip, fed by the market websocket. */
+(function () {
+  "use strict";
+
+  // The pickers navigate (?symbol=X&timeframe=Y); they work even when there is no market to show.
+  const picker = document.getElementById("market-picker");
+  if (picker) {
+    picker.addEventListener("change", function () {
+      if (picker.requestSubmit) picker.requestSubmit(); else picker.submit();
+    });
+  }
+
+  const initialEl = document.getElementById("dashboard-initial");
+  const chart = document.getElementById("chart");
+  const strip = document.getElementById("status-strip");
+  if (!initialEl || !chart || !strip || typeof window.Plotly === "undefined") return;
+  const initial = JSON.parse(initialEl.textContent);
+  if (!initial || !initial.symbol || !initial.status) return;
+
+  const COLORS = {
+    up: "#26a69a", down: "#ef5350", text: "#d7dce5", muted: "#7d8799",
+    grid: "#1b2130", axis: "#222938", bg: "#0b0e14", spike: "#5d6679",
+  };
+  const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif';
+  // The server broadcasts feed status every few seconds: silence much longer than that means trouble.
+  const SILENCE_MS = 15000;
+  const BACKOFF_MAX_MS = 30000;
+  const RIGHT_PAD_BARS = 3;  // empty room right of the last candle, as trading charts do
+  const UNIT_MS = { m: 60000, h: 3600000, d: 86400000 };
+
+  const el = function (id) { return document.getElementById(id); };
+  const ui = {
+    feedBadge: el("feed-badge"), feedSource: el("feed-source"), wsState: el("ws-state"),
+    age: el("last-bar-age"), barTime: el("last-bar-time"), price: el("last-price"), change: el("last-change"),
+    o: el("ohlc-o"), h: el("ohlc-h"), l: el("ohlc-l"), c: el("ohlc-c"), v: el("ohlc-v"),
+    empty: el("chart-empty"), notice: el("strip-notice"), follow: el("chart-follow"),
+  };
+
+  const decimals = (function () {
+    const text = String(parseFloat(chart.dataset.tickSize || "0.01"));
+    return text.indexOf(".") < 0 ? 0 : text.length - text.indexOf(".") - 1;
+  })();
+  const priceFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+  const volumeFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const fmtPrice = function (x) { return priceFormat.format(x); };
+
+  const stepMs = (function () {
+    const match = /^(\d+)([mhd])$/.exec(initial.timeframe || "");
+    return match ? Number(match[1]) * UNIT_MS[match[2]] : 60000;
+  })();
+
+  const state = {
+    symbol: initial.symbol,
+    timeframe: initial.timeframe,
+    maxBars: initial.max_bars || 300,
+    bars: [],                 // {t, ms, o, h, l, c, v}, oldest first, unique by ms
+    status: null,
+    clockOffsetMs: 0,         // server clock minus browser clock
+    lastBarReceivedMs: null,  // on the server's clock
+    lastHeardMs: Date.now(),  // browser clock: last status or bar from the server
+    ws: null,
+    wsState: "connecting",
+    attempts: 0,
+    retrying: false,          // a connection failed or dropped: the next open must fill the gap
+    reconnectAt: null,
+    stopped: false,
+    renders: 0,
+    follow: true,             // the x range tracks the newest bar until the user zooms or pans
+    view: 0,                  // bumped by "back to live": Plotly then drops the user's zoom
+  };
+
+  // ---- bars -------------------------------------------------------------------------------------
+
+  function normalise(bar) {
+    return { t: bar.t, ms: Date.parse(bar.t), o: +bar.o, h: +bar.h, l: +bar.l, c: +bar.c, v: +bar.v };
+  }
+
+  /** Insert or replace by time: a repeated timestamp updates that candle instead of adding one. */
+  function upsertBar(raw) {
+    const bar = normalise(raw);
+    if (!isFinite(bar.ms)) return;
+    const bars = state.bars;
+    const n = bars.length;
+    if (n === 0 || bar.ms > bars[n - 1].ms) {
+      bars.push(bar);
+    } else if (bar.ms === bars[n - 1].ms) {
+      bars[n - 1] = bar;
+    } else {
+      let lo = 0, hi = n;  // first index with ms >= bar.ms
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (bars[mid].ms < bar.ms) lo = mid + 1; else hi = mid; }
+      if (bars[lo].ms === bar.ms) bars[lo] = bar; else bars.splice(lo, 0, bar);
+    }
+    if (bars.length > state.maxBars) bars.splice(0, bars.length - state.maxBars);
+  }
+
+  // ---- chart ------------------------------------------------------------------------------------
+
+  // Plotly draws date strings as given; UTC wall-clock strings keep the axis in UTC whatever the browser's zone.
+  function plotTime(ms) { return new Date(ms).toISOString().slice(0, 19).replace("T", " "); }
+
+  function traces() {
+    const bars = state.bars;
+    const x = bars.map(function (b) { return plotTime(b.ms); });
+    return [
+      {
+        type: "candlestick", name: state.symbol, x: x,
+        open: bars.map(function (b) { return b.o; }),
+        high: bars.map(function (b) { return b.h; }),
+        low: bars.map(function (b) { return b.l; }),
+        close: bars.map(function (b) { return b.c; }),
+        xaxis: "x", yaxis: "y", whiskerwidth: 0,
+        increasing: { line: { color: COLORS.up, width: 1 }, fillcolor: COLORS.up },
+        decreasing: { line: { color: COLORS.down, width: 1 }, fillcolor: COLORS.down },
+        hoverlabel: { bgcolor: "#161b25", bordercolor: COLORS.axis, font: { family: FONT, color: COLORS.text } },
+      },
+      {
+        type: "bar", name: "Volume", x: x, y: bars.map(function (b) { return b.v; }),
+        xaxis: "x", yaxis: "y2", opacity: 0.55,
+        marker: { color: bars.map(function (b) { return b.c >= b.o ? COLORS.up : COLORS.down; }), line: { width: 0 } },
+        hovertemplate: "Vol %{y:,.0f}<extra></extra>",
+      },
+    ];
+  }
+
+  function layout() {
+    const first = state.bars[0];
+    const last = state.bars[state.bars.length - 1];
+    const prev = state.bars[state.bars.length - 2];
+    const lastColor = last && prev && last.c < prev.c ? COLORS.down : COLORS.up;
+    // No bars: no axes either (Plotly would invent a year 2000 range), the empty-state text says why.
+    const axis = {
+      visible: !!first, gridcolor: COLORS.grid, linecolor: COLORS.axis, zeroline: false, tickfont: { color: COLORS.muted },
+    };
+    return {
+      paper_bgcolor: COLORS.bg, plot_bgcolor: COLORS.bg,
+      font: { family: FONT, size: 11, color: COLORS.text },
+      margin: { l: 10, r: 78, t: 10, b: 34 },
+      showlegend: false, dragmode: "pan", hovermode: "x", bargap: 0.2,
+      // Same revision, same view: zoom and pan survive live updates until "back to live".
+      uirevision: state.symbol + "/" + state.timeframe + "/" + state.view,
+      datarevision: state.renders,
+      xaxis: Object.assign({}, axis, {
+        type: "date", anchor: "y2", rangeslider: { visible: false },
+        // Follows new bars until the user zooms or pans; then their view stays put (see onRelayout).
+        autorange: !first,
+        range: !first ? undefined : state.follow || !chart.layout
+          ? [plotTime(first.ms - stepMs / 2), plotTime(last.ms + RIGHT_PAD_BARS * stepMs)]
+          : chart.layout.xaxis.range.slice(),
+        showspikes: true, spikemode: "across", spikesnap: "cursor", spikethickness: 1,
+        spikedash: "dot", spikecolor: COLORS.spike,
+      }),
+      yaxis: Object.assign({}, axis, {
+        domain: [0.25, 1], side: "right", tickformat: ",." + decimals + "f", fixedrange: false,
+        showspikes: true, spikemode: "across", spikesnap: "cursor", spikethickness: 1,
+        spikedash: "dot", spikecolor: COLORS.spike,
+      }),
+      yaxis2: Object.assign({}, axis, { domain: [0, 0.2], side: "right", showgrid: false, tickformat: "~s", nticks: 3 }),
+      shapes: last ? [{
+        type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: last.c, y1: last.c,
+        line: { color: lastColor, width: 1, dash: "dot" },
+      }] : [],
+      annotations: last ? [{
+        xref: "paper", x: 1, xanchor: "left", yref: "y", y: last.c, yanchor: "middle",
+        text: fmtPrice(last.c), showarrow: false, bgcolor: lastColor, borderpad: 2,
+        font: { family: FONT, size: 11, color: "#ffffff" },
+      }] : [],
+    };
+  }
+
+  const plotConfig = {
+    responsive: true, displaylogo: false, scrollZoom: true,
+    modeBarButtonsToRemove: ["select2d", "lasso2d", "toggleSpikelines", "hoverClosestCartesian", "hoverCompareCartesian"],
+  };
+
+  function onRelayout(change) {
+    if (change["xaxis.autorange"] === true || change["xaxis.autorange"] === "true") {
+      backToLive();  // double-click
+    } else if ("xaxis.range[0]" in change || "xaxis.range" in change) {
+      setFollow(false);
+    }
+  }
+
+  function backToLive() {
+    setFollow(true);
+    state.view += 1;
+    render();
+  }
+
+  function setFollow(follow) {
+    state.follow = follow;
+    ui.follow.hidden = follow;
+    chart.dataset.follow = String(follow);
+  }
+
+  function render() {
+    state.renders += 1;
+    const done = window.Plotly.react(chart, traces(), layout(), plotConfig);
+    const last = state.bars[state.bars.length - 1];
+    // Stable hooks for tests and tooling, set after Plotly holds the same data.
+    chart.dataset.barCount = String(state.bars.length);
+    chart.dataset.lastBarTime = last ? last.t : "";
+    chart.dataset.lastClose = last ? String(last.c) : "";
+    chart.dataset.renders = String(state.renders);
+    ui.empty.hidden = state.bars.length > 0;
+    renderBarFacts();
+    return done;
+  }
+
+  // ---- status strip -----------------------------------------------------------------------------
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+
+  function fmtAge(seconds) {
+    if (seconds < 1) return "just now";
+    const s = Math.floor(seconds);
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " m " + pad(s % 60) + " s ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h " + pad(Math.floor(s / 60) % 60) + " m ago";
+    return Math.floor(s / 86400) + " d ago";
+  }
+
+  /** "14:31 UTC" for today's bars (UTC), with the date in front otherwise. */
+  function fmtBarTime(ms) {
+    const iso = new Date(ms).toISOString();
+    const clock = iso.slice(11, iso.slice(17, 19) === "00" ? 16 : 19) + " UTC";
+    const today = new Date(Date.now() + state.clockOffsetMs).toISOString().slice(0, 10);
+    return (iso.slice(0, 10) === today ? "" : iso.slice(0, 10) + " ") + clock;
+  }
+
+  function renderBarFacts() {
+    const bars = state.bars;
+    const last = bars[bars.length - 1];
+    const prev = bars[bars.length - 2];
+    if (!last) {
+      ui.barTime.textContent = "none yet";
+      return;
+    }
+    ui.barTime.textContent = fmtBarTime(last.ms);
+    ui.price.textContent = fmtPrice(last.c);
+    ui.o.textContent = fmtPrice(last.o);
+    ui.h.textContent = fmtPrice(last.h);
+    ui.l.textContent = fmtPrice(last.l);
+    ui.c.textContent = fmtPrice(last.c);
+    ui.v.textContent = volumeFormat.format(last.v);
+    ui.change.classList.remove("up", "down");
+    ui.price.classList.remove("up", "down");
+    if (prev) {
+      const diff = last.c - prev.c;
+      const pct = prev.c ? (diff / prev.c) * 100 : 0;
+      const sign = diff > 0 ? "+" : diff < 0 ? "−" : "±";
+      ui.change.textContent = sign + fmtPrice(Math.abs(diff)) + " (" + sign + Math.abs(pct).toFixed(2) + "%)";
+      if (diff !== 0) {
+        ui.change.classList.add(diff > 0 ? "up" : "down");
+        ui.price.classList.add(diff > 0 ? "up" : "down");
+      }
+    } else {
+      ui.change.textContent = "—";
+    }
+  }
+
+  function setBadge(node, text, tone) {
+    node.textContent = text;
+    node.classList.remove("badge-up", "badge-down", "badge-warn");
+    node.classList.add("badge-" + tone);
+  }
+
+  function applyStatus(status) {
+    state.status = status;
+    const serverNow = Date.parse(status.server_time);
+    if (isFinite(serverNow)) state.clockOffsetMs = serverNow - Date.now();
+    const received = status.last_bar_received_at ? Date.parse(status.last_bar_received_at) : NaN;
+    if (isFinite(received)) state.lastBarReceivedMs = received;
+    ui.feedSource.textContent = status.source || "";
+    ui.feedBadge.title = "Feed source: " + (status.source || "none");
+  }
+
+  /** Runs every second: ages tick on the browser clock, corrected by the server's offset. */
+  function tick() {
+    const now = Date.now();
+    const silentMs = now - state.lastHeardMs;
+    let feed;
+    if (!state.status || !state.status.running) feed = "stopped";
+    else if (silentMs > Math.max(SILENCE_MS, 3000 * (state.status.pace_seconds || 0))) feed = "stale";
+    else feed = "running";
+    strip.dataset.feedState = feed;
+    if (feed === "running") setBadge(ui.feedBadge, "Running", "up");
+    else if (feed === "stale") setBadge(ui.feedBadge, "No data " + Math.floor(silentMs / 1000) + " s", "warn");
+    else setBadge(ui.feedBadge, "Stopped", "down");
+
+    if (state.lastBarReceivedMs !== null) {
+      const age = Math.max(0, (now + state.clockOffsetMs - state.lastBarReceivedMs) / 1000);
+      ui.age.textContent = fmtAge(age);
+      strip.dataset.lastBarAge = String(Math.floor(age));
+    } else {
+      ui.age.textContent = "";
+    }
+    renderWsState();
+  }
+
+  function renderWsState() {
+    const s = state.wsState;
+    strip.dataset.wsState = s;
+    ui.wsState.title = "";
+    if (s === "open") setBadge(ui.wsState, "Live", "up");
+    else if (s === "connecting") setBadge(ui.wsState, "Connecting", "warn");
+    else if (s === "reconnecting") {
+      const wait = state.reconnectAt ? Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000)) : 0;
+      setBadge(ui.wsState, "Reconnecting", "warn");
+      ui.wsState.title = wait > 0 ? "Next attempt in " + wait + " s" : "Connecting…";
+    } else setBadge(ui.wsState, "Offline", "down");
+  }
+
+  function notice(html) {
+    ui.notice.innerHTML = html;
+    ui.notice.hidden = !html;
+  }
+
+  // ---- websocket ----------------------------------------------------------------------------------
+
+  function socketUrl() {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    return scheme + "://" + window.location.host + "/ws/market/" +
+      encodeURIComponent(state.symbol) + "/" + encodeURIComponent(state.timeframe) + "/";
+  }
+
+  function setWsState(s) { state.wsState = s; renderWsState(); }
+
+  function handleMessage(msg) {
+    state.lastHeardMs = Date.now();
+    if (msg.type === "bar.closed" && msg.bar) {
+      upsertBar(msg.bar);
+      state.lastBarReceivedMs = Date.now() + state.clockOffsetMs;
+      render();
+    } else if (msg.type === "feed.status") {
+      applyStatus(msg);
+    }
+    tick();
+  }
+
+  function stopForGood(wsState, html) {
+    state.stopped = true;
+    setWsState(wsState);
+    notice(html);
+  }
+
+  function loginUrl() {
+    return (chart.dataset.loginUrl || "/accounts/login/") + "?next=" +
+      encodeURIComponent(window.location.pathname + window.location.search);
+  }
+
+  function connect() {
+    if (state.stopped) return;
+    state.reconnectAt = null;
+    setWsState(state.retrying ? "reconnecting" : "connecting");
+    let opened = false;
+    const ws = new WebSocket(socketUrl());
+    state.ws = ws;
+    ws.onopen = function () {
+      opened = true;
+      state.attempts = 0;
+      notice("");
+      setWsState("open");
+      // Bars may have closed while we were away: fill the gap from the page's own data.
+      if (state.retrying) resync();
+      state.retrying = false;
+    };
+    ws.onmessage = function (event) {
+      let msg;
+      try { msg = JSON.parse(event.data); } catch (e) { return; }
+      handleMessage(msg);
+    };
+    ws.onclose = function (event) {
+      if (state.ws === ws) state.ws = null;
+      if (event.code === 4401) return stopForGood("closed", 'Session expired. <a href="' + loginUrl() + '">Log in again</a>.');
+      if (event.code === 4404) return stopForGood("closed", "This market is not available any more.");
+      // Browsers hide the close code of a refused handshake: ask the page itself why before retrying.
+      if (!opened) {
+        resync().then(function (outcome) { if (outcome === "ok" || outcome === "error") scheduleReconnect(); });
+      } else {
+        scheduleReconnect();
+      }
+    };
+  }
+
+  function scheduleReconnect() {
+    if (state.stopped) return;
+    const base = Math.min(BACKOFF_MAX_MS, 1000 * Math.pow(2, state.attempts));
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    state.attempts += 1;
+    state.reconnectAt = Date.now() + delay;
+    state.retrying = true;
+    setWsState("reconnecting");
+    window.setTimeout(connect, delay);
+  }
+
+  /** Re-read bars and status from the dashboard page (no navigation). Resolves to ok | unauthorized | gone | error. */
+  function resync() {
+    return fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (response.redirected && new URL(response.url).pathname === (chart.dataset.loginUrl || "/accounts/login/")) {
+          stopForGood("closed", 'Session expired. <a href="' + loginUrl() + '">Log in again</a>.');
+          return "unauthorized";
+        }
+        if (response.status === 404) {
+          stopForGood("closed", "This market is not available any more.");
+          return "gone";
+        }
+        if (!response.ok) return "error";
+        return response.text().then(function (html) {
+          const doc = new DOMParser().parseFromString(html, "text/html");
+          const node = doc.getElementById("dashboard-initial");
+          if (!node) return "error";
+          const fresh = JSON.parse(node.textContent);
+          (fresh.bars || []).forEach(upsertBar);
+          if (fresh.status) applyStatus(fresh.status);
+          state.lastHeardMs = Date.now();
+          render();
+          tick();
+          return "ok";
+        });
+      })
+      .catch(function () { return "error"; });
+  }
+
+  // ---- start --------------------------------------------------------------------------------------
+
+  // Plotly's own "responsive" only follows the window; the strip above can change height too.
+  if (typeof ResizeObserver !== "undefined") {
+    new ResizeObserver(function () {
+      if (chart.dataset.ready === "true") window.Plotly.Plots.resize(chart);
+    }).observe(chart);
+  }
+
+  initial.bars.forEach(upsertBar);
+  applyStatus(initial.status);
+  Promise.resolve(render()).then(function () {
+    chart.on("plotly_relayout", onRelayout);
+    chart.dataset.ready = "true";
+  });
+  ui.follow.addEventListener("click", backToLive);
+  tick();
+  window.setInterval(tick, 1000);
+  connect();
+})();

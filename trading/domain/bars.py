@@ -1,0 +1,293 @@
+"""The bar data contract: reading bar files into a frame, and validating bars before anything is stored.
+
+A bar frame has the columns `timestamp` (UTC-aware), `open`, `high`, `low`, `close`, `volume` (floats)
+and `row`, the 1-based data-row number in the source (the header line is not counted), used in messages.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+BAR_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
+
+# Common spellings in vendor exports, after normalising (lower case, spaces/dashes to "_", <> stripped).
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "timestamp": ("timestamp", "datetime", "date_time", "time", "ts", "dt", "date", "gmt_time", "local_time",
+                  "open_time", "bar_time", "time_utc", "timestamp_utc"),
+    "open": ("open", "o", "open_price", "first"),
+    "high": ("high", "h", "high_price", "max"),
+    "low": ("low", "l", "low_price", "min"),
+    "close": ("close", "c", "close_price", "last", "settle"),
+    "volume": ("volume", "vol", "v", "total_volume", "tick_volume", "tickvol", "qty", "quantity"),
+}
+
+
+class BarFileError(ValueError):
+    """The file as a whole cannot be read as bars (unreadable, missing columns, no time zone...)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.reason}"
+
+
+class InvalidBars(ValueError):
+    """At least one row breaks the contract; nothing may be written."""
+
+    def __init__(self, errors: list[RowError]):
+        self.errors = errors
+        shown = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{len(errors)} invalid row(s): {shown}{more}")
+
+
+@dataclass
+class ValidatedBars:
+    frame: pd.DataFrame  # valid bars sorted by timestamp, duplicates removed
+    rejected: list[RowError] = field(default_factory=list)
+    was_sorted: bool = True
+
+
+@dataclass(frozen=True)
+class BarData:
+    """One closed bar, as a feed source yields it. `timestamp` is the bar's open time, UTC-aware."""
+
+    timestamp: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(name).strip().strip("<>").strip().lower())
+
+
+def map_columns(columns: Iterable[str], explicit: dict[str, str] | None = None) -> dict[str, str]:
+    """Map source column names to bar columns. Returns {source_name: bar_column}.
+
+    A separate date and time column pair (e.g. "Date","Time") maps to "date" and "time" for later joining.
+    """
+    columns = list(columns)
+    mapping: dict[str, str] = {}
+    explicit = explicit or {}
+    for target, source in explicit.items():
+        if target not in BAR_COLUMNS:
+            raise BarFileError(f"--columns names {target!r}; use any of {', '.join(BAR_COLUMNS)}")
+        if source not in columns:
+            raise BarFileError(f"--columns maps {target} to {source!r}, which is not in the file ({', '.join(columns)})")
+        mapping[source] = target
+    normalised = {_normalise(c): c for c in columns if c not in mapping}
+    taken = set(mapping.values())
+    if "timestamp" not in taken and "date" in normalised and "time" in normalised:
+        mapping[normalised.pop("date")] = "date"
+        mapping[normalised.pop("time")] = "time"
+        taken.add("timestamp")
+    for target, aliases in COLUMN_ALIASES.items():
+        if target in taken:
+            continue
+        for alias in aliases:
+            if alias in normalised:
+                mapping[normalised.pop(alias)] = target
+                taken.add(target)
+                break
+    missing = [c for c in BAR_COLUMNS if c not in taken]
+    if missing:
+        raise BarFileError(
+            f"missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, columns))}. "
+            "Map them with --columns, e.g. --columns timestamp=Time,volume=Qty"
+        )
+    return mapping
+
+
+def read_bar_file(path: str | Path, *, tz: str | None = None, columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a raw bar frame (values not yet validated)."""
+    path = Path(path)
+    if not path.exists():
+        raise BarFileError(f"{path}: no such file")
+    suffixes = "".join(path.suffixes).lower()
+    try:
+        if suffixes.endswith((".parquet", ".pq")):
+            raw = pd.read_parquet(path)
+        elif suffixes.endswith((".csv", ".csv.gz", ".txt")):
+            # Numbers parse natively; a column with a bad cell comes back as text and is coerced cell by cell,
+            # so one bad cell becomes a row error instead of failing the whole read.
+            raw = pd.read_csv(path, skipinitialspace=True)
+        else:
+            raise BarFileError(f"{path.name}: unsupported file type; use .csv, .csv.gz or .parquet")
+    except BarFileError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
+        raise BarFileError(f"{path.name}: cannot be read ({exc})") from exc
+    if raw.empty:
+        raise BarFileError(f"{path.name}: no data rows")
+    return frame_from_table(raw, tz=tz, columns=columns)
+
+
+def frame_from_table(raw: pd.DataFrame, *, tz: str | None = None, columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rename and parse a raw table into a bar frame; unparseable cells become NaN/NaT and are reported later."""
+    mapping = map_columns(raw.columns, columns)
+    table = raw[list(mapping)].rename(columns=mapping)
+    if "date" in table.columns:
+        stamps = table["date"].astype(str).str.strip() + " " + table["time"].astype(str).str.strip()
+        stamps.name = "timestamp"
+        table = table.drop(columns=["date", "time"]).assign(timestamp=stamps)
+    table = table.reset_index(drop=True)
+    frame = pd.DataFrame({"row": np.arange(1, len(table) + 1, dtype=np.int64)})
+    frame["timestamp"] = parse_timestamps(table["timestamp"], tz=tz)
+    # Original cells are kept only where they may need quoting in an error message (text columns).
+    frame["raw_timestamp"] = table["timestamp"]
+    for column in (*PRICE_COLUMNS, "volume"):
+        values = table[column]
+        if pd.api.types.is_numeric_dtype(values):
+            frame[column] = values.astype("float64")
+        else:
+            frame[column] = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").astype("float64")
+            frame["raw_" + column] = values
+    return frame
+
+
+def parse_timestamps(values: pd.Series, *, tz: str | None) -> pd.Series:
+    """Parse to UTC. Offsets in the data win; naive times need `tz`; integers are Unix epochs (s or ms)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    elif pd.api.types.is_numeric_dtype(values) or _looks_numeric(values):
+        numbers = pd.to_numeric(values, errors="coerce")
+        unit = "ms" if numbers.abs().max() > 1e11 else "s"
+        return pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
+    else:
+        text = values.astype(str).str.strip()
+        has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True, na=False)
+        if has_offset.any():
+            if not has_offset.all() and tz is None:
+                raise BarFileError("some timestamps carry a UTC offset and others do not; pass --tz for the naive ones")
+            parsed_aware = pd.to_datetime(text.where(has_offset), utc=True, errors="coerce", format="ISO8601")
+            if has_offset.all():
+                return parsed_aware
+            naive = _localise(pd.to_datetime(text.where(~has_offset), errors="coerce", format="mixed"), tz)
+            return parsed_aware.where(has_offset, naive)
+        parsed = _to_datetime_naive(text)
+    if getattr(parsed.dt, "tz", None) is not None:
+        return parsed.dt.tz_convert("UTC")
+    if tz is None:
+        raise BarFileError(
+            "timestamps have no time zone; pass --tz with the zone they are in (e.g. --tz UTC or --tz America/Chicago)"
+        )
+    return _localise(parsed, tz)
+
+
+def _looks_numeric(values: pd.Series) -> bool:
+    sample = values.dropna().astype(str).str.strip().head(20)
+    return bool(len(sample)) and sample.str.fullmatch(r"\d{9,13}").all()
+
+
+def _to_datetime_naive(text: pd.Series) -> pd.Series:
+    try:
+        return pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(text, errors="coerce", format="mixed")
+
+
+def _localise(parsed: pd.Series, tz: str) -> pd.Series:
+    try:
+        return parsed.dt.tz_localize(tz, ambiguous="infer", nonexistent="NaT").dt.tz_convert("UTC")
+    except Exception:
+        # "infer" needs ordered data around a DST fall-back; otherwise such rows become errors.
+        try:
+            return parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+        except Exception as exc:
+            raise BarFileError(f"unknown time zone {tz!r} ({exc})") from exc
+
+
+def frame_from_bars(bars: Iterable[BarData]) -> pd.DataFrame:
+    """A bar frame from BarData objects (feeds, tests)."""
+    bars = list(bars)
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime([b.timestamp for b in bars], utc=True),
+            **{c: np.array([getattr(b, c) for b in bars], dtype="float64") for c in (*PRICE_COLUMNS, "volume")},
+        }
+    )
+    frame.insert(0, "row", np.arange(1, len(frame) + 1, dtype=np.int64))
+    return frame
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else str(value)
+
+
+def validate_bars(frame: pd.DataFrame, *, skip_invalid: bool = False) -> ValidatedBars:
+    """Check every contract rule on every row.
+
+    Raises InvalidBars listing every bad row unless `skip_invalid`, which drops them and reports each.
+    Valid rows come back sorted by time; a timestamp seen again later in the input is a duplicate.
+    """
+    n = len(frame)
+    reasons = np.full(n, None, dtype=object)
+
+    def flag(mask, make_reason):
+        mask = np.asarray(mask, dtype=bool) & pd.isna(reasons)
+        for i in np.flatnonzero(mask):
+            reasons[i] = make_reason(i)
+
+    ts = frame["timestamp"]
+    raw = {c: frame.get("raw_" + c) for c in ("timestamp", *PRICE_COLUMNS, "volume")}
+
+    def raw_text(column, i):
+        return repr(str(raw[column].iat[i])) if raw[column] is not None else "NaN"
+
+    flag(ts.isna().to_numpy(), lambda i: f"unparseable timestamp {raw_text('timestamp', i)}")
+    for column in (*PRICE_COLUMNS, "volume"):
+        values = frame[column].to_numpy(dtype="float64")
+        missing = np.isnan(values)
+        if raw[column] is not None and missing.any():
+            text = raw[column].astype(str).str.strip().str.lower()
+            blank = (text.isin(["", "nan", "na", "n/a", "null", "none"]) | raw[column].isna()).to_numpy()
+            flag(missing & blank, lambda i, c=column: f"{c} is missing or NaN")
+            flag(missing, lambda i, c=column: f"unparseable {c} {raw_text(c, i)}")
+        else:
+            flag(missing, lambda i, c=column: f"{c} is missing or NaN")
+        flag(np.isinf(values), lambda i, c=column, v=values: f"{c} is infinite ({_fmt(v[i])})")
+    o, h, lo, c, v = (frame[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close", "volume"))
+    with np.errstate(invalid="ignore"):
+        for column, values in (("open", o), ("high", h), ("low", lo), ("close", c)):
+            flag(values <= 0, lambda i, col=column, vals=values: f"non-positive {col} {_fmt(vals[i])}")
+        flag(h < o, lambda i: f"high {_fmt(h[i])} below open {_fmt(o[i])}")
+        flag(h < c, lambda i: f"high {_fmt(h[i])} below close {_fmt(c[i])}")
+        flag(lo > o, lambda i: f"low {_fmt(lo[i])} above open {_fmt(o[i])}")
+        flag(lo > c, lambda i: f"low {_fmt(lo[i])} above close {_fmt(c[i])}")
+        flag(v < 0, lambda i: f"negative volume {_fmt(v[i])}")
+
+    # Duplicates: among otherwise valid rows, the first occurrence in file order is kept.
+    valid_ts = ts.where(pd.isna(reasons))
+    dup_mask = valid_ts.duplicated(keep="first").to_numpy() & valid_ts.notna().to_numpy()
+    if dup_mask.any():
+        firsts = valid_ts[~valid_ts.duplicated(keep="first") & valid_ts.notna()]
+        first_row_of = dict(zip(firsts.to_numpy(), frame["row"].to_numpy()[firsts.index.to_numpy()]))
+        flag(
+            dup_mask,
+            lambda i: f"duplicate timestamp {ts.iat[i].isoformat()} (first at row {first_row_of[ts.to_numpy()[i]]})",
+        )
+
+    bad = ~pd.isna(reasons)
+    rejected = [RowError(int(r), str(reason)) for r, reason in zip(frame["row"].to_numpy()[bad], reasons[bad])]
+    if rejected and not skip_invalid:
+        raise InvalidBars(rejected)
+    good = frame.loc[~bad, ["row", *BAR_COLUMNS]]
+    was_sorted = bool(good["timestamp"].is_monotonic_increasing)
+    if not was_sorted:
+        good = good.sort_values("timestamp", kind="stable")
+    return ValidatedBars(frame=good.reset_index(drop=True), rejected=rejected, was_sorted=was_sorted)

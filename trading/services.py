@@ -1,0 +1,203 @@
+"""Writes of trading data: the one ingestion path for bars (files, generator, feeds), feed status, demo user."""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import selectors
+from .bulk import upsert_bars
+from .domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
+from .domain.timeframes import timeframe_delta
+from .events import bar_closed
+from .models import Bar, FeedStatus, Instrument
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    symbol: str
+    timeframe: str
+    received: int
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+    sorted_input: bool = True
+    seconds: float = 0.0
+
+    @property
+    def stored(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def __str__(self) -> str:
+        order = "" if self.sorted_input else " (input was out of order; sorted)"
+        return (
+            f"{self.symbol} {self.timeframe}: {self.received} rows read, {self.inserted} inserted, "
+            f"{self.updated} updated, {self.unchanged} unchanged, {len(self.rejected)} rejected"
+            f" in {self.seconds:.2f}s{order}"
+        )
+
+
+class OutOfOrderBar(ValueError):
+    """A live bar that is not newer than the last stored one."""
+
+
+def bars_ingest(
+    *,
+    instrument: Instrument,
+    timeframe: str,
+    frame: pd.DataFrame,
+    skip_invalid: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Validate a bar frame and upsert it in one transaction: all of it or, on an invalid row, nothing.
+
+    Raises trading.domain.bars.InvalidBars (every bad row with its number) unless skip_invalid.
+    """
+    started = time.perf_counter()
+    timeframe_delta(timeframe)  # unknown timeframe -> ValueError naming it
+    validated = validate_bars(frame, skip_invalid=skip_invalid)
+    with transaction.atomic():
+        counts = upsert_bars(
+            instrument_id=instrument.pk, timeframe=timeframe, frame=validated.frame, progress=progress
+        )
+    return IngestReport(
+        symbol=instrument.symbol,
+        timeframe=timeframe,
+        received=len(frame),
+        inserted=counts.inserted,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        rejected=validated.rejected,
+        sorted_input=validated.was_sorted,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def bars_import_file(
+    *,
+    path: str | Path,
+    symbol: str,
+    timeframe: str,
+    tz: str | None = None,
+    columns: dict[str, str] | None = None,
+    create: bool = False,
+    skip_invalid: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Import a CSV or Parquet file of bars for one instrument and timeframe."""
+    timeframe_delta(timeframe)
+    instrument = instrument_get_or_create(symbol=symbol, create=create)
+    frame = read_bar_file(path, tz=tz, columns=columns)
+    return bars_ingest(
+        instrument=instrument, timeframe=timeframe, frame=frame, skip_invalid=skip_invalid, progress=progress
+    )
+
+
+def instrument_get_or_create(*, symbol: str, create: bool = False) -> Instrument:
+    """The instrument, or with create a new one with neutral defaults (tick 0.01, $1 per point) to edit in the admin."""
+    try:
+        return selectors.instrument_get(symbol=symbol)
+    except selectors.UnknownInstrument:
+        if not create:
+            raise
+    instrument = Instrument(symbol=symbol, name=symbol, tick_size="0.01", point_value="1")
+    instrument.full_clean()  # a bad symbol is refused with the validator's message
+    instrument.save()
+    logger.warning("created instrument %s with default tick size and point value; check them in the admin", symbol)
+    return instrument
+
+
+def bar_store_closed(*, instrument: Instrument, timeframe: str, bar: BarData) -> Bar | None:
+    """Store one bar from a live feed and announce it once committed.
+
+    A repeat of the last stored bar with the same values is ignored (None); a bar older than the
+    last stored one, or a different bar at its time, is refused: late bars must not trigger decisions.
+    """
+    timeframe_delta(timeframe)
+    frame = validate_bars(frame_from_bars([bar])).frame  # raises InvalidBars with the reason
+    row = frame.iloc[0]
+    with transaction.atomic():
+        latest = (
+            Bar.objects.select_for_update()
+            .filter(instrument=instrument, timeframe=timeframe)
+            .order_by("-timestamp")
+            .first()
+        )
+        timestamp = row["timestamp"].to_pydatetime()
+        if latest is not None and timestamp <= latest.timestamp:
+            if timestamp == latest.timestamp and _same_values(latest, row):
+                return None
+            raise OutOfOrderBar(
+                f"{instrument.symbol} {timeframe} bar at {timestamp.isoformat()} is not after the last stored bar "
+                f"at {latest.timestamp.isoformat()}"
+            )
+        upsert_bars(instrument_id=instrument.pk, timeframe=timeframe, frame=frame)
+        stored = Bar.objects.select_related("instrument").get(
+            instrument=instrument, timeframe=timeframe, timestamp=timestamp
+        )
+        transaction.on_commit(lambda: bar_emit_closed(bar=stored))
+    return stored
+
+
+def _same_values(bar: Bar, row: pd.Series) -> bool:
+    return all(abs(float(getattr(bar, c)) - float(row[c])) < 1e-9 for c in ("open", "high", "low", "close", "volume"))
+
+
+def bar_emit_closed(*, bar: Bar) -> None:
+    """Announce a stored bar as closed (feeds after storing it; the stored-bar replay without storing)."""
+    bar_closed.send(sender=Bar, bar=bar)
+
+
+def feed_status_start(*, instrument: Instrument, timeframe: str, source: str, pace_seconds: float) -> FeedStatus:
+    now = timezone.now()
+    status, _ = FeedStatus.objects.update_or_create(
+        instrument=instrument,
+        timeframe=timeframe,
+        defaults={
+            "source": source,
+            "running": True,
+            "started_at": now,
+            "heartbeat_at": now,
+            "pace_seconds": pace_seconds,
+            "bars_emitted": 0,
+        },
+    )
+    return status
+
+
+def feed_status_record_bar(*, instrument: Instrument, timeframe: str, bar: Bar) -> None:
+    now = timezone.now()
+    FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).update(
+        heartbeat_at=now, last_bar_received_at=now, last_bar_timestamp=bar.timestamp, running=True,
+        bars_emitted=F("bars_emitted") + 1,
+    )
+
+
+def feed_status_stop(*, instrument: Instrument, timeframe: str) -> None:
+    FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).update(running=False, heartbeat_at=timezone.now())
+
+
+DEMO_USERNAME = "demo"
+
+
+def demo_user_ensure() -> tuple[object, str | None]:
+    """The demo login for the embedded mode: (user, password) when just created, (user, None) if it existed."""
+    User = get_user_model()
+    user = User.objects.filter(username=DEMO_USERNAME).first()
+    if user is not None:
+        return user, None
+    password = secrets.token_urlsafe(12)
+    user = User.objects.create_user(username=DEMO_USERNAME, password=password, is_staff=True, is_superuser=True)
+    return user, password

@@ -1,0 +1,117 @@
+"""Helpers for end-to-end tests: a real ASGI server on the test database, and Debian's headless Chromium."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+
+CHROMIUM = "/usr/bin/chromium"
+# `playwright install` cannot download browsers here; the distribution's Chromium is driven instead.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_TIMEOUT = 60.0
+ARTIFACTS_DIR = Path(settings.BASE_DIR) / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for the database this test process uses (the test database, once pytest-django made it)."""
+    if settings_dict["ENGINE"] != "django.db.backends.postgresql":
+        raise ValueError("the server subprocess can only share a PostgreSQL test database")
+    user = quote(settings_dict.get("USER") or "", safe="")
+    password = quote(settings_dict.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{credentials}{host}{port}/{quote(settings_dict['NAME'], safe='')}"
+
+
+class LiveServer:
+    """`uvicorn minhos_site.asgi:application` in a subprocess; `stop()` must run (use it in a finalizer)."""
+
+    def __init__(self, *, env: dict[str, str], log_path: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.env = env
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # a file, not a pipe: a chatty server must never block on a full pipe
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "minhos_site.asgi:application",
+             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", "--lifespan", "off"],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        """Poll /healthz until it answers 200; fail early with the server's log if the process dies."""
+        attempts = max(1, int(timeout / 0.2))
+        for _ in range(attempts):
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            # Doubles as the poll interval and as the check that the server is still alive.
+            try:
+                code = self.process.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+            raise RuntimeError(f"the server exited with code {code} before answering:\n{self.log_tail()}")
+        raise RuntimeError(f"the server did not answer /healthz within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def in_thread(function, /, *args, **kwargs):
+    """Call Django code while Playwright's sync API is active: its event loop owns this thread, so the ORM
+    and async_to_sync refuse to run here. The worker's database connection is closed before returning."""
+    from django.db import connections
+
+    def call():
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()

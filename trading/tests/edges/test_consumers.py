@@ -1,0 +1,152 @@
+"""The market websocket: a logged-in client gets status and every stored bar; others are refused."""
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.test import Client
+
+from minhos_site.asgi import application
+from trading import realtime, services
+from trading.consumers import CLOSE_UNAUTHENTICATED, CLOSE_UNKNOWN_MARKET
+from trading.domain.bars import BarData
+from trading.models import Instrument
+from trading.tests.factories import InstrumentFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
+
+ORIGIN = (b"origin", b"http://testserver")
+# Generous: a push crosses Redis in deployment mode; a hang fails the test instead of blocking the run.
+TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def private_channel_layer(settings):
+    """A channel layer of our own: parallel test workers share Redis and the same group names."""
+    layers = {name: dict(conf) for name, conf in django_settings.CHANNEL_LAYERS.items()}
+    if "CONFIG" in layers["default"]:
+        layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"test-{uuid.uuid4().hex[:12]}"}
+    settings.CHANNEL_LAYERS = layers  # also makes channels drop its cached layer
+
+
+@pytest.fixture
+def nq(transactional_db) -> Instrument:
+    return InstrumentFactory(symbol="NQ")
+
+
+@pytest.fixture
+def session_cookie(transactional_db) -> bytes:
+    """A real session, made the way the login view makes one."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username="trader", password="unused-in-this-test")
+    client = Client()
+    client.force_login(user)
+    return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=[ORIGIN, *headers])
+
+
+async def test_logged_in_client_gets_status_then_each_stored_bar(nq, session_cookie):
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", session_cookie))
+    connected, _ = await ws.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        status = await ws.receive_json_from(timeout=TIMEOUT)
+        assert status["type"] == "feed.status"
+        assert status["symbol"] == "NQ" and status["timeframe"] == "1m"
+        assert status["running"] is False
+        assert "server_time" in status
+
+        bar = BarData(
+            timestamp=datetime(2024, 5, 6, 13, 31, tzinfo=UTC), open=18250.25, high=18262.5, low=18248.0,
+            close=18260.75, volume=1234,
+        )
+        stored = await database_sync_to_async(services.bar_store_closed)(instrument=nq, timeframe="1m", bar=bar)
+        assert stored is not None
+
+        message = await ws.receive_json_from(timeout=TIMEOUT)
+        assert message == {
+            "type": "bar.closed",
+            "bar": {"t": "2024-05-06T13:31:00Z", "o": 18250.25, "h": 18262.5, "l": 18248.0, "c": 18260.75, "v": 1234.0},
+        }
+    finally:
+        await ws.disconnect()
+
+
+async def test_client_gets_only_its_own_market(nq, session_cookie):
+    es = await database_sync_to_async(InstrumentFactory)(symbol="ES")
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", session_cookie))
+    connected, _ = await ws.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["type"] == "feed.status"
+        other_market = BarData(datetime(2024, 5, 6, 13, 31, tzinfo=UTC), 5000, 5001, 4999, 5000.5, 10)
+        other_timeframe = BarData(datetime(2024, 5, 6, 13, 30, tzinfo=UTC), 18000, 18010, 17990, 18005, 50)
+        own = BarData(datetime(2024, 5, 6, 13, 32, tzinfo=UTC), 18005, 18020, 18000, 18015.25, 70)
+        store = database_sync_to_async(services.bar_store_closed)
+        await store(instrument=es, timeframe="1m", bar=other_market)
+        await store(instrument=nq, timeframe="5m", bar=other_timeframe)
+        await store(instrument=nq, timeframe="1m", bar=own)
+
+        # Messages of one group arrive in order, so the first bar seen must be our own.
+        message = await ws.receive_json_from(timeout=TIMEOUT)
+        assert message["type"] == "bar.closed"
+        assert message["bar"]["c"] == 18015.25
+    finally:
+        await ws.disconnect()
+
+
+async def test_feed_status_broadcast_is_forwarded(nq, session_cookie):
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", session_cookie))
+    connected, _ = await ws.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        await ws.receive_json_from(timeout=TIMEOUT)
+        payload = {"symbol": "NQ", "timeframe": "1m", "running": True, "server_time": "2024-05-06T13:31:02+00:00"}
+
+        await database_sync_to_async(realtime.broadcast)("NQ", "1m", "feed.status", payload)
+
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "feed.status", **payload}
+    finally:
+        await ws.disconnect()
+
+
+async def test_anonymous_client_is_refused(nq):
+    ws = communicator("/ws/market/NQ/1m/")
+
+    connected, code = await ws.connect(timeout=TIMEOUT)
+
+    assert connected is False
+    assert code == CLOSE_UNAUTHENTICATED == 4401
+
+
+async def test_forged_session_cookie_is_refused(nq):
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", b"sessionid=not-a-real-session"))
+
+    connected, code = await ws.connect(timeout=TIMEOUT)
+
+    assert (connected, code) == (False, CLOSE_UNAUTHENTICATED)
+
+
+@pytest.mark.parametrize("path", ["/ws/market/NOPE/1m/", "/ws/market/NQ/7m/"])
+async def test_unknown_market_is_refused(nq, session_cookie, path):
+    ws = communicator(path, (b"cookie", session_cookie))
+
+    connected, code = await ws.connect(timeout=TIMEOUT)
+
+    assert connected is False
+    assert code == CLOSE_UNKNOWN_MARKET == 4404
+
+
+async def test_inactive_instrument_is_refused(session_cookie):
+    await database_sync_to_async(InstrumentFactory)(symbol="ES", active=False)
+    ws = communicator("/ws/market/ES/1m/", (b"cookie", session_cookie))
+
+    connected, code = await ws.connect(timeout=TIMEOUT)
+
+    assert (connected, code) == (False, CLOSE_UNKNOWN_MARKET)
