@@ -177,6 +177,24 @@ def feed_status_start(*, instrument: Instrument, timeframe: str, source: str, pa
     return status
 
 
+def feed_publish_bar(*, instrument: Instrument, timeframe: str, bar: BarData, already_stored: bool) -> Bar | None:
+    """One bar from a feed source: stored and announced (or, for a replay, looked up and announced)."""
+    if already_stored:
+        stored = Bar.objects.select_related("instrument").get(
+            instrument=instrument, timeframe=timeframe, timestamp=bar.timestamp
+        )
+        bar_emit_closed(bar=stored)
+    else:
+        stored = bar_store_closed(instrument=instrument, timeframe=timeframe, bar=bar)
+    if stored is not None:
+        feed_status_record_bar(instrument=instrument, timeframe=timeframe, bar=stored)
+    return stored
+
+
+def feed_status_heartbeat(*, instrument: Instrument, timeframe: str) -> None:
+    FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).update(heartbeat_at=timezone.now())
+
+
 def feed_status_record_bar(*, instrument: Instrument, timeframe: str, bar: Bar) -> None:
     now = timezone.now()
     FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).update(

@@ -1,0 +1,29 @@
+"""The embedded mode's stand-in for Celery beat: runs the beat schedule's interval jobs in-process."""
+import asyncio
+import contextlib
+import logging
+
+from asgiref.sync import sync_to_async
+from celery import current_app
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+async def run_periodic_jobs(stop: asyncio.Event) -> None:
+    """Run each entry of CELERY_BEAT_SCHEDULE with a numeric interval, inline, until `stop` is set."""
+    jobs = [(name, entry["task"], float(entry["schedule"]))
+            for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
+            if isinstance(entry["schedule"], (int, float))]
+    await asyncio.gather(*(_every(name, task, seconds, stop) for name, task, seconds in jobs))
+
+
+async def _every(name: str, task_name: str, seconds: float, stop: asyncio.Event) -> None:
+    task = current_app.tasks[task_name]
+    while not stop.is_set():
+        try:
+            await sync_to_async(task.apply)(throw=True)
+        except Exception:  # one failing run must not end the schedule; it is logged with its traceback
+            logger.exception("periodic job %s failed", name)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,62 @@
+"""Arguments shared by the commands that start a feed (run_feed, start), and the source they describe."""
+from datetime import datetime
+
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from trading import selectors
+from trading.domain.bars import BarFileError, InvalidBars
+from trading.domain.timeframes import TIMEFRAMES
+from trading.feeds.sources import FileBarSource, StoredBarSource, SyntheticSource
+
+SOURCES = ("synthetic", "stored", "file")
+
+
+def add_feed_arguments(parser, *, default_pace: float = 1.0) -> None:
+    parser.add_argument("--symbol", default="NQ", help="instrument symbol (default NQ)")
+    parser.add_argument("--timeframe", default="1m", choices=list(TIMEFRAMES))
+    parser.add_argument("--source", default="synthetic", choices=SOURCES,
+                        help="synthetic: continue the stored series with generated bars; stored: replay stored "
+                             "bars from --from; file: replay --file as if live")
+    parser.add_argument("--pace", type=float, default=default_pace, help="seconds between bars (0 = as fast as possible)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic source")
+    parser.add_argument("--from", dest="start", help="stored source: first bar time (ISO 8601 with offset)")
+    parser.add_argument("--file", help="file source: CSV or Parquet path")
+    parser.add_argument("--tz", help="file source: time zone of naive timestamps")
+    parser.add_argument("--max-bars", type=int, help="stop after this many bars")
+
+
+def _aware(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"{name}: not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise CommandError(f"{name}: give a UTC offset or Z, e.g. {text}Z")
+    return value
+
+
+def build_source(options):
+    """The instrument and the source the options describe, or a CommandError saying what is wrong."""
+    try:
+        instrument = selectors.instrument_get(symbol=options["symbol"])
+    except selectors.UnknownInstrument as exc:
+        raise CommandError(f"{exc}; create it in the admin or import bars with --create") from None
+    if options["pace"] < 0:
+        raise CommandError("--pace must be >= 0")
+    timeframe, kind = options["timeframe"], options["source"]
+    if kind == "synthetic":
+        source = SyntheticSource.continuing(instrument=instrument, timeframe=timeframe, seed=options["seed"],
+                                            now=timezone.now())
+    elif kind == "stored":
+        source = StoredBarSource(instrument=instrument, timeframe=timeframe, start=_aware(options["start"], "--from"))
+    else:
+        if not options["file"]:
+            raise CommandError("--source file needs --file PATH")
+        try:
+            source = FileBarSource(path=options["file"], tz=options["tz"])
+        except (BarFileError, InvalidBars) as exc:
+            raise CommandError(str(exc)) from None
+    return instrument, source

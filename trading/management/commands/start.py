@@ -1,0 +1,110 @@
+"""Bring MinhOS up in one process: migrate, seed a demo login and history, then serve web + feed + periodic jobs."""
+import asyncio
+import contextlib
+import logging
+import socket
+
+import uvicorn
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from minhos_site.embedded import run_periodic_jobs
+from trading import selectors, services
+from trading.feeds.runner import run_feed
+
+from ._feed_args import add_feed_arguments, build_source
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = (
+        "Run MinhOS in one process (the embedded mode): web server, replay feed and periodic jobs. "
+        "Deployments run these as separate processes instead (see the Procfile)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-feed", action="store_true", help="serve without the replay feed")
+        parser.add_argument("--history-days", type=int, default=5,
+                            help="synthetic history generated on first start when the market has no bars")
+        add_feed_arguments(parser)
+
+    def handle(self, *args, **options):
+        _check_port_free(options["host"], options["port"])
+        call_command("migrate", interactive=False, verbosity=0)
+        self._ensure_demo_user()
+        self._ensure_history(options)
+        instrument, source = (None, None) if options["no_feed"] else build_source(options)
+        url = f"http://{options['host']}:{options['port']}/"
+        mode = "embedded (SQLite, in-process jobs)" if settings.EMBEDDED else "all-in-one on the configured database"
+        self.stdout.write(self.style.SUCCESS(f"MinhOS is up at {url}  [{mode}]  Ctrl-C stops it."), ending="\n")
+        self.stdout.flush()
+        asyncio.run(self._serve(options, instrument, source))
+
+    def _ensure_demo_user(self):
+        user, password = services.demo_user_ensure()
+        if password:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Demo login created (shown once): username {user.username}  password {password}\n"
+                    f"Change it with: .venv/bin/python manage.py changepassword {user.username}"
+                )
+            )
+        else:
+            self.stdout.write(f"Log in as {user.username} (its password was printed on the first start; "
+                              f"reset it with: .venv/bin/python manage.py changepassword {user.username})")
+
+    def _ensure_history(self, options):
+        if options["no_feed"] or options["source"] != "synthetic" or options["history_days"] <= 0:
+            return
+        try:
+            instrument = selectors.instrument_get(symbol=options["symbol"])
+        except selectors.UnknownInstrument as exc:
+            raise CommandError(str(exc)) from None
+        if selectors.bar_latest(instrument=instrument, timeframe=options["timeframe"]) is None:
+            self.stdout.write(f"No {instrument} {options['timeframe']} bars yet: generating "
+                              f"{options['history_days']} days of synthetic history...")
+            call_command("generate_bars", "--symbol", instrument.symbol, "--timeframe", options["timeframe"],
+                         "--days", str(options["history_days"]), "--seed", str(options["seed"]), stdout=self.stdout)
+
+    async def _serve(self, options, instrument, source):
+        config = uvicorn.Config(
+            "minhos_site.asgi:application",
+            host=options["host"],
+            port=options["port"],
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        stop = asyncio.Event()
+        background = [asyncio.create_task(run_periodic_jobs(stop), name="periodic-jobs")]
+        if source is not None:
+            background.append(
+                asyncio.create_task(
+                    run_feed(instrument=instrument, timeframe=options["timeframe"], source=source,
+                             pace_seconds=options["pace"], max_bars=options["max_bars"], stop=stop),
+                    name="feed",
+                )
+            )
+        try:
+            await server.serve()  # returns on Ctrl-C / SIGTERM (uvicorn installs the handlers)
+        finally:
+            stop.set()
+            for task in background:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=10)
+            await sync_to_async(logger.info)("MinhOS stopped")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {host}:{port} ({exc.strerror}); is MinhOS already running? "
+                               f"Pick another port with --port.") from None
