@@ -96,10 +96,13 @@ def _pg_load_staging(frame: pd.DataFrame, progress) -> None:
 
 def _sqlite_load_staging(frame: pd.DataFrame, progress) -> None:
     values = _rounded(frame)
-    # Django's SQLite backend stores aware datetimes as naive UTC text; match it so the unique key matches.
+    # Django's SQLite backend stores aware datetimes as naive UTC text, str(datetime): the fraction only when
+    # non-zero, decided per value. Match it row by row so the unique key and ORM lookups match.
     stamps = frame["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
-    has_fraction = (stamps.dt.microsecond != 0).any()
-    text = stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f" if has_fraction else "%Y-%m-%d %H:%M:%S")
+    text = stamps.dt.strftime("%Y-%m-%d %H:%M:%S")
+    fraction = (stamps.dt.microsecond != 0).to_numpy()
+    if fraction.any():
+        text = text.where(~fraction, stamps.dt.strftime("%Y-%m-%d %H:%M:%S.%f"))
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE {STAGING} (ts text PRIMARY KEY, open real, high real, low real, close real, volume real)"

@@ -60,14 +60,18 @@ def bars_ingest(
     frame: pd.DataFrame,
     skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
+    progress_total: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Validate a bar frame and upsert it in one transaction: all of it or, on an invalid row, nothing.
 
     Raises trading.domain.bars.InvalidBars (every bad row with its number) unless skip_invalid.
+    `progress_total` hears the number of valid rows once, before `progress` hears each stored chunk's size.
     """
     started = time.perf_counter()
     timeframe_delta(timeframe)  # unknown timeframe -> ValueError naming it
     validated = validate_bars(frame, skip_invalid=skip_invalid)
+    if progress_total:
+        progress_total(len(validated.frame))
     with transaction.atomic():
         counts = upsert_bars(
             instrument_id=instrument.pk, timeframe=timeframe, frame=validated.frame, progress=progress
@@ -95,14 +99,20 @@ def bars_import_file(
     create: bool = False,
     skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
+    progress_total: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Import a CSV or Parquet file of bars for one instrument and timeframe."""
     timeframe_delta(timeframe)
-    instrument = instrument_get_or_create(symbol=symbol, create=create)
+    if not create:
+        selectors.instrument_get(symbol=symbol)  # an unknown symbol fails before a long read
     frame = read_bar_file(path, tz=tz, columns=columns)
-    return bars_ingest(
-        instrument=instrument, timeframe=timeframe, frame=frame, skip_invalid=skip_invalid, progress=progress
-    )
+    # One transaction with the bars: a refused file must not leave a newly created instrument behind.
+    with transaction.atomic():
+        instrument = instrument_get_or_create(symbol=symbol, create=create)
+        return bars_ingest(
+            instrument=instrument, timeframe=timeframe, frame=frame, skip_invalid=skip_invalid,
+            progress=progress, progress_total=progress_total,
+        )
 
 
 def instrument_get_or_create(*, symbol: str, create: bool = False) -> Instrument:
@@ -152,7 +162,11 @@ def bar_store_closed(*, instrument: Instrument, timeframe: str, bar: BarData) ->
 
 
 def _same_values(bar: Bar, row: pd.Series) -> bool:
-    return all(abs(float(getattr(bar, c)) - float(row[c])) < 1e-9 for c in ("open", "high", "low", "close", "volume"))
+    # Compared at the stored precision: a repeat of a bar with more decimals than the column keeps is still a repeat.
+    return all(
+        abs(float(getattr(bar, c)) - round(float(row[c]), Bar._meta.get_field(c).decimal_places)) < 1e-9
+        for c in ("open", "high", "low", "close", "volume")
+    )
 
 
 def bar_emit_closed(*, bar: Bar) -> None:

@@ -118,14 +118,18 @@ def read_bar_file(path: str | Path, *, tz: str | None = None, columns: dict[str,
     path = Path(path)
     if not path.exists():
         raise BarFileError(f"{path}: no such file")
+    _check_zone(tz)
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith((".parquet", ".pq")):
             raw = pd.read_parquet(path)
         elif suffixes.endswith((".csv", ".csv.gz", ".txt")):
             # Numbers parse natively; a column with a bad cell comes back as text and is coerced cell by cell,
-            # so one bad cell becomes a row error instead of failing the whole read.
-            raw = pd.read_csv(path, skipinitialspace=True)
+            # so one bad cell becomes a row error instead of failing the whole read. Time columns stay text:
+            # as numbers, "093000" would lose its leading zero and 20240102 would pass for a Unix epoch.
+            header = pd.read_csv(path, nrows=0, skipinitialspace=True).columns
+            text_columns = [s for s, t in map_columns(header, columns).items() if t in ("timestamp", "date", "time")]
+            raw = pd.read_csv(path, skipinitialspace=True, dtype={c: str for c in text_columns})
         else:
             raise BarFileError(f"{path.name}: unsupported file type; use .csv, .csv.gz or .parquet")
     except BarFileError:
@@ -150,6 +154,8 @@ def frame_from_table(raw: pd.DataFrame, *, tz: str | None = None, columns: dict[
     frame["timestamp"] = parse_timestamps(table["timestamp"], tz=tz)
     # Original cells are kept only where they may need quoting in an error message (text columns).
     frame["raw_timestamp"] = table["timestamp"]
+    if tz is not None and not pd.api.types.is_datetime64_any_dtype(table["timestamp"]):
+        frame["timestamp_error"] = _local_time_errors(table["timestamp"], frame["timestamp"], tz)
     for column in (*PRICE_COLUMNS, "volume"):
         values = table[column]
         if pd.api.types.is_numeric_dtype(values):
@@ -162,6 +168,10 @@ def frame_from_table(raw: pd.DataFrame, *, tz: str | None = None, columns: dict[
 
 def parse_timestamps(values: pd.Series, *, tz: str | None) -> pd.Series:
     """Parse to UTC. Offsets in the data win; naive times need `tz`; integers are Unix epochs (s or ms)."""
+    _check_zone(tz)
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.abs().max() < 1e8:
+        # Below 1e8 an epoch would be 1970-1973: these are YYYYMMDD dates stored as numbers.
+        values = values.astype("Int64").astype(str)
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
     elif pd.api.types.is_numeric_dtype(values) or _looks_numeric(values):
@@ -191,14 +201,59 @@ def parse_timestamps(values: pd.Series, *, tz: str | None) -> pd.Series:
 
 def _looks_numeric(values: pd.Series) -> bool:
     sample = values.dropna().astype(str).str.strip().head(20)
-    return bool(len(sample)) and sample.str.fullmatch(r"\d{9,13}").all()
+    return bool(len(sample)) and sample.str.fullmatch(r"\d{9,13}(?:\.\d*)?").all()
+
+
+# Tried in order when ISO 8601 (which also covers 20240102 093000 and 2024.01.02 09:30) does not fit.
+# Explicit formats only: pandas' "mixed" would read Dukascopy's day-first 02.01.2024 as 1 February.
+NAIVE_FORMATS = (
+    "%d.%m.%Y %H:%M:%S.%f",  # Dukascopy "Gmt time"
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",  # US exports (TradeStation, NinjaTrader, Excel)
+    "%m/%d/%Y %H:%M",
+)
 
 
 def _to_datetime_naive(text: pd.Series) -> pd.Series:
+    best = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    wanted = int(text.notna().sum())
+    for fmt in NAIVE_FORMATS:
+        if int(best.notna().sum()) == wanted:
+            break
+        parsed = pd.to_datetime(text, errors="coerce", format=fmt)
+        if parsed.notna().sum() > best.notna().sum():
+            best = parsed
+    return best
+
+
+def _check_zone(tz: str | None) -> None:
+    if tz is None:
+        return
     try:
-        return pd.to_datetime(text, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError):
-        return pd.to_datetime(text, errors="coerce", format="mixed")
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except Exception as exc:
+        raise BarFileError(
+            f"unknown time zone {tz!r}; use an IANA name such as UTC, America/New_York or America/Chicago"
+        ) from exc
+
+
+def _local_time_errors(text: pd.Series, parsed: pd.Series, tz: str) -> pd.Series:
+    """For local times that could not be placed: which daylight-saving problem it was (None elsewhere)."""
+    errors = pd.Series(None, index=parsed.index, dtype=object)
+    failed = parsed.isna() & text.notna()
+    if not failed.any():
+        return errors
+    naive = _to_datetime_naive(text[failed].astype(str).str.strip())
+    for i, local in naive.dropna().items():
+        if pd.isna(local.tz_localize(tz, ambiguous=True, nonexistent="NaT")):
+            errors[i] = f"local time {str(text[i]).strip()!r} does not exist in {tz} (skipped when clocks go forward)"
+        elif local.tz_localize(tz, ambiguous=True) != local.tz_localize(tz, ambiguous=False):
+            errors[i] = (
+                f"local time {str(text[i]).strip()!r} is ambiguous in {tz} (it occurs twice when clocks go back "
+                "and the rows around it do not show which)"
+            )
+    return errors
 
 
 def _localise(parsed: pd.Series, tz: str) -> pd.Series:
@@ -237,6 +292,8 @@ def validate_bars(frame: pd.DataFrame, *, skip_invalid: bool = False) -> Validat
     """
     n = len(frame)
     reasons = np.full(n, None, dtype=object)
+    if n and getattr(frame["timestamp"].dt, "tz", None) is None:
+        raise BarFileError("bar timestamps must be timezone-aware (UTC); localise them first")
 
     def flag(mask, make_reason):
         mask = np.asarray(mask, dtype=bool) & pd.isna(reasons)
@@ -249,6 +306,11 @@ def validate_bars(frame: pd.DataFrame, *, skip_invalid: bool = False) -> Validat
     def raw_text(column, i):
         return repr(str(raw[column].iat[i])) if raw[column] is not None else "NaN"
 
+    local_errors = frame.get("timestamp_error")
+    if local_errors is not None:
+        flag(local_errors.notna().to_numpy(), lambda i: str(local_errors.iat[i]))
+    if raw["timestamp"] is not None:
+        flag(ts.isna().to_numpy() & raw["timestamp"].isna().to_numpy(), lambda i: "timestamp is missing")
     flag(ts.isna().to_numpy(), lambda i: f"unparseable timestamp {raw_text('timestamp', i)}")
     for column in (*PRICE_COLUMNS, "volume"):
         values = frame[column].to_numpy(dtype="float64")
@@ -273,13 +335,16 @@ def validate_bars(frame: pd.DataFrame, *, skip_invalid: bool = False) -> Validat
 
     # Duplicates: among otherwise valid rows, the first occurrence in file order is kept.
     valid_ts = ts.where(pd.isna(reasons))
-    dup_mask = valid_ts.duplicated(keep="first").to_numpy() & valid_ts.notna().to_numpy()
+    repeated = valid_ts.duplicated(keep="first").to_numpy()
+    present = valid_ts.notna().to_numpy()
+    dup_mask = repeated & present
     if dup_mask.any():
-        firsts = valid_ts[~valid_ts.duplicated(keep="first") & valid_ts.notna()]
-        first_row_of = dict(zip(firsts.to_numpy(), frame["row"].to_numpy()[firsts.index.to_numpy()]))
+        # Positions, not index labels, and the arrays built once: a file may hold many duplicates.
+        stamps, rows = ts.to_numpy(), frame["row"].to_numpy()
+        first_row_of = dict(zip(stamps[~repeated & present], rows[~repeated & present]))
         flag(
             dup_mask,
-            lambda i: f"duplicate timestamp {ts.iat[i].isoformat()} (first at row {first_row_of[ts.to_numpy()[i]]})",
+            lambda i: f"duplicate timestamp {ts.iat[i].isoformat()} (first at row {first_row_of[stamps[i]]})",
         )
 
     bad = ~pd.isna(reasons)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from trading import realtime, selectors, services
 from trading.domain.bars import BarData
 from trading.models import Bar
-from trading.tests.browser import ARTIFACTS_DIR, LiveServer, database_url, in_thread, launch_chromium
+from trading.tests.live import ARTIFACTS_DIR, LiveServer, database_url, in_thread, launch_chromium
 from trading.tests.factories import InstrumentFactory
 
 pytestmark = [

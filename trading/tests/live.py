@@ -1,7 +1,9 @@
 """Helpers for end-to-end tests: a real ASGI server on the test database, and Debian's headless Chromium."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,21 +50,27 @@ def database_url(settings_dict: dict) -> str:
 
 
 class LiveServer:
-    """`uvicorn minhos_site.asgi:application` in a subprocess; `stop()` must run (use it in a finalizer)."""
+    """A server in a subprocess (default: `uvicorn minhos_site.asgi:application` on `port`), in its own
+    process group so everything it starts goes down with it; `stop()` must run (use it in a finalizer).
+    `command` may contain "{port}", filled with the chosen port."""
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, port: int | None = None):
+    def __init__(self, *, env: dict[str, str], log_path: Path, port: int | None = None,
+                 command: list[str] | None = None, remove_env: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.env = env
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # a file, not a pipe: a chatty server must never block on a full pipe
+        command = command or [sys.executable, "-m", "uvicorn", "minhos_site.asgi:application", "--host",
+                              "127.0.0.1", "--port", "{port}", "--no-access-log", "--lifespan", "off"]
+        base_env = {k: v for k, v in os.environ.items() if k not in remove_env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "minhos_site.asgi:application",
-             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log", "--lifespan", "off"],
+            [part.replace("{port}", str(self.port)) for part in command],
             cwd=settings.BASE_DIR,
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            env={**base_env, **env, "PYTHONUNBUFFERED": "1"},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> None:
@@ -84,18 +92,29 @@ class LiveServer:
         raise RuntimeError(f"the server did not answer /healthz within {timeout:.0f}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the leader (a process manager forwards it to its children), wait, return its exit code."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(sig)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        self._log.close()
+        # Stragglers (e.g. Celery's pool children) must not outlive the test and hold its database open.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+        return self.process.returncode
+
+    def log_text(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
 
 
 def launch_chromium(playwright):
