@@ -132,13 +132,21 @@ def read_bar_file(path: str | Path, *, tz: str | None = None, columns: dict[str,
             raw = pd.read_csv(path, skipinitialspace=True, dtype={c: str for c in text_columns})
         else:
             raise BarFileError(f"{path.name}: unsupported file type; use .csv, .csv.gz or .parquet")
-    except BarFileError:
-        raise
+    except BarFileError as exc:
+        raise _naming(path, exc) from None
     except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
         raise BarFileError(f"{path.name}: cannot be read ({exc})") from exc
     if raw.empty:
         raise BarFileError(f"{path.name}: no data rows")
-    return frame_from_table(raw, tz=tz, columns=columns)
+    try:
+        return frame_from_table(raw, tz=tz, columns=columns)
+    except BarFileError as exc:
+        raise _naming(path, exc) from None
+
+
+def _naming(path: Path, exc: BarFileError) -> BarFileError:
+    message = str(exc)
+    return exc if message.startswith(f"{path.name}:") else BarFileError(f"{path.name}: {message}")
 
 
 def frame_from_table(raw: pd.DataFrame, *, tz: str | None = None, columns: dict[str, str] | None = None) -> pd.DataFrame:

@@ -1,0 +1,30 @@
+"""`manage.py bench NAME [--json]`: run one benchmark and print its measured figures."""
+import importlib
+import json as jsonlib
+
+from django.core.management.base import BaseCommand
+
+# name -> "module:function"; later apps add theirs (inference, train, sizing).
+BENCHMARKS = {
+    "ingest": "trading.benchmarks:bench_ingest",
+}
+
+
+class Command(BaseCommand):
+    help = "Run a benchmark on this machine and the configured database; --json prints one JSON object."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", choices=sorted(BENCHMARKS))
+        parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+        parser.add_argument("--rows", type=int, help="ingest: number of bars (default 1,000,000)")
+
+    def handle(self, *args, name, json: bool = False, rows=None, **options):
+        module_name, function_name = BENCHMARKS[name].split(":")
+        bench = getattr(importlib.import_module(module_name), function_name)
+        kwargs = {"rows": rows} if rows else {}
+        result = bench(**kwargs)
+        if json:
+            self.stdout.write(jsonlib.dumps(result))
+        else:
+            for key, value in result.items():
+                self.stdout.write(f"{key:>22}: {value}")

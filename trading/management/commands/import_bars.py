@@ -1,0 +1,102 @@
+"""Import a CSV or Parquet file of bars for one instrument and timeframe through the ingestion service."""
+from argparse import ArgumentTypeError
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from trading import selectors, services
+from trading.domain.bars import BarFileError, InvalidBars
+from trading.domain.timeframes import TIMEFRAMES
+
+MAX_ROWS_SHOWN = 50
+
+
+def _column_mapping(text: str) -> dict[str, str]:
+    """`timestamp=Time,volume=Qty` -> {"timestamp": "Time", "volume": "Qty"}."""
+    mapping: dict[str, str] = {}
+    for pair in text.split(","):
+        target, sep, source = pair.partition("=")
+        target, source = target.strip(), source.strip()
+        if not sep or not target or not source:
+            raise ArgumentTypeError(f"expected bar_column=FileColumn pairs separated by commas, got {pair.strip()!r}")
+        if target in mapping:
+            raise ArgumentTypeError(f"{target} is mapped twice")
+        mapping[target] = source
+    return mapping
+
+
+class _ProgressOut:
+    """tqdm redraws with carriage returns; Django's OutputWrapper would add a newline and colour to each write."""
+
+    def __init__(self, wrapper):
+        self._wrapper = wrapper
+
+    def write(self, text: str) -> None:
+        self._wrapper.write(text, style_func=lambda s: s, ending="")
+
+    def flush(self) -> None:
+        self._wrapper.flush()
+
+
+class Command(BaseCommand):
+    help = (
+        "Import bars from a CSV or Parquet file. Column names are recognised in common spellings (or given with "
+        "--columns); naive times need --tz. An invalid row stops the import and nothing is written, unless "
+        "--skip-invalid. Re-importing the same file changes nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", help="a .csv, .csv.gz or .parquet file")
+        parser.add_argument("--symbol", required=True, help="instrument symbol, e.g. NQ")
+        parser.add_argument("--timeframe", default="1m", choices=list(TIMEFRAMES))
+        parser.add_argument(
+            "--tz", default=None,
+            help="time zone of timestamps that carry no offset, e.g. UTC or America/Chicago (offsets in the data win)",
+        )
+        parser.add_argument(
+            "--columns", type=_column_mapping, default=None,
+            help="map bar columns to the file's columns, e.g. --columns timestamp=Time,volume=Qty",
+        )
+        parser.add_argument(
+            "--create", action="store_true",
+            help="create the instrument if unknown (default tick size and point value: check them in the admin)",
+        )
+        parser.add_argument(
+            "--skip-invalid", action="store_true", help="store the valid rows and report each invalid one"
+        )
+
+    def handle(self, *args, path, symbol, timeframe, tz, columns, create, skip_invalid, **options):
+        with tqdm(
+            total=None, unit="bar", unit_scale=True, file=_ProgressOut(self.stderr), leave=False,
+            disable=not self.stderr.isatty(), desc=f"{symbol} {timeframe}",
+        ) as bar:
+            try:
+                report = services.bars_import_file(
+                    path=path, symbol=symbol, timeframe=timeframe, tz=tz, columns=columns, create=create,
+                    skip_invalid=skip_invalid, progress=bar.update, progress_total=lambda n: bar.reset(total=n),
+                )
+            except InvalidBars as exc:
+                self._write_rows(self.stderr, exc.errors, prefix="")
+                raise CommandError(
+                    f"{len(exc.errors)} invalid row(s) in {path}; nothing was written "
+                    "(--skip-invalid stores the valid rows and skips these)"
+                ) from exc
+            except BarFileError as exc:
+                raise CommandError(str(exc)) from exc
+            except selectors.UnknownInstrument as exc:
+                raise CommandError(
+                    f"{exc}; pass --create to add it (with a default tick size and point value to check in the admin)"
+                ) from exc
+            except ValidationError as exc:
+                raise CommandError(f"cannot create instrument {symbol!r}: {' '.join(exc.messages)}") from exc
+            except ValueError as exc:  # unknown timeframe from a caller that bypasses the choices
+                raise CommandError(str(exc)) from exc
+        self._write_rows(self.stdout, report.rejected, prefix="skipped ")
+        self.stdout.write(str(report))
+
+    def _write_rows(self, out, errors, *, prefix: str) -> None:
+        for error in errors[:MAX_ROWS_SHOWN]:
+            out.write(f"{prefix}{error}")
+        if len(errors) > MAX_ROWS_SHOWN:
+            out.write(f"... and {len(errors) - MAX_ROWS_SHOWN} more")
