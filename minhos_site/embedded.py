@@ -3,7 +3,7 @@ import asyncio
 import contextlib
 import logging
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from celery import current_app
 from django.conf import settings
 
@@ -22,7 +22,7 @@ async def _every(name: str, task_name: str, seconds: float, stop: asyncio.Event)
     task = current_app.tasks[task_name]
     while not stop.is_set():
         try:
-            await sync_to_async(task.apply)(throw=True)
+            await database_sync_to_async(task.apply)(throw=True)
         except Exception:  # one failing run must not end the schedule; it is logged with its traceback
             logger.exception("periodic job %s failed", name)
         with contextlib.suppress(asyncio.TimeoutError):

@@ -1,4 +1,5 @@
 """Settings from the environment: embedded mode with no variables, deployment with DATABASE_URL / REDIS_URL."""
+import os
 import secrets
 from pathlib import Path
 
@@ -26,9 +27,14 @@ DEBUG = env.bool("DEBUG", default=False)
 def _embedded_secret_key() -> str:
     """A key generated once and kept under var/, so sessions survive restarts without configuration."""
     key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
+    try:
+        # Created exclusively with mode 600: never readable by others, and two first starts agree on one key.
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
     return key_file.read_text().strip()
 
 

@@ -171,7 +171,10 @@ def _same_values(bar: Bar, row: pd.Series) -> bool:
 
 def bar_emit_closed(*, bar: Bar) -> None:
     """Announce a stored bar as closed (feeds after storing it; the stored-bar replay without storing)."""
-    bar_closed.send(sender=Bar, bar=bar)
+    # One failing subscriber (say, prediction) must neither stop the feed nor starve the other subscribers.
+    for receiver, result in bar_closed.send_robust(sender=Bar, bar=bar):
+        if isinstance(result, Exception):
+            logger.error("bar_closed receiver %r failed for %s", receiver, bar, exc_info=result)
 
 
 def feed_status_start(*, instrument: Instrument, timeframe: str, source: str, pace_seconds: float) -> FeedStatus:

@@ -4,8 +4,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.db import connections
 
 from trading import services
 from trading.domain.bars import InvalidBars
@@ -27,24 +30,27 @@ async def run_feed(
     stop: asyncio.Event | None = None,
 ) -> int:
     """Emit bars from `source` until it ends, `max_bars` were announced, or `stop` is set. Returns the count."""
-    if pace_seconds < 0:
-        raise ValueError(f"pace must be >= 0 seconds, got {pace_seconds}")
+    if not (math.isfinite(pace_seconds) and pace_seconds >= 0):
+        raise ValueError(f"pace must be a finite number of seconds >= 0, got {pace_seconds}")
     stop = stop or asyncio.Event()
-    await sync_to_async(services.feed_status_start)(
+    await database_sync_to_async(services.feed_status_start)(
         instrument=instrument, timeframe=timeframe, source=source.name, pace_seconds=pace_seconds
     )
     heartbeat = asyncio.create_task(_beat(instrument, timeframe, stop))
-    iterator = iter(source)
+    # Sources may block (a live adapter) or touch the database: never on the event loop, and not in the
+    # shared sync thread either, where a source waiting for its next bar would hold up the heartbeat.
+    loop = asyncio.get_running_loop()
+    source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-source")
     emitted = 0
     try:
+        iterator = await loop.run_in_executor(source_thread, iter, source)
         while not stop.is_set() and (max_bars is None or emitted < max_bars):
-            # Sources may block (a live adapter) or touch the database: never on the event loop.
-            bar = await sync_to_async(next)(iterator, _END)
+            bar = await loop.run_in_executor(source_thread, next, iterator, _END)
             if bar is _END:
                 logger.info("%s %s feed: source %s ended after %d bars", instrument, timeframe, source.name, emitted)
                 break
             try:
-                stored = await sync_to_async(services.feed_publish_bar)(
+                stored = await database_sync_to_async(services.feed_publish_bar)(
                     instrument=instrument, timeframe=timeframe, bar=bar, already_stored=source.already_stored
                 )
             except (InvalidBars, services.OutOfOrderBar) as exc:
@@ -53,20 +59,26 @@ async def run_feed(
             if stored is None:
                 continue
             emitted += 1
-            if pace_seconds:
+            if pace_seconds and (max_bars is None or emitted < max_bars):  # a pace between bars, not after the last
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=pace_seconds)
     finally:
+        # Queued behind a source still blocked in next(), if any: the loop does not wait for it.
+        source_thread.submit(connections.close_all)
+        source_thread.shutdown(wait=False)
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await sync_to_async(services.feed_status_stop)(instrument=instrument, timeframe=timeframe)
+        await database_sync_to_async(services.feed_status_stop)(instrument=instrument, timeframe=timeframe)
     return emitted
 
 
 async def _beat(instrument: Instrument, timeframe: str, stop: asyncio.Event) -> None:
     # A separate heartbeat so a slow source (one bar a minute) still shows as running.
     while not stop.is_set():
-        await sync_to_async(services.feed_status_heartbeat)(instrument=instrument, timeframe=timeframe)
+        try:
+            await database_sync_to_async(services.feed_status_heartbeat)(instrument=instrument, timeframe=timeframe)
+        except Exception:  # one lost beat (database busy or restarting) must not end the later ones
+            logger.exception("%s %s feed: heartbeat failed", instrument, timeframe)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)

@@ -1,4 +1,5 @@
 """Arguments shared by the commands that start a feed (run_feed, start), and the source they describe."""
+import math
 from datetime import datetime
 
 from django.core.management.base import CommandError
@@ -44,9 +45,13 @@ def build_source(options):
         instrument = selectors.instrument_get(symbol=options["symbol"])
     except selectors.UnknownInstrument as exc:
         raise CommandError(f"{exc}; create it in the admin or import bars with --create") from None
-    if options["pace"] < 0:
-        raise CommandError("--pace must be >= 0")
+    if not (math.isfinite(options["pace"]) and options["pace"] >= 0):
+        raise CommandError(f"--pace must be a finite number of seconds >= 0, got {options['pace']}")
     timeframe, kind = options["timeframe"], options["source"]
+    belongs_to = {"start": ("--from", "stored"), "file": ("--file", "file"), "tz": ("--tz", "file")}
+    for key, (flag, source_kind) in belongs_to.items():
+        if options.get(key) is not None and kind != source_kind:
+            raise CommandError(f"{flag} applies to --source {source_kind} only (this feed's source is {kind})")
     if kind == "synthetic":
         source = SyntheticSource.continuing(instrument=instrument, timeframe=timeframe, seed=options["seed"],
                                             now=timezone.now())

@@ -26,17 +26,34 @@ def _column_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
-class _ProgressOut:
-    """tqdm redraws with carriage returns; Django's OutputWrapper would add a newline and colour to each write."""
+class _Progress:
+    """A tqdm bar on stderr, drawn only on a terminal and only once the number of bars to store is known."""
 
-    def __init__(self, wrapper):
-        self._wrapper = wrapper
+    def __init__(self, stderr, desc: str):
+        self._stderr, self._desc, self._bar = stderr, desc, None
+
+    def start(self, total: int) -> None:
+        # Updates come per stored chunk (100,000 rows), so every one is drawn: mininterval=0.
+        self._bar = tqdm(total=total, unit="bar", desc=self._desc, file=self, leave=False, mininterval=0,
+                         disable=not self._stderr.isatty())
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
 
     def write(self, text: str) -> None:
-        self._wrapper.write(text, style_func=lambda s: s, ending="")
+        # tqdm redraws with carriage returns; OutputWrapper would add a newline and the error colour to each write.
+        self._stderr.write(text, style_func=lambda s: s, ending="")
 
     def flush(self) -> None:
-        self._wrapper.flush()
+        self._stderr.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 class Command(BaseCommand):
@@ -67,31 +84,28 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, path, symbol, timeframe, tz, columns, create, skip_invalid, **options):
-        with tqdm(
-            total=None, unit="bar", unit_scale=True, file=_ProgressOut(self.stderr), leave=False,
-            disable=not self.stderr.isatty(), desc=f"{symbol} {timeframe}",
-        ) as bar:
-            try:
+        try:
+            with _Progress(self.stderr, f"{symbol} {timeframe}") as progress:
                 report = services.bars_import_file(
                     path=path, symbol=symbol, timeframe=timeframe, tz=tz, columns=columns, create=create,
-                    skip_invalid=skip_invalid, progress=bar.update, progress_total=lambda n: bar.reset(total=n),
+                    skip_invalid=skip_invalid, progress=progress.update, progress_total=progress.start,
                 )
-            except InvalidBars as exc:
-                self._write_rows(self.stderr, exc.errors, prefix="")
-                raise CommandError(
-                    f"{len(exc.errors)} invalid row(s) in {path}; nothing was written "
-                    "(--skip-invalid stores the valid rows and skips these)"
-                ) from exc
-            except BarFileError as exc:
-                raise CommandError(str(exc)) from exc
-            except selectors.UnknownInstrument as exc:
-                raise CommandError(
-                    f"{exc}; pass --create to add it (with a default tick size and point value to check in the admin)"
-                ) from exc
-            except ValidationError as exc:
-                raise CommandError(f"cannot create instrument {symbol!r}: {' '.join(exc.messages)}") from exc
-            except ValueError as exc:  # unknown timeframe from a caller that bypasses the choices
-                raise CommandError(str(exc)) from exc
+        except InvalidBars as exc:
+            self._write_rows(self.stderr, exc.errors, prefix="")
+            raise CommandError(
+                f"{len(exc.errors)} invalid row(s) in {path}; nothing was written "
+                "(--skip-invalid stores the valid rows and skips these)"
+            ) from exc
+        except BarFileError as exc:
+            raise CommandError(str(exc)) from exc
+        except selectors.UnknownInstrument as exc:
+            raise CommandError(
+                f"{exc}; pass --create to add it (with a default tick size and point value to check in the admin)"
+            ) from exc
+        except ValidationError as exc:
+            raise CommandError(f"cannot create instrument {symbol!r}: {' '.join(exc.messages)}") from exc
+        except ValueError as exc:  # unknown timeframe from a caller that bypasses the choices
+            raise CommandError(str(exc)) from exc
         self._write_rows(self.stdout, report.rejected, prefix="skipped ")
         self.stdout.write(str(report))
 

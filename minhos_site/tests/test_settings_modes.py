@@ -1,0 +1,124 @@
+"""Settings switch between the embedded mode (no variables) and deployment (DATABASE_URL / REDIS_URL).
+
+Settings are read once at import, so each case starts a fresh interpreter with a controlled environment.
+"""
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+# Every variable settings.py reads: a case sets only the ones it is about.
+SETTINGS_VARIABLES = (
+    "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "CONN_MAX_AGE",
+    "MEDIA_ROOT", "CHANNELS_PREFIX", "CELERY_TASK_ALWAYS_EAGER", "MINHOS_FEED_STALE_SECONDS", "LOG_LEVEL",
+    "DJANGO_SETTINGS_MODULE",
+)
+PROBE = """
+import json, os
+import django
+os.environ["DJANGO_SETTINGS_MODULE"] = "minhos_site.settings"
+django.setup()
+from django.conf import settings as s
+db, layer = s.DATABASES["default"], s.CHANNEL_LAYERS["default"]
+print(json.dumps({
+    "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST"), "port": db.get("PORT"),
+    "user": db.get("USER"), "password": db.get("PASSWORD"), "options": db.get("OPTIONS", {}),
+    "layer": layer["BACKEND"], "layer_hosts": layer.get("CONFIG", {}).get("hosts"),
+    "eager": s.CELERY_TASK_ALWAYS_EAGER, "broker": s.CELERY_BROKER_URL, "result_backend": s.CELERY_RESULT_BACKEND,
+    "debug": s.DEBUG, "secret_key": s.SECRET_KEY, "embedded": s.EMBEDDED,
+}))
+"""
+POSTGRES_URL = "postgres://trader:s3cret@db.example.internal:5433/minhos_prod"
+REDIS_URL = "redis://cache.example.internal:6380/2"
+
+
+@pytest.fixture(autouse=True)
+def no_dotenv_file():
+    # settings.py fills unset variables from BASE_DIR/.env: with one present the cases below are not controlled.
+    if (BASE_DIR / ".env").exists():
+        pytest.skip("a .env file in the project supplies settings variables")
+
+
+def start(var_dir: Path, **variables: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    env.update(MINHOS_VAR_DIR=str(var_dir), **variables)
+    return subprocess.run([sys.executable, "-c", PROBE], cwd=BASE_DIR, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def settings_with(var_dir: Path, **variables: str) -> dict:
+    process = start(var_dir, **variables)
+    assert process.returncode == 0, process.stderr
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def test_with_no_variables_it_runs_embedded_on_sqlite_in_the_var_dir_with_in_process_layers(tmp_path):
+    s = settings_with(tmp_path)
+
+    assert s["embedded"] is True
+    assert s["engine"] == "django.db.backends.sqlite3"
+    assert Path(s["name"]).parent == tmp_path
+    assert s["options"] == {"timeout": 20, "transaction_mode": "IMMEDIATE"}  # shared by web, feed and jobs
+    assert s["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert s["eager"] is True
+    assert (s["broker"], s["result_backend"]) == ("memory://", "cache+memory://")
+    assert s["debug"] is False
+
+
+def test_with_no_variables_a_secret_key_is_generated_private_and_kept_across_starts(tmp_path):
+    first = settings_with(tmp_path)["secret_key"]
+
+    key_file = tmp_path / "secret_key"
+    assert key_file.read_text().strip() == first
+    assert len(first) >= 50
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert settings_with(tmp_path)["secret_key"] == first
+    assert settings_with(tmp_path / "elsewhere")["secret_key"] != first
+
+
+def test_a_secret_key_from_the_environment_wins_and_none_is_written(tmp_path):
+    s = settings_with(tmp_path, SECRET_KEY="from-the-environment")
+
+    assert s["secret_key"] == "from-the-environment"
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_database_url_selects_postgresql_with_its_parts(tmp_path):
+    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, SECRET_KEY="deployment-key")
+
+    assert s["embedded"] is False
+    assert s["engine"] == "django.db.backends.postgresql"
+    assert (s["host"], s["port"], s["name"], s["user"], s["password"]) == (
+        "db.example.internal", 5433, "minhos_prod", "trader", "s3cret"
+    )
+    assert "transaction_mode" not in s["options"]  # the SQLite lock options stay out of PostgreSQL's
+
+
+def test_redis_url_selects_redis_for_channels_and_celery_and_turns_eager_off(tmp_path):
+    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, SECRET_KEY="deployment-key")
+
+    assert s["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert s["layer_hosts"] == [REDIS_URL]
+    assert s["broker"] == s["result_backend"] == REDIS_URL
+    assert s["eager"] is False
+
+
+def test_database_url_without_a_secret_key_refuses_to_start_naming_it(tmp_path):
+    process = start(tmp_path, DATABASE_URL=POSTGRES_URL)
+
+    assert process.returncode != 0
+    assert "ImproperlyConfigured" in process.stderr
+    assert "SECRET_KEY must be set" in process.stderr
+    assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(("value", "debug"), [("1", True), ("true", True), ("0", False)])
+def test_debug_follows_the_debug_variable(tmp_path, value, debug):
+    assert settings_with(tmp_path, DEBUG=value)["debug"] is debug

@@ -1,0 +1,106 @@
+"""`manage.py run_feed`: runs a feed from the command line and refuses bad input with a message saying what is wrong."""
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from trading.models import Bar, FeedStatus
+from trading.tests.factories import BarFactory, InstrumentFactory
+
+# The feed stores bars from worker threads with their own connections: only committed data is visible there.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
+
+T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+HEADER = "timestamp,open,high,low,close,volume\n"
+
+
+@pytest.fixture
+def nq():
+    return InstrumentFactory(symbol="NQ")
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command("run_feed", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_synthetic_feed_with_max_bars_stores_that_many_new_bars_and_prints_the_count(nq):
+    history = BarFactory.create_series(3, instrument=nq)
+
+    output = run("--pace", "0", "--max-bars", "5")
+
+    new = Bar.objects.filter(instrument=nq, timeframe="1m", timestamp__gt=history[-1].timestamp)
+    assert new.count() == 5
+    assert Bar.objects.count() == 3 + 5
+    assert "feed NQ 1m from synthetic" in output
+    assert "feed stopped after 5 bars" in output
+    status = FeedStatus.objects.get(instrument=nq, timeframe="1m")
+    assert (status.running, status.bars_emitted, status.source) == (False, 5, "synthetic")
+
+
+def test_stored_replay_from_a_time_announces_the_bars_from_then_on(nq):
+    bars = BarFactory.create_series(5, instrument=nq)
+
+    output = run("--source", "stored", "--from", bars[2].timestamp.isoformat().replace("+00:00", "Z"), "--pace", "0")
+
+    assert "feed stopped after 3 bars" in output
+    assert Bar.objects.count() == 5
+    assert FeedStatus.objects.get(instrument=nq, timeframe="1m").last_bar_timestamp == bars[-1].timestamp
+
+
+def test_file_replay_stores_the_file_in_time_order(nq, tmp_path):
+    path = tmp_path / "bars.csv"
+    path.write_text(HEADER + "2024-01-02T14:31:00Z,2,3,1,2.5,7\n2024-01-02T14:30:00Z,1,2,0.5,1.5,3\n")
+
+    output = run("--source", "file", "--file", str(path), "--pace", "0")
+
+    assert "feed stopped after 2 bars" in output
+    assert list(Bar.objects.filter(instrument=nq).order_by("timestamp").values_list("timestamp", flat=True)) == [
+        T0, T0 + timedelta(minutes=1)
+    ]
+
+
+def test_an_unknown_symbol_is_refused_with_its_name(nq):
+    with pytest.raises(CommandError, match="unknown instrument symbol 'ZZZ'"):
+        run("--symbol", "ZZZ", "--pace", "0", "--max-bars", "1")
+
+
+def test_the_file_source_without_a_file_is_refused(nq):
+    with pytest.raises(CommandError, match="--source file needs --file"):
+        run("--source", "file", "--pace", "0")
+
+
+def test_a_file_with_an_invalid_row_is_refused_naming_the_row_and_nothing_runs(nq, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "2024-01-02T14:30:00Z,1,2,0.5,1.5,3\n2024-01-02T14:31:00Z,5,4,3,4.5,3\n")
+
+    with pytest.raises(CommandError, match=r"row 2: high 4\.0 below open 5\.0"):
+        run("--source", "file", "--file", str(path), "--pace", "0")
+
+    assert not Bar.objects.exists()
+    assert not FeedStatus.objects.exists()
+
+
+def test_a_missing_file_is_refused_naming_it(nq, tmp_path):
+    with pytest.raises(CommandError, match="nowhere.csv: no such file"):
+        run("--source", "file", "--file", str(tmp_path / "nowhere.csv"), "--pace", "0")
+
+
+@pytest.mark.parametrize("pace", ["-1", "nan", "inf"])
+def test_a_pace_that_is_not_a_finite_non_negative_number_is_refused(nq, pace):
+    with pytest.raises(CommandError, match="--pace must be a finite number of seconds >= 0"):
+        run("--pace", pace, "--max-bars", "1")
+
+    assert not FeedStatus.objects.exists()
+
+
+def test_a_start_time_without_a_utc_offset_is_refused(nq):
+    with pytest.raises(CommandError, match="--from: give a UTC offset or Z"):
+        run("--source", "stored", "--from", "2024-01-02T14:30:00", "--pace", "0")
+
+
+def test_a_start_time_that_is_not_iso_8601_is_refused(nq):
+    with pytest.raises(CommandError, match="--from: not an ISO 8601 time: 'yesterday'"):
+        run("--source", "stored", "--from", "yesterday", "--pace", "0")
