@@ -1,0 +1,74 @@
+"""Admin for the model registry (with promote / roll back) and predictions."""
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from . import registry
+from .models import ModelVersion, Prediction, TrainingRun
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "instrument", "timeframe", "status", "preset", "n_bars", "has_edge", "payoff_ratio",
+                    "created_at", "promoted_at")
+    list_filter = ("status", "instrument", "timeframe", "has_edge", "preset")
+    search_fields = ("instrument__symbol", "edge_statement")
+    list_select_related = ("instrument",)
+    actions = ("promote", "roll_back")
+    readonly_fields = [f.name for f in ModelVersion._meta.fields] + ["report"]
+    exclude = ("metrics",)
+
+    def has_add_permission(self, request):
+        return False  # versions come from training only
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="out-of-sample report")
+    def report(self, obj):
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(obj.metrics, indent=2))
+
+    @admin.action(description="Promote the selected version (one)", permissions=["promote"])
+    def promote(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
+            return
+        try:
+            version = registry.model_version_promote(version_id=queryset.get().pk)
+        except registry.RegistryError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"v{version.pk} is now active for {version.instrument} {version.timeframe}.")
+
+    @admin.action(description="Roll back the selected version's market", permissions=["promote"])
+    def roll_back(self, request, queryset):
+        for market in queryset.values("instrument", "timeframe").distinct():
+            version = queryset.filter(**market).first()
+            try:
+                restored = registry.model_version_rollback(instrument=version.instrument, timeframe=version.timeframe)
+            except registry.RegistryError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"v{restored.pk} is active again for {restored.instrument} {restored.timeframe}.")
+
+    def has_promote_permission(self, request):
+        return request.user.has_perm("mlcore.promote_modelversion")
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "instrument", "timeframe", "status", "preset", "started_at", "finished_at", "version")
+    list_filter = ("status", "instrument")
+    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ("id", "instrument", "bar", "version", "side", "confidence", "agreement", "p_long", "p_short",
+                    "latency_ms", "created_at")
+    list_filter = ("instrument", "side", "version")
+    list_select_related = ("instrument", "bar", "version")
+    raw_id_fields = ("bar", "version")
+    show_full_result_count = False
+    readonly_fields = [f.name for f in Prediction._meta.fields]

@@ -1,0 +1,53 @@
+"""`manage.py models list|promote|rollback`: the model registry from the command line."""
+from django.core.management.base import BaseCommand, CommandError
+
+from mlcore import registry
+from mlcore.models import ModelVersion
+from trading import selectors
+
+
+class Command(BaseCommand):
+    help = "List model versions, promote one, or roll back to the previously active one."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        listing = sub.add_parser("list", help="versions, newest first")
+        listing.add_argument("--symbol")
+        listing.add_argument("--timeframe")
+        promote = sub.add_parser("promote", help="make VERSION the active one of its market")
+        promote.add_argument("version", type=int)
+        rollback = sub.add_parser("rollback", help="re-activate the version that was active before")
+        rollback.add_argument("--symbol", required=True)
+        rollback.add_argument("--timeframe", default="1m")
+
+    def handle(self, *args, action, **options):
+        try:
+            if action == "list":
+                self._list(options)
+            elif action == "promote":
+                version = registry.model_version_promote(version_id=options["version"])
+                self.stdout.write(f"v{version.pk} is now active for {version.instrument} {version.timeframe}")
+            else:
+                instrument = selectors.instrument_get(symbol=options["symbol"])
+                version = registry.model_version_rollback(instrument=instrument, timeframe=options["timeframe"])
+                self.stdout.write(f"rolled back: v{version.pk} is active again for {instrument} {version.timeframe}")
+        except ModelVersion.DoesNotExist:
+            raise CommandError(f"no model version {options.get('version')}") from None
+        except (registry.RegistryError, selectors.UnknownInstrument) as exc:
+            raise CommandError(str(exc)) from None
+
+    def _list(self, options):
+        versions = ModelVersion.objects.select_related("instrument").order_by("-created_at")
+        if options.get("symbol"):
+            versions = versions.filter(instrument__symbol=options["symbol"])
+        if options.get("timeframe"):
+            versions = versions.filter(timeframe=options["timeframe"])
+        self.stdout.write(f"{'id':>5} {'market':<10} {'status':<10} {'preset':<6} {'bars':>8} {'edge':<5} "
+                          f"{'meta logloss':>12} {'AUC':>6}  created")
+        for v in versions:
+            meta = (v.metrics.get("long", {}).get("meta") or {})
+            self.stdout.write(
+                f"{v.pk:>5} {v.instrument.symbol + ' ' + v.timeframe:<10} {v.status:<10} {v.preset:<6} "
+                f"{v.n_bars:>8} {'yes' if v.has_edge else 'no':<5} {meta.get('log_loss', float('nan')):>12.4f} "
+                f"{meta.get('roc_auc', float('nan')):>6.3f}  {v.created_at:%Y-%m-%d %H:%M}"
+            )

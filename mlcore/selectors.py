@@ -1,0 +1,34 @@
+"""Reads of the model registry and predictions."""
+from django.db.models import QuerySet
+
+from .models import ModelVersion, Prediction
+
+
+def model_version_list(*, symbol: str | None = None, timeframe: str | None = None,
+                       status: str | None = None) -> QuerySet[ModelVersion]:
+    versions = ModelVersion.objects.select_related("instrument").order_by("-created_at")
+    if symbol:
+        versions = versions.filter(instrument__symbol=symbol)
+    if timeframe:
+        versions = versions.filter(timeframe=timeframe)
+    if status:
+        versions = versions.filter(status=status)
+    return versions
+
+
+def model_version_active(*, instrument, timeframe: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(instrument=instrument, timeframe=timeframe,
+                                       status=ModelVersion.Status.ACTIVE).first()
+
+
+def prediction_list(*, symbol: str | None = None, timeframe: str | None = None) -> QuerySet[Prediction]:
+    predictions = Prediction.objects.select_related("instrument", "bar").order_by("-bar__timestamp", "-id")
+    if symbol:
+        predictions = predictions.filter(instrument__symbol=symbol)
+    if timeframe:
+        predictions = predictions.filter(bar__timeframe=timeframe)
+    return predictions
+
+
+def prediction_latest(*, instrument, timeframe: str) -> Prediction | None:
+    return prediction_list(symbol=instrument.symbol, timeframe=timeframe).first()
