@@ -43,7 +43,7 @@ def bench_ingest(*, rows: int = 1_000_000, seed: int = 1) -> dict:
         "rows": rows,
         "csv_mb": round(csv_mb, 1),
         "inserted": first.inserted,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 4),
         "bars_per_s": round(rows / seconds),
         "phases_s": {"read_csv": round(t1 - t0, 3), "validate_and_write": round(t2 - t1, 3)},
         "reimport_unchanged": again.unchanged,

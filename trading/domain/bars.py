@@ -2,6 +2,8 @@
 
 A bar frame has the columns `timestamp` (UTC-aware), `open`, `high`, `low`, `close`, `volume` (floats)
 and `row`, the 1-based data-row number in the source (the header line is not counted), used in messages.
+A frame read from a file may also carry `raw_<column>` (the original cells, quoted in messages) and
+`timestamp_error` (why a local time could not be placed, e.g. inside a daylight-saving gap).
 """
 from __future__ import annotations
 
@@ -177,8 +179,7 @@ def frame_from_table(raw: pd.DataFrame, *, tz: str | None = None, columns: dict[
 def parse_timestamps(values: pd.Series, *, tz: str | None) -> pd.Series:
     """Parse to UTC. Offsets in the data win; naive times need `tz`; integers are Unix epochs (s or ms)."""
     _check_zone(tz)
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.abs().max() < 1e8:
-        # Below 1e8 an epoch would be 1970-1973: these are YYYYMMDD dates stored as numbers.
+    if _is_yyyymmdd(values):
         values = values.astype("Int64").astype(str)
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
@@ -190,13 +191,15 @@ def parse_timestamps(values: pd.Series, *, tz: str | None) -> pd.Series:
         text = values.astype(str).str.strip()
         has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True, na=False)
         if has_offset.any():
-            if not has_offset.all() and tz is None:
-                raise BarFileError("some timestamps carry a UTC offset and others do not; pass --tz for the naive ones")
             parsed_aware = pd.to_datetime(text.where(has_offset), utc=True, errors="coerce", format="ISO8601")
             if has_offset.all():
                 return parsed_aware
-            naive = _localise(pd.to_datetime(text.where(~has_offset), errors="coerce", format="mixed"), tz)
-            return parsed_aware.where(has_offset, naive)
+            naive = _to_datetime_naive(text.where(~has_offset))
+            if naive.isna().all():  # the rest are blank or garbage: row errors, not naive times
+                return parsed_aware
+            if tz is None:
+                raise BarFileError("some timestamps carry a UTC offset and others do not; pass --tz for the naive ones")
+            return parsed_aware.where(has_offset, _localise(naive, tz))
         parsed = _to_datetime_naive(text)
     if getattr(parsed.dt, "tz", None) is not None:
         return parsed.dt.tz_convert("UTC")
@@ -205,6 +208,14 @@ def parse_timestamps(values: pd.Series, *, tz: str | None) -> pd.Series:
             "timestamps have no time zone; pass --tz with the zone they are in (e.g. --tz UTC or --tz America/Chicago)"
         )
     return _localise(parsed, tz)
+
+
+def _is_yyyymmdd(values: pd.Series) -> bool:
+    # Eight-digit whole numbers are dates such as 20240102: as epoch seconds they would fall in 1970.
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return False
+    numbers = values.dropna()
+    return bool(len(numbers)) and bool(numbers.between(10_000_000, 99_999_999).all() and (numbers % 1 == 0).all())
 
 
 def _looks_numeric(values: pd.Series) -> bool:
@@ -340,6 +351,11 @@ def validate_bars(frame: pd.DataFrame, *, skip_invalid: bool = False) -> Validat
         flag(lo > o, lambda i: f"low {_fmt(lo[i])} above open {_fmt(o[i])}")
         flag(lo > c, lambda i: f"low {_fmt(lo[i])} above close {_fmt(c[i])}")
         flag(v < 0, lambda i: f"negative volume {_fmt(v[i])}")
+        # The database keeps 12 integer digits for prices and 16 for volume.
+        for column, values, limit in (("open", o, 1e12), ("high", h, 1e12), ("low", lo, 1e12), ("close", c, 1e12),
+                                      ("volume", v, 1e16)):
+            flag(values >= limit, lambda i, col=column, vals=values, lim=limit: (
+                f"{col} {_fmt(vals[i])} is too large (must be below {lim:.0e})"))
 
     # Duplicates: among otherwise valid rows, the first occurrence in file order is kept.
     valid_ts = ts.where(pd.isna(reasons))

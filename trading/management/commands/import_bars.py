@@ -33,8 +33,8 @@ class _Progress:
         self._stderr, self._desc, self._bar = stderr, desc, None
 
     def start(self, total: int) -> None:
-        # Updates come per stored chunk (100,000 rows), so every one is drawn: mininterval=0.
-        self._bar = tqdm(total=total, unit="bar", desc=self._desc, file=self, leave=False, mininterval=0,
+        # Updates come per stored chunk (100,000 rows), so every one is drawn.
+        self._bar = tqdm(total=total, unit="bar", desc=self._desc, file=self, leave=False, mininterval=0, miniters=1,
                          disable=not self._stderr.isatty())
 
     def update(self, n: int) -> None:

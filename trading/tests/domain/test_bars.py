@@ -1,0 +1,616 @@
+"""The bar data contract, without a database: reading files, column names, time zones, and every validation rule."""
+import math
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trading.domain.bars import (
+    BarData,
+    BarFileError,
+    InvalidBars,
+    RowError,
+    frame_from_bars,
+    frame_from_table,
+    map_columns,
+    parse_timestamps,
+    read_bar_file,
+    validate_bars,
+)
+
+NY = "America/New_York"
+HEADER = "timestamp,open,high,low,close,volume"
+GOOD = "100,101,99,100.5,10"  # open, high, low, close, volume that satisfy the contract
+
+
+def _csv(tmp_path, text: str, name: str = "bars.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _rows(*lines: str, header: str = HEADER) -> str:
+    return "\n".join([header, *lines]) + "\n"
+
+
+def _minutes(n: int, start: str = "2024-01-02T14:30:00Z") -> list[str]:
+    first = pd.Timestamp(start)
+    return [(first + pd.Timedelta(minutes=i)).isoformat().replace("+00:00", "Z") for i in range(n)]
+
+
+def _file_with_row(tmp_path, bad_values: str, *, at: int = 3, total: int = 4):
+    """A UTC file of `total` good rows except data row `at`, which carries `bad_values` (open..volume)."""
+    stamps = _minutes(total)
+    lines = [f"{t},{bad_values if i + 1 == at else GOOD}" for i, t in enumerate(stamps)]
+    return _csv(tmp_path, _rows(*lines))
+
+
+def _refusal(path, **kwargs) -> list[RowError]:
+    with pytest.raises(InvalidBars) as caught:
+        validate_bars(read_bar_file(path, **kwargs))
+    return caught.value.errors
+
+
+def _utc(*args) -> pd.Timestamp:
+    return pd.Timestamp(datetime(*args, tzinfo=UTC))
+
+
+# --- one test per contract rule: the row number, the rule and the value -------------------------------------------
+
+
+def test_high_below_open_is_refused_with_its_row_number(tmp_path):
+    errors = _refusal(_file_with_row(tmp_path, "100,99,98,99,5"))
+    assert errors == [RowError(3, "high 99.0 below open 100.0")]
+    assert str(errors[0]) == "row 3: high 99.0 below open 100.0"
+
+
+def test_high_below_close_is_refused_with_its_row_number(tmp_path):
+    errors = _refusal(_file_with_row(tmp_path, "100,101,99,102,5", at=2))
+    assert errors == [RowError(2, "high 101.0 below close 102.0")]
+
+
+def test_low_above_open_is_refused_with_its_row_number(tmp_path):
+    errors = _refusal(_file_with_row(tmp_path, "100,101,100.5,101,5", at=4))
+    assert errors == [RowError(4, "low 100.5 above open 100.0")]
+
+
+def test_low_above_close_is_refused_with_its_row_number(tmp_path):
+    errors = _refusal(_file_with_row(tmp_path, "100,101,99.5,99.25,5", at=1))
+    assert errors == [RowError(1, "low 99.5 above close 99.25")]
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ("0,101,99,100,5", "non-positive open 0.0"),
+        ("100,101,-1,100,5", "non-positive low -1.0"),
+        ("-3,-1,-4,-2,5", "non-positive open -3.0"),  # consistent ordering does not excuse a negative price
+        ("100,101,99,0,5", "non-positive close 0.0"),
+    ],
+)
+def test_a_non_positive_price_is_refused_naming_the_column_and_value(tmp_path, values, reason):
+    assert _refusal(_file_with_row(tmp_path, values)) == [RowError(3, reason)]
+
+
+def test_negative_volume_is_refused_with_its_row_number(tmp_path):
+    assert _refusal(_file_with_row(tmp_path, "100,101,99,100,-2")) == [RowError(3, "negative volume -2.0")]
+
+
+def test_zero_volume_and_a_flat_bar_are_valid(tmp_path):
+    frame = validate_bars(read_bar_file(_file_with_row(tmp_path, "100,100,100,100,0"))).frame
+    assert len(frame) == 4
+    assert frame.loc[2, ["open", "high", "low", "close", "volume"]].tolist() == [100.0, 100.0, 100.0, 100.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ("100,101,99,,5", "close is missing or NaN"),
+        ("100,NaN,99,100,5", "high is missing or NaN"),
+        ("100,101,99,100,", "volume is missing or NaN"),
+    ],
+)
+def test_a_missing_or_nan_value_is_refused_naming_the_column(tmp_path, values, reason):
+    assert _refusal(_file_with_row(tmp_path, values, at=2)) == [RowError(2, reason)]
+
+
+def test_an_infinite_price_is_refused(tmp_path):
+    assert _refusal(_file_with_row(tmp_path, "100,inf,99,100,5")) == [RowError(3, "high is infinite (inf)")]
+
+
+def test_an_unparseable_price_is_refused_quoting_the_cell(tmp_path):
+    assert _refusal(_file_with_row(tmp_path, "1OO,101,99,100,5")) == [RowError(3, "unparseable open '1OO'")]
+
+
+def test_an_unparseable_timestamp_is_refused_quoting_the_cell(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f"yesterday noon,{GOOD}"))
+    assert _refusal(path) == [RowError(2, "unparseable timestamp 'yesterday noon'")]
+
+
+def test_a_blank_timestamp_is_refused_as_missing(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f",{GOOD}", f"2024-01-02T14:32:00Z,{GOOD}"))
+    assert _refusal(path) == [RowError(2, "timestamp is missing")]
+
+
+def test_a_duplicate_timestamp_is_refused_naming_both_rows(tmp_path):
+    stamps = _minutes(3)
+    path = _csv(tmp_path, _rows(*(f"{t},{GOOD}" for t in stamps), f"{stamps[1]},{GOOD}"))
+    assert _refusal(path) == [RowError(4, "duplicate timestamp 2024-01-02T14:31:00+00:00 (first at row 2)")]
+
+
+def test_the_same_instant_written_with_different_offsets_is_a_duplicate(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f"2024-01-02T09:30:00-05:00,{GOOD}"))
+    assert _refusal(path) == [RowError(2, "duplicate timestamp 2024-01-02T14:30:00+00:00 (first at row 1)")]
+
+
+def test_every_bad_row_is_reported_in_file_order_with_one_reason_each(tmp_path):
+    stamps = _minutes(6)
+    values = [GOOD, "100,99,98,99,5", GOOD, "0,0,0,0,1", GOOD, "100,101,99,100,-1"]
+    path = _csv(tmp_path, _rows(*(f"{t},{v}" for t, v in zip(stamps, values))))
+    with pytest.raises(InvalidBars) as caught:
+        validate_bars(read_bar_file(path))
+    assert [str(e) for e in caught.value.errors] == [
+        "row 2: high 99.0 below open 100.0",
+        "row 4: non-positive open 0.0",
+        "row 6: negative volume -1.0",
+    ]
+    assert str(caught.value).startswith("3 invalid row(s): row 2: high 99.0 below open 100.0; row 4:")
+
+
+def test_the_refusal_message_lists_five_rows_and_counts_the_rest(tmp_path):
+    stamps = _minutes(8)
+    path = _csv(tmp_path, _rows(*(f"{t},100,101,99,100,-1" for t in stamps)))
+    with pytest.raises(InvalidBars, match=r"^8 invalid row\(s\): row 1: .*row 5: negative volume -1.0 \(and 3 more\)$"):
+        validate_bars(read_bar_file(path))
+
+
+def test_row_numbers_count_data_rows_not_the_header_even_in_a_long_file(tmp_path):
+    stamps = _minutes(10_000)
+    lines = [f"{t},{GOOD}" for t in stamps]
+    lines[-1] = f"{stamps[-1]},100,101,99,100,-5"
+    assert _refusal(_csv(tmp_path, _rows(*lines))) == [RowError(10_000, "negative volume -5.0")]
+
+
+def test_skip_invalid_keeps_the_good_rows_and_reports_each_bad_one(tmp_path):
+    stamps = _minutes(5)
+    values = [GOOD, "100,99,98,99,5", GOOD, "x,101,99,100,5", "100,101,99,100.25,7"]
+    path = _csv(tmp_path, _rows(*(f"{t},{v}" for t, v in zip(stamps, values))))
+    result = validate_bars(read_bar_file(path), skip_invalid=True)
+    assert [str(e) for e in result.rejected] == ["row 2: high 99.0 below open 100.0", "row 4: unparseable open 'x'"]
+    assert result.frame["row"].tolist() == [1, 3, 5]
+    assert result.frame["close"].tolist() == [100.5, 100.5, 100.25]
+    assert list(result.frame.columns) == ["row", "timestamp", "open", "high", "low", "close", "volume"]
+
+
+def test_many_duplicates_are_reported_in_linear_time():
+    n = 20_000  # each minute twice: 10,000 duplicates (this took minutes when each lookup rescanned the column)
+    frame = pd.DataFrame(
+        {"row": np.arange(1, n + 1), "timestamp": pd.date_range(_ORIGIN, periods=n // 2, freq="1min").repeat(2),
+         "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1.0}
+    )
+    started = time.perf_counter()
+    result = validate_bars(frame, skip_invalid=True)
+    assert time.perf_counter() - started < 5
+    assert len(result.rejected) == n // 2
+    assert result.rejected[-1] == RowError(n, "duplicate timestamp 2024-01-09T13:09:00+00:00 (first at row 19999)")
+
+
+def test_duplicates_are_found_in_a_frame_whose_index_is_not_a_range():
+    stamps = [_ORIGIN, _ORIGIN + timedelta(minutes=1), _ORIGIN]
+    frame = pd.DataFrame(
+        {"row": [7, 8, 9], "timestamp": pd.DatetimeIndex(stamps), "open": 100.0,
+         "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1.0},
+        index=[100, 200, 300],
+    )
+    result = validate_bars(frame, skip_invalid=True)
+    assert result.rejected == [RowError(9, "duplicate timestamp 2024-01-02T14:30:00+00:00 (first at row 7)")]
+    assert result.frame["row"].tolist() == [7, 8]
+
+
+def test_skip_invalid_keeps_the_first_of_duplicate_timestamps(tmp_path):
+    stamps = _minutes(2)
+    lines = [f"{stamps[0]},100,101,99,100,1", f"{stamps[1]},{GOOD}", f"{stamps[0]},200,201,199,200,2"]
+    path = _csv(tmp_path, _rows(*lines))
+    result = validate_bars(read_bar_file(path), skip_invalid=True)
+    assert result.rejected == [RowError(3, "duplicate timestamp 2024-01-02T14:30:00+00:00 (first at row 1)")]
+    assert result.frame["row"].tolist() == [1, 2]
+    assert result.frame.loc[0, "open"] == 100.0
+
+
+def test_unsorted_input_comes_back_sorted_with_its_row_numbers(tmp_path):
+    stamps = _minutes(4)
+    order = [2, 0, 3, 1]
+    path = _csv(tmp_path, _rows(*(f"{stamps[i]},100,101,99,100,{i}" for i in order)))
+    result = validate_bars(read_bar_file(path))
+    assert result.was_sorted is False
+    assert result.frame["timestamp"].is_monotonic_increasing
+    assert result.frame["row"].tolist() == [2, 4, 1, 3]
+    assert result.frame["volume"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_sorted_input_is_reported_as_sorted(tmp_path):
+    path = _csv(tmp_path, _rows(*(f"{t},{GOOD}" for t in _minutes(3))))
+    assert validate_bars(read_bar_file(path)).was_sorted is True
+
+
+def test_a_frame_with_naive_timestamps_is_refused():
+    frame = pd.DataFrame(
+        {"row": [1], "timestamp": [pd.Timestamp("2024-01-02 14:30")], "open": [100.0], "high": [101.0],
+         "low": [99.0], "close": [100.0], "volume": [1.0]}
+    )
+    with pytest.raises(BarFileError, match="timezone-aware"):
+        validate_bars(frame)
+
+
+# --- column names -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Date,Open,High,Low,Close,Volume",
+        "datetime,o,h,l,c,vol",
+        "Timestamp,OPEN,HIGH,LOW,CLOSE,VOLUME",
+        "time,open,high,low,close,tick_volume",
+        "Date Time , Open Price , High Price , Low Price , Close Price , Total Volume",
+        "ts,first,max,min,last,qty",
+    ],
+)
+def test_common_header_spellings_map_to_the_bar_columns(tmp_path, header):
+    path = _csv(tmp_path, f"{header}\n2024-01-02T14:30:00Z,100,101,99,100.5,10\n")
+    frame = read_bar_file(path)
+    assert frame.loc[0, "timestamp"] == _utc(2024, 1, 2, 14, 30)
+    assert frame.loc[0, ["open", "high", "low", "close", "volume"]].tolist() == [100.0, 101.0, 99.0, 100.5, 10.0]
+
+
+def test_separate_date_and_time_columns_in_metastock_style_keep_leading_zeros(tmp_path):
+    text = (
+        "<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>\n"
+        "NQ,1,20240102,093000,100,101,99,100.5,10\n"
+        "NQ,1,20240102,093100,100.5,102,100,101,12\n"
+    )
+    frame = read_bar_file(_csv(tmp_path, text), tz="UTC")
+    assert frame["timestamp"].tolist() == [_utc(2024, 1, 2, 9, 30), _utc(2024, 1, 2, 9, 31)]
+    assert frame["volume"].tolist() == [10.0, 12.0]
+
+
+def test_separate_date_and_time_columns_with_punctuation(tmp_path):
+    text = "Date,Time,Open,High,Low,Close,Volume\n2024-01-02,09:30:00,100,101,99,100.5,10\n"
+    frame = read_bar_file(_csv(tmp_path, text), tz=NY)
+    assert frame.loc[0, "timestamp"] == _utc(2024, 1, 2, 14, 30)
+
+
+def test_dukascopy_gmt_time_is_read_day_first(tmp_path):
+    text = (
+        "Gmt time,Open,High,Low,Close,Volume\n"
+        "02.01.2024 09:30:00.000,100,101,99,100.5,10.5\n"
+        "13.01.2024 09:31:00.000,100,101,99,100.5,3\n"
+    )
+    frame = read_bar_file(_csv(tmp_path, text), tz="UTC")
+    assert frame["timestamp"].tolist() == [_utc(2024, 1, 2, 9, 30), _utc(2024, 1, 13, 9, 31)]
+
+
+def test_us_month_first_dates_are_read(tmp_path):
+    text = (
+        "Date,Open,High,Low,Close,Volume\n"
+        "01/02/2024 09:30,100,101,99,100.5,10\n"
+        "12/31/2024 16:00,100,101,99,100.5,1\n"
+    )
+    frame = read_bar_file(_csv(tmp_path, text), tz=NY)
+    assert frame["timestamp"].tolist() == [_utc(2024, 1, 2, 14, 30), _utc(2024, 12, 31, 21, 0)]
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        (("1704205800", "1704205860"), "seconds"),
+        (("1704205800000", "1704205860000"), "milliseconds"),
+        (("1704205800.0", "1704205860.0"), "seconds"),
+    ],
+)
+def test_unix_epochs_are_utc_and_need_no_time_zone(tmp_path, cells, expected):
+    path = _csv(tmp_path, _rows(*(f"{c},{GOOD}" for c in cells)))
+    frame = read_bar_file(path)
+    assert frame["timestamp"].tolist() == [_utc(2024, 1, 2, 14, 30), _utc(2024, 1, 2, 14, 31)], expected
+
+
+def test_explicit_columns_map_headers_no_alias_knows(tmp_path):
+    text = "Bar Start,Open,High,Low,Close,Contracts,Volume Delta\n2024-01-02T14:30:00Z,100,101,99,100.5,7,-3\n"
+    frame = read_bar_file(_csv(tmp_path, text), columns={"timestamp": "Bar Start", "volume": "Contracts"})
+    assert frame.loc[0, "timestamp"] == _utc(2024, 1, 2, 14, 30)
+    assert frame.loc[0, "volume"] == 7.0
+
+
+def test_explicit_columns_win_over_aliases(tmp_path):
+    text = (
+        "Time,Open,High,Low,Close,Volume,Exchange Time\n"
+        "2024-01-02T09:00:00Z,100,101,99,100.5,7,2024-01-02T14:30:00Z\n"
+    )
+    frame = read_bar_file(_csv(tmp_path, text), columns={"timestamp": "Exchange Time"})
+    assert frame.loc[0, "timestamp"] == _utc(2024, 1, 2, 14, 30)
+
+
+def test_a_missing_column_is_an_error_listing_the_files_columns(tmp_path):
+    path = _csv(tmp_path, "Time,Open,High,Low,Close,Contracts\n2024-01-02T14:30:00Z,100,101,99,100.5,7\n")
+    with pytest.raises(BarFileError) as caught:
+        read_bar_file(path)
+    message = str(caught.value)
+    assert message.startswith(
+        "bars.csv: missing column(s) volume; the file has Time, Open, High, Low, Close, Contracts"
+    )
+    assert "--columns" in message
+
+
+def test_explicit_columns_naming_an_absent_column_list_the_files_columns(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}"))
+    with pytest.raises(BarFileError, match=r"maps volume to 'Qty', which is not in the file \(timestamp, open"):
+        read_bar_file(path, columns={"volume": "Qty"})
+
+
+def test_explicit_columns_naming_an_unknown_bar_column_are_refused():
+    with pytest.raises(BarFileError, match=r"--columns names 'price'; use any of timestamp, open, high"):
+        map_columns(["t", "o"], {"price": "o"})
+
+
+# --- time zones -------------------------------------------------------------------------------------------------
+
+
+def test_offsets_in_the_data_all_become_utc_across_daylight_saving(tmp_path):
+    cells = ["2024-03-08T14:30:00Z", "2024-03-08T09:31:00-05:00",  # EST
+             "2024-03-11T09:30:00-04:00", "2024-03-11T13:31:00+00:00"]  # EDT
+    frame = read_bar_file(_csv(tmp_path, _rows(*(f"{c},{GOOD}" for c in cells))))
+    assert str(frame["timestamp"].dt.tz) == "UTC"
+    assert frame["timestamp"].tolist() == [
+        _utc(2024, 3, 8, 14, 30), _utc(2024, 3, 8, 14, 31), _utc(2024, 3, 11, 13, 30), _utc(2024, 3, 11, 13, 31)
+    ]
+
+
+def test_offsets_in_the_data_win_over_tz(tmp_path):
+    frame = read_bar_file(_csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}")), tz=NY)
+    assert frame.loc[0, "timestamp"] == _utc(2024, 1, 2, 14, 30)
+
+
+def test_naive_times_are_refused_without_tz(tmp_path):
+    with pytest.raises(BarFileError, match=r"^bars.csv: timestamps have no time zone; pass --tz"):
+        read_bar_file(_csv(tmp_path, _rows(f"2024-01-02 09:30:00,{GOOD}")))
+
+
+def test_naive_times_mixed_with_offsets_are_refused_without_tz(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f"2024-01-02 09:31:00,{GOOD}"))
+    with pytest.raises(BarFileError, match="--tz"):
+        read_bar_file(path)
+
+
+def test_naive_times_mixed_with_offsets_use_tz_for_the_naive_ones(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f"2024-01-02 09:31:00,{GOOD}"))
+    assert read_bar_file(path, tz=NY)["timestamp"].tolist() == [_utc(2024, 1, 2, 14, 30), _utc(2024, 1, 2, 14, 31)]
+
+
+def test_naive_times_with_tz_follow_daylight_saving(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-03-08 09:30:00,{GOOD}", f"2024-03-11 09:30:00,{GOOD}"))
+    assert read_bar_file(path, tz=NY)["timestamp"].tolist() == [_utc(2024, 3, 8, 14, 30), _utc(2024, 3, 11, 13, 30)]
+
+
+def test_a_local_time_in_the_spring_forward_gap_is_a_row_error(tmp_path):
+    cells = ["2024-03-10 01:59:00", "2024-03-10 02:30:00", "2024-03-10 03:00:00"]
+    path = _csv(tmp_path, _rows(*(f"{c},{GOOD}" for c in cells)))
+    frame = read_bar_file(path, tz=NY)
+    with pytest.raises(InvalidBars) as caught:
+        validate_bars(frame)
+    assert caught.value.errors == [
+        RowError(
+            2, "local time '2024-03-10 02:30:00' does not exist in America/New_York (skipped when clocks go forward)"
+        )
+    ]
+    kept = validate_bars(frame, skip_invalid=True).frame
+    assert kept["timestamp"].tolist() == [_utc(2024, 3, 10, 6, 59), _utc(2024, 3, 10, 7, 0)]
+
+
+def test_the_repeated_fall_back_hour_in_file_order_is_inferred(tmp_path):
+    cells = ["2024-11-03 00:30:00", "2024-11-03 01:00:00", "2024-11-03 01:30:00",
+             "2024-11-03 01:00:00", "2024-11-03 01:30:00", "2024-11-03 02:00:00"]
+    frame = validate_bars(read_bar_file(_csv(tmp_path, _rows(*(f"{c},{GOOD}" for c in cells))), tz=NY)).frame
+    assert frame["timestamp"].tolist() == [
+        _utc(2024, 11, 3, 4, 30), _utc(2024, 11, 3, 5, 0), _utc(2024, 11, 3, 5, 30),  # EDT, UTC-4
+        _utc(2024, 11, 3, 6, 0), _utc(2024, 11, 3, 6, 30), _utc(2024, 11, 3, 7, 0),  # EST, UTC-5
+    ]
+
+
+def test_a_fall_back_time_the_order_cannot_place_is_a_row_error(tmp_path):
+    cells = ["2024-11-03 00:00:00", "2024-11-03 01:00:00", "2024-11-03 02:00:00"]  # hourly: 01:00 appears once
+    with pytest.raises(InvalidBars) as caught:
+        validate_bars(read_bar_file(_csv(tmp_path, _rows(*(f"{c},{GOOD}" for c in cells))), tz=NY))
+    [error] = caught.value.errors
+    assert error.row == 2
+    assert error.reason.startswith("local time '2024-11-03 01:00:00' is ambiguous in America/New_York")
+
+
+def test_an_unknown_time_zone_is_a_clear_error(tmp_path):
+    path = _csv(tmp_path, _rows(f"2024-01-02 09:30:00,{GOOD}"))
+    with pytest.raises(BarFileError, match=r"unknown time zone 'Mars/Olympus'; use an IANA name"):
+        read_bar_file(path, tz="Mars/Olympus")
+
+
+def test_an_unknown_time_zone_is_refused_even_when_every_row_has_an_offset(tmp_path):
+    with pytest.raises(BarFileError, match="unknown time zone 'EST5EDT_typo'"):
+        read_bar_file(_csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}")), tz="EST5EDT_typo")
+
+
+def test_parse_timestamps_reads_numeric_yyyymmdd_as_dates_not_epochs():
+    parsed = parse_timestamps(pd.Series([20240102, 20240103]), tz="UTC")
+    assert parsed.tolist() == [_utc(2024, 1, 2), _utc(2024, 1, 3)]
+
+
+def test_parse_timestamps_converts_aware_datetimes_to_utc():
+    values = pd.Series(pd.to_datetime(["2024-07-01 08:30"]).tz_localize("America/Chicago"))
+    assert parse_timestamps(values, tz=None).tolist() == [_utc(2024, 7, 1, 13, 30)]
+
+
+def test_frame_from_table_reads_an_in_memory_table():
+    raw = pd.DataFrame({"Datetime": ["2024-01-02T14:30:00Z"], "Open": ["100"], "High": [101], "Low": [99],
+                        "Close": [100.5], "Vol": [3]})
+    frame = frame_from_table(raw)
+    assert frame.loc[0, ["row", "timestamp", "open", "volume"]].tolist() == [1, _utc(2024, 1, 2, 14, 30), 100.0, 3.0]
+
+
+# --- Parquet and malformed files --------------------------------------------------------------------------------
+
+
+def test_parquet_with_aware_timestamps_is_read_exactly(tmp_path):
+    path = tmp_path / "bars.parquet"
+    pd.DataFrame(
+        {
+            "Datetime": pd.date_range("2024-01-02 09:30", periods=3, freq="1min", tz=NY),
+            "Open": [18000.25, 18001.0, 18002.5], "High": [18001.0, 18002.0, 18003.75],
+            "Low": [17999.5, 18000.5, 18002.0], "Close": [18001.0, 18002.0, 18003.0], "Volume": [10, 0, 7],
+        }
+    ).to_parquet(path)
+    frame = validate_bars(read_bar_file(path)).frame
+    assert frame["timestamp"].tolist() == [_utc(2024, 1, 2, 14, 30 + i) for i in range(3)]
+    assert frame["open"].tolist() == [18000.25, 18001.0, 18002.5]
+    assert frame["volume"].tolist() == [10.0, 0.0, 7.0]
+
+
+def test_parquet_with_naive_timestamps_needs_tz(tmp_path):
+    path = tmp_path / "bars.parquet"
+    pd.DataFrame(
+        {"timestamp": pd.date_range("2024-01-02 09:30", periods=2, freq="1min"), "open": [1.0, 1.0],
+         "high": [1.0, 1.0], "low": [1.0, 1.0], "close": [1.0, 1.0], "volume": [1.0, 1.0]}
+    ).to_parquet(path)
+    with pytest.raises(BarFileError, match=r"^bars.parquet: timestamps have no time zone; pass --tz"):
+        read_bar_file(path)
+    assert read_bar_file(path, tz=NY)["timestamp"].tolist() == [_utc(2024, 1, 2, 14, 30), _utc(2024, 1, 2, 14, 31)]
+
+
+def test_parquet_with_integer_yyyymmdd_dates_is_not_read_as_1970(tmp_path):
+    path = tmp_path / "daily.parquet"
+    pd.DataFrame({"Date": [20240102, 20240103], "Open": [1.0, 2.0], "High": [2.0, 3.0], "Low": [1.0, 2.0],
+                  "Close": [2.0, 3.0], "Volume": [5, 6]}).to_parquet(path)
+    assert read_bar_file(path, tz="UTC")["timestamp"].tolist() == [_utc(2024, 1, 2), _utc(2024, 1, 3)]
+
+
+def test_gzipped_csv_is_read(tmp_path):
+    path = tmp_path / "bars.csv.gz"
+    pd.DataFrame({"timestamp": ["2024-01-02T14:30:00Z"], "open": [1.0], "high": [2.0], "low": [0.5],
+                  "close": [1.5], "volume": [3]}).to_csv(path, index=False)
+    assert read_bar_file(path)["close"].tolist() == [1.5]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", r"^empty.csv: cannot be read"),
+        ("header.csv", (HEADER + "\n").encode(), r"^header.csv: no data rows$"),
+        ("image.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)) * 8, r"^image.csv: cannot be read"),
+        ("controls.csv", bytes(range(32)) * 8, r"^controls.csv: missing column\(s\)"),
+        ("garbage.parquet", b"PAR1" + bytes(range(256)) * 8, r"^garbage.parquet: cannot be read"),
+        ("bars.xlsx", b"PK\x03\x04", r"^bars.xlsx: unsupported file type; use .csv, .csv.gz or .parquet$"),
+    ],
+)
+def test_a_malformed_file_is_an_error_naming_it(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BarFileError, match=message):
+        read_bar_file(path)
+
+
+def test_a_missing_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(BarFileError, match=r"nowhere.csv: no such file$"):
+        read_bar_file(tmp_path / "nowhere.csv")
+
+
+# --- properties -------------------------------------------------------------------------------------------------
+
+_PRICE = st.one_of(
+    st.sampled_from([0.0, -1.0, math.nan, math.inf, -math.inf, 100.0, 100.25, 99.75]),
+    st.floats(min_value=-10.0, max_value=1e6, allow_nan=False, allow_infinity=False),
+)
+_VOLUME = st.one_of(st.sampled_from([0.0, -1.0, math.nan, math.inf]), st.floats(min_value=-5.0, max_value=1e6))
+_ORIGIN = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+@st.composite
+def _raw_frames(draw):
+    """Frames with anything in them: broken prices, duplicate and unsorted minutes, missing times."""
+    n = draw(st.integers(min_value=0, max_value=25))
+    minutes = draw(st.lists(st.one_of(st.none(), st.integers(0, 30)), min_size=n, max_size=n))
+    columns = {c: draw(st.lists(_PRICE, min_size=n, max_size=n)) for c in ("open", "high", "low", "close")}
+    return pd.DataFrame(
+        {
+            "row": np.arange(1, n + 1, dtype=np.int64),
+            "timestamp": pd.Series(
+                [pd.NaT if m is None else _ORIGIN + timedelta(minutes=m) for m in minutes], dtype="datetime64[ns, UTC]"
+            ),
+            **{c: np.array(v, dtype="float64") for c, v in columns.items()},
+            "volume": np.array(draw(st.lists(_VOLUME, min_size=n, max_size=n)), dtype="float64"),
+        }
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_raw_frames())
+def test_whatever_validate_bars_accepts_satisfies_the_contract(frame):
+    result = validate_bars(frame, skip_invalid=True)
+    kept = result.frame
+    prices = kept[["open", "high", "low", "close"]].to_numpy()
+    assert np.isfinite(prices).all() and (prices > 0).all()
+    assert (kept["high"] >= kept[["open", "close"]].max(axis=1)).all()
+    assert (kept["low"] <= kept[["open", "close"]].min(axis=1)).all()
+    assert np.isfinite(kept["volume"]).all() and (kept["volume"] >= 0).all()
+    assert str(kept["timestamp"].dt.tz) == "UTC"
+    assert kept["timestamp"].notna().all() and kept["timestamp"].is_unique and kept["timestamp"].is_monotonic_increasing
+    # Every input row is either kept or rejected with a reason, never both, never lost.
+    rejected_rows = [e.row for e in result.rejected]
+    assert sorted(kept["row"].tolist() + rejected_rows) == frame["row"].tolist()
+    assert all(e.reason for e in result.rejected)
+    # Without skip_invalid the same frame is refused exactly when something was rejected, with the same errors.
+    if result.rejected:
+        with pytest.raises(InvalidBars) as caught:
+            validate_bars(frame)
+        assert caught.value.errors == result.rejected
+    else:
+        assert validate_bars(frame).frame.equals(kept)
+
+
+@st.composite
+def _valid_frames(draw):
+    n = draw(st.integers(min_value=1, max_value=25))
+    minutes = draw(st.lists(st.integers(0, 10_000), min_size=n, max_size=n, unique=True))
+    rows = []
+    for _ in range(n):
+        o, c = draw(st.floats(1.0, 1e5)), draw(st.floats(1.0, 1e5))
+        h = max(o, c) + draw(st.floats(0.0, 100.0))
+        lo = min(o, c) * draw(st.floats(0.01, 1.0))
+        rows.append((o, h, lo, c, draw(st.floats(0.0, 1e6))))
+    o, h, lo, c, v = (np.array(col) for col in zip(*rows))
+    return pd.DataFrame(
+        {"row": np.arange(1, n + 1, dtype=np.int64),
+         "timestamp": pd.Series([_ORIGIN + timedelta(minutes=m) for m in minutes], dtype="datetime64[ns, UTC]"),
+         "open": o, "high": h, "low": lo, "close": c, "volume": v}
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(_valid_frames())
+def test_bars_that_keep_the_contract_are_all_accepted_in_time_order(frame):
+    result = validate_bars(frame)
+    assert result.rejected == []
+    expected = frame.sort_values("timestamp").reset_index(drop=True)
+    assert result.frame.equals(expected)
+    assert result.was_sorted == bool(frame["timestamp"].is_monotonic_increasing)
+
+
+def test_a_price_too_large_for_the_database_is_refused_with_its_row_number():
+    frame = frame_from_bars([
+        BarData(datetime(2024, 1, 2, 14, 30, tzinfo=UTC), 100.0, 101.0, 99.0, 100.5, 10),
+        BarData(datetime(2024, 1, 2, 14, 31, tzinfo=UTC), 100.0, 2e12, 99.0, 100.5, 10),
+    ])
+
+    with pytest.raises(InvalidBars) as refused:
+        validate_bars(frame)
+
+    assert [str(e) for e in refused.value.errors] == ["row 2: high 2000000000000.0 is too large (must be below 1e+12)"]

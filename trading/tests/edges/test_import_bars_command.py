@@ -1,0 +1,236 @@
+"""`manage.py import_bars`: CSV and Parquet end to end, its summary, its refusals with row numbers, and its options."""
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pandas as pd
+import pytest
+from django.core.management import CommandError, call_command
+
+from trading.management.commands.import_bars import MAX_ROWS_SHOWN
+from trading.models import Bar, Instrument
+
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
+
+T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+
+
+class Terminal(StringIO):
+    """An output that says it is a terminal, so the progress bar draws."""
+
+    def isatty(self):
+        return True
+
+
+def _run(*args, stderr=None) -> tuple[str, str]:
+    out, err = StringIO(), stderr or StringIO()
+    call_command("import_bars", *map(str, args), stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def _refused(*args) -> tuple[str, str]:
+    """(CommandError message, stderr) of a run that must fail."""
+    err = StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("import_bars", *map(str, args), stdout=StringIO(), stderr=err)
+    return str(caught.value), err.getvalue()
+
+
+def _csv(tmp_path, lines, header="Date,Open,High,Low,Close,Volume", name="nq.csv"):
+    path = tmp_path / name
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return path
+
+
+def _good(n, start=T0):
+    return [f"{(start + timedelta(minutes=i)).isoformat()},{18000 + i},{18002 + i},{17999 + i},{18001 + i},{10 + i}"
+            for i in range(n)]
+
+
+def _stored(symbol="NQ", timeframe="1m"):
+    return list(Bar.objects.filter(instrument__symbol=symbol, timeframe=timeframe).order_by("timestamp"))
+
+
+def test_imports_a_csv_and_prints_the_summary(tmp_path):
+    out, err = _run(_csv(tmp_path, _good(3)), "--symbol", "NQ")
+    assert out.startswith("NQ 1m: 3 rows read, 3 inserted, 0 updated, 0 unchanged, 0 rejected in ")
+    assert err == ""  # no progress bar when stderr is not a terminal
+    bars = _stored()
+    assert [b.timestamp for b in bars] == [T0 + timedelta(minutes=i) for i in range(3)]
+    assert (bars[2].open, bars[2].close, bars[2].volume) == (Decimal("18002"), Decimal("18003"), Decimal("12"))
+
+
+def test_imports_a_parquet_file(tmp_path):
+    path = tmp_path / "nq.parquet"
+    pd.DataFrame(
+        {"timestamp": pd.date_range(T0, periods=4, freq="5min"), "open": [1.5, 2.0, 2.5, 3.0],
+         "high": [2.0, 2.5, 3.0, 3.5], "low": [1.0, 1.5, 2.0, 2.5], "close": [2.0, 2.5, 3.0, 3.25],
+         "volume": [1, 2, 3, 4]}
+    ).to_parquet(path)
+    out, _ = _run(path, "--symbol", "NQ", "--timeframe", "5m")
+    assert "NQ 5m: 4 rows read, 4 inserted" in out
+    assert [b.close for b in _stored(timeframe="5m")] == [Decimal("2"), Decimal("2.5"), Decimal("3"), Decimal("3.25")]
+
+
+def test_running_it_again_changes_nothing(tmp_path):
+    path = _csv(tmp_path, _good(5))
+    _run(path, "--symbol", "NQ")
+    before = [(b.timestamp, b.open, b.high, b.low, b.close, b.volume) for b in _stored()]
+    out, _ = _run(path, "--symbol", "NQ")
+    assert "5 rows read, 0 inserted, 0 updated, 5 unchanged, 0 rejected" in out
+    assert [(b.timestamp, b.open, b.high, b.low, b.close, b.volume) for b in _stored()] == before
+
+
+def test_an_invalid_row_stops_the_import_with_its_number_and_writes_nothing(tmp_path):
+    lines = _good(4)
+    lines[2] = f"{(T0 + timedelta(minutes=2)).isoformat()},100,99,98,99,1"
+    message, err = _refused(_csv(tmp_path, lines), "--symbol", "NQ")
+    assert err.splitlines() == ["row 3: high 99.0 below open 100.0"]
+    assert message.startswith("1 invalid row(s) in ")
+    assert "nothing was written" in message and "--skip-invalid" in message
+    assert Bar.objects.count() == 0
+
+
+def test_many_invalid_rows_are_listed_up_to_a_cap_then_counted(tmp_path):
+    lines = [line.rsplit(",", 1)[0] + ",-1" for line in _good(MAX_ROWS_SHOWN + 7)]
+    message, err = _refused(_csv(tmp_path, lines), "--symbol", "NQ")
+    shown = err.splitlines()
+    assert len(shown) == MAX_ROWS_SHOWN + 1
+    assert shown[0] == "row 1: negative volume -1.0"
+    assert shown[MAX_ROWS_SHOWN - 1] == f"row {MAX_ROWS_SHOWN}: negative volume -1.0"
+    assert shown[-1] == "... and 7 more"
+    assert message.startswith(f"{MAX_ROWS_SHOWN + 7} invalid row(s)")
+
+
+def test_skip_invalid_stores_the_good_rows_and_lists_each_skipped_one(tmp_path):
+    lines = _good(5)
+    lines[1] = f"{(T0 + timedelta(minutes=1)).isoformat()},100,101,99,,1"
+    lines[3] = lines[0]  # a duplicate timestamp
+    out, _ = _run(_csv(tmp_path, lines), "--symbol", "NQ", "--skip-invalid")
+    assert out.splitlines()[:2] == [
+        "skipped row 2: close is missing or NaN",
+        "skipped row 4: duplicate timestamp 2024-01-02T14:30:00+00:00 (first at row 1)",
+    ]
+    assert "5 rows read, 3 inserted, 0 updated, 0 unchanged, 2 rejected" in out.splitlines()[2]
+    assert len(_stored()) == 3
+
+
+def test_unsorted_input_is_stored_sorted_and_the_summary_says_so(tmp_path):
+    lines = _good(4)
+    out, _ = _run(_csv(tmp_path, [lines[i] for i in (2, 0, 3, 1)]), "--symbol", "NQ")
+    assert "(input was out of order; sorted)" in out
+    assert [b.timestamp for b in _stored()] == [T0 + timedelta(minutes=i) for i in range(4)]
+
+
+def test_columns_maps_unrecognised_headers(tmp_path):
+    path = _csv(tmp_path, ["2024-01-02T14:30:00Z,100,101,99,100.5,7"], header="Bar Start,O,H,L,C,Contracts")
+    out, _ = _run(path, "--symbol", "NQ", "--columns", "timestamp=Bar Start, volume=Contracts")
+    assert "1 inserted" in out
+    assert _stored()[0].volume == Decimal("7")
+
+
+def test_a_missing_column_is_an_error_that_lists_the_files_columns_and_suggests_columns(tmp_path):
+    path = _csv(tmp_path, ["2024-01-02T14:30:00Z,100,101,99,100.5,7"], header="Bar Start,O,H,L,C,Contracts")
+    message, _ = _refused(path, "--symbol", "NQ")
+    assert message.startswith(
+        "nq.csv: missing column(s) timestamp, volume; the file has Bar Start, O, H, L, C, Contracts"
+    )
+    assert "--columns" in message
+
+
+@pytest.mark.parametrize("columns", ["timestamp", "timestamp=", "=Time", "timestamp=Time,,volume=Qty",
+                                     "timestamp=A,timestamp=B"])
+def test_bad_columns_syntax_is_an_error(tmp_path, columns):
+    message, _ = _refused(_csv(tmp_path, _good(1)), "--symbol", "NQ", "--columns", columns)
+    assert "--columns" in message
+    assert Bar.objects.count() == 0
+
+
+def test_naive_times_are_refused_without_tz(tmp_path):
+    message, _ = _refused(_csv(tmp_path, ["2024-01-02 09:30:00,100,101,99,100,1"]), "--symbol", "NQ")
+    assert message == (
+        "nq.csv: timestamps have no time zone; pass --tz with the zone they are in "
+        "(e.g. --tz UTC or --tz America/Chicago)"
+    )
+
+
+def test_tz_places_naive_times_and_stores_utc(tmp_path):
+    lines = ["2024-03-08 09:30:00,100,101,99,100,1", "2024-03-11 09:30:00,100,101,99,100,1"]
+    _run(_csv(tmp_path, lines), "--symbol", "NQ", "--tz", "America/New_York")
+    assert [b.timestamp for b in _stored()] == [datetime(2024, 3, 8, 14, 30, tzinfo=UTC),
+                                                datetime(2024, 3, 11, 13, 30, tzinfo=UTC)]
+
+
+def test_a_time_in_the_spring_forward_gap_is_refused_with_its_row_number(tmp_path):
+    lines = ["2024-03-10 01:59:00,100,101,99,100,1", "2024-03-10 02:30:00,100,101,99,100,1"]
+    _, err = _refused(_csv(tmp_path, lines), "--symbol", "NQ", "--tz", "America/New_York")
+    assert err.startswith("row 2: local time '2024-03-10 02:30:00' does not exist in America/New_York")
+
+
+def test_an_unknown_time_zone_is_an_error(tmp_path):
+    message, _ = _refused(_csv(tmp_path, _good(1)), "--symbol", "NQ", "--tz", "America/Nowhere")
+    assert message.startswith("unknown time zone 'America/Nowhere'")
+
+
+def test_an_unknown_symbol_is_an_error_suggesting_create(tmp_path):
+    message, _ = _refused(_csv(tmp_path, _good(1)), "--symbol", "MNQ")
+    assert message.startswith("unknown instrument symbol 'MNQ'; pass --create")
+    assert not Instrument.objects.filter(symbol="MNQ").exists()
+
+
+def test_create_adds_the_instrument_and_its_bars(tmp_path):
+    out, _ = _run(_csv(tmp_path, _good(2)), "--symbol", "MNQ", "--create")
+    assert out.startswith("MNQ 1m: 2 rows read, 2 inserted")
+    assert len(_stored(symbol="MNQ")) == 2
+
+
+def test_create_refuses_an_invalid_symbol(tmp_path):
+    message, _ = _refused(_csv(tmp_path, _good(1)), "--symbol", "nq lower", "--create")
+    assert message.startswith("cannot create instrument 'nq lower': Use upper-case letters")
+    assert not Instrument.objects.filter(symbol="nq lower").exists()
+
+
+def test_an_unknown_timeframe_is_refused_by_the_parser(tmp_path):
+    message, _ = _refused(_csv(tmp_path, _good(1)), "--symbol", "NQ", "--timeframe", "7m")
+    assert "invalid choice: '7m'" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("nq.xlsx", b"PK\x03\x04", "nq.xlsx: unsupported file type"),
+        ("empty.csv", b"", "empty.csv: cannot be read"),
+        ("garbage.parquet", b"\x00\xff" * 64, "garbage.parquet: cannot be read"),
+    ],
+)
+def test_an_unreadable_file_is_an_error_naming_it(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert _refused(path, "--symbol", "NQ")[0].startswith(message)
+
+
+def test_a_missing_file_is_an_error(tmp_path):
+    assert _refused(tmp_path / "nowhere.csv", "--symbol", "NQ")[0].endswith("nowhere.csv: no such file")
+
+
+def test_on_a_terminal_a_progress_bar_counts_the_stored_bars(tmp_path):
+    terminal = Terminal()
+    out, err = _run(_csv(tmp_path, _good(3)), "--symbol", "NQ", stderr=terminal)
+    assert "3 inserted" in out
+    assert "3/3" in err and "bar/s" in err
+    assert "\x1b[31" not in err  # not coloured as an error
+
+
+def test_an_unknown_timeframe_passed_as_an_option_is_an_error(tmp_path):
+    with pytest.raises(CommandError, match=r"unknown timeframe '7m'; use one of 1m, 5m"):
+        call_command("import_bars", str(_csv(tmp_path, _good(1))), symbol="NQ", timeframe="7m", stdout=StringIO())
+
+
+def test_on_a_terminal_an_invalid_file_draws_no_bar_before_the_rows(tmp_path):
+    lines = _good(2)
+    lines[1] = lines[1].rsplit(",", 1)[0] + ",-1"
+    terminal = Terminal()
+    with pytest.raises(CommandError):
+        call_command("import_bars", str(_csv(tmp_path, lines)), "--symbol", "NQ", stdout=StringIO(), stderr=terminal)
+    assert terminal.getvalue().splitlines()[0].endswith("row 2: negative volume -1.0")
+    assert "bar/s" not in terminal.getvalue()
