@@ -39,3 +39,6 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
 
     async def feed_status(self, event):
         await self.send_json({"type": "feed.status", **event["payload"]})
+
+    async def prediction_created(self, event):
+        await self.send_json({"type": "prediction.created", **event["payload"]})

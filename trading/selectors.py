@@ -1,6 +1,7 @@
 """Reads of trading data: instruments, the last N bars, feed status."""
 from datetime import datetime
 
+import pandas as pd
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -81,3 +82,25 @@ def feed_status_payload(*, symbol: str, timeframe: str, now: datetime | None = N
 def instrument_list() -> QuerySet[Instrument]:
     """Every instrument, active or not, by symbol: API clients see the `active` flag and decide."""
     return Instrument.objects.order_by("symbol")
+
+
+def bars_frame(
+    *, instrument: Instrument, timeframe: str, end_at: datetime | None = None, last_n: int | None = None
+) -> pd.DataFrame:
+    """Bars as a float frame (timestamp, open, high, low, close, volume), oldest first: what ML reads.
+
+    `end_at` keeps bars up to and including that time; `last_n` keeps the newest n of those.
+    """
+    bars = Bar.objects.filter(instrument=instrument, timeframe=timeframe)
+    if end_at is not None:
+        bars = bars.filter(timestamp__lte=end_at)
+    columns = ["timestamp", "open", "high", "low", "close", "volume"]
+    if last_n is not None:
+        rows = list(bars.order_by("-timestamp").values_list(*columns)[:last_n])[::-1]
+    else:
+        rows = list(bars.order_by("timestamp").values_list(*columns))
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in columns[1:]:
+        frame[column] = frame[column].astype("float64")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import selectors
+from . import realtime, selectors
 from .bulk import upsert_bars
 from .domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
 from .domain.timeframes import timeframe_delta
@@ -236,3 +236,8 @@ def demo_user_ensure() -> tuple[object, str | None]:
     password = secrets.token_urlsafe(12)
     user = User.objects.create_user(username=DEMO_USERNAME, password=password, is_staff=True, is_superuser=True)
     return user, password
+
+
+def market_push(*, symbol: str, timeframe: str, message_type: str, payload: dict) -> None:
+    """Push a message to the dashboards watching a market (other apps use this, not the channel layer)."""
+    realtime.broadcast(symbol, timeframe, message_type, payload)

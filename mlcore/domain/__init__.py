@@ -1,0 +1,1 @@
+"""Pure ML cores: features, triple-barrier labels, calibration, evaluation, a planted-signal generator (no Django)."""

@@ -1,0 +1,166 @@
+"""The sequence member: a small Keras LSTM on standardised windows of feature rows, served through a jitted JAX call."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Mapping
+
+# The backend was chosen in mlcore/predictors/__init__.py, which always runs before this module.
+import jax
+import keras
+import numpy as np
+
+from .base import check_labels, member_params
+
+if keras.backend.backend() != "jax":
+    raise ImportError(
+        f"mlcore.predictors needs the JAX Keras backend, but keras was loaded with {keras.backend.backend()!r} "
+        "(KERAS_BACKEND set elsewhere, or keras imported before mlcore.predictors)"
+    )
+
+# Batch prediction runs the jitted function on fixed-size chunks (the tail padded), so one
+# compiled shape serves every batch.
+BATCH_CHUNK = 1024
+
+
+@contextmanager
+def _quiet_keras_numpy_warning():
+    """Keras 3.15 converts its own variables with `np.array(self)`, which NumPy 2 flags as deprecated
+    on every save and load; the warning is about Keras internals, not our arrays."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        yield
+
+
+def _check_sequences(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise ValueError(f"expected a 3-D (n, seq_len, n_features) array, got shape {X.shape}")
+    return X
+
+
+class LSTMMember:
+    """LSTM(units) -> Dense(1, sigmoid) on (seq_len, n_features) windows; label = the window's last row.
+
+    Inputs are standardised per feature with the training mean/std (kept in `scaler.json`, float32,
+    the same float32 arithmetic for batch and single sample). Saved as `model.keras` + `scaler.json`.
+    Determinism: `keras.utils.set_random_seed(seed)` seeds initialisers and shuffling (it also
+    reseeds Python's and NumPy's global generators); JAX on CPU is deterministic.
+    """
+
+    name = "lstm"
+    kind = "sequence"
+    MODEL_FILE = "model.keras"
+    SCALER_FILE = "scaler.json"
+
+    def __init__(self, params: Mapping[str, Any] | None = None):
+        self.params = member_params(self.name, "full", params)
+        self.fit_seconds: float | None = None
+        self.model: keras.Model | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self._forward = None
+        self._trainable = None
+        self._non_trainable = None
+
+    def __repr__(self) -> str:
+        return f"LSTMMember({self.params})"
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        """float32 (X - mean) / std, written chunk by chunk so a sliding-window view is copied once."""
+        out = np.empty(X.shape, dtype=np.float32)
+        step = 8192
+        for start in range(0, X.shape[0], step):
+            block = X[start : start + step].astype(np.float32)
+            np.subtract(block, self.mean, out=block)
+            np.divide(block, self.std, out=out[start : start + step])
+        return out
+
+    def _build(self, seq_len: int, n_features: int) -> keras.Model:
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(seq_len, n_features)),
+                keras.layers.LSTM(self.params["units"]),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=self.params["learning_rate"]),
+            loss="binary_crossentropy",
+        )
+        return model
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, seed: int) -> None:
+        started = time.perf_counter()
+        X = _check_sequences(X)
+        y = check_labels(y, X.shape[0]).astype(np.float32)
+        if X.shape[1] != self.params["seq_len"]:
+            raise ValueError(f"sequences have length {X.shape[1]}, params say seq_len={self.params['seq_len']}")
+        keras.utils.set_random_seed(seed)
+        mean = X.mean(axis=(0, 1))
+        std = X.std(axis=(0, 1))
+        std[~(std > 1e-12)] = 1.0  # constant (or empty) features pass through centred
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        Xs = self._standardise(X)
+        self.model = self._build(X.shape[1], X.shape[2])
+        self.model.fit(
+            Xs,
+            y,
+            batch_size=self.params["batch_size"],
+            epochs=self.params["epochs"],
+            shuffle=True,
+            verbose=0,
+        )
+        self._ready()
+        self.fit_seconds = time.perf_counter() - started
+
+    def _ready(self) -> None:
+        """Build the jitted forward pass once and compile it for one sample, so the first live bar is fast."""
+        model = self.model
+        self._trainable = [v.value for v in model.trainable_variables]
+        self._non_trainable = [v.value for v in model.non_trainable_variables]
+        self._forward = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x)[0])
+        _, seq_len, n_features = model.input_shape
+        self._forward(self._trainable, self._non_trainable, np.zeros((1, seq_len, n_features), np.float32))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = _check_sequences(X)
+        n = X.shape[0]
+        out = np.empty(n, dtype=np.float64)
+        for start in range(0, n, BATCH_CHUNK):
+            block = self._standardise(X[start : start + BATCH_CHUNK])
+            rows = block.shape[0]
+            if rows < BATCH_CHUNK:
+                block = np.concatenate([block, np.zeros((BATCH_CHUNK - rows,) + block.shape[1:], np.float32)])
+            p = np.asarray(self._forward(self._trainable, self._non_trainable, block))
+            out[start : start + rows] = p[:rows, 0]
+        return out
+
+    def predict_one(self, x: np.ndarray) -> float:
+        xs = (np.asarray(x, dtype=np.float32) - self.mean) / self.std
+        return float(np.asarray(self._forward(self._trainable, self._non_trainable, xs[None]))[0, 0])
+
+    def save(self, folder: Path) -> list[str]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _quiet_keras_numpy_warning():
+            self.model.save(folder / self.MODEL_FILE)
+        scaler = {"mean": self.mean.tolist(), "std": self.std.tolist()}  # float32 -> float -> float32 is exact
+        (folder / self.SCALER_FILE).write_text(json.dumps(scaler))
+        return [self.MODEL_FILE, self.SCALER_FILE]
+
+    @classmethod
+    def load(cls, folder: Path, params: dict) -> "LSTMMember":
+        folder = Path(folder)
+        member = cls(params)
+        with _quiet_keras_numpy_warning():
+            member.model = keras.saving.load_model(folder / cls.MODEL_FILE, compile=False)
+        scaler = json.loads((folder / cls.SCALER_FILE).read_text())
+        member.mean = np.asarray(scaler["mean"], dtype=np.float32)
+        member.std = np.asarray(scaler["std"], dtype=np.float32)
+        member._ready()
+        return member

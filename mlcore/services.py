@@ -1,0 +1,237 @@
+"""ML services: train a version (with the training lock), predict a bar with the cached active version."""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from trading import selectors as trading_selectors
+from trading import services as trading_services
+
+from . import registry, selectors
+from .domain.features import FeatureError
+from .domain.labels import LabelConfig
+from .inference import LoadedModel
+from .models import ModelVersion, Prediction, TrainingRun
+from .training import TrainConfig, TrainedModel, TrainingError, train_model
+
+logger = logging.getLogger(__name__)
+STALE_TRAINING_HOURS = 6
+
+
+class TrainingAlreadyRunning(TrainingError):
+    pass
+
+
+def model_version_train(
+    *,
+    symbol: str,
+    timeframe: str = "1m",
+    preset: str = "full",
+    seed: int = 0,
+    label: LabelConfig | None = None,
+    promote: bool | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ModelVersion:
+    """Train a new version on the stored bars and register it (promoted when asked, or when none is active).
+
+    Refuses a second training of the same market while one runs. On any error nothing is saved.
+    """
+    instrument = trading_selectors.instrument_get(symbol=symbol)
+    config = TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())
+    run = _training_run_start(instrument=instrument, timeframe=timeframe, preset=preset)
+    try:
+        bars = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe)
+        if progress:
+            progress(f"{len(bars)} {instrument} {timeframe} bars loaded")
+        trained = train_model(bars, config, progress=progress)
+        version = _version_register(instrument=instrument, timeframe=timeframe, config=config, trained=trained)
+        if promote or (promote is None and selectors.model_version_active(instrument=instrument,
+                                                                           timeframe=timeframe) is None):
+            version = registry.model_version_promote(version_id=version.pk)
+    except BaseException as exc:
+        TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
+                                                     error=f"{type(exc).__name__}: {exc}")
+        raise
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(),
+                                                 version=version)
+    return version
+
+
+def _training_run_start(*, instrument, timeframe: str, preset: str) -> TrainingRun:
+    # A run left "running" by a killed process must not block training forever.
+    stale_before = timezone.now() - timezone.timedelta(hours=STALE_TRAINING_HOURS)
+    TrainingRun.objects.filter(instrument=instrument, timeframe=timeframe, status=TrainingRun.Status.RUNNING,
+                               started_at__lt=stale_before).update(status=TrainingRun.Status.FAILED,
+                                                                   error="abandoned (no end recorded)")
+    try:
+        with transaction.atomic():
+            return TrainingRun.objects.create(instrument=instrument, timeframe=timeframe, preset=preset)
+    except IntegrityError:
+        running = TrainingRun.objects.filter(instrument=instrument, timeframe=timeframe,
+                                             status=TrainingRun.Status.RUNNING).first()
+        since = f" since {running.started_at:%Y-%m-%d %H:%M:%S} UTC" if running else ""
+        raise TrainingAlreadyRunning(
+            f"a training of {instrument} {timeframe} is already running{since}; wait for it to finish"
+        ) from None
+
+
+def _version_register(*, instrument, timeframe: str, config: TrainConfig, trained: TrainedModel) -> ModelVersion:
+    with tempfile.TemporaryDirectory(prefix="minhos-model-") as folder:
+        for side, model in trained.sides.items():
+            model.save(Path(folder) / side)
+        with transaction.atomic():
+            version = ModelVersion.objects.create(
+                instrument=instrument,
+                timeframe=timeframe,
+                preset=config.preset,
+                seed=config.seed,
+                data_start=trained.data_start.to_pydatetime(),
+                data_end=trained.data_end.to_pydatetime(),
+                n_bars=trained.n_bars,
+                feature_names=list(trained.feature_names),
+                feature_window=trained.feature_window,
+                sequence_length=trained.seq_len,
+                hyperparameters=config.hyperparameters(),
+                label_settings=config.label.to_dict(),
+                payoff_ratio=config.label.payoff_ratio,
+                metrics=_json_safe(trained.report),
+                has_edge=trained.has_edge,
+                edge_statement=trained.statement,
+                train_seconds=round(trained.seconds_total, 3),
+                member_seconds=trained.member_seconds,
+            )
+            try:
+                registry.artifacts_store(version=version, folder=Path(folder))
+            except BaseException:
+                _artifacts_discard(version)
+                raise
+    logger.info("registered %s: %s", version, trained.statement)
+    return version
+
+
+def _artifacts_discard(version: ModelVersion) -> None:
+    from django.core.files.storage import default_storage
+
+    for relative in version.artifacts or {}:
+        default_storage.delete(f"{version.artifact_root}/{relative}")
+
+
+def _json_safe(value):
+    """NaN and infinities are not JSON: store them as null."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- inference
+
+_cache: dict[tuple[int, str], LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
+def loaded_model_get(*, instrument, timeframe: str) -> LoadedModel | None:
+    """The active version, loaded once per process and reloaded when the active version changes.
+
+    If the new active version's artifacts are missing or corrupted, the error is logged and the version
+    loaded before keeps serving; with nothing loaded before, there is no model (None).
+    """
+    active = selectors.model_version_active(instrument=instrument, timeframe=timeframe)
+    key = (instrument.pk, timeframe)
+    current = _cache.get(key)
+    if active is None:
+        return current
+    if current is not None and current.version_id == active.pk:
+        return current
+    with _cache_lock:
+        current = _cache.get(key)
+        if current is not None and current.version_id == active.pk:
+            return current
+        try:
+            loaded = _load(active)
+        except Exception as exc:
+            serving = f"v{current.version_id} keeps serving" if current else "no model serves"
+            logger.error("cannot load active model version %s (%s); %s", active.pk, exc, serving)
+            return current
+        _cache[key] = loaded
+        return loaded
+
+
+def _load(version: ModelVersion) -> LoadedModel:
+    cache_root = Path(settings.VAR_DIR) / "model-cache"
+    cache_root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"v{version.pk}-", dir=cache_root))
+    try:
+        registry.artifacts_fetch(version=version, dest=folder)
+        return LoadedModel.load(folder, version_id=version.pk, seq_len=version.sequence_length)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def model_cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def prediction_create(*, bar_id: int) -> Prediction | None:
+    """Predict a stored bar with the active version and store it (once per bar and version); None if no model."""
+    from trading.models import Bar  # the bar arrives by id from the event or a task
+
+    bar = Bar.objects.select_related("instrument").get(pk=bar_id)
+    instrument = bar.instrument
+    model = loaded_model_get(instrument=instrument, timeframe=bar.timeframe)
+    if model is None:
+        return None
+    existing = Prediction.objects.filter(bar=bar, version_id=model.version_id).first()
+    if existing is not None:
+        return existing
+    window = trading_selectors.bars_frame(instrument=instrument, timeframe=bar.timeframe, end_at=bar.timestamp,
+                                          last_n=model.bars_needed)
+    try:
+        result = model.predict(window)
+    except FeatureError as exc:
+        logger.warning("no prediction for %s: %s", bar, exc)
+        return None
+    prediction, _ = Prediction.objects.get_or_create(
+        bar=bar,
+        version_id=model.version_id,
+        defaults={
+            "instrument": instrument,
+            "p_long": result["p_long"],
+            "p_short": result["p_short"],
+            "side": result["side"],
+            "confidence": result["confidence"],
+            "agreement": result["agreement"],
+            "members": {"members": result["members"], "meta_raw": result["meta_raw"]},
+            "latency_ms": result["latency_ms"],
+        },
+    )
+    trading_services.market_push(symbol=instrument.symbol, timeframe=bar.timeframe,
+                                 message_type="prediction.created", payload=prediction_payload(prediction))
+    return prediction
+
+
+def prediction_payload(prediction: Prediction) -> dict:
+    return {
+        "bar_timestamp": prediction.bar.timestamp.isoformat().replace("+00:00", "Z"),
+        "version": prediction.version_id,
+        "p_long": prediction.p_long,
+        "p_short": prediction.p_short,
+        "side": prediction.side,
+        "confidence": prediction.confidence,
+        "agreement": prediction.agreement,
+        "latency_ms": prediction.latency_ms,
+    }

@@ -1,0 +1,1 @@
+"""Tests for mlcore.predictors: members, stacking, the side bundle (no database)."""

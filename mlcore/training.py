@@ -1,0 +1,201 @@
+"""Training with honest walk-forward evaluation (pure: bars in, fitted side models and a report out; no Django).
+
+Scheme, for each side (long, short), over the usable bars in time order, with expanding walk-forward folds
+F1 .. Fk (k >= 3) and a purge/embargo gap of H bars (the label horizon) before every fold:
+- members are fitted on everything before fold Fi (minus the gap) and predict Fi: out-of-fold predictions;
+- the meta-learner is fitted on the out-of-fold predictions of F1 .. F(k-2);
+- the calibrator (isotonic or Platt, chosen by cross-validated log loss) is fitted on the meta-learner's
+  outputs on F(k-1);
+- everything is scored on Fk, which no layer has seen: members, meta-learner (raw and calibrated) and the
+  baselines (majority class, momentum sign, logistic regression, fitted on the same training data).
+The version that ships is exactly what was scored: Fk's members, that meta-learner and that calibrator.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .domain.calibration import fit_calibrator
+from .domain.evaluation import baseline_probabilities, binary_metrics, edge_verdict, walk_forward_splits
+from .domain.features import (
+    FEATURE_NAMES,
+    FEATURE_WINDOW,
+    MOMENTUM_FEATURE,
+    FeatureError,
+    average_true_range,
+    check_bars_usable,
+    compute_features,
+)
+from .domain.labels import SIDES, LabelConfig, triple_barrier_labels
+from .predictors import PRESETS
+from .predictors.ensemble import MEMBER_ORDER, SideModel, fit_members, make_sequences, predict_members
+from .predictors.stacking import MetaLearner
+
+logger = logging.getLogger(__name__)
+MIN_USABLE_BARS = 600
+
+
+class TrainingError(ValueError):
+    """Training cannot proceed on these bars or settings; the message says why. Nothing is saved."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "full"
+    seed: int = 0
+    label: LabelConfig = field(default_factory=LabelConfig)
+    n_folds: int = 3
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise TrainingError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        if self.n_folds < 3:
+            raise TrainingError("n_folds must be at least 3 (members, meta-learner, calibrator, evaluation)")
+
+    @property
+    def seq_len(self) -> int:
+        return int(PRESETS[self.preset]["lstm"]["seq_len"])
+
+    def hyperparameters(self) -> dict:
+        return {"preset": self.preset, "seed": self.seed, "n_folds": self.n_folds, "members": PRESETS[self.preset]}
+
+
+@dataclass
+class TrainedModel:
+    sides: dict[str, SideModel]
+    report: dict
+    has_edge: bool
+    statement: str
+    n_bars: int
+    data_start: pd.Timestamp
+    data_end: pd.Timestamp
+    member_seconds: dict[str, float]
+    seconds_total: float
+    seq_len: int
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    feature_window: int = FEATURE_WINDOW
+
+
+@dataclass
+class Dataset:
+    rows: np.ndarray  # (n, n_features): the feature row of each usable bar
+    seqs: np.ndarray  # (n, seq_len, n_features): the window of feature rows ending at that bar
+    labels: dict[str, np.ndarray]  # side -> (n,) 0/1
+    bar_index: np.ndarray  # positions of the usable bars in the input
+
+
+def build_dataset(bars: pd.DataFrame, config: TrainConfig) -> Dataset:
+    """Features, sequences and triple-barrier labels of every bar that has all three."""
+    try:
+        check_bars_usable(bars)
+    except FeatureError as exc:
+        raise TrainingError(str(exc)) from exc
+    features = compute_features(bars).to_numpy(dtype=np.float64)
+    labels = triple_barrier_labels(bars, average_true_range(bars), config.label)
+    seq_len = config.seq_len
+    finite = np.isfinite(features).all(axis=1)
+    # A bar is usable when the whole sequence ending at it is finite and both sides are labelled.
+    window_ok = np.convolve(finite.astype(int), np.ones(seq_len, dtype=int), mode="full")[: len(finite)] == seq_len
+    labelled = labels[list(SIDES)].notna().all(axis=1).to_numpy()
+    usable = np.flatnonzero(window_ok & labelled)
+    if len(usable) < MIN_USABLE_BARS:
+        raise TrainingError(
+            f"too few usable bars: {len(usable)} of {len(bars)} have features, a {seq_len}-bar sequence and labels "
+            f"(need {MIN_USABLE_BARS}; features need {FEATURE_WINDOW} bars of history and labels "
+            f"{config.label.horizon} bars of future)"
+        )
+    safe = np.nan_to_num(features)  # rows outside `usable` may hold NaN; they are never selected below
+    sequences = make_sequences(safe, seq_len)[usable - seq_len + 1]
+    return Dataset(
+        rows=features[usable],
+        seqs=np.ascontiguousarray(sequences, dtype=np.float32),
+        labels={side: labels[side].to_numpy()[usable].astype(np.int64) for side in SIDES},
+        bar_index=usable,
+    )
+
+
+def train_model(
+    bars: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] | None = None
+) -> TrainedModel:
+    started = time.perf_counter()
+    data = build_dataset(bars, config)
+    n = len(data.rows)
+    horizon = config.label.horizon
+    try:
+        splits = walk_forward_splits(n, n_folds=config.n_folds, gap=horizon, min_train=max(n // 4, 200))
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    member_seconds = dict.fromkeys(MEMBER_ORDER, 0.0)
+    sides, report = {}, {}
+    for side in SIDES:
+        y = data.labels[side]
+        oof, fold_members, fold_reports = [], [], []
+        for k, (train, test) in enumerate(splits, start=1):
+            if progress:
+                progress(f"{side}: fold {k}/{len(splits)} — fitting members on {len(train)} bars")
+            if np.unique(y[train]).size < 2:
+                raise TrainingError(f"{side} labels in fold {k}'s training data are all {y[train][0]}: no signal "
+                                    "to learn (is the price series flat or too short?)")
+            members = fit_members(data.rows[train], data.seqs[train], y[train], preset=config.preset,
+                                  seed=config.seed)
+            for member in members:
+                member_seconds[member.name] += member.fit_seconds or 0.0
+            P = predict_members(members, data.rows[test], data.seqs[test])
+            oof.append(P)
+            fold_members.append(members)
+            fold_reports.append({
+                "fold": k, "train_bars": int(len(train)), "test_bars": int(len(test)),
+                "members": {m.name: binary_metrics(y[test], P[:, j]) for j, m in enumerate(members)},
+            })
+        names = [m.name for m in fold_members[-1]]
+        meta_rows = np.concatenate(oof[:-2])
+        meta_y = np.concatenate([y[test] for _, test in splits[:-2]])
+        if np.unique(meta_y).size < 2:
+            raise TrainingError(f"{side}: the meta-learner's folds hold one class only")
+        meta = MetaLearner(C=PRESETS[config.preset]["meta"]["C"]).fit(meta_rows, meta_y, names)
+        calib_test = splits[-2][1]
+        calibrator = fit_calibrator(meta.predict_proba(oof[-2]), y[calib_test], seed=config.seed)
+
+        train_last, test_last = splits[-1]
+        raw = meta.predict_proba(oof[-1])
+        calibrated = calibrator.transform(raw)
+        y_test = y[test_last]
+        baselines = baseline_probabilities(data.rows[train_last], y[train_last], data.rows[test_last],
+                                           momentum_col=FEATURE_NAMES.index(MOMENTUM_FEATURE), seed=config.seed)
+        baseline_metrics = {name: binary_metrics(y_test, p) for name, p in baselines.items()}
+        final_metrics = binary_metrics(y_test, calibrated)
+        verdict = edge_verdict(final_metrics, baseline_metrics, model_name=f"{side} meta-learner")
+        report[side] = {
+            "evaluation_bars": int(len(test_last)),
+            "members": {name: binary_metrics(y_test, oof[-1][:, j]) for j, name in enumerate(names)},
+            "meta_raw": binary_metrics(y_test, raw),
+            "meta": final_metrics,
+            "baselines": baseline_metrics,
+            "calibration": {"method": calibrator.method, "cv_log_loss": calibrator.cv_log_loss,
+                            "fitted_on_bars": int(len(calib_test)),
+                            "ece_before": binary_metrics(y_test, raw)["ece"], "ece_after": final_metrics["ece"]},
+            "verdict": verdict,
+            "folds": fold_reports,
+        }
+        sides[side] = SideModel(fold_members[-1], meta, calibrator, side=side, preset=config.preset,
+                                n_features=len(FEATURE_NAMES))
+    has_edge = any(report[s]["verdict"]["has_edge"] for s in SIDES)
+    statement = " ".join(f"{s.capitalize()}: {report[s]['verdict']['statement']}" for s in SIDES)
+    report["label_settings"] = config.label.to_dict()
+    return TrainedModel(
+        sides=sides,
+        report=report,
+        has_edge=has_edge,
+        statement=statement,
+        n_bars=len(bars),
+        data_start=bars["timestamp"].iloc[0],
+        data_end=bars["timestamp"].iloc[-1],
+        member_seconds={k: round(v, 3) for k, v in member_seconds.items()},
+        seconds_total=time.perf_counter() - started,
+        seq_len=config.seq_len,
+    )
