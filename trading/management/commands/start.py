@@ -31,6 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-feed", action="store_true", help="serve without the replay feed")
         parser.add_argument("--history-days", type=int, default=5,
                             help="synthetic history generated on first start when the market has no bars")
+        parser.add_argument("--no-train", action="store_true",
+                            help="do not train a --fast model version on start when none is active")
         add_feed_arguments(parser)
 
     def handle(self, *args, **options):
@@ -38,6 +40,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self._ensure_demo_user()
         self._ensure_history(options)
+        if not options["no_train"]:
+            self._ensure_model(options)
         instrument, source = (None, None) if options["no_feed"] else build_source(options)
         url = f"http://{options['host']}:{options['port']}/"
         mode = "embedded (SQLite, in-process jobs)" if settings.EMBEDDED else "all-in-one on the configured database"
@@ -70,6 +74,26 @@ class Command(BaseCommand):
                               f"{options['history_days']} days of synthetic history...")
             call_command("generate_bars", "--symbol", instrument.symbol, "--timeframe", options["timeframe"],
                          "--days", str(options["history_days"]), "--seed", str(options["seed"]), stdout=self.stdout)
+
+    def _ensure_model(self, options):
+        """Train a --fast version on first start so the dashboard shows live predictions right away."""
+        from mlcore import selectors as ml_selectors
+        from mlcore import services as ml_services
+        from mlcore.training import TrainingError
+
+        instrument = selectors.instrument_get(symbol=options["symbol"])
+        if ml_selectors.model_version_active(instrument=instrument, timeframe=options["timeframe"]) is not None:
+            return
+        self.stdout.write(f"No active model for {instrument} {options['timeframe']}: training a --fast version "
+                          "(about a minute; later: .venv/bin/python manage.py train --symbol NQ)...")
+        self.stdout.flush()
+        try:
+            version = ml_services.model_version_train(symbol=instrument.symbol, timeframe=options["timeframe"],
+                                                      preset="fast", seed=options["seed"], promote=True)
+        except TrainingError as exc:
+            self.stdout.write(self.style.WARNING(f"Could not train a model ({exc}); serving without predictions."))
+            return
+        self.stdout.write(f"Model version {version.pk} is active. {version.edge_statement}")
 
     async def _serve(self, options, instrument, source):
         config = uvicorn.Config(

@@ -18,7 +18,7 @@ import websockets
 from trading.tests.live import LiveServer
 
 DEPLOYMENT_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER")
-WAIT_SECONDS = 90
+WAIT_SECONDS = 180
 
 
 def start(var_dir, port=None):
@@ -48,13 +48,14 @@ def log_in(base_url, username, password):
     return page.geturl(), page.read().decode(), {c.name: c.value for c in jar}
 
 
-async def first_bar(url, cookies, origin):
+async def first_bar_and_prediction(url, cookies, origin):
     header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    seen = {}
     async with websockets.connect(url, additional_headers={"Cookie": header, "Origin": origin}) as ws:
-        while True:
+        while not {"bar.closed", "prediction.created"} <= seen.keys():
             message = json.loads(await ws.recv())
-            if message["type"] == "bar.closed":
-                return message["bar"]
+            seen.setdefault(message["type"], message)
+    return seen["bar.closed"]["bar"], seen["prediction.created"]
 
 
 def test_start_brings_up_dashboard_feed_and_demo_login_in_embedded_mode(tmp_path):
@@ -73,9 +74,15 @@ def test_start_brings_up_dashboard_feed_and_demo_login_in_embedded_mode(tmp_path
         assert urllib.parse.urlsplit(landed).path == "/"
         assert "NQ" in page and "dashboard-initial" in page
 
-        bar = asyncio.run(asyncio.wait_for(
-            first_bar(f"ws://127.0.0.1:{server.port}/ws/market/NQ/1m/", cookies, server.url), WAIT_SECONDS))
+        bar, prediction = asyncio.run(asyncio.wait_for(
+            first_bar_and_prediction(f"ws://127.0.0.1:{server.port}/ws/market/NQ/1m/", cookies, server.url),
+            WAIT_SECONDS))
         assert bar["h"] >= max(bar["o"], bar["c"]) >= min(bar["o"], bar["c"]) >= bar["l"] > 0
+        # The first start trained a --fast version, and each new bar is predicted by it.
+        assert "Model version 1 is active" in server.log_text()
+        assert prediction["version"] == 1
+        assert prediction["side"] in ("long", "short")
+        assert prediction["confidence"] == max(prediction["p_long"], prediction["p_short"])
     finally:
         exit_code = server.stop(signal.SIGINT)
     assert exit_code == 0, server.log_tail()
@@ -94,6 +101,7 @@ def test_start_brings_up_dashboard_feed_and_demo_login_in_embedded_mode(tmp_path
     assert "Log in as demo" in second_log
     assert password not in second_log  # the credentials are printed once only
     assert "generating" not in second_log  # history is generated on the first start only
+    assert "training a --fast version" not in second_log  # and the model is trained once
 
 
 def test_start_refuses_a_port_in_use_with_a_clear_message(tmp_path):
