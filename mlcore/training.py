@@ -109,11 +109,12 @@ def build_dataset(bars: pd.DataFrame, config: TrainConfig) -> Dataset:
             f"(need {MIN_USABLE_BARS}; features need {FEATURE_WINDOW} bars of history and labels "
             f"{config.label.horizon} bars of future)"
         )
-    safe = np.nan_to_num(features)  # rows outside `usable` may hold NaN; they are never selected below
+    # float32 before the windows are gathered: the copy is half the size (the LSTM works in float32 anyway).
+    safe = np.nan_to_num(features).astype(np.float32)  # rows outside `usable` may hold NaN; never selected
     sequences = make_sequences(safe, seq_len)[usable - seq_len + 1]
     return Dataset(
         rows=features[usable],
-        seqs=np.ascontiguousarray(sequences, dtype=np.float32),
+        seqs=np.ascontiguousarray(sequences),
         labels={side: labels[side].to_numpy()[usable].astype(np.int64) for side in SIDES},
         bar_index=usable,
     )

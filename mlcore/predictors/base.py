@@ -46,6 +46,8 @@ class Member(Protocol):
 # threads, checked for every tree member), and single-sample prediction always uses one thread.
 # On a busy 2-core box the OpenMP boosters (XGBoost, LightGBM) can fit 3-10x slower with 2 threads
 # than with 1 (spinning workers fight other processes); set threads=1 where training shares the cores.
+# XGBoost and LightGBM fit with one OpenMP thread: on two shared cores (web, feed, a second test worker) two
+# threads made their fit times erratic (1 s to 20 s); predictions do not depend on the thread count.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "lstm": {
@@ -64,7 +66,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "min_child_weight": 25.0,
             "reg_lambda": 5.0,
             "max_bin": 128,
-            "threads": 2,
+            "threads": 1,
         },
         "lightgbm": {
             "n_rounds": 250,
@@ -76,7 +78,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "bagging_fraction": 0.8,
             "lambda_l2": 5.0,
             "max_bin": 127,
-            "threads": 2,
+            "threads": 1,
         },
         "random_forest": {
             "n_estimators": 100,
@@ -113,7 +115,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "min_child_weight": 25.0,
             "reg_lambda": 5.0,
             "max_bin": 64,
-            "threads": 2,
+            "threads": 1,
         },
         "lightgbm": {
             "n_rounds": 60,
@@ -125,7 +127,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "bagging_fraction": 0.8,
             "lambda_l2": 5.0,
             "max_bin": 63,
-            "threads": 2,
+            "threads": 1,
         },
         "random_forest": {
             "n_estimators": 30,
