@@ -134,3 +134,19 @@ def in_thread(function, /, *args, **kwargs):
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(call).result()
+
+
+def wait_for_other_database_sessions_to_end(timeout: float = 20.0) -> None:
+    """After a server subprocess is killed, PostgreSQL ends its sessions a moment later; the test database
+    cannot be dropped until it has. Polls pg_stat_activity (bounded) so teardown does not race it."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    for _ in range(int(timeout / 0.1)):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()")
+            if cursor.fetchone()[0] == 0:
+                return
+            cursor.execute("SELECT pg_sleep(0.1)")

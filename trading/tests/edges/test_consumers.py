@@ -1,5 +1,4 @@
 """The market websocket: a logged-in client gets status and every stored bar; others are refused."""
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -23,12 +22,8 @@ TIMEOUT = 5
 
 
 @pytest.fixture(autouse=True)
-def private_channel_layer(settings):
-    """A channel layer of our own: parallel test workers share Redis and the same group names."""
-    layers = {name: dict(conf) for name, conf in django_settings.CHANNEL_LAYERS.items()}
-    if "CONFIG" in layers["default"]:
-        layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"test-{uuid.uuid4().hex[:12]}"}
-    settings.CHANNEL_LAYERS = layers  # also makes channels drop its cached layer
+def private_channel_layer(channel_prefix):
+    """Every test here on a channel layer of its own (see trading/tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 talking through PostgreSQL and Redis, with a websocket client watching what reaches the browser."""
 import asyncio
 import json
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,19 +16,10 @@ from trading.models import Bar, FeedStatus
 from trading.services import bar_store_closed
 from trading.tasks import feed_status_broadcast
 from trading.tests.factories import InstrumentFactory
-from trading.tests.live import LiveServer, database_url
+from trading.tests.live import LiveServer, database_url, wait_for_other_database_sessions_to_end
 
 pytestmark = [pytest.mark.deployment, pytest.mark.django_db(transaction=True)]
 WAIT_SECONDS = 90
-
-
-@pytest.fixture
-def channel_prefix(settings):
-    prefix = f"deploy-{uuid.uuid4().hex[:12]}"
-    layer = dict(django_settings.CHANNEL_LAYERS["default"])
-    layer["CONFIG"] = {**layer.get("CONFIG", {}), "prefix": prefix}
-    settings.CHANNEL_LAYERS = {"default": layer}
-    return prefix
 
 
 @pytest.fixture
@@ -53,7 +43,8 @@ def procfile_stack(channel_prefix, tmp_path, request):
         },
         log_path=tmp_path / "honcho.log",
     )
-    request.addfinalizer(stack.stop)
+    request.addfinalizer(wait_for_other_database_sessions_to_end)
+    request.addfinalizer(stack.stop)  # finalizers run last-in first-out: stop first, then wait
     stack.wait_until_healthy()
     return nq, stack
 

@@ -1,11 +1,9 @@
 """Trading's Celery tasks: the feed-status broadcast reaches every dashboard watching a market."""
 import asyncio
-import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings as django_settings
 
 from trading import services
 from trading.realtime import market_group
@@ -19,12 +17,8 @@ TIMEOUT = 5
 
 
 @pytest.fixture(autouse=True)
-def private_channel_layer(settings):
-    """A channel layer of our own: parallel test workers share Redis and the same group names."""
-    layers = {name: dict(conf) for name, conf in django_settings.CHANNEL_LAYERS.items()}
-    if "CONFIG" in layers["default"]:
-        layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "prefix": f"test-{uuid.uuid4().hex[:12]}"}
-    settings.CHANNEL_LAYERS = layers  # also makes channels drop its cached layer
+def private_channel_layer(channel_prefix):
+    """Every test here on a channel layer of its own (see trading/tests/conftest.py)."""
 
 
 def join(group: str) -> str:
