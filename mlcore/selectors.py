@@ -1,6 +1,7 @@
 """Reads of the model registry and predictions."""
 from django.db.models import QuerySet
 
+from .domain.labels import SIDES
 from .models import ModelVersion, Prediction
 
 
@@ -32,3 +33,18 @@ def prediction_list(*, symbol: str | None = None, timeframe: str | None = None) 
 
 def prediction_latest(*, instrument, timeframe: str) -> Prediction | None:
     return prediction_list(symbol=instrument.symbol, timeframe=timeframe).first()
+
+
+def model_version_summary(version: ModelVersion) -> dict:
+    """What a dashboard shows about a version: above all, whether it has an edge, per side."""
+    verdicts = {side: ((version.metrics or {}).get(side) or {}).get("verdict") or {} for side in SIDES}
+    return {
+        "id": version.pk,
+        "has_edge": version.has_edge,
+        "edge_statement": version.edge_statement,
+        # A LONG call from a model whose edge is on the short side only deserves the same warning as no edge.
+        "edge_by_side": {side: verdicts[side].get("has_edge") for side in SIDES},
+        "payoff_ratio": version.payoff_ratio,
+        "members": len(version.member_seconds or {}),
+        "created_at": version.created_at.isoformat().replace("+00:00", "Z"),
+    }

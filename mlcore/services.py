@@ -153,7 +153,9 @@ def loaded_model_get(*, instrument, timeframe: str) -> LoadedModel | None:
     key = (instrument.pk, timeframe)
     current = _cache.get(key)
     if active is None:
-        return current
+        # No active version (e.g. retired by hand): nothing predicts, rather than a version nobody chose.
+        _cache.pop(key, None)
+        return None
     if current is not None and current.version_id == active.pk:
         return current
     with _cache_lock:
@@ -234,4 +236,5 @@ def prediction_payload(prediction: Prediction) -> dict:
         "confidence": prediction.confidence,
         "agreement": prediction.agreement,
         "latency_ms": prediction.latency_ms,
+        "members": len((prediction.members.get("members") or {}).get(prediction.side) or {}),
     }

@@ -4,6 +4,9 @@ from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
+from mlcore import selectors as ml_selectors
+from mlcore import services as ml_services
+
 from . import realtime, selectors
 from .domain.timeframes import TIMEFRAMES
 
@@ -20,7 +23,11 @@ def dashboard(request):
     instrument = next((i for i in instruments if i.symbol == symbol), None)
     if symbol and instrument is None:
         raise Http404(f"unknown instrument {symbol!r}")
-    bars = selectors.bars_last_n(instrument=instrument, timeframe=timeframe, n=DASHBOARD_BARS) if instrument else []
+    bars, model, prediction = [], None, None
+    if instrument:
+        bars = selectors.bars_last_n(instrument=instrument, timeframe=timeframe, n=DASHBOARD_BARS)
+        model = ml_selectors.model_version_active(instrument=instrument, timeframe=timeframe)
+        prediction = ml_selectors.prediction_latest(instrument=instrument, timeframe=timeframe)
     context = {
         "instruments": instruments,
         "instrument": instrument,
@@ -32,6 +39,8 @@ def dashboard(request):
             "bars": [realtime.bar_message(bar) for bar in bars],
             "status": selectors.feed_status_payload(symbol=symbol, timeframe=timeframe) if instrument else None,
             "max_bars": DASHBOARD_BARS,
+            "model": ml_selectors.model_version_summary(model) if model else None,
+            "prediction": ml_services.prediction_payload(prediction) if prediction else None,
         },
     }
     return render(request, "trading/dashboard.html", context)

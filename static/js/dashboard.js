@@ -1,4 +1,5 @@
-/* MinhOS dashboard: live candlestick + volume chart and the status strip, fed by the market websocket. */
+/* MinhOS dashboard: live candlestick + volume chart, the status strip and the latest ML prediction, fed by the
+   market websocket. */
 (function () {
   "use strict";
 
@@ -35,6 +36,19 @@
     o: el("ohlc-o"), h: el("ohlc-h"), l: el("ohlc-l"), c: el("ohlc-c"), v: el("ohlc-v"),
     empty: el("chart-empty"), notice: el("strip-notice"), follow: el("chart-follow"),
   };
+  const predPanel = el("prediction");
+  const pui = predPanel && {
+    stale: el("pred-stale"), noModel: el("pred-no-model"), waiting: el("pred-waiting"), body: el("pred-body"),
+    side: el("pred-side"), confidence: el("pred-confidence"), pLong: el("pred-p-long"), pShort: el("pred-p-short"),
+    meterLong: el("pred-meter-long"), meterShort: el("pred-meter-short"),
+    markLong: el("pred-mark-long"), markShort: el("pred-mark-short"),
+    agreement: el("pred-agreement"), barTime: el("pred-bar-time"), latency: el("pred-latency"),
+    otherVersion: el("pred-other-version"), version: el("pred-version"),
+    model: el("pred-model"), modelLink: el("pred-model-link"), trained: el("pred-model-trained"),
+    payoff: el("pred-payoff"), breakEven: el("pred-break-even"),
+    edge: el("pred-edge"), edgeTag: el("pred-edge-tag"), edgeNote: el("pred-edge-note"),
+    edgeStatement: el("pred-edge-statement"),
+  };
 
   const decimals = (function () {
     const text = String(parseFloat(chart.dataset.tickSize || "0.01"));
@@ -67,6 +81,9 @@
     renders: 0,
     follow: true,             // the x range tracks the newest bar until the user zooms or pans
     view: 0,                  // bumped by "back to live": Plotly then drops the user's zoom
+    model: initial.model || null,            // the active version's summary (edge verdict, payoff, members)
+    prediction: initial.prediction || null,  // the newest prediction payload for this market
+    modelAsked: {},           // version ids we re-read the page for, once each
   };
 
   // ---- bars -------------------------------------------------------------------------------------
@@ -203,6 +220,7 @@
     chart.dataset.renders = String(state.renders);
     ui.empty.hidden = state.bars.length > 0;
     renderBarFacts();
+    renderPredictionAge();
     return done;
   }
 
@@ -315,6 +333,132 @@
     ui.notice.hidden = !html;
   }
 
+  // ---- prediction panel ---------------------------------------------------------------------------
+
+  const pct = function (p) { return (100 * p).toFixed(1) + "%"; };
+  const clamp01 = function (p) { return Math.max(0, Math.min(1, +p || 0)); };
+
+  function adminUrl(id) {
+    return (predPanel.dataset.adminUrl || "/admin/mlcore/modelversion/0/change/").replace("/0/", "/" + id + "/");
+  }
+
+  /** A newer (or same-bar, later) prediction replaces the shown one; an older one arriving late is ignored. */
+  function applyPrediction(p) {
+    if (!pui || !p || !isFinite(Date.parse(p.bar_timestamp))) return;
+    const shown = state.prediction;
+    if (shown && Date.parse(shown.bar_timestamp) > Date.parse(p.bar_timestamp)) return;
+    state.prediction = p;
+    // A version we know nothing about (just promoted, say): its edge verdict is on the page, read it once.
+    if ((!state.model || state.model.id !== p.version) && !state.modelAsked[p.version]) {
+      state.modelAsked[p.version] = true;
+      resync();
+    }
+    renderPrediction();
+  }
+
+  function renderPrediction() {
+    if (!pui) return;
+    const m = state.model, p = state.prediction;
+    // Without an active model a stored call is a retired version's: not shown (the panel says how to train one).
+    const mode = !m ? "no-model" : p ? "ready" : "waiting";
+    const d = predPanel.dataset;
+    d.state = mode;
+    d.model = m ? String(m.id) : "";
+    pui.noModel.hidden = mode !== "no-model";
+    pui.waiting.hidden = mode !== "waiting";
+    pui.body.hidden = mode !== "ready";
+    pui.model.hidden = !m;
+    if (mode === "ready") {
+      const breakEven = breakEvenOf(m);
+      pui.side.textContent = p.side.toUpperCase();
+      pui.side.className = "side-badge side-" + p.side;
+      pui.confidence.textContent = pct(p.confidence);
+      pui.confidence.title = "Calibrated probability that the " + p.side + " take-profit comes before its stop" +
+        (breakEven === null ? "" : "; break-even at this payoff: " + pct(breakEven));
+      [
+        { side: "long", value: pui.pLong, meter: pui.meterLong, mark: pui.markLong, p: p.p_long },
+        { side: "short", value: pui.pShort, meter: pui.meterShort, mark: pui.markShort, p: p.p_short },
+      ].forEach(function (row) {
+        row.value.textContent = pct(row.p);
+        row.value.classList.toggle("chosen", row.side === p.side);
+        row.meter.style.width = (100 * clamp01(row.p)).toFixed(1) + "%";
+        row.mark.hidden = breakEven === null;
+        if (breakEven !== null) {
+          row.mark.style.left = (100 * breakEven).toFixed(1) + "%";
+          row.mark.title = "Break-even " + pct(breakEven) + " at " + m.payoff_ratio.toFixed(2) + " : 1";
+        }
+      });
+      pui.agreement.textContent = agreementText(p, m);
+      pui.barTime.textContent = fmtBarTime(Date.parse(p.bar_timestamp));
+      pui.barTime.title = "Predicted at the close of the bar that opened at " + p.bar_timestamp;
+      pui.latency.textContent = (+p.latency_ms).toFixed(1) + " ms";
+      pui.otherVersion.hidden = p.version === m.id;
+      pui.version.textContent = "v" + p.version;
+      pui.version.href = adminUrl(p.version);
+      d.side = p.side;
+      d.confidence = String(p.confidence);
+      d.version = String(p.version);
+      d.barTime = p.bar_timestamp;
+    } else {
+      d.side = d.confidence = d.version = d.barTime = "";
+    }
+    if (m) renderModel(m, mode === "ready" ? p : null);
+    renderPredictionAge();
+  }
+
+  /** "4/5 members agree" when the member count is known and the share is a whole number of them, else a share. */
+  function agreementText(p, m) {
+    const n = p.members || (m && p.version === m.id ? m.members : 0);
+    const k = n * p.agreement;
+    if (n > 0 && Math.abs(k - Math.round(k)) < 0.01) return Math.round(k) + "/" + n + " members agree";
+    return Math.round(100 * p.agreement) + "% of members agree";
+  }
+
+  /** Kelly's f* = p − (1 − p) / b is positive above p = 1 / (1 + b). */
+  function breakEvenOf(m) { return m && m.payoff_ratio > 0 ? 1 / (1 + m.payoff_ratio) : null; }
+
+  function renderModel(m, p) {
+    pui.modelLink.textContent = "v" + m.id;
+    pui.modelLink.href = adminUrl(m.id);
+    pui.trained.textContent = m.created_at ? "trained " + m.created_at.slice(0, 10) : "";
+    pui.payoff.textContent = (+m.payoff_ratio).toFixed(2) + " : 1";
+    const breakEven = breakEvenOf(m);
+    pui.breakEven.textContent = breakEven === null ? "—" : pct(breakEven);
+    const sideEdge = p && m.edge_by_side ? m.edge_by_side[p.side] : null;
+    let edge, tag, note;
+    if (!m.has_edge) {
+      edge = "none"; tag = "No edge over baselines";
+      note = "Out of sample this model did not beat simple baselines: treat its calls as unproven.";
+    } else if (sideEdge === false) {
+      edge = "other-side"; tag = "No edge on the " + p.side + " side";
+      note = "Its edge over the baselines is on the other side only: treat this call as unproven.";
+    } else {
+      edge = "edge"; tag = "Edge over baselines"; note = "";
+    }
+    pui.edge.dataset.edge = edge;
+    pui.edgeTag.textContent = tag;
+    pui.edgeTag.className = "tag " + (edge === "edge" ? "tag-up" : "tag-warn");
+    pui.edgeNote.textContent = note;
+    pui.edgeNote.hidden = !note;
+    pui.edgeStatement.textContent = m.edge_statement || "No verdict recorded.";
+  }
+
+  /** Bars closed since the shown prediction's bar: two or more means predictions stopped coming. */
+  function renderPredictionAge() {
+    if (!pui) return;
+    const p = state.prediction;
+    const last = state.bars[state.bars.length - 1];
+    let behind = 0;
+    if (predPanel.dataset.state === "ready" && p && last) {
+      behind = Math.max(0, Math.round((last.ms - Date.parse(p.bar_timestamp)) / stepMs));
+    }
+    const stale = behind >= 2;
+    predPanel.dataset.stale = String(stale);
+    pui.stale.hidden = !stale;
+    pui.stale.textContent = stale ? behind + " bars old" : "";
+    pui.stale.title = stale ? "No prediction for the last " + behind + " closed bars" : "";
+  }
+
   // ---- websocket ----------------------------------------------------------------------------------
 
   function socketUrl() {
@@ -333,6 +477,8 @@
       render();
     } else if (msg.type === "feed.status") {
       applyStatus(msg);
+    } else if (msg.type === "prediction.created") {
+      applyPrediction(msg);
     }
     tick();
   }
@@ -413,6 +559,9 @@
           const fresh = JSON.parse(node.textContent);
           (fresh.bars || []).forEach(upsertBar);
           if (fresh.status) applyStatus(fresh.status);
+          if ("model" in fresh) state.model = fresh.model;
+          if (fresh.prediction) applyPrediction(fresh.prediction);
+          renderPrediction();
           state.lastHeardMs = Date.now();
           render();
           tick();
@@ -433,6 +582,7 @@
 
   initial.bars.forEach(upsertBar);
   applyStatus(initial.status);
+  renderPrediction();
   Promise.resolve(render()).then(function () {
     chart.on("plotly_relayout", onRelayout);
     chart.dataset.ready = "true";

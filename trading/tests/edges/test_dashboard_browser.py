@@ -1,4 +1,5 @@
-"""End to end: log in with headless Chromium and watch a newly stored bar reach the chart without a reload."""
+"""End to end: log in with headless Chromium and watch a newly stored bar reach the chart, and a new prediction the
+prediction panel, without a reload."""
 import os
 import random
 import uuid
@@ -11,11 +12,13 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
+from mlcore import services as ml_services
 from trading import realtime, selectors, services
 from trading.domain.bars import BarData
 from trading.models import Bar
-from trading.tests.live import ARTIFACTS_DIR, LiveServer, database_url, in_thread, launch_chromium
+from trading.tests.edges.test_dashboard_page import LONG_EDGE_ONLY, model_version, prediction
 from trading.tests.factories import InstrumentFactory
+from trading.tests.live import ARTIFACTS_DIR, LiveServer, database_url, in_thread, launch_chromium
 
 pytestmark = [
     pytest.mark.browser,
@@ -106,6 +109,26 @@ def seed_market(now):
     return nq, bars[-1]
 
 
+@pytest.fixture
+def active_model(market):
+    """An active version with no edge, and its prediction for the bar before the last (the panel's first state)."""
+    nq, last = market
+    version = model_version(nq, has_edge=False)
+    earlier = Bar.objects.filter(instrument=nq, timeframe="1m", timestamp__lt=last.timestamp).latest("timestamp")
+    first = prediction(version, earlier, side="short", p_long=0.28, p_short=0.47, agreement=0.6, latency_ms=9.1)
+    return version, first
+
+
+def log_in(page, server):
+    """Behind login: the dashboard sends us to the form, the form brings us back."""
+    page.goto(f"{server.url}/")
+    assert urlparse(page.url).path == "/accounts/login/"
+    page.fill("#id_username", USERNAME)
+    page.fill("#id_password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(f"{server.url}/")
+
+
 def test_logged_in_trader_sees_a_new_bar_arrive_without_a_reload(live_server_process, market, page):
     server = live_server_process
     nq, last = market
@@ -113,13 +136,7 @@ def test_logged_in_trader_sees_a_new_bar_arrive_without_a_reload(live_server_pro
     page.on("request", lambda req: requests.append(req.url))
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
 
-    # Behind login: the dashboard sends us to the form, the form brings us back.
-    page.goto(f"{server.url}/")
-    assert urlparse(page.url).path == "/accounts/login/"
-    page.fill("#id_username", USERNAME)
-    page.fill("#id_password", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url(f"{server.url}/")
+    log_in(page, server)
 
     page.wait_for_selector('#status-strip[data-ws-state="open"]')
     page.wait_for_selector('#chart[data-ready="true"]')
@@ -181,3 +198,64 @@ def test_logged_in_trader_sees_a_new_bar_arrive_without_a_reload(live_server_pro
                 or (urlparse(url).hostname or "127.0.0.1") != "127.0.0.1"]
     assert external == [], f"the page reached outside the server: {external}"
     assert any(url.endswith("/static/vendor/plotly/plotly.min.js") for url in requests)
+
+
+def test_a_new_prediction_reaches_the_panel_without_a_reload(live_server_process, market, active_model, page):
+    server = live_server_process
+    nq, last = market
+    version, first = active_model
+    page_errors = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+
+    log_in(page, server)
+    page.wait_for_selector('#status-strip[data-ws-state="open"]')
+    page.wait_for_selector('#chart[data-ready="true"]')
+    # Server-rendered: the stored prediction of the bar before the last, from a model without an edge.
+    first_time = first.bar.timestamp.isoformat().replace("+00:00", "Z")
+    page.wait_for_selector(f'#prediction[data-state="ready"][data-version="{version.pk}"][data-side="short"]'
+                           f'[data-bar-time="{first_time}"]')
+    assert page.text_content("#pred-side") == "SHORT"
+    assert page.text_content("#pred-confidence") == "47.0%"
+    assert page.text_content("#pred-agreement") == "3/5 members agree"
+    assert page.get_attribute("#pred-edge", "data-edge") == "none"
+    assert page.is_visible("#pred-edge-tag") and page.text_content("#pred-edge-tag") == "No edge over baselines"
+    assert page.get_attribute("#pred-model-link", "href") == f"/admin/mlcore/modelversion/{version.pk}/change/"
+    page.evaluate("window.__sameDocument = 'before-the-prediction'")
+
+    # The worker stores the last bar's prediction in this process and pushes it; Redis carries it to the server.
+    stored = in_thread(prediction, version, last, side="long", p_long=0.6243, p_short=0.3107, agreement=0.8,
+                       latency_ms=12.34)
+    in_thread(services.market_push, symbol="NQ", timeframe="1m", message_type="prediction.created",
+              payload=in_thread(ml_services.prediction_payload, stored))
+
+    last_time = last.timestamp.isoformat().replace("+00:00", "Z")
+    page.wait_for_selector(f'#prediction[data-version="{version.pk}"][data-bar-time="{last_time}"]'
+                           f'[data-side="long"][data-confidence="0.6243"]')
+    assert page.text_content("#pred-side") == "LONG"
+    assert page.text_content("#pred-confidence") == "62.4%"
+    assert page.text_content("#pred-p-long") == "62.4%" and page.text_content("#pred-p-short") == "31.1%"
+    assert page.text_content("#pred-agreement") == "4/5 members agree"
+    assert page.text_content("#pred-latency") == "12.3 ms"
+    assert page.get_attribute("#prediction", "data-stale") == "false"
+    assert page.text_content("#pred-edge-tag") == "No edge over baselines", "still the same model: still no edge"
+
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-prediction.png"))
+
+    # A newer version is promoted and predicts: the panel reads its verdict (an edge, on the long side only).
+    def promote_and_predict():
+        type(version).objects.filter(pk=version.pk).update(status="retired", retired_at=timezone.now())
+        newer = model_version(nq, has_edge=True, statement=LONG_EDGE_ONLY,
+                              edge_by_side={"long": True, "short": False})
+        return newer, ml_services.prediction_payload(prediction(newer, last, side="long", p_long=0.58, p_short=0.4))
+
+    newer, payload = in_thread(promote_and_predict)
+    in_thread(services.market_push, symbol="NQ", timeframe="1m", message_type="prediction.created", payload=payload)
+    page.wait_for_selector(f'#prediction[data-version="{newer.pk}"][data-model="{newer.pk}"]')
+    page.wait_for_selector('#pred-edge[data-edge="edge"]')
+    assert page.text_content("#pred-edge-tag") == "Edge over baselines"
+    assert page.is_hidden("#pred-other-version")
+
+    assert page.evaluate("window.__sameDocument") == "before-the-prediction"
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    assert page_errors == []
