@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlcore.predictors import MEMBER_ORDER, MEMBER_TYPES, Member, make_member
 
-from .synthetic import SEED
+from .synthetic import OVERRIDES, SEED
 
 pytestmark = pytest.mark.parametrize("name", MEMBER_ORDER)
 
@@ -50,7 +50,7 @@ def test_save_then_load_predicts_identically(name, fitted, data, tmp_path):
 
 def test_same_seed_refit_predicts_identically(name, fitted, data):
     member = fitted[name]
-    again = make_member(name, "fast")
+    again = make_member(name, "fast", OVERRIDES.get(name))
     again.fit(data.train(member.kind), data.y_train, seed=SEED)
     X = data.test(member.kind)
     assert np.array_equal(again.predict_proba(X), member.predict_proba(X))
@@ -58,6 +58,6 @@ def test_same_seed_refit_predicts_identically(name, fitted, data):
 
 
 def test_fit_refuses_labels_with_one_class(name, data):
-    member = make_member(name, "fast")
+    member = make_member(name, "fast", OVERRIDES.get(name))
     with pytest.raises(ValueError, match="both classes"):
         member.fit(data.train(member.kind)[:300], np.ones(300, dtype=int), seed=SEED)
