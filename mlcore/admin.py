@@ -16,7 +16,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("instrument__symbol", "edge_statement")
     list_select_related = ("instrument",)
     actions = ("promote", "roll_back")
-    readonly_fields = [f.name for f in ModelVersion._meta.fields] + ["report"]
+    # The metrics JSON is shown once, formatted, as the report.
+    readonly_fields = [f.name for f in ModelVersion._meta.fields if f.name != "metrics"] + ["report"]
     exclude = ("metrics",)
 
     def has_add_permission(self, request):

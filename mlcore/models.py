@@ -46,7 +46,7 @@ class ModelVersion(models.Model):
         permissions = [("promote_modelversion", "Can promote and roll back model versions")]
 
     def __str__(self):
-        return f"{self.instrument_id}/{self.timeframe} v{self.pk} ({self.status})"
+        return f"{self.instrument.symbol} {self.timeframe} v{self.pk} ({self.status})"
 
 
 class TrainingRun(models.Model):

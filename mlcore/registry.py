@@ -34,15 +34,22 @@ def _sha256(path_or_handle) -> str:
 def artifacts_store(*, version: ModelVersion, folder: Path) -> dict[str, str]:
     """Copy every file under `folder` into storage under a root unique to the version; record their hashes."""
     root = f"models/{version.instrument.symbol}/{version.timeframe}/v{version.pk}-{uuid.uuid4().hex[:8]}"
-    hashes = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        with path.open("rb") as handle:
-            hashes[relative] = _sha256(handle)
-            handle.seek(0)
-            saved = default_storage.save(f"{root}/{relative}", File(handle))
-        if saved != f"{root}/{relative}":  # the root is fresh, so storage must not have renamed anything
-            raise ArtifactError(f"storage renamed {relative} to {saved}")
+    hashes, saved_names = {}, []
+    try:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            with path.open("rb") as handle:
+                hashes[relative] = _sha256(handle)
+                handle.seek(0)
+                saved = default_storage.save(f"{root}/{relative}", File(handle))
+            saved_names.append(saved)
+            if saved != f"{root}/{relative}":  # the root is fresh, so storage must not have renamed anything
+                raise ArtifactError(f"storage renamed {relative} to {saved}")
+    except BaseException:
+        # No partial version: the files already saved go too (the caller rolls back the row).
+        for name in saved_names:
+            default_storage.delete(name)
+        raise
     version.artifact_root, version.artifacts = root, hashes
     version.save(update_fields=["artifact_root", "artifacts"])
     return hashes
@@ -72,7 +79,9 @@ def artifacts_fetch(*, version: ModelVersion, dest: Path) -> Path:
 
 
 def artifacts_verify(*, version: ModelVersion) -> None:
-    """Raise ArtifactError unless every artifact is present with its recorded hash."""
+    """Raise ArtifactError unless every artifact is present with its recorded hash (and there is at least one)."""
+    if not version.artifacts:
+        raise ArtifactError(f"model version {version.pk} has no artifacts")
     for relative, expected in version.artifacts.items():
         name = f"{version.artifact_root}/{relative}"
         if not default_storage.exists(name):
@@ -102,7 +111,11 @@ def model_version_promote(*, version_id: int) -> ModelVersion:
 
 
 def model_version_rollback(*, instrument, timeframe: str) -> ModelVersion:
-    """Retire the active version and re-activate the one that was active before it."""
+    """Retire the active version and re-activate the one that was active before it.
+
+    "Before it" is the version its promotion retired (promote stamps both with the same instant), so a version
+    rolled back from is never restored by a later rollback, and successive rollbacks walk back the promotions.
+    """
     with transaction.atomic():
         current = (
             ModelVersion.objects.select_for_update()
@@ -114,7 +127,7 @@ def model_version_rollback(*, instrument, timeframe: str) -> ModelVersion:
         previous = (
             ModelVersion.objects.select_for_update()
             .filter(instrument=instrument, timeframe=timeframe, status=ModelVersion.Status.RETIRED,
-                    promoted_at__isnull=False, promoted_at__lt=current.promoted_at)
+                    promoted_at__isnull=False, retired_at=current.promoted_at)
             .order_by("-promoted_at")
             .first()
         )

@@ -48,6 +48,11 @@ class Command(BaseCommand):
             meta = (v.metrics.get("long", {}).get("meta") or {})
             self.stdout.write(
                 f"{v.pk:>5} {v.instrument.symbol + ' ' + v.timeframe:<10} {v.status:<10} {v.preset:<6} "
-                f"{v.n_bars:>8} {'yes' if v.has_edge else 'no':<5} {meta.get('log_loss', float('nan')):>12.4f} "
-                f"{meta.get('roc_auc', float('nan')):>6.3f}  {v.created_at:%Y-%m-%d %H:%M}"
+                f"{v.n_bars:>8} {'yes' if v.has_edge else 'no':<5} {_f(meta.get('log_loss')):>12} "
+                f"{_f(meta.get('roc_auc'), 3):>6}  {v.created_at:%Y-%m-%d %H:%M}"
             )
+
+
+def _f(value, places=4):
+    # A metric that was NaN is stored as null (JSON has no NaN), and a version may have no report at all.
+    return "n/a" if value is None else f"{value:.{places}f}"

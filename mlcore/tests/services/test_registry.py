@@ -1,0 +1,256 @@
+"""The model registry: native-format artifacts and their SHA-256 in storage, promote, roll back, bad artifacts."""
+import hashlib
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from mlcore.models import ModelVersion
+from mlcore.predictors import MEMBER_ORDER
+from mlcore.registry import ArtifactError, RegistryError, model_version_promote, model_version_rollback
+from trading.tests.factories import InstrumentFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded, pytest.mark.usefixtures("model_cache")]
+
+ACTIVE, RETIRED, CANDIDATE = ModelVersion.Status.ACTIVE, ModelVersion.Status.RETIRED, ModelVersion.Status.CANDIDATE
+
+
+def statuses(*versions: ModelVersion) -> list[str]:
+    return [ModelVersion.objects.get(pk=v.pk).status for v in versions]
+
+
+def active_of(instrument, timeframe: str = "1m") -> list[int]:
+    return list(ModelVersion.objects.filter(instrument=instrument, timeframe=timeframe, status=ACTIVE)
+                .values_list("pk", flat=True))
+
+
+# --- artifacts -------------------------------------------------------------------------------------------------
+
+
+def test_a_registered_version_is_a_candidate_with_its_training_facts(register, trained):
+    version = register()
+
+    assert version.status == CANDIDATE
+    assert version.promoted_at is None
+    assert (version.preset, version.seed, version.sequence_length) == ("fast", 0, trained.seq_len)
+    assert version.n_bars == trained.n_bars
+    assert version.feature_names == list(trained.feature_names)
+    assert version.has_edge == trained.has_edge
+    assert set(version.metrics) >= {"long", "short", "label_settings"}
+    assert version.payoff_ratio == pytest.approx(version.label_settings["tp_atr"] / version.label_settings["sl_atr"])
+
+
+def test_artifacts_are_saved_in_each_librarys_native_format(register):
+    version = register()
+
+    names = set(version.artifacts)
+    for side in ("long", "short"):
+        assert f"{side}/side.json" in names
+        assert f"{side}/lstm/model.keras" in names
+        assert {f"{side}/xgboost/model.json", f"{side}/xgboost/model.ubj"} & names
+        assert f"{side}/lightgbm/model.txt" in names
+        assert f"{side}/catboost/model.cbm" in names
+        assert f"{side}/random_forest/model.joblib" in names
+    # Nothing but the two side bundles: every member's folder, no stray files.
+    assert {name.split("/")[0] for name in names} == {"long", "short"}
+    assert {name.split("/")[1] for name in names if name.count("/") == 2} == set(MEMBER_ORDER)
+
+
+def test_recorded_sha256_equal_the_hashes_of_the_stored_files(register, storage):
+    version = register()
+
+    assert version.artifact_root.startswith("models/NQ/1m/")
+    for relative, recorded in version.artifacts.items():
+        name = f"{version.artifact_root}/{relative}"
+        assert Path(default_storage.path(name)).is_relative_to(storage)  # the test's MEDIA_ROOT, never var/
+        with default_storage.open(name, "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == recorded
+
+
+def test_two_versions_of_the_same_model_never_share_artifact_files(register):
+    first, second = register(), register()
+
+    assert first.artifact_root != second.artifact_root
+    assert set(first.artifacts) == set(second.artifacts)
+    # Same model, same bytes, but for the Keras archives, which record when they were saved.
+    assert {k: v for k, v in first.artifacts.items() if not k.endswith(".keras")} == {
+        k: v for k, v in second.artifacts.items() if not k.endswith(".keras")}
+
+
+def test_a_storage_failure_while_saving_artifacts_leaves_no_version_and_no_files(register, storage, monkeypatch):
+    real_save, saved = default_storage.save, []
+
+    def save_then_fail(name, content, **kwargs):
+        if len(saved) == 3:
+            raise OSError("disk full")
+        saved.append(real_save(name, content, **kwargs))
+        return saved[-1]
+
+    monkeypatch.setattr(default_storage, "save", save_then_fail)
+
+    with pytest.raises(OSError, match="disk full"):
+        register()
+
+    assert ModelVersion.objects.count() == 0
+    assert len(saved) == 3
+    assert not [p for p in Path(storage).rglob("*") if p.is_file()]
+
+
+# --- promote ---------------------------------------------------------------------------------------------------
+
+
+def test_promote_makes_a_candidate_the_active_version(register, nq):
+    version = register()
+
+    promoted = model_version_promote(version_id=version.pk)
+
+    assert promoted.pk == version.pk
+    version.refresh_from_db()
+    assert version.status == ACTIVE
+    assert version.promoted_at is not None and version.retired_at is None
+    assert active_of(nq) == [version.pk]
+
+
+def test_promote_retires_the_previously_active_version(register, nq):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+
+    model_version_promote(version_id=second.pk)
+
+    assert statuses(first, second) == [RETIRED, ACTIVE]
+    first.refresh_from_db()
+    assert first.retired_at is not None
+    assert active_of(nq) == [second.pk]
+
+
+def test_promote_leaves_the_active_versions_of_other_markets_alone(register, nq):
+    es = InstrumentFactory(symbol="ES")
+    nq_version, es_version, nq_5m = register(), register(instrument=es), register(timeframe="5m")
+    for version in (nq_version, es_version, nq_5m):
+        model_version_promote(version_id=version.pk)
+
+    assert statuses(nq_version, es_version, nq_5m) == [ACTIVE, ACTIVE, ACTIVE]
+
+
+def test_promoting_the_active_version_again_changes_nothing(register):
+    version = model_version_promote(version_id=register().pk)
+    promoted_at = version.promoted_at
+
+    again = model_version_promote(version_id=version.pk)
+
+    assert again.status == ACTIVE
+    assert again.promoted_at == promoted_at
+
+
+def test_promoting_an_unknown_version_raises_does_not_exist():
+    with pytest.raises(ModelVersion.DoesNotExist):
+        model_version_promote(version_id=987654)
+
+
+def test_the_database_refuses_a_second_active_version_for_one_market(register):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(pk=second.pk).update(status=ACTIVE)
+
+    assert statuses(first, second) == [ACTIVE, CANDIDATE]
+
+
+@pytest.mark.parametrize("damage", ["corrupted", "missing"])
+def test_promote_refuses_a_version_with_a_bad_artifact_and_the_active_version_stays(register, nq, corrupt_artifact,
+                                                                                     damage):
+    serving, broken = register(), register()
+    model_version_promote(version_id=serving.pk)
+    if damage == "corrupted":
+        corrupt_artifact(broken, "short/lightgbm/model.txt")
+    else:
+        default_storage.delete(f"{broken.artifact_root}/short/lightgbm/model.txt")
+
+    with pytest.raises(ArtifactError) as refused:
+        model_version_promote(version_id=broken.pk)
+
+    assert f"model version {broken.pk}" in str(refused.value)
+    assert "short/lightgbm/model.txt" in str(refused.value)
+    assert damage in str(refused.value)
+    assert statuses(serving, broken) == [ACTIVE, CANDIDATE]
+
+
+def test_promote_refuses_a_version_with_no_artifacts_recorded(register):
+    version = register()
+    ModelVersion.objects.filter(pk=version.pk).update(artifacts={})
+
+    with pytest.raises(ArtifactError, match="no artifacts"):
+        model_version_promote(version_id=version.pk)
+
+    assert statuses(version) == [CANDIDATE]
+
+
+# --- roll back -------------------------------------------------------------------------------------------------
+
+
+def test_rollback_reactivates_the_previous_version_and_retires_the_current_one(register, nq):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+    model_version_promote(version_id=second.pk)
+
+    restored = model_version_rollback(instrument=nq, timeframe="1m")
+
+    assert restored.pk == first.pk
+    assert statuses(first, second) == [ACTIVE, RETIRED]
+    assert active_of(nq) == [first.pk]
+
+
+def test_successive_rollbacks_walk_back_through_the_promotions_until_there_is_none(register, nq):
+    versions = [register() for _ in range(3)]
+    for version in versions:
+        model_version_promote(version_id=version.pk)
+
+    assert model_version_rollback(instrument=nq, timeframe="1m").pk == versions[1].pk
+    assert model_version_rollback(instrument=nq, timeframe="1m").pk == versions[0].pk
+    with pytest.raises(RegistryError, match="no earlier active version"):
+        model_version_rollback(instrument=nq, timeframe="1m")
+    assert statuses(*versions) == [ACTIVE, RETIRED, RETIRED]
+
+
+def test_rollback_after_a_rollback_and_a_new_promotion_returns_to_the_version_active_before(register, nq):
+    # v1 -> v2 (bad, rolled back) -> v1 -> v3: rolling back v3 restores v1, not the rejected v2.
+    v1, v2, v3 = register(), register(), register()
+    model_version_promote(version_id=v1.pk)
+    model_version_promote(version_id=v2.pk)
+    model_version_rollback(instrument=nq, timeframe="1m")
+    model_version_promote(version_id=v3.pk)
+
+    restored = model_version_rollback(instrument=nq, timeframe="1m")
+
+    assert restored.pk == v1.pk
+    assert statuses(v1, v2, v3) == [ACTIVE, RETIRED, RETIRED]
+
+
+def test_rollback_with_no_earlier_version_raises_a_clear_error_and_changes_nothing(register, nq):
+    only = model_version_promote(version_id=register().pk)
+    register()  # a candidate never promoted is not "the previous version"
+
+    with pytest.raises(RegistryError) as refused:
+        model_version_rollback(instrument=nq, timeframe="1m")
+
+    assert str(refused.value) == "NQ 1m: no earlier active version to roll back to"
+    assert active_of(nq) == [only.pk]
+
+
+def test_rollback_with_no_active_version_raises_a_clear_error(nq):
+    with pytest.raises(RegistryError, match="NQ 1m: no active model version to roll back"):
+        model_version_rollback(instrument=nq, timeframe="1m")
+
+
+def test_rollback_refuses_a_previous_version_with_a_corrupted_artifact(register, nq, corrupt_artifact):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+    model_version_promote(version_id=second.pk)
+    corrupt_artifact(first)
+
+    with pytest.raises(ArtifactError, match="corrupted"):
+        model_version_rollback(instrument=nq, timeframe="1m")
+
+    assert statuses(first, second) == [RETIRED, ACTIVE]
