@@ -6,6 +6,8 @@ F1 .. Fk (k >= 3) and a purge/embargo gap of H bars (the label horizon) before e
 - the meta-learner is fitted on the out-of-fold predictions of F1 .. F(k-2);
 - the calibrator (isotonic or Platt, chosen by cross-validated log loss) is fitted on the meta-learner's
   outputs on F(k-1);
+- each layer's last H bars are left out of its fit (their labels reach into the next fold), so no layer's
+  labels overlap the bars it is scored on;
 - everything is scored on Fk, which no layer has seen: members, meta-learner (raw and calibrated) and the
   baselines (majority class, momentum sign, logistic regression, fitted on the same training data).
 The version that ships is exactly what was scored: Fk's members, that meta-learner and that calibrator.
@@ -154,13 +156,14 @@ def train_model(
                 "members": {m.name: binary_metrics(y[test], P[:, j]) for j, m in enumerate(members)},
             })
         names = [m.name for m in fold_members[-1]]
-        meta_rows = np.concatenate(oof[:-2])
-        meta_y = np.concatenate([y[test] for _, test in splits[:-2]])
+        # Purge between layers too: the last H bars of a fold have labels that look into the next fold.
+        meta_rows = np.concatenate(oof[:-2])[:-horizon]
+        meta_y = np.concatenate([y[test] for _, test in splits[:-2]])[:-horizon]
         if np.unique(meta_y).size < 2:
             raise TrainingError(f"{side}: the meta-learner's folds hold one class only")
         meta = MetaLearner(C=PRESETS[config.preset]["meta"]["C"]).fit(meta_rows, meta_y, names)
-        calib_test = splits[-2][1]
-        calibrator = fit_calibrator(meta.predict_proba(oof[-2]), y[calib_test], seed=config.seed)
+        calib_test = splits[-2][1][:-horizon]
+        calibrator = fit_calibrator(meta.predict_proba(oof[-2][:-horizon]), y[calib_test], seed=config.seed)
 
         train_last, test_last = splits[-1]
         raw = meta.predict_proba(oof[-1])
