@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -80,15 +81,8 @@ def artifacts_fetch(*, version: ModelVersion, dest: Path) -> Path:
 
 def artifacts_verify(*, version: ModelVersion) -> None:
     """Raise ArtifactError unless every artifact is present with its recorded hash (and there is at least one)."""
-    if not version.artifacts:
-        raise ArtifactError(f"model version {version.pk} has no artifacts")
-    for relative, expected in version.artifacts.items():
-        name = f"{version.artifact_root}/{relative}"
-        if not default_storage.exists(name):
-            raise ArtifactError(f"model version {version.pk}: artifact {relative} is missing from storage")
-        with default_storage.open(name, "rb") as handle:
-            if _sha256(handle) != expected:
-                raise ArtifactError(f"model version {version.pk}: artifact {relative} is corrupted")
+    with tempfile.TemporaryDirectory(prefix="minhos-verify-") as folder:
+        artifacts_fetch(version=version, dest=Path(folder))
 
 
 def model_version_promote(*, version_id: int) -> ModelVersion:

@@ -28,6 +28,26 @@ class _RowMember:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"
 
+    FILE = ""  # the one native-format file each member saves
+
+    def save(self, folder: Path) -> list[str]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write(folder / self.FILE)
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path, params: dict):
+        member = cls(params)
+        member._read(Path(folder) / cls.FILE)
+        return member
+
+    def _write(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def _read(self, path: Path) -> None:
+        raise NotImplementedError
+
 
 class XGBoostMember(_RowMember):
     """Gradient-boosted trees (hist); saved as UBJSON, the binary twin of XGBoost's JSON model format.
@@ -79,18 +99,12 @@ class XGBoostMember(_RowMember):
     def predict_one(self, x: np.ndarray) -> float:
         return float(self.booster.inplace_predict(np.asarray(x, dtype=np.float32).reshape(1, -1))[0])
 
-    def save(self, folder: Path) -> list[str]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / self.FILE))
-        return [self.FILE]
+    def _write(self, path: Path) -> None:
+        self.booster.save_model(str(path))
 
-    @classmethod
-    def load(cls, folder: Path, params: dict) -> "XGBoostMember":
-        member = cls(params)
-        member.booster = xgboost.Booster(model_file=str(Path(folder) / cls.FILE))
-        member._ready()
-        return member
+    def _read(self, path: Path) -> None:
+        self.booster = xgboost.Booster(model_file=str(path))
+        self._ready()
 
 
 class LightGBMMember(_RowMember):
@@ -139,17 +153,11 @@ class LightGBMMember(_RowMember):
     def predict_one(self, x: np.ndarray) -> float:
         return float(self.booster.predict(np.asarray(x, dtype=np.float64).reshape(1, -1), num_threads=1)[0])
 
-    def save(self, folder: Path) -> list[str]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / self.FILE))
-        return [self.FILE]
+    def _write(self, path: Path) -> None:
+        self.booster.save_model(str(path))
 
-    @classmethod
-    def load(cls, folder: Path, params: dict) -> "LightGBMMember":
-        member = cls(params)
-        member.booster = lightgbm.Booster(model_file=str(Path(folder) / cls.FILE))
-        return member
+    def _read(self, path: Path) -> None:
+        self.booster = lightgbm.Booster(model_file=str(path))
 
 
 class CatBoostMember(_RowMember):
@@ -191,18 +199,12 @@ class CatBoostMember(_RowMember):
         proba = self.model.predict(np.asarray(x, dtype=np.float64), prediction_type="Probability", thread_count=1)
         return float(proba[1])
 
-    def save(self, folder: Path) -> list[str]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_model(str(folder / self.FILE), format="cbm")
-        return [self.FILE]
+    def _write(self, path: Path) -> None:
+        self.model.save_model(str(path), format="cbm")
 
-    @classmethod
-    def load(cls, folder: Path, params: dict) -> "CatBoostMember":
-        member = cls(params)
-        member.model = catboost.CatBoostClassifier()
-        member.model.load_model(str(Path(folder) / cls.FILE), format="cbm")
-        return member
+    def _read(self, path: Path) -> None:
+        self.model = catboost.CatBoostClassifier()
+        self.model.load_model(str(path), format="cbm")
 
 
 class FlatForest:
@@ -328,15 +330,9 @@ class RandomForestMember(_RowMember):
     def predict_one(self, x: np.ndarray) -> float:
         return self.flat.predict_one(x)
 
-    def save(self, folder: Path) -> list[str]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self.model, folder / self.FILE)
-        return [self.FILE]
+    def _write(self, path: Path) -> None:
+        joblib.dump(self.model, path)
 
-    @classmethod
-    def load(cls, folder: Path, params: dict) -> "RandomForestMember":
-        member = cls(params)
-        member.model = joblib.load(Path(folder) / cls.FILE)
-        member.flat = FlatForest(member.model)
-        return member
+    def _read(self, path: Path) -> None:
+        self.model = joblib.load(path)
+        self.flat = FlatForest(self.model)
