@@ -108,20 +108,10 @@ def _version_register(*, instrument, timeframe: str, config: TrainConfig, traine
                 train_seconds=round(trained.seconds_total, 3),
                 member_seconds=trained.member_seconds,
             )
-            try:
-                registry.artifacts_store(version=version, folder=Path(folder))
-            except BaseException:
-                _artifacts_discard(version)
-                raise
+            # On failure artifacts_store removes the files it saved and the row rolls back: nothing partial.
+            registry.artifacts_store(version=version, folder=Path(folder))
     logger.info("registered %s: %s", version, trained.statement)
     return version
-
-
-def _artifacts_discard(version: ModelVersion) -> None:
-    from django.core.files.storage import default_storage
-
-    for relative in version.artifacts or {}:
-        default_storage.delete(f"{version.artifact_root}/{relative}")
 
 
 def _json_safe(value):

@@ -45,7 +45,6 @@ def expected_calibration_error(y, p, *, bins: int = ECE_BINS) -> float:
     """
     y, p = _check_pair(y, p)
     index = np.minimum((p * bins).astype(np.int64), bins - 1)
-    count = np.bincount(index, minlength=bins)
     observed = np.bincount(index, weights=y, minlength=bins)
     predicted = np.bincount(index, weights=p, minlength=bins)
     return float(np.abs(observed - predicted).sum() / len(y))

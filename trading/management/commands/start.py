@@ -5,7 +5,6 @@ import logging
 import socket
 
 import uvicorn
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -121,7 +120,7 @@ class Command(BaseCommand):
             for task in background:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
-            await sync_to_async(logger.info)("MinhOS stopped")
+            logger.info("MinhOS stopped")
 
 
 def _check_port_free(host: str, port: int) -> None:
