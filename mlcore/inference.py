@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .domain.calibration import Calibrator
-from .domain.features import FEATURE_WINDOW, features_for_window
+from .domain.features import FEATURE_WINDOW, average_true_range, features_for_window
 from .domain.labels import SIDES
 from .predictors.ensemble import SideModel
 from .predictors.stacking import agreement, decide
@@ -37,7 +37,8 @@ class LoadedModel:
         """Predict the last bar of `window` (at least `bars_needed` bars, oldest first).
 
         Returns p_long, p_short (calibrated), side, confidence, agreement, members {side: {member: p}},
-        meta_raw {side: p} and latency_ms (features + every member + meta-learners + calibration).
+        meta_raw {side: p}, latency_ms (features + every member + meta-learners + calibration), and for sizing
+        atr (of the last bar, in price points) and atr_reference (median ATR over the window).
         """
         started = time.perf_counter()
         x_seq = features_for_window(window, rows=self.seq_len)
@@ -56,4 +57,9 @@ class LoadedModel:
             "meta_raw": {side: out[side]["meta_raw"] for side in SIDES},
         }
         result["latency_ms"] = (time.perf_counter() - started) * 1000.0
+        # Outside the timed path: the sizing inputs, not part of the prediction itself.
+        atr = average_true_range(window)
+        result["atr"] = float(atr[-1])
+        finite = atr[np.isfinite(atr) & (atr > 0)]
+        result["atr_reference"] = float(np.median(finite)) if len(finite) else None
         return result

@@ -28,6 +28,8 @@ class ModelVersion(models.Model):
     # b in Kelly's f* = p - (1 - p) / b: the same take-profit / stop-loss ratio the labels were made with.
     payoff_ratio = models.FloatField()
     metrics = models.JSONField(default=dict)
+    # 0-100, written by monitoring; None until it has scored this version (sizing then treats health as full).
+    health_score = models.FloatField(null=True, blank=True)
     has_edge = models.BooleanField(default=False)
     edge_statement = models.TextField(blank=True)
     # {relative path: sha256}; files live in default_storage under `artifact_root`.
@@ -88,6 +90,10 @@ class Prediction(models.Model):
     agreement = models.FloatField()
     members = models.JSONField()
     latency_ms = models.FloatField()
+    # ATR of the predicted bar (price points) and the median ATR of the window it was read from: the bracket and
+    # the position size are built from the same ATR the labels used, and the ratio scales size down in spikes.
+    atr = models.FloatField(null=True, blank=True)
+    atr_reference = models.FloatField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bar", "version"], name="one_prediction_per_bar_and_version")]

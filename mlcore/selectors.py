@@ -48,3 +48,8 @@ def model_version_summary(version: ModelVersion) -> dict:
         "members": len(version.member_seconds or {}),
         "created_at": version.created_at.isoformat().replace("+00:00", "Z"),
     }
+
+
+def prediction_get(*, prediction_id: int) -> Prediction:
+    """A prediction with its bar, instrument and model version (what sizing reads)."""
+    return Prediction.objects.select_related("bar", "instrument", "version").get(pk=prediction_id)

@@ -18,6 +18,7 @@ from trading import services as trading_services
 from . import registry, selectors
 from .domain.features import FeatureError
 from .domain.labels import LabelConfig
+from .events import prediction_created
 from .inference import LoadedModel
 from .models import ModelVersion, Prediction, TrainingRun
 from .training import TrainConfig, TrainedModel, TrainingError, train_model
@@ -197,7 +198,7 @@ def prediction_create(*, bar_id: int) -> Prediction | None:
     except FeatureError as exc:
         logger.warning("no prediction for %s: %s", bar, exc)
         return None
-    prediction, _ = Prediction.objects.get_or_create(
+    prediction, created = Prediction.objects.get_or_create(
         bar=bar,
         version_id=model.version_id,
         defaults={
@@ -209,10 +210,17 @@ def prediction_create(*, bar_id: int) -> Prediction | None:
             "agreement": result["agreement"],
             "members": {"members": result["members"], "meta_raw": result["meta_raw"]},
             "latency_ms": result["latency_ms"],
+            "atr": result["atr"],
+            "atr_reference": result["atr_reference"],
         },
     )
     trading_services.market_push(symbol=instrument.symbol, timeframe=bar.timeframe,
                                  message_type="prediction.created", payload=prediction_payload(prediction))
+    if created:
+        for receiver, error in prediction_created.send_robust(sender=Prediction, prediction=prediction):
+            if isinstance(error, Exception):
+                logger.error("prediction %s: receiver %s failed: %r", prediction.pk, receiver, error,
+                             exc_info=(type(error), error, error.__traceback__))
     return prediction
 
 

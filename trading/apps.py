@@ -1,10 +1,10 @@
-"""Trading app: instruments, bars and feeds now; sizing, risk, approvals and the paper broker later."""
+"""Trading app: instruments, bars and feeds; sizing, risk, approvals, the paper broker, positions and P&L."""
 from django.apps import AppConfig
 
 
-class TradingConfig(AppConfig):
+class TradingAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "trading"
 
     def ready(self):
-        from . import receivers  # noqa: F401  (connects the bar-closed broadcast)
+        from . import receivers  # noqa: F401  (bar-closed broadcast, broker, sizing of predictions)

@@ -1,6 +1,12 @@
-"""Instruments, bars and feed status."""
+"""Instruments, bars and feed status; accounts, trading configuration, recommendations, audit, orders, fills,
+positions and equity."""
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.utils.deconstruct import deconstructible
 
 from .domain.timeframes import TIMEFRAME_CHOICES
 
@@ -79,3 +85,328 @@ class FeedStatus(models.Model):
 
     def __str__(self):
         return f"{self.instrument_id} {self.timeframe} feed ({'running' if self.running else 'stopped'})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decisions and execution: accounts, configuration, recommendations, audit, orders, fills, positions, equity.
+# Money and prices are Decimal; positions change only through fills (services.execution applies them).
+
+MONEY = {"max_digits": 16, "decimal_places": 2}
+PRICE = {"max_digits": 18, "decimal_places": 6}
+# Position P&L is stored as the ledger computes it (6-decimal prices x contracts x 4-decimal point values), unrounded,
+# so replaying the fills (`reconcile`) reproduces it to the last digit.
+LEDGER = {"max_digits": 30, "decimal_places": 10}
+
+
+class TradingState(models.TextChoices):
+    """NautilusTrader's trading states: REDUCING lets only exposure-reducing trades through, HALTED none."""
+
+    ACTIVE = "ACTIVE", "Active"
+    REDUCING = "REDUCING", "Reducing"
+    HALTED = "HALTED", "Halted"
+
+
+class Account(models.Model):
+    """A paper trading account: its equity, its trading state, its circuit breaker and its auto-trading switch."""
+
+    name = models.CharField(max_length=50, unique=True)
+    currency = models.CharField(max_length=3, default="USD")
+    starting_equity = models.DecimalField(**MONEY, default=Decimal("100000.00"), validators=[MinValueValidator(0)])
+    peak_equity = models.DecimalField(**MONEY, default=Decimal("100000.00"))
+    auto_trading = models.BooleanField(default=False, help_text="Off by default: every recommendation waits for a person.")
+    trading_state = models.CharField(max_length=8, choices=TradingState.choices, default=TradingState.ACTIVE)
+    circuit_breaker_tripped_at = models.DateTimeField(null=True, blank=True)
+    circuit_breaker_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("toggle_auto_trading", "Can turn auto-trading on or off"),
+            ("reset_circuit_breaker", "Can reset a tripped circuit breaker"),
+            ("set_trading_state", "Can change an account's trading state"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def circuit_breaker_tripped(self) -> bool:
+        return self.circuit_breaker_tripped_at is not None
+
+
+class KillSwitch(models.Model):
+    """The one global kill switch (row pk=1): engaged, nothing trades on any account."""
+
+    engaged = models.BooleanField(default=False)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        permissions = [("engage_kill_switch", "Can engage or release the global kill switch")]
+        constraints = [models.CheckConstraint(condition=models.Q(pk=1), name="kill_switch_singleton")]
+
+    def __str__(self):
+        return "kill switch: " + ("ENGAGED" if self.engaged else "released")
+
+
+@deconstructible
+class RangeValidator:
+    """Value within an interval whose ends may be open: (0, 1] for a Kelly fraction, [0.5, 1) for a threshold."""
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def __call__(self, value):
+        below = value <= self.low if self.low_open else value < self.low
+        above = value >= self.high if self.high_open else value > self.high
+        if value is None or value != value or below or above:
+            interval = f"{'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+            raise ValidationError(f"Must be in {interval}, got {value}.", code="out_of_range")
+
+    def __eq__(self, other):
+        return isinstance(other, RangeValidator) and vars(self) == vars(other)
+
+
+class TradingConfig(models.Model):
+    """Sizing and risk settings of one account for one instrument (defaults as the issue states them)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="configs")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="trading_configs")
+    kelly_fraction = models.FloatField(default=0.25, validators=[RangeValidator(0.0, 1.0, low_open=True)],
+                                       help_text="Share of full Kelly to bet, in (0, 1].")
+    min_confidence = models.FloatField(default=0.60, validators=[RangeValidator(0.5, 1.0, high_open=True)],
+                                       help_text="Confidence threshold for sizing and for risk, in [0.5, 1).")
+    max_contracts = models.PositiveIntegerField(default=5, help_text="Cap of one recommendation's size.")
+    max_position_contracts = models.PositiveIntegerField(default=5, help_text="Cap of the net position.")
+    max_total_contracts = models.PositiveIntegerField(default=10, help_text="Cap over every instrument.")
+    daily_loss_limit = models.DecimalField(**MONEY, default=Decimal("2000.00"), validators=[MinValueValidator(0)])
+    max_drawdown = models.FloatField(default=0.10, validators=[RangeValidator(0.0, 1.0, low_open=True)],
+                                     help_text="Drawdown from peak equity at which sizing reaches zero and risk blocks.")
+    max_trades_per_day = models.PositiveIntegerField(default=20)
+    stale_after_seconds = models.FloatField(default=180.0, validators=[MinValueValidator(0)])
+    health_floor = models.FloatField(default=0.40, validators=[RangeValidator(0.0, 1.0)],
+                                     help_text="Model health (0..1) under which risk blocks.")
+    recommendation_ttl_bars = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    slippage_ticks = models.PositiveIntegerField(default=1)
+    commission_per_contract = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("2.50"),
+                                                  validators=[MinValueValidator(0)])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "instrument"], name="trading_config_unique"),
+            models.CheckConstraint(condition=models.Q(kelly_fraction__gt=0, kelly_fraction__lte=1),
+                                   name="trading_config_kelly_fraction"),
+            models.CheckConstraint(condition=models.Q(min_confidence__gte=0.5, min_confidence__lt=1),
+                                   name="trading_config_min_confidence"),
+            models.CheckConstraint(condition=models.Q(max_drawdown__gt=0, max_drawdown__lte=1),
+                                   name="trading_config_max_drawdown"),
+            models.CheckConstraint(condition=models.Q(daily_loss_limit__gte=0, commission_per_contract__gte=0,
+                                                      stale_after_seconds__gte=0, health_floor__gte=0,
+                                                      health_floor__lte=1, recommendation_ttl_bars__gte=1),
+                                   name="trading_config_limits_non_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.account} {self.instrument_id}"
+
+
+class Recommendation(models.Model):
+    """A prediction turned into a sized trade proposal, with every Kelly factor and risk reason kept."""
+
+    class State(models.TextChoices):
+        PROPOSED = "proposed", "Proposed"
+        PENDING = "pending", "Pending approval"
+        APPROVED = "approved", "Approved"
+        EXECUTED = "executed", "Executed"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+        BLOCKED = "blocked", "Blocked by risk"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="recommendations")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="recommendations")
+    timeframe = models.CharField(max_length=4, choices=TIMEFRAME_CHOICES)
+    prediction = models.ForeignKey("mlcore.Prediction", on_delete=models.CASCADE, related_name="recommendations")
+    model_version = models.ForeignKey("mlcore.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    bar = models.ForeignKey(Bar, on_delete=models.CASCADE, related_name="recommendations")
+    bar_timestamp = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    side = models.CharField(max_length=5, choices=[("long", "long"), ("short", "short")])
+    probability = models.FloatField()
+    payoff_ratio = models.FloatField()
+    confidence = models.FloatField()
+    agreement = models.FloatField()
+    reference_price = models.DecimalField(**PRICE)
+    atr = models.DecimalField(**PRICE)
+    stop_distance = models.DecimalField(**PRICE)
+    take_profit_distance = models.DecimalField(**PRICE)
+    horizon_bars = models.PositiveIntegerField()
+
+    kelly = models.JSONField()
+    kelly_contracts = models.PositiveIntegerField()
+    risk = models.JSONField()
+    risk_decision = models.CharField(max_length=7)
+    contracts = models.PositiveIntegerField()
+    reasons = models.JSONField(default=list)
+
+    state = models.CharField(max_length=9, choices=State.choices, default=State.PROPOSED, db_index=True)
+    # Approval is refused once a bar later than this has arrived (time to live in bars).
+    expires_after = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-bar_timestamp", "-id"]
+        constraints = [models.UniqueConstraint(fields=["account", "prediction"], name="recommendation_once")]
+        indexes = [models.Index(fields=["account", "instrument", "state"], name="recommendation_open")]
+        permissions = [("approve_recommendation", "Can approve or reject trade recommendations")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.side} {self.contracts} {self.instrument_id} @ {self.bar_timestamp:%Y-%m-%d %H:%M} ({self.state})"
+
+
+class AuditEvent(models.Model):
+    """Every decision a person (or auto-trading) makes: who, when, what, the state before and after, from where."""
+
+    class Action(models.TextChoices):
+        APPROVE = "approve", "Approve"
+        AUTO_APPROVE = "auto_approve", "Auto-approve"
+        REJECT = "reject", "Reject"
+        REFUSED = "refused", "Refused"
+        AUTO_TRADING = "auto_trading", "Auto-trading"
+        CIRCUIT_BREAKER_TRIP = "breaker_trip", "Circuit breaker tripped"
+        CIRCUIT_BREAKER_RESET = "breaker_reset", "Circuit breaker reset"
+        KILL_SWITCH = "kill_switch", "Kill switch"
+        TRADING_STATE = "trading_state", "Trading state"
+        CONFIG_CHANGE = "config_change", "Configuration change"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events")
+    recommendation = models.ForeignKey(Recommendation, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="audit_events")
+    state_before = models.CharField(max_length=32, blank=True)
+    state_after = models.CharField(max_length=32, blank=True)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    details = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.state_before}->{self.state_after}"
+
+
+class Order(models.Model):
+    """A paper order. Entries fill at the open of the first bar after they were placed; exits are the bracket's."""
+
+    class Kind(models.TextChoices):
+        ENTRY = "entry", "Entry"
+        TAKE_PROFIT = "take_profit", "Take-profit"
+        STOP_LOSS = "stop_loss", "Stop-loss"
+        TIME_EXIT = "time", "Time exit"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        FILLED = "filled", "Filled"
+        CANCELLED = "cancelled", "Cancelled"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="orders")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    timeframe = models.CharField(max_length=4, choices=TIMEFRAME_CHOICES)
+    recommendation = models.ForeignKey(Recommendation, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="orders")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="exits")
+    kind = models.CharField(max_length=11, choices=Kind.choices)
+    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # A retried task finds the order by this key instead of placing (and filling) a second one.
+    idempotency_key = models.CharField(max_length=80, unique=True)
+    placed_at = models.DateTimeField(auto_now_add=True)
+    # The last bar stored when the order was placed: the entry fills at the open of the first later bar.
+    after_bar_timestamp = models.DateTimeField()
+    # The bracket of an entry (set when it fills).
+    take_profit = models.DecimalField(**PRICE, null=True, blank=True)
+    stop_loss = models.DecimalField(**PRICE, null=True, blank=True)
+    horizon_bars = models.PositiveIntegerField(null=True, blank=True)
+    bars_held = models.PositiveIntegerField(default=0)
+    last_bar_timestamp = models.DateTimeField(null=True, blank=True)
+    closed = models.BooleanField(default=False, help_text="Entry only: its bracket has exited.")
+
+    class Meta:
+        ordering = ["-placed_at", "-id"]
+        constraints = [models.CheckConstraint(condition=models.Q(quantity__gte=1), name="order_quantity_positive")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.kind} {self.side} {self.quantity} {self.instrument_id} ({self.status})"
+
+
+class Fill(models.Model):
+    """One execution: each order fills once, completely (the one-to-one key makes a second fill impossible)."""
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="fill")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="fills")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="fills")
+    side = models.CharField(max_length=4, choices=[("buy", "buy"), ("sell", "sell")])
+    quantity = models.PositiveIntegerField()
+    price = models.DecimalField(**PRICE)
+    commission = models.DecimalField(**MONEY)
+    bar = models.ForeignKey(Bar, on_delete=models.PROTECT, related_name="fills")
+    timestamp = models.DateTimeField(help_text="Market time of the fill (within its bar).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["timestamp", "id"]
+        indexes = [models.Index(fields=["account", "instrument", "timestamp"], name="fill_replay")]
+
+    def __str__(self):
+        return f"{self.side} {self.quantity} {self.instrument_id} @ {self.price}"
+
+
+class Position(models.Model):
+    """Net position of an account in an instrument, derived only from its fills (see `reconcile`)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="positions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    quantity = models.IntegerField(default=0, help_text="Signed: long > 0, short < 0.")
+    average_price = models.DecimalField(**PRICE, default=Decimal("0"))
+    realized_pnl = models.DecimalField(**LEDGER, default=Decimal("0"), help_text="Gross, before commissions.")
+    commissions = models.DecimalField(**LEDGER, default=Decimal("0"))
+    fills = models.PositiveIntegerField(default=0)
+    mark_price = models.DecimalField(**PRICE, null=True, blank=True)
+    unrealized_pnl = models.DecimalField(**LEDGER, default=Decimal("0"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "instrument"], name="position_unique")]
+
+    def __str__(self):
+        return f"{self.account} {self.instrument_id} {self.quantity:+d} @ {self.average_price}"
+
+
+class EquitySnapshot(models.Model):
+    """Account equity marked at a bar's close: the equity curve, the drawdown and the day's P&L come from here."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="equity_snapshots")
+    timestamp = models.DateTimeField(help_text="Market time (the marking bar's close).")
+    equity = models.DecimalField(**MONEY)
+    realized_pnl = models.DecimalField(**MONEY, help_text="Net of commissions.")
+    unrealized_pnl = models.DecimalField(**MONEY)
+    peak_equity = models.DecimalField(**MONEY)
+    drawdown = models.FloatField()
+
+    class Meta:
+        ordering = ["timestamp"]
+        constraints = [models.UniqueConstraint(fields=["account", "timestamp"], name="equity_snapshot_once")]
+
+    def __str__(self):
+        return f"{self.account} {self.timestamp:%Y-%m-%d %H:%M} {self.equity}"

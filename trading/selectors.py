@@ -1,13 +1,28 @@
-"""Reads of trading data: instruments, the last N bars, feed status."""
+"""Reads of trading data: instruments, the last N bars, feed status; accounts, exposure, P&L, recommendations."""
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import pandas as pd
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from .domain.timeframes import TIMEFRAMES
-from .models import Bar, FeedStatus, Instrument
+from .domain.calendar import trading_day_start
+from .domain.timeframes import TIMEFRAMES, timeframe_delta
+from .models import (
+    Account,
+    AuditEvent,
+    Bar,
+    EquitySnapshot,
+    FeedStatus,
+    Fill,
+    Instrument,
+    KillSwitch,
+    Order,
+    Position,
+    Recommendation,
+)
 
 
 class UnknownInstrument(LookupError):
@@ -104,3 +119,198 @@ def bars_frame(
         frame[column] = frame[column].astype("float64")
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame
+
+
+# --- accounts, exposure and P&L ---------------------------------------------------------------------------------
+
+CENT = Decimal("0.01")
+
+
+def kill_switch_engaged() -> bool:
+    return KillSwitch.objects.filter(pk=1, engaged=True).exists()
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What sizing and risk read about an account at one moment (market time `at`)."""
+
+    equity: Decimal
+    realized_pnl: Decimal  # net of commissions, since inception
+    unrealized_pnl: Decimal
+    peak_equity: Decimal
+    drawdown: float
+    daily_pnl: Decimal
+    trades_today: int
+    positions: dict  # instrument id -> signed net contracts
+
+    def position_contracts(self, instrument_id: int) -> int:
+        return self.positions.get(instrument_id, 0)
+
+    @property
+    def total_contracts(self) -> int:
+        return sum(abs(q) for q in self.positions.values())
+
+
+def account_state(*, account: Account, at: datetime) -> AccountState:
+    """Equity = starting equity + realised P&L net of commissions + unrealised P&L at the last marks.
+
+    The day's P&L is equity now minus equity at the start of the trading day (the last snapshot before it, or the
+    starting equity); the drawdown is measured from the highest equity seen, including now.
+    """
+    totals = Position.objects.filter(account=account).aggregate(
+        realized=Sum("realized_pnl"), commissions=Sum("commissions"), unrealized=Sum("unrealized_pnl"))
+    realized = (totals["realized"] or Decimal(0)) - (totals["commissions"] or Decimal(0))
+    unrealized = totals["unrealized"] or Decimal(0)
+    equity = account.starting_equity + realized + unrealized
+    peak = max(account.peak_equity, equity)
+    drawdown = float((peak - equity) / peak) if peak > 0 else 1.0
+    day_start = trading_day_start(at)
+    opening = (EquitySnapshot.objects.filter(account=account, timestamp__lt=day_start)
+               .order_by("-timestamp").values_list("equity", flat=True).first())
+    opening = account.starting_equity if opening is None else opening
+    trades_today = Fill.objects.filter(account=account, order__kind=Order.Kind.ENTRY, timestamp__gte=day_start).count()
+    positions = dict(Position.objects.filter(account=account).exclude(quantity=0)
+                     .values_list("instrument_id", "quantity"))
+    return AccountState(equity=equity, realized_pnl=realized, unrealized_pnl=unrealized, peak_equity=peak,
+                        drawdown=max(0.0, drawdown), daily_pnl=equity - opening, trades_today=trades_today,
+                        positions=positions)
+
+
+def last_bar_age_seconds(*, instrument: Instrument, timeframe: str, now: datetime) -> float:
+    """Wall-clock seconds since the newest bar arrived (the feed's record), or since it closed if no feed says.
+
+    Replayed bars carry market timestamps from the past, so the arrival time is the honest measure of staleness.
+    """
+    status = FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).first()
+    if status is not None and status.last_bar_received_at is not None:
+        return max(0.0, (now - status.last_bar_received_at).total_seconds())
+    latest = bar_latest(instrument=instrument, timeframe=timeframe)
+    if latest is None:
+        return float("inf")
+    return max(0.0, (now - (latest.timestamp + timeframe_delta(timeframe))).total_seconds())
+
+
+def account_summary(*, account: Account, at: datetime | None = None) -> dict:
+    """JSON-ready account figures for the API and the dashboard."""
+    at = at or _market_now(account)
+    state = account_state(account=account, at=at)
+    return {
+        "id": account.pk,
+        "name": account.name,
+        "currency": account.currency,
+        "starting_equity": str(account.starting_equity),
+        "equity": str(state.equity.quantize(CENT)),
+        "realized_pnl": str(state.realized_pnl.quantize(CENT)),
+        "unrealized_pnl": str(state.unrealized_pnl.quantize(CENT)),
+        "daily_pnl": str(state.daily_pnl.quantize(CENT)),
+        "peak_equity": str(state.peak_equity.quantize(CENT)),
+        "drawdown": round(state.drawdown, 6),
+        "trades_today": state.trades_today,
+        "auto_trading": account.auto_trading,
+        "trading_state": account.trading_state,
+        "circuit_breaker_tripped": account.circuit_breaker_tripped,
+        "circuit_breaker_reason": account.circuit_breaker_reason,
+        "kill_switch": kill_switch_engaged(),
+    }
+
+
+def _market_now(account: Account) -> datetime:
+    """Market time for an account: the close of the newest bar of any instrument it trades, else the wall clock."""
+    latest = (Bar.objects.filter(instrument__trading_configs__account=account)
+              .order_by("-timestamp").values_list("timestamp", "timeframe").first())
+    return latest[0] + timeframe_delta(latest[1]) if latest else timezone.now()
+
+
+def account_list() -> QuerySet[Account]:
+    return Account.objects.order_by("name")
+
+
+def position_list(*, account: Account | None = None, open_only: bool = False) -> QuerySet[Position]:
+    positions = Position.objects.select_related("account", "instrument").order_by("account__name", "instrument__symbol")
+    if account is not None:
+        positions = positions.filter(account=account)
+    return positions.exclude(quantity=0) if open_only else positions
+
+
+def order_list(*, account: Account | None = None) -> QuerySet[Order]:
+    orders = Order.objects.select_related("instrument", "recommendation")
+    return orders.filter(account=account) if account is not None else orders
+
+
+def fill_list(*, account: Account | None = None) -> QuerySet[Fill]:
+    fills = Fill.objects.select_related("instrument", "order").order_by("-timestamp", "-id")
+    return fills.filter(account=account) if account is not None else fills
+
+
+def equity_curve(*, account: Account) -> QuerySet[EquitySnapshot]:
+    return EquitySnapshot.objects.filter(account=account).order_by("timestamp")
+
+
+def recommendation_list(*, account: Account | None = None, symbol: str | None = None, timeframe: str | None = None,
+                        state: str | None = None) -> QuerySet[Recommendation]:
+    recommendations = Recommendation.objects.select_related("instrument", "account", "decided_by")
+    if account is not None:
+        recommendations = recommendations.filter(account=account)
+    if symbol:
+        recommendations = recommendations.filter(instrument__symbol=symbol)
+    if timeframe:
+        recommendations = recommendations.filter(timeframe=timeframe)
+    if state:
+        recommendations = recommendations.filter(state=state)
+    return recommendations.order_by("-bar_timestamp", "-id")
+
+
+def recommendation_pending_latest(*, instrument: Instrument, timeframe: str) -> Recommendation | None:
+    return (Recommendation.objects.filter(instrument=instrument, timeframe=timeframe,
+                                          state=Recommendation.State.PENDING)
+            .select_related("account").order_by("-bar_timestamp", "-id").first())
+
+
+def recommendation_latest(*, instrument: Instrument, timeframe: str) -> Recommendation | None:
+    return (Recommendation.objects.filter(instrument=instrument, timeframe=timeframe)
+            .select_related("account").order_by("-bar_timestamp", "-id").first())
+
+
+def audit_list() -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.select_related("user", "account", "recommendation")
+
+
+def recommendation_payload(recommendation: Recommendation) -> dict:
+    """What the dashboard shows of a recommendation: size, state, every Kelly factor and every risk check."""
+    return {
+        "id": recommendation.pk,
+        "account": recommendation.account.name,
+        "state": recommendation.state,
+        "state_label": recommendation.get_state_display(),
+        "side": recommendation.side,
+        "contracts": recommendation.contracts,
+        "kelly_contracts": recommendation.kelly_contracts,
+        "probability": recommendation.probability,
+        "payoff_ratio": recommendation.payoff_ratio,
+        "confidence": recommendation.confidence,
+        "agreement": recommendation.agreement,
+        "reference_price": str(recommendation.reference_price),
+        "stop_distance": str(recommendation.stop_distance),
+        "take_profit_distance": str(recommendation.take_profit_distance),
+        "horizon_bars": recommendation.horizon_bars,
+        "bar_timestamp": recommendation.bar_timestamp.isoformat().replace("+00:00", "Z"),
+        "expires_after": recommendation.expires_after.isoformat().replace("+00:00", "Z"),
+        "kelly": recommendation.kelly,
+        "risk": recommendation.risk,
+        "risk_decision": recommendation.risk_decision,
+        "reasons": recommendation.reasons,
+        "model_version": recommendation.model_version_id,
+    }
+
+
+def position_payload(position: Position) -> dict:
+    return {
+        "account": position.account.name,
+        "symbol": position.instrument.symbol,
+        "quantity": position.quantity,
+        "average_price": str(position.average_price),
+        "mark_price": str(position.mark_price) if position.mark_price is not None else None,
+        "realized_pnl": str(position.realized_pnl.quantize(CENT)),
+        "unrealized_pnl": str(position.unrealized_pnl.quantize(CENT)),
+        "commissions": str(position.commissions.quantize(CENT)),
+    }

@@ -14,12 +14,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import realtime, selectors
-from .bulk import upsert_bars
-from .domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
-from .domain.timeframes import timeframe_delta
-from .events import bar_closed
-from .models import Bar, FeedStatus, Instrument
+from .. import realtime, selectors
+from ..bulk import upsert_bars
+from ..domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
+from ..domain.timeframes import timeframe_delta
+from ..events import bar_closed
+from ..models import Bar, FeedStatus, Instrument
 
 logger = logging.getLogger(__name__)
 

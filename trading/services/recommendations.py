@@ -1,0 +1,352 @@
+"""The recommendation life cycle: a prediction sized by Kelly and checked by risk, then approved exactly once,
+rejected, expired or blocked.
+
+    proposed -> pending approval -> approved -> executed          (execution.broker_process_bar fills it)
+             -> blocked by risk            pending -> rejected | expired (time to live) | blocked (risk says no now)
+
+Approval locks the recommendation's row, checks its state and only then places the one entry order (whose
+idempotency key is unique as well), so fifty concurrent clicks give one order. Every person's decision is audited
+in the same transaction as the decision.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from mlcore import selectors as ml_selectors
+
+from .. import realtime, selectors
+from ..domain.kelly import KellyConfig, KellyInputs, kelly_size
+from ..domain.risk import Decision, Proposal, RiskContext, RiskLimits, RiskVerdict, TradingState, assess
+from ..domain.timeframes import timeframe_delta
+from ..models import Account, AuditEvent, Instrument, Order, Recommendation, TradingConfig
+from .accounts import _require, account_default_get, audit_record, circuit_breaker_trip, trading_config_get
+
+logger = logging.getLogger(__name__)
+State = Recommendation.State
+
+
+class RecommendationError(Exception):
+    """A decision on a recommendation that cannot be taken; the message says why."""
+
+
+class RecommendationNotPending(RecommendationError):
+    pass
+
+
+class RecommendationStale(RecommendationError):
+    pass
+
+
+class RecommendationRefusedByRisk(RecommendationError):
+    pass
+
+
+def recommendations_create_for_prediction(*, prediction_id: int, now: datetime | None = None) -> list[Recommendation]:
+    """Size a prediction for every account that trades its instrument (the default paper account if none does).
+
+    Idempotent: a retried task finds the recommendation it made before.
+    """
+    prediction = ml_selectors.prediction_get(prediction_id=prediction_id)
+    configs = list(TradingConfig.objects.filter(instrument=prediction.instrument).select_related("account"))
+    if not configs:
+        configs = [trading_config_get(account=account_default_get(), instrument=prediction.instrument)]
+    return [_recommend(prediction, config, now=now or timezone.now()) for config in configs]
+
+
+@dataclass(frozen=True)
+class _Bracket:
+    atr: Decimal
+    stop_distance: Decimal
+    take_profit_distance: Decimal
+    horizon_bars: int
+
+
+def _bracket(prediction) -> _Bracket | None:
+    """The bracket distances from the model version's label settings and the predicted bar's ATR (None if unknown)."""
+    label = prediction.version.label_settings
+    if prediction.atr is None or not prediction.atr > 0:
+        return None
+    atr = Decimal(repr(prediction.atr))
+    return _Bracket(atr=atr, stop_distance=atr * Decimal(repr(label["sl_atr"])),
+                    take_profit_distance=atr * Decimal(repr(label["tp_atr"])), horizon_bars=int(label["horizon"]))
+
+
+def _health(version) -> float:
+    return 1.0 if version.health_score is None else max(0.0, min(1.0, version.health_score / 100.0))
+
+
+def _volatility_ratio(prediction) -> float:
+    if not prediction.atr or not prediction.atr_reference:
+        return 1.0
+    return prediction.atr / prediction.atr_reference
+
+
+def _limits(config: TradingConfig) -> RiskLimits:
+    return RiskLimits(
+        min_confidence=config.min_confidence,
+        max_position_contracts=config.max_position_contracts,
+        max_total_contracts=config.max_total_contracts,
+        daily_loss_limit=config.daily_loss_limit,
+        max_drawdown=config.max_drawdown,
+        max_trades_per_day=config.max_trades_per_day,
+        stale_after_seconds=config.stale_after_seconds,
+        health_floor=config.health_floor,
+    )
+
+
+def _risk_context(*, account: Account, instrument: Instrument, timeframe: str, market_now: datetime,
+                  wall_now: datetime, health: float):
+    state = selectors.account_state(account=account, at=market_now)
+    context = RiskContext(
+        now=market_now,
+        trading_state=TradingState(account.trading_state),
+        kill_switch=selectors.kill_switch_engaged(),
+        circuit_breaker_tripped=account.circuit_breaker_tripped,
+        position_contracts=state.position_contracts(instrument.pk),
+        total_contracts=state.total_contracts,
+        daily_pnl=state.daily_pnl,
+        drawdown=state.drawdown,
+        trades_today=state.trades_today,
+        last_bar_age_seconds=selectors.last_bar_age_seconds(instrument=instrument, timeframe=timeframe, now=wall_now),
+        model_health=health,
+    )
+    return state, context
+
+
+def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommendation:
+    existing = Recommendation.objects.filter(account_id=config.account_id, prediction=prediction).first()
+    if existing is not None:
+        return existing
+    bar, version, instrument = prediction.bar, prediction.version, prediction.instrument
+    market_now = bar.timestamp + timeframe_delta(bar.timeframe)
+    bracket = _bracket(prediction)
+    health = _health(version)
+    probability = prediction.p_long if prediction.side == "long" else prediction.p_short
+    with transaction.atomic():
+        # One sizing at a time per account, so each one sees the exposure the previous one left.
+        account = Account.objects.select_for_update().get(pk=config.account_id)
+        existing = Recommendation.objects.filter(account=account, prediction=prediction).first()
+        if existing is not None:
+            return existing
+        state, context = _risk_context(account=account, instrument=instrument, timeframe=bar.timeframe,
+                                       market_now=market_now, wall_now=now, health=health)
+        kelly = kelly_size(
+            KellyInputs(
+                probability=probability,
+                payoff_ratio=version.payoff_ratio,
+                confidence=prediction.confidence,
+                drawdown=state.drawdown,
+                model_health=health,
+                volatility_ratio=_volatility_ratio(prediction),
+                equity=state.equity,
+                stop_distance=bracket.stop_distance if bracket else Decimal(0),
+                point_value=instrument.point_value,
+            ),
+            KellyConfig(kelly_fraction=config.kelly_fraction, confidence_threshold=config.min_confidence,
+                        max_contracts=config.max_contracts, max_drawdown=config.max_drawdown),
+        )
+        verdict = assess(Proposal(side=prediction.side, contracts=kelly.contracts, confidence=prediction.confidence),
+                         context, _limits(config))
+        if verdict.trip_circuit_breaker:
+            account = circuit_breaker_trip(account_id=account.pk, reason=_breaker_reason(verdict))
+        blocked = verdict.decision == Decision.BLOCK or verdict.contracts <= 0
+        reasons = list(verdict.reasons)
+        if kelly.contracts == 0 and kelly.reason and kelly.reason not in reasons:
+            reasons.insert(0, kelly.reason)
+        recommendation = Recommendation.objects.create(
+            account=account,
+            instrument=instrument,
+            timeframe=bar.timeframe,
+            prediction=prediction,
+            model_version=version,
+            bar=bar,
+            bar_timestamp=bar.timestamp,
+            side=prediction.side,
+            probability=probability,
+            payoff_ratio=version.payoff_ratio,
+            confidence=prediction.confidence,
+            agreement=prediction.agreement,
+            reference_price=bar.close,
+            atr=bracket.atr if bracket else Decimal(0),
+            stop_distance=bracket.stop_distance if bracket else Decimal(0),
+            take_profit_distance=bracket.take_profit_distance if bracket else Decimal(0),
+            horizon_bars=bracket.horizon_bars if bracket else int(version.label_settings["horizon"]),
+            kelly=kelly.as_dict(),
+            kelly_contracts=kelly.contracts,
+            risk=verdict.as_dict(),
+            risk_decision=verdict.decision.value,
+            contracts=0 if blocked else verdict.contracts,
+            reasons=reasons,
+            state=State.BLOCKED if blocked else State.PENDING,
+            expires_after=bar.timestamp + config.recommendation_ttl_bars * timeframe_delta(bar.timeframe),
+        )
+        if not blocked and account.auto_trading:
+            _approve_locked(recommendation, user=None, contracts=verdict.contracts, verdict=verdict,
+                            client_address=None, action=AuditEvent.Action.AUTO_APPROVE)
+        _push_on_commit(recommendation)
+    return recommendation
+
+
+def _breaker_reason(verdict: RiskVerdict) -> str:
+    failed = [check.message for check in verdict.checks if not check.passed and "loss" in check.name]
+    return failed[0] if failed else "daily loss limit reached"
+
+
+def recommendation_approve(*, recommendation_id: int, user, client_address: str | None = None,
+                           now: datetime | None = None) -> Recommendation:
+    """Approve a pending recommendation once: refused if it is no longer pending, stale, or risk now says no."""
+    _require(user, "trading.approve_recommendation", "Approving a recommendation")
+    now = now or timezone.now()
+    with transaction.atomic():
+        recommendation = _lock(recommendation_id)
+        refusal = _refusal(recommendation, user=user, client_address=client_address, now=now, action="approve")
+        if refusal is None:
+            config = trading_config_get(account=recommendation.account, instrument=recommendation.instrument)
+            # Risk again, with the exposure, P&L and data freshness of now rather than of the prediction.
+            verdict = _reassess(recommendation, config=config, now=now)
+            if verdict.trip_circuit_breaker:
+                circuit_breaker_trip(account_id=recommendation.account_id, reason=_breaker_reason(verdict))
+            if verdict.decision == Decision.BLOCK or verdict.contracts <= 0:
+                recommendation.risk = verdict.as_dict()
+                recommendation.risk_decision = verdict.decision.value
+                refusal = _close(recommendation, State.BLOCKED, user=user, client_address=client_address, now=now,
+                                 reasons=list(verdict.reasons), error=RecommendationRefusedByRisk(
+                                     f"Recommendation #{recommendation.pk} was not approved: the risk manager now "
+                                     f"blocks it ({'; '.join(verdict.reasons)})."))
+            else:
+                _approve_locked(recommendation, user=user, contracts=verdict.contracts, verdict=verdict,
+                                client_address=client_address, action=AuditEvent.Action.APPROVE)
+        _push_on_commit(recommendation)
+    if refusal is not None:
+        raise refusal
+    return recommendation
+
+
+def recommendation_reject(*, recommendation_id: int, user, client_address: str | None = None,
+                          now: datetime | None = None) -> Recommendation:
+    _require(user, "trading.approve_recommendation", "Rejecting a recommendation")
+    now = now or timezone.now()
+    with transaction.atomic():
+        recommendation = _lock(recommendation_id)
+        if recommendation.state != State.PENDING:
+            refusal = _not_pending(recommendation, "rejected")
+        else:
+            _close(recommendation, State.REJECTED, user=user, client_address=client_address, now=now,
+                   action=AuditEvent.Action.REJECT)
+            refusal = None
+        _push_on_commit(recommendation)
+    if refusal is not None:
+        raise refusal
+    return recommendation
+
+
+def recommendations_expire(*, instrument: Instrument, timeframe: str, latest_bar_timestamp: datetime) -> int:
+    """Pending recommendations whose time to live has passed (a later bar than `expires_after` exists) expire."""
+    with transaction.atomic():
+        stale = list(Recommendation.objects.select_for_update().filter(
+            instrument=instrument, timeframe=timeframe, state=State.PENDING,
+            expires_after__lt=latest_bar_timestamp))
+        for recommendation in stale:
+            recommendation.state = State.EXPIRED
+            recommendation.save(update_fields=["state"])
+            _push_on_commit(recommendation)
+    return len(stale)
+
+
+def _lock(recommendation_id: int) -> Recommendation:
+    try:
+        return (Recommendation.objects.select_for_update(of=("self",))
+                .select_related("account", "instrument").get(pk=recommendation_id))
+    except Recommendation.DoesNotExist:
+        raise RecommendationError(f"There is no recommendation #{recommendation_id}.") from None
+
+
+def _not_pending(recommendation: Recommendation, verb: str) -> RecommendationNotPending:
+    return RecommendationNotPending(
+        f"Recommendation #{recommendation.pk} is {recommendation.get_state_display().lower()}: "
+        f"only a pending one can be {verb}.")
+
+
+def _refusal(recommendation: Recommendation, *, user, client_address, now, action: str) -> RecommendationError | None:
+    """Why the recommendation cannot be approved now (state, time to live), recording an expiry; None if it can."""
+    if recommendation.state != State.PENDING:
+        return _not_pending(recommendation, "approved")
+    latest = selectors.bar_latest(instrument=recommendation.instrument, timeframe=recommendation.timeframe)
+    if latest is not None and latest.timestamp > recommendation.expires_after:
+        return _close(recommendation, State.EXPIRED, user=user, client_address=client_address, now=now,
+                      error=RecommendationStale(
+                          f"Recommendation #{recommendation.pk} is stale: it was made on the bar of "
+                          f"{recommendation.bar_timestamp:%Y-%m-%d %H:%M} UTC and lives until the bar of "
+                          f"{recommendation.expires_after:%H:%M}; the market is now at {latest.timestamp:%H:%M}."))
+    return None
+
+
+def _close(recommendation: Recommendation, state: str, *, user, client_address, now, reasons=None,
+           error: RecommendationError | None = None, action: str = AuditEvent.Action.REFUSED):
+    before = recommendation.state
+    recommendation.state = state
+    recommendation.decided_at = now
+    recommendation.decided_by = user
+    if reasons is not None:
+        recommendation.reasons = reasons
+    recommendation.save()
+    audit_record(action=action, user=user, account=recommendation.account, recommendation=recommendation,
+                 state_before=before, state_after=state, client_address=client_address,
+                 details={"reason": str(error)} if error else {})
+    return error
+
+
+def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: datetime) -> RiskVerdict:
+    latest = selectors.bar_latest(instrument=recommendation.instrument, timeframe=recommendation.timeframe)
+    market_now = (latest.timestamp if latest else recommendation.bar_timestamp) + timeframe_delta(recommendation.timeframe)
+    account = Account.objects.select_for_update().get(pk=recommendation.account_id)
+    _, context = _risk_context(account=account, instrument=recommendation.instrument,
+                               timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
+                               health=_health(recommendation.model_version))
+    return assess(Proposal(side=recommendation.side, contracts=recommendation.contracts,
+                           confidence=recommendation.confidence), context, _limits(config))
+
+
+def _approve_locked(recommendation: Recommendation, *, user, contracts: int, verdict: RiskVerdict,
+                    client_address: str | None, action: str) -> Order:
+    """Approve (the row is locked and pending) and place the one entry order; it fills at the next bar's open."""
+    before = recommendation.state
+    latest = selectors.bar_latest(instrument=recommendation.instrument, timeframe=recommendation.timeframe)
+    recommendation.state = State.APPROVED
+    recommendation.decided_at = timezone.now()
+    recommendation.decided_by = user if user is not None and user.is_authenticated else None
+    if contracts != recommendation.contracts:
+        recommendation.reasons = [*recommendation.reasons, *verdict.reasons]
+        recommendation.contracts = contracts
+    recommendation.save()
+    order, _ = Order.objects.get_or_create(
+        idempotency_key=f"recommendation-{recommendation.pk}-entry",
+        defaults={
+            "account": recommendation.account,
+            "instrument": recommendation.instrument,
+            "timeframe": recommendation.timeframe,
+            "recommendation": recommendation,
+            "kind": Order.Kind.ENTRY,
+            "side": "buy" if recommendation.side == "long" else "sell",
+            "quantity": contracts,
+            "after_bar_timestamp": latest.timestamp if latest else recommendation.bar_timestamp,
+            "horizon_bars": recommendation.horizon_bars,
+        },
+    )
+    audit_record(action=action, user=user, account=recommendation.account, recommendation=recommendation,
+                 state_before=before, state_after=State.APPROVED, client_address=client_address,
+                 details={"contracts": contracts, "order": order.pk, "risk": verdict.decision.value})
+    return order
+
+
+def _push_on_commit(recommendation: Recommendation) -> None:
+    symbol, timeframe = recommendation.instrument.symbol, recommendation.timeframe
+    payload = selectors.recommendation_payload(recommendation)
+    transaction.on_commit(lambda: realtime.broadcast(symbol, timeframe, "recommendation.updated", payload),
+                          robust=True)
