@@ -56,7 +56,7 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
 
 def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts) -> list[Fill]:
     fills = []
-    entries = (Order.objects.select_for_update().select_related("recommendation")
+    entries = (Order.objects.select_for_update(of=("self",)).select_related("recommendation__model_version")
                .filter(account=account, instrument=bar.instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY,
                        status=Order.Status.PENDING, after_bar_timestamp__lt=bar.timestamp).order_by("id"))
     for order in entries:
@@ -77,7 +77,7 @@ def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCost
 
 def _run_brackets(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts) -> list[Fill]:
     fills = []
-    open_trades = (Order.objects.select_for_update()
+    open_trades = (Order.objects.select_for_update(of=("self",))
                    .filter(account=account, instrument=bar.instrument, timeframe=bar.timeframe,
                            kind=Order.Kind.ENTRY, status=Order.Status.FILLED, closed=False)
                    .select_related("fill").order_by("id"))
