@@ -379,6 +379,8 @@ class Position(models.Model):
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
     quantity = models.IntegerField(default=0, help_text="Signed: long > 0, short < 0.")
     average_price = models.DecimalField(**PRICE, default=Decimal("0"))
+    # Exact sum of price x contracts still open (points): P&L is computed from it, the average is for display.
+    cost_basis = models.DecimalField(**LEDGER, default=Decimal("0"))
     realized_pnl = models.DecimalField(**LEDGER, default=Decimal("0"), help_text="Gross, before commissions.")
     commissions = models.DecimalField(**LEDGER, default=Decimal("0"))
     fills = models.PositiveIntegerField(default=0)

@@ -125,7 +125,8 @@ def _event(fill: Fill) -> FillEvent:
 
 def _state_of(position: Position) -> PositionState:
     return PositionState(quantity=position.quantity, average_price=position.average_price,
-                         realized_pnl=position.realized_pnl, commissions=position.commissions, fills=position.fills)
+                         realized_pnl=position.realized_pnl, commissions=position.commissions, fills=position.fills,
+                         cost_basis=position.cost_basis)
 
 
 def _store_state(position: Position, state: PositionState) -> None:
@@ -134,6 +135,7 @@ def _store_state(position: Position, state: PositionState) -> None:
     position.realized_pnl = state.realized_pnl
     position.commissions = state.commissions
     position.fills = state.fills
+    position.cost_basis = state.cost_basis
 
 
 def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> None:
@@ -188,7 +190,7 @@ class ReconcileReport:
         return not self.differences
 
 
-FIELDS = ("quantity", "average_price", "realized_pnl", "commissions", "fills")
+FIELDS = ("quantity", "average_price", "cost_basis", "realized_pnl", "commissions", "fills")
 
 
 def account_reconcile(*, account: Account | None = None) -> ReconcileReport:
