@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pandas as pd
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .domain.calendar import trading_day_start
@@ -157,10 +157,10 @@ def account_state(*, account: Account, at: datetime) -> AccountState:
     The day's P&L is equity now minus equity at the start of the trading day (the last snapshot before it, or the
     starting equity); the drawdown is measured from the highest equity seen, including now.
     """
-    totals = Position.objects.filter(account=account).aggregate(
-        realized=Sum("realized_pnl"), commissions=Sum("commissions"), unrealized=Sum("unrealized_pnl"))
-    realized = (totals["realized"] or Decimal(0)) - (totals["commissions"] or Decimal(0))
-    unrealized = totals["unrealized"] or Decimal(0)
+    rows = list(Position.objects.filter(account=account).values_list(
+        "instrument_id", "quantity", "realized_pnl", "commissions", "unrealized_pnl"))
+    realized = sum((r[2] - r[3] for r in rows), Decimal(0))
+    unrealized = sum((r[4] for r in rows), Decimal(0))
     equity = account.starting_equity + realized + unrealized
     peak = max(account.peak_equity, equity)
     drawdown = float((peak - equity) / peak) if peak > 0 else 1.0
@@ -169,8 +169,7 @@ def account_state(*, account: Account, at: datetime) -> AccountState:
                .order_by("-timestamp").values_list("equity", flat=True).first())
     opening = account.starting_equity if opening is None else opening
     trades_today = Fill.objects.filter(account=account, order__kind=Order.Kind.ENTRY, timestamp__gte=day_start).count()
-    positions = dict(Position.objects.filter(account=account).exclude(quantity=0)
-                     .values_list("instrument_id", "quantity"))
+    positions = {r[0]: r[1] for r in rows if r[1] != 0}
     return AccountState(equity=equity, realized_pnl=realized, unrealized_pnl=unrealized, peak_equity=peak,
                         drawdown=max(0.0, drawdown), daily_pnl=equity - opening, trades_today=trades_today,
                         positions=positions)

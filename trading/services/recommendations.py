@@ -120,9 +120,6 @@ def _risk_context(*, account: Account, instrument: Instrument, timeframe: str, m
 
 
 def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommendation:
-    existing = Recommendation.objects.filter(account_id=config.account_id, prediction=prediction).first()
-    if existing is not None:
-        return existing
     bar, version, instrument = prediction.bar, prediction.version, prediction.instrument
     market_now = bar.timestamp + timeframe_delta(bar.timeframe)
     bracket = _bracket(prediction)

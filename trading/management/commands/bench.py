@@ -4,11 +4,12 @@ import json as jsonlib
 
 from django.core.management.base import BaseCommand
 
-# name -> "module:function"; later apps add theirs (inference, train, sizing).
+# name -> "module:function".
 BENCHMARKS = {
     "ingest": "trading.benchmarks:bench_ingest",
     "inference": "mlcore.benchmarks:bench_inference",
     "train": "mlcore.benchmarks:bench_train",
+    "sizing": "trading.benchmarks:bench_sizing",
 }
 
 

@@ -5,20 +5,9 @@ import pytest
 
 from trading import services
 from trading.models import AuditEvent, Fill, Order, Position, Recommendation
-from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction, user_with
+from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def nq():
-    from trading.models import Instrument
-    return Instrument.objects.get(symbol="NQ")
-
-
-@pytest.fixture
-def trader():
-    return user_with("trader", "trading.approve_recommendation")
 
 
 def test_a_prediction_becomes_a_pending_recommendation_with_every_factor(nq):
