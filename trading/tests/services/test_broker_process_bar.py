@@ -1,0 +1,115 @@
+"""The paper broker on each closed bar: entries at the next open, brackets, time exits, marks, equity; idempotent."""
+from decimal import Decimal
+
+import pytest
+
+from trading import services
+from trading.models import Account, EquitySnapshot, Fill, Order, Position, Recommendation
+from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction
+
+pytestmark = pytest.mark.django_db
+State = Recommendation.State
+
+
+def approved(nq, trader, *, side="long", p=0.7, atr=10.0, label=None):
+    made = flat_bars(nq, 3)
+    version = model_version(nq, label=label)
+    [recommendation] = services.recommendations_create_for_prediction(
+        prediction_id=prediction(made[-1], version, side=side, p=p, atr=atr).pk, now=close_time(made[-1]))
+    services.recommendation_approve(recommendation_id=recommendation.pk, user=trader, now=close_time(made[-1]))
+    recommendation.refresh_from_db()
+    return recommendation
+
+
+def test_an_approved_entry_fills_at_the_open_of_the_next_bar_not_the_bar_it_was_made_on(nq, trader):
+    recommendation = approved(nq, trader)
+    services.broker_process_bar(bar_id=recommendation.bar_id)  # the bar before the approval: nothing fills
+    assert not Fill.objects.exists()
+    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18010").pk)
+    assert Fill.objects.get().price == Decimal("18010.25")
+
+
+def test_processing_the_same_bar_twice_fills_nothing_twice(nq, trader):
+    recommendation = approved(nq, trader)
+    entry_bar = bar_at(nq, 3, open_="18000")
+    first = services.broker_process_bar(bar_id=entry_bar.pk)
+    again = services.broker_process_bar(bar_id=entry_bar.pk)
+    assert len(first) == 1 and again == []
+    assert Position.objects.get(instrument=nq).quantity == recommendation.contracts
+    assert Order.objects.get(kind="entry").bars_held == 1
+
+
+def test_a_short_trade_hits_its_stop_and_loses_stop_distance_plus_slippage_and_commissions(nq, trader):
+    recommendation = approved(nq, trader, side="short", p=0.7)
+    contracts = recommendation.contracts
+    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
+    entry = Order.objects.get(kind="entry")
+    assert entry.fill.price == Decimal("17999.75") and entry.stop_loss == Decimal("18009.75")
+    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18001", high="18012", low="18000", close="18011").pk)
+    stop = Order.objects.get(parent=entry)
+    assert stop.kind == "stop_loss" and stop.side == "buy"
+    assert stop.fill.price == Decimal("18010.00")  # stop 18009.75 + one tick of slippage
+    position = Position.objects.get(instrument=nq)
+    assert position.quantity == 0
+    assert position.realized_pnl == (Decimal("17999.75") - Decimal("18010.00")) * contracts * 20
+    assert position.commissions == Decimal("2.50") * 2 * contracts
+
+
+def test_one_bar_touching_both_barriers_exits_at_the_stop(nq, trader):
+    approved(nq, trader)
+    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
+    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18000", high="18030", low="17980", close="18000").pk)
+    assert Order.objects.get(kind__in=["take_profit", "stop_loss"]).kind == "stop_loss"
+
+
+def test_a_trade_that_touches_nothing_exits_at_the_close_of_its_horizon_bar(nq, trader):
+    label = {"tp_atr": 1.5, "sl_atr": 1.0, "horizon": 3, "payoff_ratio": 1.5}
+    approved(nq, trader, label=label)
+    for i, close in ((3, "18000"), (4, "18001"), (5, "18002")):
+        services.broker_process_bar(bar_id=bar_at(nq, i, open_="18000", close=close).pk)
+    exit_order = Order.objects.get(kind="time")
+    assert exit_order.fill.price == Decimal("18001.75")  # close of the third bar held, minus one tick
+    assert Position.objects.get(instrument=nq).quantity == 0
+
+
+def test_an_open_position_is_marked_to_the_close_and_equity_is_snapshotted_per_bar(nq, trader):
+    recommendation = approved(nq, trader)
+    bar = bar_at(nq, 3, open_="18000", high="18005", low="17999", close="18004")
+    services.broker_process_bar(bar_id=bar.pk)
+    position = Position.objects.get(instrument=nq)
+    assert position.mark_price == Decimal("18004")
+    assert position.unrealized_pnl == (Decimal("18004") - Decimal("18000.25")) * recommendation.contracts * 20
+    snapshot = EquitySnapshot.objects.get(timestamp=close_time(bar))
+    account = Account.objects.get(name="paper")
+    assert snapshot.equity == (account.starting_equity + position.unrealized_pnl - position.commissions)
+
+
+def test_pending_recommendations_expire_when_their_time_to_live_has_passed(nq):
+    made = flat_bars(nq, 3)
+    [recommendation] = services.recommendations_create_for_prediction(
+        prediction_id=prediction(made[-1], model_version(nq)).pk, now=close_time(made[-1]))
+    services.broker_process_bar(bar_id=bar_at(nq, 3).pk)
+    services.broker_process_bar(bar_id=bar_at(nq, 4).pk)
+    recommendation.refresh_from_db()
+    assert recommendation.state == State.PENDING
+    services.broker_process_bar(bar_id=bar_at(nq, 5).pk)
+    recommendation.refresh_from_db()
+    assert recommendation.state == State.EXPIRED
+
+
+def test_a_daily_loss_beyond_the_limit_trips_the_circuit_breaker_which_stays_tripped(nq, trader):
+    account = Account.objects.get(name="paper")
+    account.configs.filter(instrument=nq).update(daily_loss_limit=Decimal("500"))
+    recommendation = approved(nq, trader)
+    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
+    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18000", high="18001", low="17980", close="17985").pk)
+    account.refresh_from_db()
+    assert recommendation.contracts * 10 * 20 >= 500
+    assert account.circuit_breaker_tripped and account.trading_state == "HALTED"
+    assert "daily loss" in account.circuit_breaker_reason
+    # A new day does not reset it: only a person does.
+    later = flat_bars(nq, 3, start=2000)
+    [blocked] = services.recommendations_create_for_prediction(
+        prediction_id=prediction(later[-1], model_version(nq)).pk, now=close_time(later[-1]))
+    assert blocked.state == State.BLOCKED
+    assert any("circuit breaker" in reason.lower() for reason in blocked.reasons)
