@@ -22,6 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--rows", type=int, help="ingest: number of bars (default 1,000,000)")
         parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000)")
         parser.add_argument("--fast", action="store_true", help="train / inference: the fast preset")
+        parser.add_argument("--predictions", type=int, help="sizing: predictions sized through the service (300)")
 
     def handle(self, *args, name, json: bool = False, rows=None, **options):
         module_name, function_name = BENCHMARKS[name].split(":")
@@ -29,6 +30,8 @@ class Command(BaseCommand):
         kwargs = {"rows": rows} if rows else {}
         if options.get("bars"):
             kwargs["bars"] = options["bars"]
+        if options.get("predictions"):
+            kwargs["predictions"] = options["predictions"]
         if options.get("fast"):
             kwargs["preset"] = "fast"
         result = bench(**kwargs)

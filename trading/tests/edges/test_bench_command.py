@@ -35,3 +35,22 @@ def test_bench_ingest_removes_its_instrument_and_bars():
 def test_unknown_benchmark_is_refused_with_the_known_names():
     with pytest.raises(CommandError, match="ingest"):
         call_command("bench", "nonsense")
+
+
+def test_bench_sizing_prints_kelly_risk_microseconds_and_service_milliseconds_and_cleans_up():
+    from mlcore.models import ModelVersion
+    from trading.models import Account, Recommendation
+
+    out = io.StringIO()
+    call_command("bench", "sizing", "--json", "--predictions", "20", stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["bench"] == "sizing" and result["predictions"] == 20
+    for key in ("kelly_risk_us", "service_ms"):
+        figures = result[key]
+        assert set(figures) == {"p50", "p95", "p99"}
+        assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"]
+    # The service does far more (queries, a commit) than the pure sizing it wraps.
+    assert result["service_ms"]["p50"] * 1000 > result["kelly_risk_us"]["p50"]
+    assert not Instrument.objects.filter(symbol__startswith="BENCH").exists()
+    assert not Account.objects.filter(name__startswith="BENCH").exists()
+    assert not Recommendation.objects.exists() and not ModelVersion.objects.exists()
