@@ -10,7 +10,7 @@ from trading import services
 from trading.models import Position
 from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 
 def trade_twice(nq, trader):

@@ -7,7 +7,7 @@ from trading import services
 from trading.models import AuditEvent, Fill, Order, Position, Recommendation
 from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 
 def test_a_prediction_becomes_a_pending_recommendation_with_every_factor(nq):

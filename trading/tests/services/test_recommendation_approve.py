@@ -10,6 +10,7 @@ from trading.models import AuditEvent, KillSwitch, Order, Recommendation
 from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction, user_with
 
 State = Recommendation.State
+pytestmark = pytest.mark.embedded
 
 
 def pending(nq, *, p=0.7, bars=3):

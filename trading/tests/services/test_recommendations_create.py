@@ -8,7 +8,7 @@ from trading import services
 from trading.models import Account, AuditEvent, KillSwitch, Order, Recommendation, TradingConfig
 from trading.tests.decisions import close_time, flat_bars, model_version, prediction, user_with
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 State = Recommendation.State
 
 
