@@ -5,7 +5,8 @@ from decimal import Decimal
 
 import pandas as pd
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .domain.calendar import trading_day_start
@@ -165,14 +166,55 @@ def account_state(*, account: Account, at: datetime) -> AccountState:
     peak = max(account.peak_equity, equity)
     drawdown = float((peak - equity) / peak) if peak > 0 else 1.0
     day_start = trading_day_start(at)
-    opening = (EquitySnapshot.objects.filter(account=account, timestamp__lt=day_start)
-               .order_by("-timestamp").values_list("equity", flat=True).first())
+    if getattr(account, "day_start", None) == day_start:  # read with the account (account_lock_for_decision)
+        opening, trades_today = account.opening_equity, account.trades_today
+    else:
+        opening = _opening_equity(account, day_start).first()
+        trades_today = _entries_since(account, day_start).count()
     opening = account.starting_equity if opening is None else opening
-    trades_today = Fill.objects.filter(account=account, order__kind=Order.Kind.ENTRY, timestamp__gte=day_start).count()
     positions = {r[0]: r[1] for r in rows if r[1] != 0}
     return AccountState(equity=equity, realized_pnl=realized, unrealized_pnl=unrealized, peak_equity=peak,
                         drawdown=max(0.0, drawdown), daily_pnl=equity - opening, trades_today=trades_today,
                         positions=positions)
+
+
+def _opening_equity(account, day_start: datetime) -> QuerySet:
+    return (EquitySnapshot.objects.filter(account=account, timestamp__lt=day_start)
+            .order_by("-timestamp").values("equity")[:1])
+
+
+def _entries_since(account, day_start: datetime) -> QuerySet:
+    return Fill.objects.filter(account=account, order__kind=Order.Kind.ENTRY, timestamp__gte=day_start)
+
+
+def account_lock_for_decision(*, account_id: int, instrument: Instrument, timeframe: str, at: datetime) -> Account:
+    """Lock the account row (FOR UPDATE) and read, in the same query, what a decision needs besides positions:
+    the equity at the start of the trading day, entries so far today, the kill switch and the market's freshness.
+    One round trip instead of five keeps the sizing service inside its few-millisecond budget."""
+    day_start = trading_day_start(at)
+    account = (Account.objects.select_for_update()
+               .annotate(opening_equity=Subquery(_opening_equity(OuterRef("pk"), day_start)),
+                         trades_today=Coalesce(Subquery(
+                             _entries_since(OuterRef("pk"), day_start).order_by().values("account")
+                             .annotate(n=Count("id")).values("n")[:1]), 0),
+                         kill_switch=Exists(KillSwitch.objects.filter(pk=1, engaged=True)),
+                         bar_received_at=Subquery(FeedStatus.objects.filter(
+                             instrument=instrument, timeframe=timeframe).values("last_bar_received_at")[:1]),
+                         latest_bar_timestamp=Subquery(Bar.objects.filter(
+                             instrument=instrument, timeframe=timeframe).order_by("-timestamp")
+                             .values("timestamp")[:1]))
+               .get(pk=account_id))
+    account.day_start = day_start
+    return account
+
+
+def bar_age_seconds(*, received_at: datetime | None, latest_timestamp: datetime | None, timeframe: str,
+                    now: datetime) -> float:
+    if received_at is not None:
+        return max(0.0, (now - received_at).total_seconds())
+    if latest_timestamp is None:
+        return float("inf")
+    return max(0.0, (now - (latest_timestamp + timeframe_delta(timeframe))).total_seconds())
 
 
 def last_bar_age_seconds(*, instrument: Instrument, timeframe: str, now: datetime) -> float:
@@ -181,12 +223,11 @@ def last_bar_age_seconds(*, instrument: Instrument, timeframe: str, now: datetim
     Replayed bars carry market timestamps from the past, so the arrival time is the honest measure of staleness.
     """
     status = FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).first()
-    if status is not None and status.last_bar_received_at is not None:
-        return max(0.0, (now - status.last_bar_received_at).total_seconds())
-    latest = bar_latest(instrument=instrument, timeframe=timeframe)
-    if latest is None:
-        return float("inf")
-    return max(0.0, (now - (latest.timestamp + timeframe_delta(timeframe))).total_seconds())
+    latest = None
+    if status is None or status.last_bar_received_at is None:
+        latest = bar_latest(instrument=instrument, timeframe=timeframe)
+    return bar_age_seconds(received_at=status.last_bar_received_at if status else None,
+                           latest_timestamp=latest.timestamp if latest else None, timeframe=timeframe, now=now)
 
 
 def account_summary(*, account: Account, at: datetime | None = None) -> dict:

@@ -102,18 +102,21 @@ def _limits(config: TradingConfig) -> RiskLimits:
 
 def _risk_context(*, account: Account, instrument: Instrument, timeframe: str, market_now: datetime,
                   wall_now: datetime, health: float):
+    """`account` comes from selectors.account_lock_for_decision (locked, with the market's figures read along)."""
     state = selectors.account_state(account=account, at=market_now)
     context = RiskContext(
         now=market_now,
         trading_state=TradingState(account.trading_state),
-        kill_switch=selectors.kill_switch_engaged(),
+        kill_switch=account.kill_switch,
         circuit_breaker_tripped=account.circuit_breaker_tripped,
         position_contracts=state.position_contracts(instrument.pk),
         total_contracts=state.total_contracts,
         daily_pnl=state.daily_pnl,
         drawdown=state.drawdown,
         trades_today=state.trades_today,
-        last_bar_age_seconds=selectors.last_bar_age_seconds(instrument=instrument, timeframe=timeframe, now=wall_now),
+        last_bar_age_seconds=selectors.bar_age_seconds(received_at=account.bar_received_at,
+                                                       latest_timestamp=account.latest_bar_timestamp,
+                                                       timeframe=timeframe, now=wall_now),
         model_health=health,
     )
     return state, context
@@ -127,7 +130,8 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
     probability = prediction.p_long if prediction.side == "long" else prediction.p_short
     with transaction.atomic():
         # One sizing at a time per account, so each one sees the exposure the previous one left.
-        account = Account.objects.select_for_update().get(pk=config.account_id)
+        account = selectors.account_lock_for_decision(account_id=config.account_id, instrument=instrument,
+                                                      timeframe=bar.timeframe, at=market_now)
         existing = Recommendation.objects.filter(account=account, prediction=prediction).first()
         if existing is not None:
             return existing
@@ -302,7 +306,9 @@ def _close(recommendation: Recommendation, state: str, *, user, client_address, 
 def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: datetime) -> RiskVerdict:
     latest = selectors.bar_latest(instrument=recommendation.instrument, timeframe=recommendation.timeframe)
     market_now = (latest.timestamp if latest else recommendation.bar_timestamp) + timeframe_delta(recommendation.timeframe)
-    account = Account.objects.select_for_update().get(pk=recommendation.account_id)
+    account = selectors.account_lock_for_decision(account_id=recommendation.account_id,
+                                                  instrument=recommendation.instrument,
+                                                  timeframe=recommendation.timeframe, at=market_now)
     _, context = _risk_context(account=account, instrument=recommendation.instrument,
                                timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
                                health=_health(recommendation.model_version))
