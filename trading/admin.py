@@ -1,9 +1,27 @@
-"""Admin for instruments, bars (kept fast on millions of rows) and the read-only feed heartbeats."""
-from django.contrib import admin
+"""Admin for instruments, bars (kept fast on millions of rows), the read-only feed heartbeats, and decisions:
+accounts and their controls, the kill switch, trading configuration, recommendations (approve/reject through the
+services) and the read-only audit trail, orders, fills, positions and equity snapshots."""
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
-from . import selectors
-from .models import Bar, FeedStatus, Instrument
+from . import selectors, services
+from .models import (
+    Account,
+    AuditEvent,
+    Bar,
+    EquitySnapshot,
+    FeedStatus,
+    Fill,
+    Instrument,
+    KillSwitch,
+    Order,
+    Position,
+    Recommendation,
+    TradingConfig,
+    TradingState,
+)
 
 
 @admin.register(Instrument)
@@ -62,3 +80,262 @@ class FeedStatusAdmin(admin.ModelAdmin):
     def alive(self, obj: FeedStatus) -> bool:
         # The running flag alone lies when a feed process was killed; this is the heartbeat-aware answer.
         return selectors.feed_is_alive(obj, now=timezone.now())
+
+
+# --- decisions and execution ------------------------------------------------------------------------------------
+# Every control a person uses here goes through the same service as the API, so it is permission-checked and audited
+# the same way; the admin reports a refusal as a message instead of failing the page.
+
+
+def _client_address(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _refusal_text(exc: Exception) -> str:
+    if isinstance(exc, DjangoValidationError):
+        return " ".join(exc.messages)
+    return str(exc)
+
+
+def _run_for_each(model_admin, request, objects, call, done: str, label=str) -> None:
+    """Call the service for each selected row; report the successes once and each refusal by row.
+
+    A missing permission is the same for every row, so it is reported once and the rest are not tried.
+    """
+    succeeded = []
+    for obj in objects:
+        try:
+            call(obj)
+        except services.PermissionRefused as exc:
+            model_admin.message_user(request, str(exc), messages.ERROR)
+            break
+        except (services.RecommendationError, DjangoValidationError) as exc:
+            model_admin.message_user(request, f"{label(obj)}: {_refusal_text(exc)}", messages.WARNING)
+        else:
+            succeeded.append(obj)
+    if succeeded:
+        model_admin.message_user(request, f"{done}: {', '.join(label(o) for o in succeeded)}.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the services (fills change positions, the broker snapshots equity, decisions are
+    audited): the admin shows them and changes nothing."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ("name", "currency", "equity", "daily_pnl", "drawdown", "auto_trading", "trading_state",
+                    "circuit_breaker", "kill_switch")
+    list_filter = ("auto_trading", "trading_state")
+    search_fields = ("name",)
+    actions = ("reset_circuit_breaker", "auto_trading_on", "auto_trading_off", "halt_trading", "resume_trading")
+    # Switches, state and breaker change only through the actions (the services), never by editing the row.
+    readonly_fields = ("peak_equity", "auto_trading", "trading_state", "circuit_breaker_tripped_at",
+                       "circuit_breaker_reason", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.readonly_fields
+        # Changing the starting equity or currency of an account that traded would rewrite its history.
+        return ("currency", "starting_equity", *self.readonly_fields)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its audit trail protects it
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            # A new account starts at its peak; the model's default peak assumes the default starting equity.
+            obj.peak_equity = obj.starting_equity
+        super().save_model(request, obj, form, change)
+
+    @staticmethod
+    def _summary(obj: Account) -> dict:
+        if not hasattr(obj, "_summary"):
+            obj._summary = selectors.account_summary(account=obj)
+        return obj._summary
+
+    @admin.display(description="equity")
+    def equity(self, obj):
+        return self._summary(obj)["equity"]
+
+    @admin.display(description="day P&L")
+    def daily_pnl(self, obj):
+        return self._summary(obj)["daily_pnl"]
+
+    @admin.display(description="drawdown")
+    def drawdown(self, obj):
+        return f"{self._summary(obj)['drawdown']:.2%}"
+
+    @admin.display(boolean=True, description="breaker tripped")
+    def circuit_breaker(self, obj):
+        return obj.circuit_breaker_tripped
+
+    @admin.display(boolean=True, description="kill switch")
+    def kill_switch(self, obj):
+        return self._summary(obj)["kill_switch"]
+
+    def _each(self, request, queryset, service, done, **kwargs):
+        _run_for_each(self, request, list(queryset), lambda account: service(
+            account_id=account.pk, user=request.user, client_address=_client_address(request), **kwargs), done)
+
+    @admin.action(description="Reset circuit breaker")
+    def reset_circuit_breaker(self, request, queryset):
+        self._each(request, queryset, services.circuit_breaker_reset, "Circuit breaker reset")
+
+    @admin.action(description="Turn auto-trading on")
+    def auto_trading_on(self, request, queryset):
+        self._each(request, queryset, services.auto_trading_set, "Auto-trading on", enabled=True)
+
+    @admin.action(description="Turn auto-trading off")
+    def auto_trading_off(self, request, queryset):
+        self._each(request, queryset, services.auto_trading_set, "Auto-trading off", enabled=False)
+
+    @admin.action(description="Halt trading")
+    def halt_trading(self, request, queryset):
+        self._each(request, queryset, services.trading_state_set, "Halted", state=TradingState.HALTED)
+
+    @admin.action(description="Resume trading (active)")
+    def resume_trading(self, request, queryset):
+        self._each(request, queryset, services.trading_state_set, "Active", state=TradingState.ACTIVE)
+
+
+@admin.register(KillSwitch)
+class KillSwitchAdmin(admin.ModelAdmin):
+    """The one global switch; saving goes through `services.kill_switch_set` (permission-checked, audited)."""
+
+    list_display = ("__str__", "engaged", "changed_at", "changed_by", "reason")
+    fields = ("engaged", "reason", "changed_at", "changed_by")
+    readonly_fields = ("changed_at", "changed_by")
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("trading.engage_kill_switch") and not KillSwitch.objects.filter(pk=1).exists()
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("trading.engage_kill_switch")
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        try:
+            switch = services.kill_switch_set(engaged=obj.engaged, reason=obj.reason, user=request.user,
+                                              client_address=_client_address(request))
+        except services.PermissionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
+        obj.pk = switch.pk  # the admin's own log and redirect need it
+
+
+@admin.register(TradingConfig)
+class TradingConfigAdmin(admin.ModelAdmin):
+    """Editable settings; saving goes through `services.trading_config_update`, so it is validated and audited."""
+
+    list_display = ("account", "instrument", "kelly_fraction", "min_confidence", "max_contracts",
+                    "max_position_contracts", "daily_loss_limit", "max_drawdown", "recommendation_ttl_bars",
+                    "updated_at")
+    list_filter = ("account", "instrument")
+    list_select_related = ("account", "instrument")
+    search_fields = ("account__name", "instrument__symbol")
+    autocomplete_fields = ("instrument",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("updated_at",) if obj is None else ("account", "instrument", "updated_at")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # sizing would silently fall back to the defaults
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            # Created with the defaults, then changed like any other: the non-default values are audited.
+            obj.pk = services.trading_config_get(account=obj.account, instrument=obj.instrument).pk
+        changes = {name: form.cleaned_data[name] for name in form.changed_data
+                   if name not in ("account", "instrument")}
+        if not changes:
+            return
+        try:
+            services.trading_config_update(config_id=obj.pk, changes=changes, user=request.user,
+                                           client_address=_client_address(request))
+        except services.PermissionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
+
+
+@admin.register(Recommendation)
+class RecommendationAdmin(ReadOnlyAdmin):
+    """Read-only: a recommendation changes only by a decision, taken by the actions through the services."""
+
+    list_display = ("id", "bar_timestamp", "instrument", "timeframe", "account", "side", "contracts", "probability",
+                    "confidence", "risk_decision", "state", "decided_by", "decided_at")
+    list_filter = ("state", "instrument", "account", "timeframe", "side", "risk_decision")
+    list_select_related = ("instrument", "account", "decided_by")
+    search_fields = ("instrument__symbol", "account__name", "decided_by__username")
+    date_hierarchy = "bar_timestamp"
+    actions = ("approve", "reject")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def _decide(self, request, queryset, service, done):
+        _run_for_each(self, request, list(queryset.order_by("id")), lambda recommendation: service(
+            recommendation_id=recommendation.pk, user=request.user, client_address=_client_address(request)), done,
+            label=lambda recommendation: f"#{recommendation.pk}")
+
+    @admin.action(description="Approve selected recommendations")
+    def approve(self, request, queryset):
+        self._decide(request, queryset, services.recommendation_approve, "Approved")
+
+    @admin.action(description="Reject selected recommendations")
+    def reject(self, request, queryset):
+        self._decide(request, queryset, services.recommendation_reject, "Rejected")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("at", "action", "user", "account", "recommendation", "state_before", "state_after",
+                    "client_address")
+    list_filter = ("action", "account")
+    list_select_related = ("user", "account", "recommendation")
+    search_fields = ("user__username", "account__name", "state_before", "state_after")
+    date_hierarchy = "at"
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ("id", "placed_at", "account", "instrument", "timeframe", "kind", "side", "quantity", "status",
+                    "recommendation", "take_profit", "stop_loss", "closed")
+    list_filter = ("status", "kind", "side", "instrument", "account")
+    list_select_related = ("account", "instrument", "recommendation")
+    search_fields = ("instrument__symbol", "account__name", "idempotency_key")
+
+
+@admin.register(Fill)
+class FillAdmin(ReadOnlyAdmin):
+    list_display = ("timestamp", "account", "instrument", "side", "quantity", "price", "commission", "order")
+    list_filter = ("side", "instrument", "account")
+    list_select_related = ("account", "instrument", "order")
+    search_fields = ("instrument__symbol", "account__name")
+    date_hierarchy = "timestamp"
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    list_display = ("account", "instrument", "quantity", "average_price", "mark_price", "realized_pnl",
+                    "unrealized_pnl", "commissions", "fills", "updated_at")
+    list_filter = ("account", "instrument")
+    list_select_related = ("account", "instrument")
+    search_fields = ("instrument__symbol", "account__name")
+
+
+@admin.register(EquitySnapshot)
+class EquitySnapshotAdmin(ReadOnlyAdmin):
+    list_display = ("timestamp", "account", "equity", "realized_pnl", "unrealized_pnl", "peak_equity", "drawdown")
+    list_filter = ("account",)
+    list_select_related = ("account",)
+    date_hierarchy = "timestamp"

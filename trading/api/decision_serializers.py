@@ -1,0 +1,252 @@
+"""Input and output serializers of the decision API (recommendations, accounts, configuration, kill switch, audit,
+orders, fills, positions): they parse requests and shape responses; the services hold the rules."""
+from datetime import UTC
+
+from rest_framework import serializers
+
+from trading.domain.timeframes import TIMEFRAMES
+from trading.models import (
+    AuditEvent,
+    EquitySnapshot,
+    Fill,
+    KillSwitch,
+    Order,
+    Position,
+    Recommendation,
+    TradingConfig,
+    TradingState,
+)
+
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+NOT_EDITABLE = "Not an editable setting."
+
+
+def _page_size():
+    # The paginator reads page_size itself; declared so that a bad value is refused rather than silently replaced.
+    return serializers.IntegerField(required=False, min_value=1, max_value=MAX_PAGE_SIZE,
+                                    help_text=f"Rows per page, default {PAGE_SIZE}, at most {MAX_PAGE_SIZE}.")
+
+
+def _account_filter():
+    return serializers.IntegerField(required=False, min_value=1, help_text="Account id.")
+
+
+# --- filters ----------------------------------------------------------------------------------------------------
+
+
+class RecommendationFilterSerializer(serializers.Serializer):
+    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
+    timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
+    state = serializers.ChoiceField(choices=Recommendation.State.choices, required=False)
+    account = _account_filter()
+    page_size = _page_size()
+
+
+class AccountFilterSerializer(serializers.Serializer):
+    """Orders, fills: optionally one account's."""
+
+    account = _account_filter()
+    page_size = _page_size()
+
+
+class PositionFilterSerializer(serializers.Serializer):
+    account = _account_filter()
+    open_only = serializers.BooleanField(required=False, default=False,
+                                         help_text="Only positions that are not flat.")
+
+
+class TradingConfigFilterSerializer(serializers.Serializer):
+    account = _account_filter()
+    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
+
+
+class AuditEventFilterSerializer(serializers.Serializer):
+    account = _account_filter()
+    recommendation = serializers.IntegerField(required=False, min_value=1, help_text="Recommendation id.")
+    action = serializers.ChoiceField(choices=AuditEvent.Action.choices, required=False)
+    page_size = _page_size()
+
+
+class PageSizeSerializer(serializers.Serializer):
+    page_size = _page_size()
+
+
+# --- inputs of writes ---------------------------------------------------------------------------------------------
+
+
+class TradingConfigUpdateInputSerializer(serializers.ModelSerializer):
+    """PATCH body: any editable settings. The model's validators state the ranges; the service checks them again,
+    with the permission, and audits the change."""
+
+    class Meta:
+        model = TradingConfig
+        ref_name = "TradingConfigUpdate"
+        fields = ("kelly_fraction", "min_confidence", "max_contracts", "max_position_contracts", "max_total_contracts",
+                  "daily_loss_limit", "max_drawdown", "max_trades_per_day", "stale_after_seconds", "health_floor",
+                  "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
+
+    def validate(self, attrs):
+        # DRF drops unknown keys silently; a misspelt setting must not look like a successful change.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: [NOT_EDITABLE] for name in unknown})
+        if not attrs:
+            raise serializers.ValidationError("Give at least one setting to change.")
+        return attrs
+
+
+class AutoTradingInputSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(help_text="true: risk-approved recommendations go straight to the broker.")
+
+
+class TradingStateInputSerializer(serializers.Serializer):
+    trading_state = serializers.ChoiceField(choices=TradingState.choices,
+                                            help_text="ACTIVE, REDUCING (exposure-reducing trades only) or HALTED.")
+
+
+class KillSwitchInputSerializer(serializers.Serializer):
+    engaged = serializers.BooleanField(help_text="true: nothing trades on any account.")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+
+
+# --- outputs ------------------------------------------------------------------------------------------------------
+
+
+class RecommendationOutputSerializer(serializers.ModelSerializer):
+    account_name = serializers.CharField(source="account.name", read_only=True)
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+    state_label = serializers.CharField(source="get_state_display", read_only=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    bar_timestamp = serializers.DateTimeField(default_timezone=UTC, read_only=True,
+                                              help_text="Open time of the predicted bar, UTC.")
+    expires_after = serializers.DateTimeField(default_timezone=UTC, read_only=True,
+                                              help_text="Approval is refused once a bar later than this exists.")
+    kelly = serializers.DictField(read_only=True, help_text="Every Kelly sizing factor.")
+    risk = serializers.DictField(read_only=True, help_text="The risk verdict with each check.")
+    reasons = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Recommendation
+        ref_name = "Recommendation"
+        fields = ("id", "account", "account_name", "symbol", "timeframe", "state", "state_label", "side", "contracts",
+                  "kelly_contracts", "probability", "payoff_ratio", "confidence", "agreement", "reference_price",
+                  "atr", "stop_distance", "take_profit_distance", "horizon_bars", "bar_timestamp", "expires_after",
+                  "kelly", "risk", "risk_decision", "reasons", "model_version", "prediction", "created_at",
+                  "decided_at", "decided_by", "executed_at")
+        read_only_fields = fields
+
+
+class RecommendationConflictSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Why the decision was refused.")
+    state = serializers.ChoiceField(choices=Recommendation.State.choices,
+                                    help_text="The recommendation's state after the refusal.")
+
+
+class AccountSummaryOutputSerializer(serializers.Serializer):
+    """`selectors.account_summary`: money as strings with two decimals, drawdown as a fraction of peak equity."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    currency = serializers.CharField()
+    starting_equity = serializers.DecimalField(max_digits=16, decimal_places=2)
+    equity = serializers.DecimalField(max_digits=16, decimal_places=2)
+    realized_pnl = serializers.DecimalField(max_digits=16, decimal_places=2, help_text="Net of commissions.")
+    unrealized_pnl = serializers.DecimalField(max_digits=16, decimal_places=2)
+    daily_pnl = serializers.DecimalField(max_digits=16, decimal_places=2)
+    peak_equity = serializers.DecimalField(max_digits=16, decimal_places=2)
+    drawdown = serializers.FloatField()
+    trades_today = serializers.IntegerField()
+    auto_trading = serializers.BooleanField()
+    trading_state = serializers.ChoiceField(choices=TradingState.choices)
+    circuit_breaker_tripped = serializers.BooleanField()
+    circuit_breaker_reason = serializers.CharField(allow_blank=True)
+    kill_switch = serializers.BooleanField(help_text="Whether the global kill switch is engaged.")
+
+
+class EquitySnapshotOutputSerializer(serializers.ModelSerializer):
+    timestamp = serializers.DateTimeField(default_timezone=UTC, read_only=True,
+                                          help_text="Market time of the mark (the bar's close), UTC.")
+
+    class Meta:
+        model = EquitySnapshot
+        ref_name = "EquitySnapshot"
+        fields = ("timestamp", "equity", "realized_pnl", "unrealized_pnl", "peak_equity", "drawdown")
+        read_only_fields = fields
+
+
+class TradingConfigOutputSerializer(serializers.ModelSerializer):
+    account_name = serializers.CharField(source="account.name", read_only=True)
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+
+    class Meta:
+        model = TradingConfig
+        ref_name = "TradingConfig"
+        fields = ("id", "account", "account_name", "symbol", *TradingConfigUpdateInputSerializer.Meta.fields,
+                  "updated_at")
+        read_only_fields = fields
+
+
+class KillSwitchOutputSerializer(serializers.ModelSerializer):
+    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = KillSwitch
+        ref_name = "KillSwitch"
+        fields = ("engaged", "changed_at", "changed_by", "reason")
+        read_only_fields = fields
+
+
+class AuditEventOutputSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    details = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        ref_name = "AuditEvent"
+        fields = ("id", "at", "user", "action", "account", "recommendation", "state_before", "state_after",
+                  "client_address", "details")
+        read_only_fields = fields
+
+
+# "side" is long/short on predictions and recommendations; an order's buy/sell is documented as text so the two
+# choice sets do not collide over one enum name in the schema.
+_ORDER_SIDE = {"read_only": True, "help_text": "buy or sell."}
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+    side = serializers.CharField(**_ORDER_SIDE)
+
+    class Meta:
+        model = Order
+        ref_name = "Order"
+        fields = ("id", "account", "symbol", "timeframe", "recommendation", "parent", "kind", "side", "quantity",
+                  "status", "placed_at", "after_bar_timestamp", "take_profit", "stop_loss", "horizon_bars",
+                  "bars_held", "closed")
+        read_only_fields = fields
+
+
+class FillOutputSerializer(serializers.ModelSerializer):
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+    side = serializers.CharField(**_ORDER_SIDE)
+
+    class Meta:
+        model = Fill
+        ref_name = "Fill"
+        fields = ("id", "order", "account", "symbol", "side", "quantity", "price", "commission", "timestamp",
+                  "created_at")
+        read_only_fields = fields
+
+
+class PositionOutputSerializer(serializers.ModelSerializer):
+    account_name = serializers.CharField(source="account.name", read_only=True)
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+
+    class Meta:
+        model = Position
+        ref_name = "Position"
+        fields = ("id", "account", "account_name", "symbol", "quantity", "average_price", "mark_price",
+                  "realized_pnl", "unrealized_pnl", "commissions", "fills", "updated_at")
+        read_only_fields = fields
