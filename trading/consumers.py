@@ -42,3 +42,9 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
 
     async def prediction_created(self, event):
         await self.send_json({"type": "prediction.created", **event["payload"]})
+
+    async def recommendation_updated(self, event):
+        await self.send_json({"type": "recommendation.updated", **event["payload"]})
+
+    async def account_updated(self, event):
+        await self.send_json({"type": "account.updated", **event["payload"]})

@@ -9,8 +9,10 @@ from mlcore import services as ml_services
 
 from . import realtime, selectors
 from .domain.timeframes import TIMEFRAMES
+from .services.accounts import DEFAULT_ACCOUNT
 
 DASHBOARD_BARS = 300
+APPROVE_PERMISSION = "trading.approve_recommendation"
 
 
 @login_required
@@ -23,11 +25,15 @@ def dashboard(request):
     instrument = next((i for i in instruments if i.symbol == symbol), None)
     if symbol and instrument is None:
         raise Http404(f"unknown instrument {symbol!r}")
-    bars, model, prediction = [], None, None
+    bars, model, prediction, recommendation = [], None, None, None
     if instrument:
         bars = selectors.bars_last_n(instrument=instrument, timeframe=timeframe, n=DASHBOARD_BARS)
         model = ml_selectors.model_version_active(instrument=instrument, timeframe=timeframe)
         prediction = ml_selectors.prediction_latest(instrument=instrument, timeframe=timeframe)
+        # The one waiting for a person first; otherwise the newest, whatever became of it.
+        recommendation = (selectors.recommendation_pending_latest(instrument=instrument, timeframe=timeframe)
+                          or selectors.recommendation_latest(instrument=instrument, timeframe=timeframe))
+    account = _dashboard_account(recommendation) if instrument else None
     context = {
         "instruments": instruments,
         "instrument": instrument,
@@ -41,9 +47,22 @@ def dashboard(request):
             "max_bars": DASHBOARD_BARS,
             "model": ml_selectors.model_version_summary(model) if model else None,
             "prediction": ml_services.prediction_payload(prediction) if prediction else None,
+            "recommendation": selectors.recommendation_payload(recommendation) if recommendation else None,
+            "account": selectors.account_summary(account=account) if account else None,
+            "positions": [selectors.position_payload(position)
+                          for position in selectors.position_list(account=account, open_only=True)] if account else [],
+            "can_decide": request.user.has_perm(APPROVE_PERMISSION),
         },
     }
     return render(request, "trading/dashboard.html", context)
+
+
+def _dashboard_account(recommendation):
+    """The account the page shows: the recommendation's, else the default paper account, else the first one."""
+    if recommendation is not None:
+        return recommendation.account
+    accounts = list(selectors.account_list())
+    return next((a for a in accounts if a.name == DEFAULT_ACCOUNT), accounts[0] if accounts else None)
 
 
 def healthz(request):

@@ -1,5 +1,5 @@
-/* MinhOS dashboard: live candlestick + volume chart, the status strip and the latest ML prediction, fed by the
-   market websocket. */
+/* MinhOS dashboard: live candlestick + volume chart, the status strip, the latest ML prediction, the pending
+   recommendation (Approve / Reject) and the account's P&L and positions, fed by the market websocket. */
 (function () {
   "use strict";
 
@@ -50,6 +50,26 @@
     edgeStatement: el("pred-edge-statement"),
   };
 
+  const recPanel = el("recommendation");
+  const rui = recPanel && {
+    state: el("rec-state"), empty: el("rec-empty"), body: el("rec-body"),
+    side: el("rec-side"), contracts: el("rec-contracts"), unit: el("rec-contracts-unit"), account: el("rec-account"),
+    probability: el("rec-probability"), payoff: el("rec-payoff"), price: el("rec-price"), stop: el("rec-stop"),
+    takeProfit: el("rec-take-profit"), horizon: el("rec-horizon"), barTime: el("rec-bar-time"),
+    expires: el("rec-expires"), kelly: el("rec-kelly"), risk: el("rec-risk"), riskDecision: el("rec-risk-decision"),
+    checks: el("rec-checks"), reasons: el("rec-reasons"),
+    actions: el("rec-actions"), approve: el("approve"), reject: el("reject"), message: el("rec-message"),
+  };
+  const acctPanel = el("account");
+  const aui = acctPanel && {
+    none: el("account-none"), body: el("account-body"), name: el("account-name"), currency: el("account-currency"),
+    equity: el("account-equity"), realized: el("account-realized"), unrealized: el("account-unrealized"),
+    daily: el("account-daily"), drawdown: el("account-drawdown"), trades: el("account-trades"),
+    autoTrading: el("account-auto-trading"), tradingState: el("account-trading-state"),
+    breaker: el("account-breaker"), breakerReason: el("account-breaker-reason"), killSwitch: el("account-kill-switch"),
+    positions: el("positions"), positionRows: el("positions-rows"), positionsEmpty: el("positions-empty"),
+  };
+
   const decimals = (function () {
     const text = String(parseFloat(chart.dataset.tickSize || "0.01"));
     return text.indexOf(".") < 0 ? 0 : text.length - text.indexOf(".") - 1;
@@ -84,6 +104,10 @@
     model: initial.model || null,            // the active version's summary (edge verdict, payoff, members)
     prediction: initial.prediction || null,  // the newest prediction payload for this market
     modelAsked: {},           // version ids we re-read the page for, once each
+    recommendation: initial.recommendation || null,  // pending first, else the newest of this market
+    account: initial.account || null,                // the account the page shows (its figures and controls)
+    positions: openPositions(initial.positions),
+    deciding: false,          // an Approve / Reject request is in flight
   };
 
   // ---- bars -------------------------------------------------------------------------------------
@@ -459,6 +483,271 @@
     pui.stale.title = stale ? "No prediction for the last " + behind + " closed bars" : "";
   }
 
+  // ---- recommendation: size, Kelly factors, risk checks, Approve / Reject -------------------------
+
+  const STATE_LABELS = {
+    proposed: "Proposed", pending: "Pending approval", approved: "Approved", executed: "Executed",
+    rejected: "Rejected", expired: "Expired", blocked: "Blocked by risk",
+  };
+  const moneyFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const fmtMoney = function (x) { return moneyFormat.format(+x); };
+  const f4 = function (x) { return (+x).toFixed(4); };
+
+  function openPositions(positions) {
+    return (positions || []).filter(function (p) { return p && Number(p.quantity) !== 0; });
+  }
+
+  function newerThan(a, b) {
+    const ta = Date.parse(a.bar_timestamp), tb = Date.parse(b.bar_timestamp);
+    return ta !== tb ? ta > tb : a.id > b.id;
+  }
+
+  /** A pushed recommendation: the shown one updated, or one that should take its place (pending ones first). */
+  function applyRecommendation(r) {
+    if (!recPanel || !r || r.id === undefined || r.id === null) return;
+    const shown = state.recommendation;
+    if (shown && shown.id === r.id) {
+      if (r.state === "pending" && shown.state !== "pending") return;  // a late echo: a decision is never undone
+    } else if (shown) {
+      const replace = r.state === "pending"
+        ? shown.state !== "pending" || newerThan(r, shown)
+        : shown.state !== "pending" && newerThan(r, shown);
+      if (!replace) return;
+      showDecisionMessage("");
+    }
+    state.recommendation = r;
+    renderRecommendation();
+  }
+
+  /** What the approve / reject endpoint answered: moves the shown one on from pending (a push may be faster). */
+  function applyDecisionResult(id, body) {
+    const shown = state.recommendation;
+    if (!shown || shown.id !== id || shown.state !== "pending" || !body || !(body.state in STATE_LABELS)) return;
+    const next = Object.assign({}, shown, { state: body.state, state_label: STATE_LABELS[body.state] });
+    if (typeof body.state_label === "string") next.state_label = body.state_label;
+    if (typeof body.contracts === "number") next.contracts = body.contracts;
+    state.recommendation = next;
+    renderRecommendation();
+  }
+
+  function renderRecommendation() {
+    if (!recPanel) return;
+    const r = state.recommendation;
+    const d = recPanel.dataset;
+    d.id = r ? String(r.id) : "";
+    d.state = r ? r.state : "none";
+    d.side = r ? r.side : "";
+    d.contracts = r ? String(r.contracts) : "";
+    d.riskDecision = r ? r.risk_decision : "";
+    rui.empty.hidden = !!r;
+    rui.body.hidden = !r;
+    rui.state.hidden = !r;
+    if (rui.actions) rui.actions.hidden = !(r && r.state === "pending");
+    setDecisionButtons();
+    if (!r) return;
+    rui.state.textContent = r.state_label || STATE_LABELS[r.state] || r.state;
+    rui.state.className = "tag tag-state tag-" + r.state;
+    rui.side.textContent = String(r.side).toUpperCase();
+    rui.side.className = "side-badge side-" + r.side;
+    rui.contracts.textContent = String(r.contracts);
+    rui.unit.textContent = r.contracts === 1 ? "contract" : "contracts";
+    rui.account.textContent = r.account;
+    rui.probability.textContent = pct(r.probability);
+    rui.payoff.textContent = (+r.payoff_ratio).toFixed(2) + " : 1";
+    rui.price.textContent = fmtPrice(+r.reference_price);
+    rui.stop.textContent = (+r.stop_distance).toFixed(2);
+    rui.takeProfit.textContent = (+r.take_profit_distance).toFixed(2);
+    rui.horizon.textContent = r.horizon_bars + " bars";
+    rui.barTime.textContent = fmtBarTime(Date.parse(r.bar_timestamp));
+    rui.barTime.title = "Made at the close of the bar that opened at " + r.bar_timestamp;
+    rui.expires.textContent = fmtBarTime(Date.parse(r.expires_after));
+    renderKelly(r.kelly || {});
+    renderRisk(r);
+  }
+
+  function renderKelly(k) {
+    const text = {
+      full_kelly: f4(k.full_kelly), kelly_fraction: f4(k.kelly_fraction), confidence_factor: f4(k.confidence_factor),
+      drawdown_factor: f4(k.drawdown_factor), health_factor: f4(k.health_factor),
+      volatility_factor: f4(k.volatility_factor), adjusted_fraction: f4(k.adjusted_fraction),
+      risk_per_contract: fmtMoney(k.risk_per_contract), raw_contracts: f4(k.raw_contracts),
+      contracts: String(k.contracts), capped: k.capped ? "reached (" + k.contracts + " max)" : "not reached",
+      reason: k.reason || "",
+    };
+    rui.kelly.querySelectorAll("tr[data-factor]").forEach(function (row) {
+      const factor = row.dataset.factor;
+      row.querySelector("td").textContent = text[factor] === undefined ? "—" : text[factor];
+      if (factor === "reason") row.hidden = !k.reason;
+    });
+  }
+
+  function renderRisk(r) {
+    const decision = r.risk_decision || "";
+    rui.risk.dataset.decision = decision;
+    rui.riskDecision.textContent = decision.toUpperCase();
+    rui.riskDecision.className = "tag tag-risk tag-risk-" + decision;
+    const checks = (r.risk && r.risk.checks) || [];
+    rui.checks.replaceChildren.apply(rui.checks, checks.map(function (check) {
+      const item = document.createElement("li");
+      item.className = "check " + (check.passed ? "check-pass" : "check-fail");
+      item.dataset.check = check.name;
+      item.dataset.passed = String(!!check.passed);
+      [["check-verdict", check.passed ? "Pass" : "Fail"], ["check-name", check.name],
+        ["check-message", check.message]].forEach(function (part) {
+        const span = document.createElement("span");
+        span.className = part[0];
+        span.textContent = part[1];
+        item.appendChild(span);
+      });
+      return item;
+    }));
+    const reasons = r.reasons || [];
+    rui.reasons.replaceChildren.apply(rui.reasons, reasons.map(function (reason) {
+      const item = document.createElement("li");
+      item.textContent = reason;
+      return item;
+    }));
+    rui.reasons.hidden = reasons.length === 0;
+  }
+
+  function setDecisionButtons() {
+    if (!rui || !rui.approve) return;
+    const r = state.recommendation;
+    const disabled = state.deciding || !r || r.state !== "pending";
+    rui.approve.disabled = disabled;
+    rui.reject.disabled = disabled;
+    recPanel.dataset.busy = String(state.deciding);
+    recPanel.setAttribute("aria-busy", String(state.deciding));
+  }
+
+  function showDecisionMessage(text) {
+    if (!rui || !rui.message) return;
+    rui.message.textContent = text;
+    rui.message.hidden = !text;
+  }
+
+  function csrfToken() {
+    const input = recPanel.querySelector("input[name=csrfmiddlewaretoken]");
+    if (input) return input.value;
+    const match = /(?:^|;\s*)csrftoken=([^;]+)/.exec(document.cookie);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  /** POST approve or reject once: both buttons stay disabled until the server has answered. */
+  function decide(action) {
+    const r = state.recommendation;
+    if (!r || r.state !== "pending" || state.deciding) return;
+    const id = r.id;
+    state.deciding = true;
+    setDecisionButtons();
+    showDecisionMessage("");
+    const url = recPanel.dataset[action + "Url"].replace("{id}", encodeURIComponent(id));
+    fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken(), "Content-Type": "application/json", Accept: "application/json" },
+      body: "{}",
+    })
+      .then(function (response) {
+        return response.json().catch(function () { return null; }).then(function (body) {
+          if (response.ok) {
+            applyDecisionResult(id, body);
+            return;
+          }
+          if (response.status === 409 && body) applyDecisionResult(id, { state: body.state });
+          const detail = body && typeof body.detail === "string" && body.detail
+            ? body.detail : "The server refused to " + action + " it (HTTP " + response.status + ").";
+          showDecisionMessage(detail);
+        });
+      })
+      .catch(function () {
+        showDecisionMessage("No answer from the server. The panel shows the decision as soon as it is recorded; " +
+          "if it stays pending, try again.");
+      })
+      .then(function () {
+        state.deciding = false;
+        setDecisionButtons();
+      });
+  }
+
+  // ---- account: equity, P&L, controls, open positions ---------------------------------------------
+
+  function applyAccount(msg) {
+    if (!acctPanel || !msg || !msg.account) return;
+    if (state.account && state.account.id !== msg.account.id) return;  // another account's news
+    state.account = msg.account;
+    state.positions = openPositions(msg.positions);
+    renderAccount();
+  }
+
+  function setPnl(node, value) {
+    const x = +value;
+    node.textContent = fmtMoney(x);
+    node.classList.toggle("up", x > 0);
+    node.classList.toggle("down", x < 0);
+  }
+
+  function renderAccount() {
+    if (!acctPanel) return;
+    const a = state.account;
+    const d = acctPanel.dataset;
+    d.state = a ? "ready" : "none";
+    d.accountId = a ? String(a.id) : "";
+    aui.none.hidden = !!a;
+    aui.body.hidden = !a;
+    if (!a) return;
+    d.autoTrading = String(!!a.auto_trading);
+    d.tradingState = a.trading_state;
+    d.breaker = a.circuit_breaker_tripped ? "tripped" : "ok";
+    d.killSwitch = a.kill_switch ? "engaged" : "released";
+    aui.name.textContent = a.name;
+    aui.currency.textContent = a.currency;
+    aui.equity.textContent = fmtMoney(a.equity);
+    setPnl(aui.realized, a.realized_pnl);
+    setPnl(aui.unrealized, a.unrealized_pnl);
+    setPnl(aui.daily, a.daily_pnl);
+    aui.drawdown.textContent = (100 * (+a.drawdown || 0)).toFixed(2) + "%";
+    aui.trades.textContent = String(a.trades_today);
+    setBadge(aui.autoTrading, a.auto_trading ? "On" : "Off", a.auto_trading ? "warn" : "up");
+    setBadge(aui.tradingState, a.trading_state,
+      a.trading_state === "ACTIVE" ? "up" : a.trading_state === "REDUCING" ? "warn" : "down");
+    setBadge(aui.breaker, a.circuit_breaker_tripped ? "Tripped" : "OK", a.circuit_breaker_tripped ? "down" : "up");
+    aui.breaker.title = a.circuit_breaker_reason || "Trips when the day’s loss reaches the limit";
+    aui.breakerReason.textContent = a.circuit_breaker_reason || "";
+    aui.breakerReason.hidden = !a.circuit_breaker_tripped;
+    setBadge(aui.killSwitch, a.kill_switch ? "Engaged" : "Off", a.kill_switch ? "down" : "up");
+    renderPositions();
+  }
+
+  function renderPositions() {
+    const rows = state.positions.map(function (p) {
+      const row = document.createElement("tr");
+      row.dataset.symbol = p.symbol;
+      row.dataset.quantity = String(p.quantity);
+      const symbol = document.createElement("th");
+      symbol.scope = "row";
+      symbol.textContent = p.symbol;
+      row.appendChild(symbol);
+      const cell = function (text, tone) {
+        const td = document.createElement("td");
+        td.className = "num" + (tone ? " " + tone : "");
+        td.textContent = text;
+        row.appendChild(td);
+        return td;
+      };
+      const q = Number(p.quantity);
+      cell((q > 0 ? "+" : "") + q, q > 0 ? "up" : "down");
+      cell(fmtMoney(p.average_price));
+      cell(p.mark_price === null || p.mark_price === undefined ? "—" : fmtMoney(p.mark_price));
+      setPnl(cell(""), p.unrealized_pnl);
+      setPnl(cell(""), p.realized_pnl);
+      return row;
+    });
+    aui.positionRows.replaceChildren.apply(aui.positionRows, rows);
+    aui.positions.dataset.count = String(rows.length);
+    aui.positionsEmpty.hidden = rows.length > 0;
+  }
+
   // ---- websocket ----------------------------------------------------------------------------------
 
   function socketUrl() {
@@ -479,8 +768,18 @@
       applyStatus(msg);
     } else if (msg.type === "prediction.created") {
       applyPrediction(msg);
+    } else if (msg.type === "recommendation.updated") {
+      applyRecommendation(withoutType(msg));
+    } else if (msg.type === "account.updated") {
+      applyAccount(msg);
     }
     tick();
+  }
+
+  function withoutType(msg) {
+    const payload = Object.assign({}, msg);
+    delete payload.type;
+    return payload;
   }
 
   function stopForGood(wsState, html) {
@@ -562,6 +861,13 @@
           if ("model" in fresh) state.model = fresh.model;
           if (fresh.prediction) applyPrediction(fresh.prediction);
           renderPrediction();
+          // The page's own choice (pending first) is the truth after a gap in the stream.
+          if ("recommendation" in fresh) { state.recommendation = fresh.recommendation; renderRecommendation(); }
+          if ("account" in fresh) {
+            state.account = fresh.account;
+            state.positions = openPositions(fresh.positions);
+            renderAccount();
+          }
           state.lastHeardMs = Date.now();
           render();
           tick();
@@ -583,6 +889,12 @@
   initial.bars.forEach(upsertBar);
   applyStatus(initial.status);
   renderPrediction();
+  renderRecommendation();
+  renderAccount();
+  if (rui && rui.approve) {
+    rui.approve.addEventListener("click", function () { decide("approve"); });
+    rui.reject.addEventListener("click", function () { decide("reject"); });
+  }
   Promise.resolve(render()).then(function () {
     chart.on("plotly_relayout", onRelayout);
     chart.dataset.ready = "true";

@@ -1,5 +1,6 @@
 """The market websocket: a logged-in client gets status and every stored bar; others are refused."""
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
@@ -145,3 +146,107 @@ async def test_inactive_instrument_is_refused(session_cookie):
     connected, code = await ws.connect(timeout=TIMEOUT)
 
     assert (connected, code) == (False, CLOSE_UNKNOWN_MARKET)
+
+
+# ---- decisions: recommendations and the account are pushed as the services change them --------------------------
+
+def _pending_recommendation(instrument):
+    from trading.tests import decisions
+
+    bars = decisions.flat_bars(instrument, 3)
+    stored = decisions.prediction(bars[-1], decisions.model_version(instrument), p=0.7)
+    [recommendation] = services.recommendations_create_for_prediction(
+        prediction_id=stored.pk, now=decisions.close_time(bars[-1]))
+    return recommendation
+
+
+def _payload_of(recommendation_id):
+    from trading import selectors
+    from trading.models import Recommendation
+
+    return selectors.recommendation_payload(Recommendation.objects.select_related("account").get(pk=recommendation_id))
+
+
+async def test_recommendation_life_is_pushed_created_approved_executed_with_the_account(nq, session_cookie):
+    from trading import selectors
+    from trading.models import Account
+    from trading.tests.decisions import bar_at, close_time, user_with
+
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", session_cookie))
+    connected, _ = await ws.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["type"] == "feed.status"
+
+        recommendation = await database_sync_to_async(_pending_recommendation)(nq)
+        created = await ws.receive_json_from(timeout=TIMEOUT)
+        stored = {"type": "recommendation.updated", **await database_sync_to_async(_payload_of)(recommendation.pk)}
+        # The push is made from the object before it is read back, so its decimals may carry fewer places.
+        decimals = ("reference_price", "stop_distance", "take_profit_distance")
+        assert {k: v for k, v in created.items() if k not in decimals} == {
+            k: v for k, v in stored.items() if k not in decimals}
+        assert all(Decimal(created[k]) == Decimal(stored[k]) for k in decimals)
+        assert created["state"] == "pending" and created["contracts"] == 5
+        assert created["kelly"]["full_kelly"] == pytest.approx(0.5)
+        assert {check["name"] for check in created["risk"]["checks"]} >= {"kill_switch", "min_confidence"}
+
+        def approve():
+            services.recommendation_approve(recommendation_id=recommendation.pk, now=close_time(recommendation.bar),
+                                            user=user_with("approver", "trading.approve_recommendation"))
+        await database_sync_to_async(approve)()
+        approved = await ws.receive_json_from(timeout=TIMEOUT)
+        assert (approved["type"], approved["id"], approved["state"]) == (
+            "recommendation.updated", recommendation.pk, "approved")
+
+        def next_bar():
+            services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18001", close="18004.5").pk)
+            account = Account.objects.get(pk=recommendation.account_id)
+            return (selectors.account_summary(account=account),
+                    [selectors.position_payload(p) for p in selectors.position_list(account=account)])
+        summary, positions = await database_sync_to_async(next_bar)()
+
+        executed = await ws.receive_json_from(timeout=TIMEOUT)
+        assert (executed["type"], executed["id"], executed["state"]) == (
+            "recommendation.updated", recommendation.pk, "executed")
+        account = await ws.receive_json_from(timeout=TIMEOUT)
+        assert account == {"type": "account.updated", "account": summary, "positions": positions}
+        assert [(p["symbol"], p["quantity"]) for p in account["positions"]] == [("NQ", 5)]
+        assert account["account"]["unrealized_pnl"] == "325.00"
+    finally:
+        await ws.disconnect()
+
+
+async def test_decision_messages_are_forwarded_as_they_are(nq, session_cookie):
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", session_cookie))
+    connected, _ = await ws.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        await ws.receive_json_from(timeout=TIMEOUT)
+        recommendation = {"id": 7, "state": "expired", "state_label": "Expired", "kelly": {"full_kelly": 0.1},
+                          "risk": {"checks": []}}
+        account = {"account": {"id": 1, "equity": "99000.00"}, "positions": []}
+
+        await database_sync_to_async(realtime.broadcast)("NQ", "1m", "recommendation.updated", recommendation)
+        await database_sync_to_async(realtime.broadcast)("NQ", "1m", "account.updated", account)
+
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "recommendation.updated", **recommendation}
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {"type": "account.updated", **account}
+    finally:
+        await ws.disconnect()
+
+
+async def test_another_markets_recommendation_is_not_sent(nq, session_cookie):
+    es = await database_sync_to_async(InstrumentFactory)(symbol="ES")
+    ws = communicator("/ws/market/NQ/1m/", (b"cookie", session_cookie))
+    connected, _ = await ws.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        await ws.receive_json_from(timeout=TIMEOUT)
+        await database_sync_to_async(_pending_recommendation)(es)
+        own = await database_sync_to_async(_pending_recommendation)(nq)
+
+        # One group's messages arrive in order: the first recommendation seen must be NQ's.
+        message = await ws.receive_json_from(timeout=TIMEOUT)
+        assert (message["type"], message["id"]) == ("recommendation.updated", own.pk)
+    finally:
+        await ws.disconnect()

@@ -2,6 +2,7 @@
 import json
 import re
 from datetime import UTC, datetime
+from html import unescape
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -338,3 +339,255 @@ def test_a_call_from_a_version_that_is_not_active_any_more_says_so(user_client, 
     assert visible(html, "pred-other-version")
     assert re.search(rf'<a id="pred-version" href="/admin/mlcore/modelversion/{old.pk}/change/">v{old.pk}</a>', html)
     assert "% of members agree<" in html, "the member count is the active version's: a share for another one"
+
+
+# ---- the decision panel: recommendation, Kelly factors, risk checks, Approve / Reject, account and positions ------
+
+KELLY_SHOWN = {
+    # p = 0.7, b = 1.5: f* = 0.7 - 0.3 / 1.5 = 0.5; x 0.25; confidence 0.5 + 0.5 x 0.1 / 0.4 = 0.625 -> 0.078125
+    "full_kelly": "0.5000", "kelly_fraction": "0.2500", "confidence_factor": "0.6250", "drawdown_factor": "1.0000",
+    "health_factor": "1.0000", "volatility_factor": "1.0000", "adjusted_fraction": "0.0781",
+    # 10-point stop x $20; 0.078125 x 100,000 / 200 = 39.0625 -> capped at 5
+    "risk_per_contract": "200.00", "raw_contracts": "39.0625", "contracts": "5", "capped": "reached (5 max)",
+}
+
+
+@pytest.fixture
+def trader_client(client):
+    from trading.tests.decisions import user_with
+
+    client.force_login(user_with("approver", "trading.approve_recommendation"))
+    return client
+
+
+def pending_recommendation(instrument, *, p=0.7, bars=3):
+    """A prediction on the newest of `bars` flat bars, sized and risk-checked by the service as a bar closes."""
+    from trading import services
+    from trading.tests import decisions
+
+    series = decisions.flat_bars(instrument, bars)
+    version = decisions.model_version(instrument)
+    stored = decisions.prediction(series[-1], version, p=p)
+    [recommendation] = services.recommendations_create_for_prediction(
+        prediction_id=stored.pk, now=decisions.close_time(series[-1]))
+    return recommendation
+
+
+def decision_panel(html: str) -> str:
+    match = re.search(r'<aside id="decision".*?</aside>', html, re.S)
+    assert match, "the dashboard must carry the decision panel"
+    return match.group(0)
+
+
+def factor(html: str, name: str) -> str:
+    match = re.search(rf'<tr data-factor="{name}"[^>]*>\s*<th[^>]*>[^<]*</th>\s*<td[^>]*>([^<]*)</td>', html)
+    assert match, name
+    return match.group(1).strip()
+
+
+def text_of(html: str, element_id: str) -> str:
+    match = re.search(rf'<(\w+)[^>]*\bid="{element_id}"[^>]*>(.*?)</\1>', html, re.S)
+    assert match, element_id
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", match.group(2))).strip()
+
+
+def test_a_pending_recommendation_shows_its_size_every_kelly_factor_every_risk_check_and_the_buttons(trader_client, nq):
+    from trading import selectors
+
+    recommendation = pending_recommendation(nq)
+    assert recommendation.state == "pending" and recommendation.contracts == 5
+
+    response = trader_client.get(reverse("dashboard"), {"symbol": "NQ", "timeframe": "1m"})
+
+    html = decision_panel(response.content.decode())
+    assert re.search(rf'<section id="recommendation"[^>]*\bdata-id="{recommendation.pk}"', html)
+    assert re.search(r'<section id="recommendation"[^>]*\bdata-state="pending"', html)
+    assert re.search(r'<section id="recommendation"[^>]*\baria-live="polite"', html)
+    assert text_of(html, "rec-state") == "Pending approval"
+    assert text_of(html, "rec-side") == "LONG" and text_of(html, "rec-contracts") == "5"
+    assert text_of(html, "rec-contracts-unit") == "contracts"
+    assert text_of(html, "rec-probability") == "70%" and text_of(html, "rec-payoff") == "1.50 : 1"
+    assert text_of(html, "rec-account") == recommendation.account.name
+    assert {name: factor(html, name) for name in KELLY_SHOWN} == KELLY_SHOWN
+    assert not visible(html, "rec-empty") and visible(html, "rec-body")
+    # Every check the risk manager made, passed or failed, with its message; then its decision.
+    for check in recommendation.risk["checks"]:
+        item = re.search(rf'<li class="check (check-pass|check-fail)" data-check="{check["name"]}" '
+                         rf'data-passed="(true|false)">(.*?)</li>', html, re.S)
+        assert item, check["name"]
+        assert item.group(2) == ("true" if check["passed"] else "false")
+        assert ("Pass" if check["passed"] else "Fail") in item.group(3)
+        assert check["message"] in unescape(item.group(3))
+    assert len(recommendation.risk["checks"]) >= 10
+    assert text_of(html, "rec-risk-decision") == recommendation.risk_decision.upper() == "APPROVE"
+    # Approve and Reject for a user with the permission, usable since it is pending, with a CSRF token for the POST.
+    assert visible(html, "rec-actions")
+    assert re.search(r'<button type="button" id="approve"[^>]*>Approve</button>', html)
+    assert re.search(r'<button type="button" id="reject"[^>]*>Reject</button>', html)
+    assert re.search(r'<div id="rec-actions"[^>]*>\s*<input type="hidden" name="csrfmiddlewaretoken"', html)
+    assert 'data-approve-url="/api/recommendations/{id}/approve/"' in html
+    assert 'data-reject-url="/api/recommendations/{id}/reject/"' in html
+    assert 'id="rec-read-only"' not in html
+
+    initial = initial_payload(response)
+    stored = type(recommendation).objects.select_related("account").get(pk=recommendation.pk)
+    assert initial["recommendation"] == selectors.recommendation_payload(stored)
+    assert initial["can_decide"] is True
+
+
+def test_a_read_only_user_sees_the_recommendation_but_no_buttons(user_client, nq):
+    recommendation = pending_recommendation(nq)
+
+    response = user_client.get(reverse("dashboard"), {"symbol": "NQ"})
+
+    html = decision_panel(response.content.decode())
+    assert re.search(rf'<section id="recommendation"[^>]*\bdata-id="{recommendation.pk}"', html)
+    assert 'data-can-decide="false"' in html
+    assert factor(html, "full_kelly") == "0.5000"
+    assert 'id="approve"' not in html and 'id="reject"' not in html and 'id="rec-actions"' not in html
+    assert 'csrfmiddlewaretoken' not in html
+    assert "needs the “approve recommendation” permission" in text_of(html, "rec-read-only")
+    assert initial_payload(response)["can_decide"] is False
+
+
+def test_a_superuser_may_decide(client, django_user_model, nq):
+    client.force_login(django_user_model.objects.create_superuser(username="root", password="unused"))
+    pending_recommendation(nq)
+
+    html = decision_panel(client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
+
+    assert 'id="approve"' in html and visible(html, "rec-actions")
+
+
+def test_a_decided_recommendation_keeps_the_buttons_hidden(trader_client, nq):
+    from trading import services
+    from trading.tests.decisions import close_time, user_with
+
+    recommendation = pending_recommendation(nq)
+    services.recommendation_approve(recommendation_id=recommendation.pk, now=close_time(recommendation.bar),
+                                    user=user_with("other", "trading.approve_recommendation"))
+
+    html = decision_panel(trader_client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
+
+    assert re.search(r'<section id="recommendation"[^>]*\bdata-state="approved"', html)
+    assert text_of(html, "rec-state") == "Approved"
+    assert 'id="approve"' in html, "rendered for the next one, which may arrive live"
+    assert not visible(html, "rec-actions")
+
+
+def test_a_blocked_recommendation_shows_the_failed_checks_and_the_reasons(trader_client, nq):
+    from trading.models import KillSwitch
+
+    KillSwitch.objects.update_or_create(pk=1, defaults={"engaged": True})
+    recommendation = pending_recommendation(nq)
+    assert recommendation.state == "blocked"
+
+    html = decision_panel(trader_client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
+
+    assert re.search(r'<section id="recommendation"[^>]*\bdata-state="blocked"', html)
+    assert re.search(r'<section id="recommendation"[^>]*\bdata-risk-decision="block"', html)
+    assert text_of(html, "rec-state") == "Blocked by risk" and text_of(html, "rec-contracts") == "0"
+    assert re.search(r'data-check="kill_switch" data-passed="false">\s*<span class="check-verdict">Fail</span>', html)
+    assert visible(html, "rec-reasons") and "kill switch is on" in text_of(html, "rec-reasons")
+    assert text_of(html, "rec-risk-decision") == "BLOCK"
+    assert not visible(html, "rec-actions")
+    assert re.search(r'<section id="account"[^>]*\bdata-kill-switch="engaged"', html)
+    assert text_of(html, "account-kill-switch") == "Engaged"
+
+
+def test_the_pending_one_is_shown_before_a_newer_decided_one(trader_client, nq):
+    from trading import services
+    from trading.tests import decisions
+
+    first = pending_recommendation(nq)
+    later_bar = decisions.bar_at(nq, 3)
+    version = decisions.model_version(nq)
+    [later] = services.recommendations_create_for_prediction(
+        prediction_id=decisions.prediction(later_bar, version, p=0.7).pk, now=decisions.close_time(later_bar))
+    services.recommendation_reject(recommendation_id=later.pk, user=decisions.user_with("x", "trading.approve_recommendation"))
+
+    html = decision_panel(trader_client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
+
+    assert re.search(rf'<section id="recommendation"[^>]*\bdata-id="{first.pk}"[^>]*\bdata-state="pending"', html)
+
+
+def test_without_a_recommendation_the_panel_says_one_will_appear(trader_client, nq):
+    es = InstrumentFactory(symbol="ES")
+    pending_recommendation(es)
+
+    response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
+
+    html = decision_panel(response.content.decode())
+    assert re.search(r'<section id="recommendation"[^>]*\bdata-id=""[^>]*\bdata-state="none"', html)
+    assert visible(html, "rec-empty") and not visible(html, "rec-body") and not visible(html, "rec-actions")
+    assert "No recommendation for NQ 1m yet." in html
+    assert initial_payload(response)["recommendation"] is None
+
+
+def test_account_figures_controls_and_open_positions_are_server_rendered(trader_client, nq):
+    from trading import selectors, services
+    from trading.models import Position
+    from trading.tests.decisions import bar_at, close_time
+
+    recommendation = pending_recommendation(nq)
+    services.recommendation_approve(recommendation_id=recommendation.pk, user=recommendation_approver(),
+                                    now=close_time(recommendation.bar))
+    entry_bar = bar_at(nq, 3, open_="18001.00", high="18006", low="17999", close="18004.50")
+    services.broker_process_bar(bar_id=entry_bar.pk)
+    position = Position.objects.get(instrument=nq)
+    assert position.quantity == 5
+
+    response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
+
+    html = decision_panel(response.content.decode())
+    summary = selectors.account_summary(account=type(recommendation.account).objects.get(pk=recommendation.account_id))
+    assert re.search(rf'<section id="account"[^>]*\bdata-account-id="{recommendation.account.pk}"', html)
+    # Entry at 18001.25 (open + 1 tick), marked at 18004.50: 3.25 points x 5 x $20 = 325.00, less $12.50 commission.
+    assert summary["unrealized_pnl"] == "325.00" and summary["realized_pnl"] == "-12.50"
+    assert text_of(html, "account-equity") == "100,312.50" == f"{float(summary['equity']):,.2f}"
+    assert text_of(html, "account-unrealized") == "325.00" and text_of(html, "account-realized") == "-12.50"
+    assert re.search(r'id="account-unrealized" class="num up"', html)
+    assert re.search(r'id="account-realized" class="num down"', html)
+    assert text_of(html, "account-daily") == "312.50"
+    assert text_of(html, "account-trades") == "1"
+    assert text_of(html, "account-auto-trading") == "Off" and text_of(html, "account-trading-state") == "ACTIVE"
+    assert text_of(html, "account-breaker") == "OK" and text_of(html, "account-kill-switch") == "Off"
+    assert not visible(html, "account-breaker-reason")
+    row = re.search(r'<tr data-symbol="NQ" data-quantity="5">(.*?)</tr>', html, re.S)
+    assert row, "the open position is a row of #positions"
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1), re.S)]
+    assert cells == ["NQ", "+5", "18,001.25", "18,004.50", "325.00", "0.00"]
+    assert re.search(r'<table id="positions" class="positions" data-count="1">', html)
+    assert not visible(html, "positions-empty")
+
+    initial = initial_payload(response)
+    assert initial["account"] == summary
+    assert initial["positions"] == [selectors.position_payload(position)]
+
+
+def recommendation_approver():
+    from trading.tests.decisions import user_with
+
+    return user_with("approver-2", "trading.approve_recommendation")
+
+
+def test_flat_positions_are_not_listed_and_a_tripped_breaker_says_why(trader_client, nq):
+    from trading.models import Account, Position
+
+    account = Account.objects.get_or_create(name="paper")[0]
+    Account.objects.filter(pk=account.pk).update(
+        circuit_breaker_tripped_at=datetime(2024, 1, 2, 15, 0, tzinfo=UTC),
+        circuit_breaker_reason="daily loss 2100.00 reached the limit 2000.00", trading_state="HALTED")
+    Position.objects.create(account=account, instrument=nq, quantity=0, realized_pnl=-2100)
+
+    response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
+
+    html = decision_panel(response.content.decode())
+    assert re.search(r'<section id="account"[^>]*\bdata-breaker="tripped"', html)
+    assert text_of(html, "account-breaker") == "Tripped"
+    assert visible(html, "account-breaker-reason")
+    assert text_of(html, "account-breaker-reason") == "daily loss 2100.00 reached the limit 2000.00"
+    assert text_of(html, "account-trading-state") == "HALTED"
+    assert "<tr data-symbol=" not in html and visible(html, "positions-empty")
+    assert re.search(r'<table id="positions" class="positions" data-count="0">', html)
+    assert initial_payload(response)["positions"] == []
