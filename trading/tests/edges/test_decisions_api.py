@@ -477,6 +477,14 @@ def test_a_valid_config_patch_changes_the_settings_and_is_audited(controller, co
     assert audit.details["before"]["kelly_fraction"] == 0.25 and audit.details["after"]["kelly_fraction"] == 0.5
 
 
+def test_a_form_encoded_config_patch_works_too(controller, config):
+    response = controller.patch(f"/api/trading-configs/{config.pk}/", {"min_confidence": "0.7"}, format="multipart")
+
+    assert response.status_code == 200, response.json()
+    config.refresh_from_db()
+    assert config.min_confidence == 0.7
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"kelly_fraction": 0}, "kelly_fraction"),
     ({"kelly_fraction": 1.5}, "kelly_fraction"),
@@ -491,7 +499,8 @@ def test_a_valid_config_patch_changes_the_settings_and_is_audited(controller, co
     ({"bogus": 1}, "bogus"),
     ({"account": 2}, "account"),
     ({}, "non_field_errors"),
-], ids=lambda value: json.dumps(value) if isinstance(value, dict) else value)
+    ([{"kelly_fraction": 0.5}], "non_field_errors"),
+], ids=lambda value: json.dumps(value) if isinstance(value, (dict, list)) else value)
 def test_an_invalid_config_patch_is_a_400_naming_the_field_and_changes_nothing(controller, config, body, field):
     before = TradingConfig.objects.filter(pk=config.pk).values().get()
 
@@ -503,8 +512,9 @@ def test_an_invalid_config_patch_is_a_400_naming_the_field_and_changes_nothing(c
     assert not AuditEvent.objects.exists()
 
 
-def test_a_read_only_user_cannot_change_the_config(reader, config):
-    response = reader.patch(f"/api/trading-configs/{config.pk}/", {"kelly_fraction": 0.5}, format="json")
+@pytest.mark.parametrize("body", [{"kelly_fraction": 0.5}, {"kelly_fraction": 0}, {"bogus": 1}])
+def test_a_read_only_user_cannot_change_the_config(reader, config, body):
+    response = reader.patch(f"/api/trading-configs/{config.pk}/", body, format="json")
 
     assert response.status_code == 403
     assert "trading.change_tradingconfig" in response.json()["detail"]
