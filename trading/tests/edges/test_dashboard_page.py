@@ -379,6 +379,12 @@ def decision_panel(html: str) -> str:
     return match.group(0)
 
 
+def account_panel(html: str) -> str:
+    match = re.search(r'<section id="account".*?</section>', html, re.S)
+    assert match, "the dashboard must carry the account panel"
+    return match.group(0)
+
+
 def factor(html: str, name: str) -> str:
     match = re.search(rf'<tr data-factor="{name}"[^>]*>\s*<th[^>]*>[^<]*</th>\s*<td[^>]*>([^<]*)</td>', html)
     assert match, name
@@ -482,7 +488,8 @@ def test_a_blocked_recommendation_shows_the_failed_checks_and_the_reasons(trader
     recommendation = pending_recommendation(nq)
     assert recommendation.state == "blocked"
 
-    html = decision_panel(trader_client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
+    response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
+    html = decision_panel(response.content.decode())
 
     assert re.search(r'<section id="recommendation"[^>]*\bdata-state="blocked"', html)
     assert re.search(r'<section id="recommendation"[^>]*\bdata-risk-decision="block"', html)
@@ -491,6 +498,7 @@ def test_a_blocked_recommendation_shows_the_failed_checks_and_the_reasons(trader
     assert visible(html, "rec-reasons") and "kill switch is on" in text_of(html, "rec-reasons")
     assert text_of(html, "rec-risk-decision") == "BLOCK"
     assert not visible(html, "rec-actions")
+    html = account_panel(response.content.decode())
     assert re.search(r'<section id="account"[^>]*\bdata-kill-switch="engaged"', html)
     assert text_of(html, "account-kill-switch") == "Engaged"
 
@@ -539,7 +547,7 @@ def test_account_figures_controls_and_open_positions_are_server_rendered(trader_
 
     response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
 
-    html = decision_panel(response.content.decode())
+    html = account_panel(response.content.decode())
     summary = selectors.account_summary(account=type(recommendation.account).objects.get(pk=recommendation.account_id))
     assert re.search(rf'<section id="account"[^>]*\bdata-account-id="{recommendation.account.pk}"', html)
     # Entry at 18001.25 (open + 1 tick), marked at 18004.50: 3.25 points x 5 x $20 = 325.00, less $12.50 commission.
@@ -582,7 +590,7 @@ def test_flat_positions_are_not_listed_and_a_tripped_breaker_says_why(trader_cli
 
     response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
 
-    html = decision_panel(response.content.decode())
+    html = account_panel(response.content.decode())
     assert re.search(r'<section id="account"[^>]*\bdata-breaker="tripped"', html)
     assert text_of(html, "account-breaker") == "Tripped"
     assert visible(html, "account-breaker-reason")
