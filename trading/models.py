@@ -130,6 +130,12 @@ class Account(models.Model):
     def __str__(self):
         return self.name
 
+    def save(self, *args, **kwargs):
+        # A new account has seen no other equity than its start: no drawdown from a default peak.
+        if self._state.adding:
+            self.peak_equity = self.starting_equity
+        super().save(*args, **kwargs)
+
     @property
     def circuit_breaker_tripped(self) -> bool:
         return self.circuit_breaker_tripped_at is not None
@@ -186,7 +192,8 @@ class TradingConfig(models.Model):
     max_drawdown = models.FloatField(default=0.10, validators=[RangeValidator(0.0, 1.0, low_open=True)],
                                      help_text="Drawdown from peak equity at which sizing reaches zero and risk blocks.")
     max_trades_per_day = models.PositiveIntegerField(default=20)
-    stale_after_seconds = models.FloatField(default=180.0, validators=[MinValueValidator(0)])
+    stale_after_seconds = models.FloatField(default=180.0, validators=[RangeValidator(0.0, 86400.0, low_open=True)],
+                                            help_text="Risk blocks when the last bar arrived longer ago than this.")
     health_floor = models.FloatField(default=0.40, validators=[RangeValidator(0.0, 1.0)],
                                      help_text="Model health (0..1) under which risk blocks.")
     recommendation_ttl_bars = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
@@ -205,7 +212,7 @@ class TradingConfig(models.Model):
             models.CheckConstraint(condition=models.Q(max_drawdown__gt=0, max_drawdown__lte=1),
                                    name="trading_config_max_drawdown"),
             models.CheckConstraint(condition=models.Q(daily_loss_limit__gte=0, commission_per_contract__gte=0,
-                                                      stale_after_seconds__gte=0, health_floor__gte=0,
+                                                      stale_after_seconds__gt=0, health_floor__gte=0,
                                                       health_floor__lte=1, recommendation_ttl_bars__gte=1),
                                    name="trading_config_limits_non_negative"),
         ]

@@ -142,3 +142,12 @@ def test_a_config_change_is_validated_whole_and_audited(nq):
     services.trading_config_update(config_id=config.pk, changes={"kelly_fraction": 0.5}, user=operator)
     audit = AuditEvent.objects.get(action="config_change")
     assert audit.details["before"] == {"kelly_fraction": 0.25} and audit.details["after"] == {"kelly_fraction": 0.5}
+
+
+def test_a_new_account_starts_at_its_own_peak_so_it_has_no_drawdown():
+    from trading import selectors
+    from trading.tests.factories import SERIES_ORIGIN
+
+    account = Account.objects.create(name="small", starting_equity=Decimal("50000"))
+    state = selectors.account_state(account=account, at=SERIES_ORIGIN)
+    assert (state.equity, state.peak_equity, state.drawdown) == (Decimal("50000"), Decimal("50000"), 0.0)
