@@ -5,29 +5,64 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
+
 from trading import selectors
 from trading.domain.bars import BarData, read_bar_file, validate_bars
 from trading.domain.synthetic import SyntheticBarSource as _SyntheticBarSource
+from trading.domain.synthetic import SyntheticParams, generate_bars_with_state
 from trading.models import Instrument
 
 DEFAULT_START_PRICE = 18_000.0
 
 
 class SyntheticSource(_SyntheticBarSource):
-    """Generated bars that continue after the last stored bar of the market (or from now if there is none)."""
+    """Generated bars that continue after the last stored bar of the market (or from now if there is none).
+
+    With a planted signal, when the stored series is this generator's own output for the seed (the history
+    `generate_bars --demo-signal` stored, plus what earlier runs of this feed added), the source regenerates it
+    to recover the process state, the signal in force included, and continues it exactly. Otherwise (other
+    bars, another seed) it starts the process afresh from the last close.
+    """
 
     already_stored = False
 
     @classmethod
-    def continuing(cls, *, instrument: Instrument, timeframe: str, seed: int, now: datetime) -> SyntheticSource:
+    def continuing(cls, *, instrument: Instrument, timeframe: str, seed: int, now: datetime,
+                   params: SyntheticParams = SyntheticParams()) -> SyntheticSource:
         latest = selectors.bar_latest(instrument=instrument, timeframe=timeframe)
-        return cls(
+        tick_size = float(instrument.tick_size)
+        state = _stored_series_state(instrument=instrument, timeframe=timeframe, seed=seed, params=params,
+                                     tick_size=tick_size, latest=latest) if latest and params.planted else None
+        source = cls(
             after=latest.timestamp if latest else now,
             last_close=float(latest.close) if latest else DEFAULT_START_PRICE,
-            tick_size=float(instrument.tick_size),
+            tick_size=tick_size,
             seed=seed,
             timeframe=timeframe,
+            params=params,
+            state=state,
         )
+        source.continues_exactly = state is not None
+        return source
+
+
+def _stored_series_state(*, instrument, timeframe, seed, params, tick_size, latest):
+    """The generator state after the stored series, if regenerating it reproduces its last bar; else None."""
+    bars = selectors.bars_in_range(instrument=instrument, timeframe=timeframe)
+    first = bars.first()
+    stamps = pd.DatetimeIndex(list(bars.values_list("timestamp", flat=True)))
+    try:
+        frame, state = generate_bars_with_state(stamps, seed=seed, start_price=float(first.open),
+                                                tick_size=tick_size, params=params, timeframe=timeframe)
+    except ValueError:
+        return None
+    last = frame.iloc[-1]
+    stored = (latest.timestamp, float(latest.open), float(latest.high), float(latest.low), float(latest.close),
+              float(latest.volume))
+    made = (last["timestamp"].to_pydatetime(), float(last["open"]), float(last["high"]), float(last["low"]),
+            float(last["close"]), float(last["volume"]))
+    return state if made == stored else None
 
 
 class StoredBarSource:

@@ -1,4 +1,5 @@
 """Arguments shared by the commands that start a feed (run_feed, start), and the source they describe."""
+import argparse
 import math
 from datetime import datetime
 
@@ -7,13 +8,22 @@ from django.utils import timezone
 
 from trading import selectors
 from trading.domain.bars import BarFileError, InvalidBars
+from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams
 from trading.domain.timeframes import TIMEFRAMES
 from trading.feeds.sources import FileBarSource, StoredBarSource, SyntheticSource
 
 SOURCES = ("synthetic", "stored", "file")
 
 
-def add_feed_arguments(parser, *, default_pace: float = 1.0) -> None:
+DEMO_SIGNAL_HELP = (
+    f"synthetic source: plant the demo's learnable pattern in the generated bars (on about "
+    f"{DEMO_SIGNAL['signal_rate']:.0%}% of bars a volume spike whose direction drifts the next "
+    f"{DEMO_SIGNAL['signal_persist']} bars the same way), so a model finds a real edge and the decision loop has "
+    "confident predictions to show. The pattern is made up: it says nothing about real markets"
+)
+
+
+def add_feed_arguments(parser, *, default_pace: float = 1.0, demo_signal: bool = False) -> None:
     parser.add_argument("--symbol", default="NQ", help="instrument symbol (default NQ)")
     parser.add_argument("--timeframe", default="1m", choices=list(TIMEFRAMES))
     parser.add_argument("--source", default="synthetic", choices=SOURCES,
@@ -25,6 +35,13 @@ def add_feed_arguments(parser, *, default_pace: float = 1.0) -> None:
     parser.add_argument("--file", help="file source: CSV or Parquet path")
     parser.add_argument("--tz", help="file source: time zone of naive timestamps")
     parser.add_argument("--max-bars", type=int, help="stop after this many bars")
+    parser.add_argument("--demo-signal", action=argparse.BooleanOptionalAction, default=demo_signal,
+                        help=f"{DEMO_SIGNAL_HELP} (default {'on' if demo_signal else 'off'})")
+
+
+def synthetic_params(options) -> SyntheticParams:
+    """The synthetic process the options ask for: with or without the demo's planted pattern."""
+    return SyntheticParams(**DEMO_SIGNAL) if options.get("demo_signal") else SyntheticParams()
 
 
 def _aware(text: str | None, name: str) -> datetime | None:
@@ -54,7 +71,7 @@ def build_source(options):
             raise CommandError(f"{flag} applies to --source {source_kind} only (this feed's source is {kind})")
     if kind == "synthetic":
         source = SyntheticSource.continuing(instrument=instrument, timeframe=timeframe, seed=options["seed"],
-                                            now=timezone.now())
+                                            now=timezone.now(), params=synthetic_params(options))
     elif kind == "stored":
         source = StoredBarSource(instrument=instrument, timeframe=timeframe, start=_aware(options["start"], "--from"))
     else:

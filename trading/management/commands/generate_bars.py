@@ -6,7 +6,7 @@ import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
 from trading import selectors, services
-from trading.domain.synthetic import generate_bars, session_timestamps_between
+from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams, generate_bars, session_timestamps_between
 from trading.domain.timeframes import TIMEFRAMES, timeframe_delta
 
 DEFAULT_START_PRICE = 18_000.0
@@ -45,8 +45,14 @@ class Command(BaseCommand):
             "--start-price", type=float, default=None,
             help=f"first open; default the last stored close before the range, else {DEFAULT_START_PRICE:g}",
         )
+        parser.add_argument(
+            "--demo-signal", action="store_true",
+            help=f"plant the demo's learnable pattern (on about {DEMO_SIGNAL['signal_rate']:.0%}% of bars a volume spike "
+                 f"whose direction drifts the next {DEMO_SIGNAL['signal_persist']} bars the same way), as `start` "
+                 "does; made up, it says nothing about real markets",
+        )
 
-    def handle(self, *args, symbol, days, seed, timeframe, end, start_price, **options):
+    def handle(self, *args, symbol, days, seed, timeframe, end, start_price, demo_signal=False, **options):
         try:
             instrument = selectors.instrument_get(symbol=symbol)
         except selectors.UnknownInstrument as exc:
@@ -62,9 +68,12 @@ class Command(BaseCommand):
             timestamps = session_timestamps_between(start, end, timeframe=timeframe)
             frame = generate_bars(
                 timestamps, seed=seed, start_price=start_price, tick_size=float(instrument.tick_size),
-                timeframe=timeframe,
+                timeframe=timeframe, params=SyntheticParams(**DEMO_SIGNAL) if demo_signal else SyntheticParams(),
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         report = services.bars_ingest(instrument=instrument, timeframe=timeframe, frame=frame)
         self.stdout.write(str(report))
+        if demo_signal:
+            self.stdout.write("These bars carry the demo's planted pattern (volume spikes whose direction drifts "
+                              "the following bars): a made-up edge for the demo, not a property of real markets.")

@@ -21,7 +21,10 @@ logger = logging.getLogger(__name__)
 class Command(BaseCommand):
     help = (
         "Run MinhOS in one process (the embedded mode): web server, replay feed and periodic jobs. "
-        "Deployments run these as separate processes instead (see the Procfile)."
+        "Deployments run these as separate processes instead (see the Procfile). "
+        "The demo market is synthetic and, unless --no-demo-signal, carries a planted learnable pattern "
+        "(volume spikes whose direction drifts the following bars) so that the model finds a real edge and "
+        "confident recommendations come up for approval; the pattern is made up and says nothing about real markets."
     )
 
     def add_arguments(self, parser):
@@ -32,7 +35,7 @@ class Command(BaseCommand):
                             help="synthetic history generated on first start when the market has no bars")
         parser.add_argument("--no-train", action="store_true",
                             help="do not train a --fast model version on start when none is active")
-        add_feed_arguments(parser)
+        add_feed_arguments(parser, demo_signal=True)
 
     def handle(self, *args, **options):
         _check_port_free(options["host"], options["port"])
@@ -42,11 +45,27 @@ class Command(BaseCommand):
         if not options["no_train"]:
             self._ensure_model(options)
         instrument, source = (None, None) if options["no_feed"] else build_source(options)
+        if source is not None and options["source"] == "synthetic":
+            self._describe_market(options, source)
         url = f"http://{options['host']}:{options['port']}/"
         mode = "embedded (SQLite, in-process jobs)" if settings.EMBEDDED else "all-in-one on the configured database"
         self.stdout.write(self.style.SUCCESS(f"MinhOS is up at {url}  [{mode}]  Ctrl-C stops it."), ending="\n")
         self.stdout.flush()
         asyncio.run(self._serve(options, instrument, source))
+
+    def _describe_market(self, options, source):
+        if options["demo_signal"]:
+            how = ("continuing the stored series exactly" if getattr(source, "continues_exactly", False)
+                   else "from the last stored close")
+            self.stdout.write(self.style.WARNING(
+                f"Demo market: synthetic bars with a PLANTED pattern ({how}). On about "
+                f"{source.params.signal_rate:.0%} of bars a volume spike's direction drifts the next "
+                f"{source.params.signal_persist} bars the same way, so the model has a real, made-up edge to find "
+                "and recommendations clear the confidence threshold. Real markets have no such pattern; "
+                "--no-demo-signal gives a signal-free market."))
+        else:
+            self.stdout.write("Demo market: synthetic bars without a planted pattern (a random process: expect the "
+                              "model to find no edge and the risk manager to block its recommendations).")
 
     def _ensure_demo_user(self):
         user, password = services.demo_user_ensure()
@@ -72,7 +91,8 @@ class Command(BaseCommand):
             self.stdout.write(f"No {instrument} {options['timeframe']} bars yet: generating "
                               f"{options['history_days']} days of synthetic history...")
             call_command("generate_bars", "--symbol", instrument.symbol, "--timeframe", options["timeframe"],
-                         "--days", str(options["history_days"]), "--seed", str(options["seed"]), stdout=self.stdout)
+                         "--days", str(options["history_days"]), "--seed", str(options["seed"]),
+                         *(["--demo-signal"] if options["demo_signal"] else []), stdout=self.stdout)
 
     def _ensure_model(self, options):
         """Train a --fast version on first start so the dashboard shows live predictions right away."""

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from trading.domain.bars import frame_from_bars, validate_bars
 from trading.domain.synthetic import (
+    DEMO_SIGNAL,
     SyntheticBarSource,
     SyntheticParams,
     generate_bars,
+    generate_bars_with_state,
+    planted_signals,
     regime_path,
     session_timestamps,
     session_timestamps_between,
@@ -333,3 +336,100 @@ def test_source_refuses_bad_inputs():
         SyntheticBarSource(after=datetime(2024, 3, 5, tzinfo=UTC), last_close=0, tick_size=NQ_TICK, seed=1)
     with pytest.raises(ValueError, match="chunk"):
         SyntheticBarSource(after=datetime(2024, 3, 5, tzinfo=UTC), last_close=1.0, tick_size=NQ_TICK, seed=1, chunk=0)
+
+
+# ------------------------------------------------------------------------------------------ planted signal
+
+PLANTED = SyntheticParams(**DEMO_SIGNAL)
+BAR_FIELDS = ["timestamp", "open", "high", "low", "close", "volume"]
+
+
+def test_the_planted_signal_is_off_by_default():
+    assert not SyntheticParams().planted
+    assert SyntheticParams().signal_rate == 0
+    assert PLANTED.planted
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 500])
+@pytest.mark.parametrize("cut", [1, 2_500])
+def test_a_planted_series_continued_bar_by_bar_is_the_series_generated_in_one_go(cut, chunk):
+    # Across the weekend break too: 2,500 bars after Friday afternoon reach into the next week.
+    stamps = session_timestamps(datetime(2024, 3, 7, 12, 0, tzinfo=UTC), 4_000)
+    whole = generate_bars(stamps, seed=21, start_price=18_000.0, tick_size=NQ_TICK, params=PLANTED)
+    history, state = generate_bars_with_state(stamps[:cut], seed=21, start_price=18_000.0, tick_size=NQ_TICK,
+                                              params=PLANTED)
+    source = SyntheticBarSource(state=state, tick_size=NQ_TICK, seed=21, params=PLANTED, chunk=chunk)
+    live = frame_from_bars(itertools.islice(source, len(stamps) - cut))
+    joined = pd.concat([history[BAR_FIELDS], live[BAR_FIELDS]], ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole[BAR_FIELDS], check_dtype=False)
+
+
+def test_a_cut_during_a_signal_carries_it_over():
+    stamps = session_timestamps(datetime(2024, 3, 5, tzinfo=UTC), 3_000)
+    whole = generate_bars(stamps, seed=4, start_price=18_000.0, tick_size=NQ_TICK, params=PLANTED)
+    signals = np.flatnonzero(planted_signals(whole, seed=4, params=PLANTED))
+    cut = int(signals[len(signals) // 2]) + 3  # three bars into a signal's drift
+    _, state = generate_bars_with_state(stamps[:cut], seed=4, start_price=18_000.0, tick_size=NQ_TICK, params=PLANTED)
+    assert state.signal in (-1, 1) and state.signal_left > 0
+    live = frame_from_bars(itertools.islice(
+        SyntheticBarSource(state=state, tick_size=NQ_TICK, seed=4, params=PLANTED, chunk=1), 50))
+    assert (live["close"].to_numpy() == whole["close"].to_numpy()[cut:cut + 50]).all()
+
+
+def test_a_planted_series_keeps_the_bar_contract_and_is_seeded():
+    stamps = session_timestamps(datetime(2024, 3, 1, tzinfo=UTC), 20_000)
+    frame = generate_bars(stamps, seed=8, start_price=18_000.0, tick_size=NQ_TICK, params=PLANTED)
+    _assert_contract(frame, NQ_TICK)
+    pd.testing.assert_frame_equal(
+        frame, generate_bars(stamps, seed=8, start_price=18_000.0, tick_size=NQ_TICK, params=PLANTED))
+    plain = generate_bars(stamps, seed=8, start_price=18_000.0, tick_size=NQ_TICK)
+    assert not frame["close"].equals(plain["close"])
+
+
+def test_signals_are_volume_spikes_whose_direction_drifts_the_following_bars():
+    stamps = session_timestamps(datetime(2023, 1, 2, tzinfo=UTC), 200_000)
+    frame = generate_bars(stamps, seed=13, start_price=18_000.0, tick_size=NQ_TICK, params=PLANTED)
+    signal = planted_signals(frame, seed=13, params=PLANTED)
+    assert abs((signal != 0).mean() - PLANTED.signal_rate) < 0.005
+    log_volume = np.log1p(frame["volume"].to_numpy())
+    minute = _minute_of_day_ny(frame["timestamp"])
+    # Against bars at the same time of day, a spike trades several times the volume.
+    usual = pd.Series(log_volume[signal == 0]).groupby(minute[signal == 0]).median()
+    excess = log_volume[signal != 0] - usual.reindex(minute[signal != 0]).to_numpy()
+    assert np.nanmedian(excess) > np.log(PLANTED.signal_volume) - 0.3
+    # The next `signal_persist` bars move the way the spike bar did, by about edge * sigma a bar.
+    r = np.r_[np.diff(np.log(frame["close"].to_numpy())), 0.0]  # r[t]: the move over bar t+1
+    sd = pd.Series(r).groupby(minute).transform("std").to_numpy()
+    after = [
+        signal[t] * r[t + k] / sd[t + k]
+        for t in np.flatnonzero(signal) for k in range(PLANTED.signal_persist // 2)
+        if t + k + 1 < len(r) and not signal[t + 1:t + k + 1].any()
+    ]
+    assert 0.5 * PLANTED.signal_edge < np.mean(after) < 1.5 * PLANTED.signal_edge
+    quiet = np.ones(len(r), dtype=bool)
+    for t in np.flatnonzero(signal):
+        quiet[t:t + PLANTED.signal_persist + 1] = False
+    assert abs(np.mean(r[quiet] / sd[quiet])) < 0.02
+
+
+def test_default_series_have_no_planted_signals():
+    stamps = session_timestamps(datetime(2024, 3, 1, tzinfo=UTC), 100)
+    frame = generate_bars(stamps, seed=8, start_price=18_000.0, tick_size=NQ_TICK)
+    assert not planted_signals(frame, seed=8, params=SyntheticParams()).any()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("signal_rate", -0.1), ("signal_rate", 1.0), ("signal_edge", -1.0), ("signal_edge", float("inf")),
+     ("signal_persist", 0), ("signal_persist", 2.5), ("signal_volume", 0.5)],
+)
+def test_bad_signal_parameters_are_refused_naming_them(field, value):
+    with pytest.raises(ValueError, match=field):
+        SyntheticParams(**{**DEMO_SIGNAL, field: value})
+
+
+def test_a_source_state_must_match_the_params():
+    stamps = session_timestamps(datetime(2024, 3, 1, tzinfo=UTC), 10)
+    _, plain_state = generate_bars_with_state(stamps, seed=1, start_price=100.0, tick_size=NQ_TICK)
+    with pytest.raises(ValueError, match="state"):
+        SyntheticBarSource(state=plain_state, tick_size=NQ_TICK, seed=1, params=PLANTED)

@@ -1,5 +1,7 @@
 """The README's run command for real: `manage.py start` in embedded mode (SQLite under var/, in-memory channel
-layer, eager Celery), one process serving the dashboard, running the feed and the periodic jobs."""
+layer, eager Celery), one process serving the dashboard, running the feed and the periodic jobs; and the whole
+decision loop a demo user sees on the planted demo market: a confident prediction, a pending recommendation,
+Approve, the fill on the next bar, the position, and fills that reconcile with it."""
 import asyncio
 import http.cookiejar
 import json
@@ -10,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -19,11 +22,14 @@ from trading.tests.live import LiveServer
 
 DEPLOYMENT_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER")
 WAIT_SECONDS = 180
+# The demo's five days of planted history: what `make run` trains its first --fast model on.
+HISTORY_DAYS = "5"
 
 
 def start(var_dir, port=None):
     server = LiveServer(
-        command=[sys.executable, "manage.py", "start", "--port", "{port}", "--pace", "0.2", "--history-days", "1"],
+        command=[sys.executable, "manage.py", "start", "--port", "{port}", "--pace", "0.2",
+                 "--history-days", HISTORY_DAYS],
         env={"MINHOS_VAR_DIR": str(var_dir)},
         remove_env=DEPLOYMENT_VARIABLES,
         log_path=var_dir / f"start-{port or 'first'}.log",
@@ -48,14 +54,45 @@ def log_in(base_url, username, password):
     return page.geturl(), page.read().decode(), {c.name: c.value for c in jar}
 
 
-async def first_bar_and_prediction(url, cookies, origin):
+def _body(message):
+    """A websocket message's fields (the consumer spreads the payload at the top level next to "type")."""
+    return message.get("payload", message)
+
+
+def approve(base_url, cookies, recommendation_id):
+    """POST /api/recommendations/<id>/approve/ as the logged-in user (session cookie + CSRF header)."""
+    request = urllib.request.Request(
+        f"{base_url}/api/recommendations/{recommendation_id}/approve/", data=b"", method="POST",
+        headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items()),
+                 "X-CSRFToken": cookies["csrftoken"], "Referer": f"{base_url}/"})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+async def decision_loop(url, cookies, base_url):
+    """Watch the market's websocket through the whole loop: the first bar and prediction, then a pending
+    recommendation (approved over the REST API), then the account update showing the filled position."""
     header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-    seen = {}
-    async with websockets.connect(url, additional_headers={"Cookie": header, "Origin": origin}) as ws:
-        while not {"bar.closed", "prediction.created"} <= seen.keys():
+    seen, refused = {}, []
+    async with websockets.connect(url, additional_headers={"Cookie": header, "Origin": base_url}) as ws:
+        while True:
             message = json.loads(await ws.recv())
-            seen.setdefault(message["type"], message)
-    return seen["bar.closed"]["bar"], seen["prediction.created"]
+            kind, body = message["type"], _body(message)
+            seen.setdefault(kind, message)
+            if kind == "recommendation.updated" and body["state"] == "pending" and "approved" not in seen:
+                status, answer = await asyncio.to_thread(approve, base_url, cookies, body["id"])
+                if status == 200:
+                    seen["approved"], seen["pending"] = answer, body
+                else:  # e.g. stale by the time we asked (409): wait for the next one
+                    refused.append((status, answer))
+            elif kind == "account.updated" and "approved" in seen and any(
+                    float(p["quantity"]) != 0 for p in body["positions"]):
+                seen["position"] = body
+                break
+    return seen, refused
 
 
 def test_start_brings_up_dashboard_feed_and_demo_login_in_embedded_mode(tmp_path):
@@ -74,23 +111,42 @@ def test_start_brings_up_dashboard_feed_and_demo_login_in_embedded_mode(tmp_path
         assert urllib.parse.urlsplit(landed).path == "/"
         assert "NQ" in page and "dashboard-initial" in page
 
-        bar, prediction = asyncio.run(asyncio.wait_for(
-            first_bar_and_prediction(f"ws://127.0.0.1:{server.port}/ws/market/NQ/1m/", cookies, server.url),
-            WAIT_SECONDS))
+        seen, refused = asyncio.run(asyncio.wait_for(
+            decision_loop(f"ws://127.0.0.1:{server.port}/ws/market/NQ/1m/", cookies, server.url), WAIT_SECONDS))
+        bar, prediction = _body(seen["bar.closed"])["bar"], _body(seen["prediction.created"])
         assert bar["h"] >= max(bar["o"], bar["c"]) >= min(bar["o"], bar["c"]) >= bar["l"] > 0
         # The first start trained a --fast version, and each new bar is predicted by it.
         assert "Model version 1 is active" in server.log_text()
         assert prediction["version"] == 1
         assert prediction["side"] in ("long", "short")
         assert prediction["confidence"] == max(prediction["p_long"], prediction["p_short"])
+        # The demo market says plainly that it is planted, and its pattern gives confident recommendations:
+        # one came up pending, was approved, and filled on a later bar into a position.
+        assert "PLANTED pattern (continuing the stored series exactly)" in server.log_text()
+        pending = seen["pending"]
+        assert pending["contracts"] >= 1, pending
+        assert seen["approved"]["state"] == "approved", (seen["approved"], refused)
+        position = next(p for p in seen["position"]["positions"] if float(p["quantity"]) != 0)
+        assert abs(float(position["quantity"])) >= 1
     finally:
         exit_code = server.stop(signal.SIGINT)
     assert exit_code == 0, server.log_tail()
 
+    # What the broker did adds up: the positions recomputed from the fills match the stored ones.
+    reconciled = subprocess.run(
+        [sys.executable, "manage.py", "reconcile", "--json"],
+        env={**{k: v for k, v in os.environ.items() if k not in DEPLOYMENT_VARIABLES}, "MINHOS_VAR_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )
+    assert reconciled.returncode == 0, reconciled.stderr
+    report = json.loads(reconciled.stdout)
+    assert report["differences"] == []
+    assert report["fills_replayed"] >= 1
+
     database = sqlite3.connect(tmp_path / "minhos.sqlite3")
     bars, running = database.execute(
         "SELECT (SELECT COUNT(*) FROM trading_bar), (SELECT running FROM trading_feedstatus)").fetchone()
-    assert bars > 1000  # one day of generated history plus what the feed added
+    assert bars > 2000  # the generated history plus what the feed added
     assert running == 0  # Ctrl-C stopped the feed cleanly
 
     again = start(tmp_path, port=server.port)
