@@ -178,6 +178,8 @@ SPECTACULAR_SETTINGS = {
 
 # MinhOS's own knobs.
 MINHOS_FEED_STALE_SECONDS = env.float("MINHOS_FEED_STALE_SECONDS", default=10.0)
+# The broker orders go to (a dotted path to a trading.brokers.Broker); the paper broker unless a live adapter is set.
+MINHOS_BROKER = env.str("MINHOS_BROKER", default="trading.brokers.PaperBroker")
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,7 @@
 from celery import shared_task
 
 from . import realtime, selectors, services
+from .brokers import broker_get
 from .models import FeedStatus
 
 
@@ -19,7 +20,7 @@ def feed_status_broadcast() -> int:
 @shared_task(name="trading.tasks.broker_process_bar", acks_late=True)
 def broker_process_bar(bar_id: int) -> int:
     """Fill approved entries, run brackets and mark equity on a closed bar; safe to retry (idempotent)."""
-    return len(services.broker_process_bar(bar_id=bar_id))
+    return len(broker_get().on_bar(bar_id))
 
 
 @shared_task(name="trading.tasks.size_prediction", acks_late=True)

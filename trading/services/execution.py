@@ -39,17 +39,20 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
     account_ids |= set(Position.objects.filter(instrument=instrument).values_list("account_id", flat=True))
     account_ids |= set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True))
     for account_id in sorted(account_ids):
+        account_fills: list[Fill] = []
         with transaction.atomic():
             # The account lock orders this bar's work against approvals and sizing on the same account.
             account = Account.objects.select_for_update().get(pk=account_id)
             config = trading_config_get(account=account, instrument=instrument)
             costs = FillCosts(tick_size=instrument.tick_size, slippage_ticks=config.slippage_ticks,
                               commission_per_contract=config.commission_per_contract)
-            fills += _fill_entries(account, bar, prices, costs)
-            fills += _run_brackets(account, bar, prices, costs)
-            _mark_and_snapshot(account, bar, config)
-        if fills:
-            _push_account(account, instrument.symbol, bar.timeframe)
+            account_fills += _fill_entries(account, bar, prices, costs)
+            account_fills += _run_brackets(account, bar, prices, costs)
+            marked = _mark_and_snapshot(account, bar, config)
+            # Every bar that filled or re-marked a position changes the account's figures on the dashboard.
+            if account_fills or marked:
+                _push_account(account, instrument.symbol, bar.timeframe)
+        fills += account_fills
     recommendations_expire(instrument=instrument, timeframe=bar.timeframe, latest_bar_timestamp=bar.timestamp)
     return fills
 
@@ -138,10 +141,11 @@ def _store_state(position: Position, state: PositionState) -> None:
     position.cost_basis = state.cost_basis
 
 
-def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> None:
+def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> bool:
     """Mark the account's position in this instrument to the bar's close, snapshot equity, and trip the circuit
     breaker if the day's loss has reached the limit (it stays tripped until a person resets it)."""
     position = Position.objects.select_for_update().filter(account=account, instrument=bar.instrument).first()
+    marked = position is not None and position.quantity != 0
     if position is not None:
         position.mark_price = bar.close
         position.unrealized_pnl = _state_of(position).unrealized_pnl(bar.close, bar.instrument.point_value)
@@ -159,6 +163,7 @@ def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> Non
         circuit_breaker_trip(account_id=account.pk, reason=(
             f"daily loss {-state.daily_pnl:.2f} reached the limit {config.daily_loss_limit:.2f} "
             f"({config.instrument.symbol}, bar {bar.timestamp:%Y-%m-%d %H:%M} UTC)"))
+    return marked
 
 
 def _push_account(account: Account, symbol: str, timeframe: str) -> None:

@@ -100,22 +100,22 @@ def _limits(config: TradingConfig) -> RiskLimits:
     )
 
 
-def _risk_context(*, account: Account, instrument: Instrument, timeframe: str, market_now: datetime,
-                  wall_now: datetime, health: float):
-    """`account` comes from selectors.account_lock_for_decision (locked, with the market's figures read along)."""
-    state = selectors.account_state(account=account, at=market_now)
+def _risk_context(*, account: Account, day: selectors.DayFigures, timeframe: str, market_now: datetime,
+                  wall_now: datetime, health: float, instrument: Instrument):
+    """`account` and `day` come from selectors.account_lock_for_decision (locked, read in one query)."""
+    state = selectors.account_state(account=account, at=market_now, day=day)
     context = RiskContext(
         now=market_now,
         trading_state=TradingState(account.trading_state),
-        kill_switch=account.kill_switch,
+        kill_switch=day.kill_switch,
         circuit_breaker_tripped=account.circuit_breaker_tripped,
         position_contracts=state.position_contracts(instrument.pk),
         total_contracts=state.total_contracts,
         daily_pnl=state.daily_pnl,
         drawdown=state.drawdown,
         trades_today=state.trades_today,
-        last_bar_age_seconds=selectors.bar_age_seconds(received_at=account.bar_received_at,
-                                                       latest_timestamp=account.latest_bar_timestamp,
+        last_bar_age_seconds=selectors.bar_age_seconds(received_at=day.bar_received_at,
+                                                       latest_timestamp=day.latest_bar_timestamp,
                                                        timeframe=timeframe, now=wall_now),
         model_health=health,
     )
@@ -130,12 +130,12 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
     probability = prediction.p_long if prediction.side == "long" else prediction.p_short
     with transaction.atomic():
         # One sizing at a time per account, so each one sees the exposure the previous one left.
-        account = selectors.account_lock_for_decision(account_id=config.account_id, instrument=instrument,
-                                                      timeframe=bar.timeframe, at=market_now)
+        account, day = selectors.account_lock_for_decision(account_id=config.account_id, instrument=instrument,
+                                                           timeframe=bar.timeframe, at=market_now)
         existing = Recommendation.objects.filter(account=account, prediction=prediction).first()
         if existing is not None:
             return existing
-        state, context = _risk_context(account=account, instrument=instrument, timeframe=bar.timeframe,
+        state, context = _risk_context(account=account, day=day, instrument=instrument, timeframe=bar.timeframe,
                                        market_now=market_now, wall_now=now, health=health)
         kelly = kelly_size(
             KellyInputs(
@@ -178,7 +178,8 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
             stop_distance=bracket.stop_distance if bracket else Decimal(0),
             take_profit_distance=bracket.take_profit_distance if bracket else Decimal(0),
             horizon_bars=bracket.horizon_bars if bracket else int(version.label_settings["horizon"]),
-            kelly=kelly.as_dict(),
+            kelly={**kelly.as_dict(), "max_contracts": config.max_contracts,
+                   "confidence_threshold": config.min_confidence, "max_drawdown": config.max_drawdown},
             kelly_contracts=kelly.contracts,
             risk=verdict.as_dict(),
             risk_decision=verdict.decision.value,
@@ -306,10 +307,10 @@ def _close(recommendation: Recommendation, state: str, *, user, client_address, 
 def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: datetime) -> RiskVerdict:
     latest = selectors.bar_latest(instrument=recommendation.instrument, timeframe=recommendation.timeframe)
     market_now = (latest.timestamp if latest else recommendation.bar_timestamp) + timeframe_delta(recommendation.timeframe)
-    account = selectors.account_lock_for_decision(account_id=recommendation.account_id,
-                                                  instrument=recommendation.instrument,
-                                                  timeframe=recommendation.timeframe, at=market_now)
-    _, context = _risk_context(account=account, instrument=recommendation.instrument,
+    account, day = selectors.account_lock_for_decision(account_id=recommendation.account_id,
+                                                       instrument=recommendation.instrument,
+                                                       timeframe=recommendation.timeframe, at=market_now)
+    _, context = _risk_context(account=account, day=day, instrument=recommendation.instrument,
                                timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
                                health=_health(recommendation.model_version))
     return assess(Proposal(side=recommendation.side, contracts=recommendation.contracts,
@@ -345,7 +346,14 @@ def _approve_locked(recommendation: Recommendation, *, user, contracts: int, ver
     audit_record(action=action, user=user, account=recommendation.account, recommendation=recommendation,
                  state_before=before, state_after=State.APPROVED, client_address=client_address,
                  details={"contracts": contracts, "order": order.pk, "risk": verdict.decision.value})
+    transaction.on_commit(lambda: _submit(order.pk))
     return order
+
+
+def _submit(order_id: int) -> None:
+    from ..brokers import broker_get  # the broker module imports models and services: keep the cycle out
+
+    broker_get().submit(Order.objects.get(pk=order_id))
 
 
 def _push_on_commit(recommendation: Recommendation) -> None:
