@@ -23,6 +23,7 @@ from .models import (
     Order,
     Position,
     Recommendation,
+    TradingConfig,
 )
 
 
@@ -378,3 +379,16 @@ def position_payload(position: Position) -> dict:
         "unrealized_pnl": str(position.unrealized_pnl.quantize(CENT)),
         "commissions": str(position.commissions.quantize(CENT)),
     }
+
+
+def trading_config_list(*, account: Account | None = None, symbol: str | None = None) -> QuerySet[TradingConfig]:
+    configs = TradingConfig.objects.select_related("account", "instrument").order_by("account__name",
+                                                                                      "instrument__symbol")
+    if account is not None:
+        configs = configs.filter(account=account)
+    return configs.filter(instrument__symbol=symbol) if symbol else configs
+
+
+def kill_switch_get() -> KillSwitch:
+    """The switch with who changed it, when and why (released if the row was never made)."""
+    return KillSwitch.objects.select_related("changed_by").filter(pk=1).first() or KillSwitch(pk=1, engaged=False)

@@ -19,7 +19,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
 from trading import selectors, services
-from trading.models import Account, KillSwitch, TradingConfig
+from trading.models import Account, TradingConfig
 
 from .decision_serializers import (
     MAX_PAGE_SIZE,
@@ -320,23 +320,13 @@ class AccountTradingStateApi(APIView):
 # --- trading configuration ----------------------------------------------------------------------------------------
 
 
-def _trading_configs():
-    # No selector lists configurations yet; this is the one read of them, kept here rather than spread.
-    return TradingConfig.objects.select_related("account", "instrument").order_by("account__name", "instrument__symbol")
-
-
 class TradingConfigListApi(APIView):
     @extend_schema(parameters=[TradingConfigFilterSerializer],
                    responses={200: TradingConfigOutputSerializer(many=True), 400: BAD_QUERY},
                    summary="Sizing and risk settings per account and instrument")
     def get(self, request):
         filters = _query(TradingConfigFilterSerializer, request)
-        configs = _trading_configs()
-        account = _account_filter(filters)
-        if account is not None:
-            configs = configs.filter(account=account)
-        if filters.get("symbol"):
-            configs = configs.filter(instrument__symbol=filters["symbol"])
+        configs = selectors.trading_config_list(account=_account_filter(filters), symbol=filters.get("symbol"))
         return Response(TradingConfigOutputSerializer(configs, many=True).data)
 
 
@@ -345,7 +335,7 @@ class TradingConfigDetailApi(APIView):
                               404: OpenApiResponse(description="No configuration has that id.")},
                    summary="One account's settings for one instrument")
     def get(self, request, config_id: int):
-        return Response(TradingConfigOutputSerializer(get_object_or_404(_trading_configs(), pk=config_id)).data)
+        return Response(TradingConfigOutputSerializer(get_object_or_404(selectors.trading_config_list(), pk=config_id)).data)
 
     @extend_schema(request=TradingConfigUpdateInputSerializer,
                    responses={200: TradingConfigOutputSerializer, 400: BAD_BODY, 403: FORBIDDEN,
@@ -373,15 +363,10 @@ class TradingConfigDetailApi(APIView):
 # --- kill switch and audit ----------------------------------------------------------------------------------------
 
 
-def _kill_switch() -> KillSwitch:
-    # selectors.kill_switch_engaged answers only the flag; the API also shows who changed it, when and why.
-    return KillSwitch.objects.select_related("changed_by").filter(pk=1).first() or KillSwitch(pk=1, engaged=False)
-
-
 class KillSwitchApi(APIView):
     @extend_schema(responses=KillSwitchOutputSerializer, summary="The global kill switch")
     def get(self, request):
-        return Response(KillSwitchOutputSerializer(_kill_switch()).data)
+        return Response(KillSwitchOutputSerializer(selectors.kill_switch_get()).data)
 
     @extend_schema(request=KillSwitchInputSerializer,
                    responses={200: KillSwitchOutputSerializer, 400: BAD_BODY, 403: FORBIDDEN},

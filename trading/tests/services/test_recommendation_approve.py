@@ -7,7 +7,7 @@ from django.db import connection
 
 from trading import services
 from trading.models import AuditEvent, KillSwitch, Order, Recommendation
-from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction, user_with
+from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction
 
 State = Recommendation.State
 pytestmark = pytest.mark.embedded
