@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from trading.domain.synthetic import generate_bars, session_timestamps_between
+from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams, generate_bars, session_timestamps_between
 from trading.models import Bar, Instrument
 from trading.tests.factories import BarFactory
 
@@ -75,3 +75,17 @@ def test_unknown_symbol_is_an_error_naming_it():
 def test_negative_seed_is_an_error():
     with pytest.raises(CommandError, match="seed"):
         _run("--symbol", "NQ", "--days", "2", "--seed", "-1")
+
+
+def test_demo_signal_stores_the_planted_series_and_says_so():
+    output = _run(*ARGS, "--demo-signal")
+    expected = generate_bars(
+        session_timestamps_between(END - timedelta(days=2), END), seed=7, start_price=18_000.0, tick_size=0.25,
+        params=SyntheticParams(**DEMO_SIGNAL),
+    )
+    stored = np.array([float(b.close) for b in _stored()])
+    assert (stored == expected["close"].to_numpy()).all()
+    assert "planted pattern" in output
+    plain = generate_bars(session_timestamps_between(END - timedelta(days=2), END), seed=7, start_price=18_000.0,
+                          tick_size=0.25)
+    assert not (stored == plain["close"].to_numpy()).all()

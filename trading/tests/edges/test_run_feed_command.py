@@ -5,6 +5,13 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from trading.domain.synthetic import (
+    DEMO_SIGNAL,
+    SyntheticParams,
+    generate_bars,
+    session_timestamps,
+    session_timestamps_between,
+)
 from trading.models import Bar, FeedStatus
 from trading.tests.factories import BarFactory, InstrumentFactory
 
@@ -104,3 +111,28 @@ def test_a_start_time_without_a_utc_offset_is_refused(nq):
 def test_a_start_time_that_is_not_iso_8601_is_refused(nq):
     with pytest.raises(CommandError, match="--from: not an ISO 8601 time: 'yesterday'"):
         run("--source", "stored", "--from", "yesterday", "--pace", "0")
+
+
+def test_the_demo_signal_feed_continues_the_planted_history_exactly(nq):
+    end = datetime(2024, 3, 6, tzinfo=UTC)
+    call_command("generate_bars", "--symbol", "NQ", "--days", "1", "--seed", "7", "--end", "2024-03-06T00:00:00Z",
+                 "--demo-signal", stdout=StringIO())
+    history = session_timestamps_between(end - timedelta(days=1), end)
+
+    run("--pace", "0", "--max-bars", "40", "--seed", "7", "--demo-signal")
+
+    # History and feed together are the series generated in one go: the pattern (and the signal in force at
+    # the cut) carries over into the live bars.
+    stamps = history.append(session_timestamps(history[-1], 40))
+    expected = generate_bars(stamps, seed=7, start_price=18_000.0, tick_size=float(nq.tick_size),
+                             params=SyntheticParams(**DEMO_SIGNAL))
+    stored = list(Bar.objects.filter(instrument=nq, timeframe="1m").order_by("timestamp"))
+    assert [b.timestamp for b in stored] == list(expected["timestamp"].dt.to_pydatetime())
+    for column in ("open", "high", "low", "close", "volume"):
+        assert [float(getattr(b, column)) for b in stored] == expected[column].tolist(), column
+
+
+def test_demo_signal_is_off_by_default_for_run_feed(nq):
+    from trading.management.commands.run_feed import Command
+
+    assert Command().create_parser("manage.py", "run_feed").parse_args([]).demo_signal is False

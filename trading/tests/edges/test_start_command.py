@@ -173,3 +173,12 @@ def test_start_refuses_a_port_in_use_with_a_clear_message(tmp_path):
         )
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_start_plants_the_demo_pattern_unless_told_not_to_and_says_so_in_its_help():
+    from trading.management.commands.start import Command
+
+    parser = Command().create_parser("manage.py", "start")
+    assert parser.parse_args([]).demo_signal is True
+    assert parser.parse_args(["--no-demo-signal"]).demo_signal is False
+    assert "planted" in " ".join(parser.format_help().split())
