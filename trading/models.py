@@ -225,6 +225,8 @@ class Recommendation(models.Model):
     """A prediction turned into a sized trade proposal, with every Kelly factor and risk reason kept."""
 
     class State(models.TextChoices):
+        # Proposed is the state while Kelly and risk run; both run in the transaction that stores the row, which
+        # commits it as pending or blocked, so no committed row stays proposed.
         PROPOSED = "proposed", "Proposed"
         PENDING = "pending", "Pending approval"
         APPROVED = "approved", "Approved"

@@ -4,6 +4,9 @@ rejected, expired or blocked.
     proposed -> pending approval -> approved -> executed          (execution.broker_process_bar fills it)
              -> blocked by risk            pending -> rejected | expired (time to live) | blocked (risk says no now)
 
+"Proposed" lasts while Kelly and risk run, inside the transaction that stores the recommendation: it is committed
+as pending (or, with auto-trading on, approved) or as blocked.
+
 Approval locks the recommendation's row, checks its state and only then places the one entry order (whose
 idempotency key is unique as well), so fifty concurrent clicks give one order. Every person's decision is audited
 in the same transaction as the decision.
