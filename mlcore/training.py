@@ -1,16 +1,26 @@
 """Training with honest walk-forward evaluation (pure: bars in, fitted side models and a report out; no Django).
 
 Scheme, for each side (long, short), over the usable bars in time order, with expanding walk-forward folds
-F1 .. Fk (k >= 3) and a purge/embargo gap of H bars (the label horizon) before every fold:
-- members are fitted on everything before fold Fi (minus the gap) and predict Fi: out-of-fold predictions;
-- the meta-learner is fitted on the out-of-fold predictions of F1 .. F(k-2);
-- the calibrator (isotonic or Platt, chosen by cross-validated log loss) is fitted on the meta-learner's
-  outputs on F(k-1);
-- each layer's last H bars are left out of its fit (their labels reach into the next fold), so no layer's
-  labels overlap the bars it is scored on;
-- everything is scored on Fk, which no layer has seen: members, meta-learner (raw and calibrated) and the
-  baselines (majority class, momentum sign, logistic regression, fitted on the same training data).
-The version that ships is exactly what was scored: Fk's members, that meta-learner and that calibrator.
+F1 .. Fk (k >= 3) and a purge/embargo gap of H bars (the label horizon):
+- the last fold Fk is the evaluation fold; everything before it, minus the H bars just before it, is the
+  training window W. Nothing of Fk is seen by any layer;
+- the members that ship are fitted on all of W;
+- the meta-learner and the calibrator are fitted on out-of-fold predictions over W, cross-fitted: W is cut
+  into k blocks at the walk-forward boundaries (the first block is the initial training stretch, then F1 ..
+  F(k-1)); for each block, members of the same kind and settings are fitted on the rest of W (minus H bars on
+  either side of the block: purge and embargo) and predict the block. The meta-learner is fitted on all of
+  these predictions; the calibrator (isotonic, Platt or none, chosen by cross-validated log loss) on the
+  meta-learner's outputs, again cross-fitted over the blocks, so it calibrates outputs the meta-learner did not
+  train on;
+- everything is scored on Fk: members, meta-learner (raw and calibrated) and the baselines (majority class,
+  momentum sign, logistic regression, fitted on W).
+The version that ships is exactly what was scored: W's members, that meta-learner and that calibrator.
+
+Why cross-fitted rather than stacked fold after fold (meta-learner on F1, calibrator on F2, members refitted for
+Fk): the later layers then learned from the outputs of members fitted on a half or a third of the data the
+shipped members see, so they mapped weaker, differently scaled outputs, and a calibrator fitted on one fold
+could raise the error it was meant to lower. Here every layer is fitted on outputs of members trained on
+(k - 1)/k of W, on all of W's bars.
 """
 from __future__ import annotations
 
@@ -23,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 from .domain.calibration import fit_calibrator
-from .domain.evaluation import baseline_probabilities, binary_metrics, edge_verdict, walk_forward_splits
+from .domain.evaluation import (
+    baseline_probabilities,
+    binary_metrics,
+    edge_verdict,
+    purged_block_splits,
+    walk_forward_splits,
+)
 from .domain.features import (
     FEATURE_NAMES,
     FEATURE_WINDOW,
@@ -57,7 +73,8 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise TrainingError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         if self.n_folds < 3:
-            raise TrainingError("n_folds must be at least 3 (members, meta-learner, calibrator, evaluation)")
+            raise TrainingError("n_folds must be at least 3 (an evaluation fold and a training window of at least 3 "
+                                "cross-fitting blocks)")
 
     @property
     def seq_len(self) -> int:
@@ -133,60 +150,80 @@ def train_model(
         splits = walk_forward_splits(n, n_folds=config.n_folds, gap=horizon, min_train=max(n // 4, 200))
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
+    train_window, test_last = splits[-1]
+    end = len(train_window)  # the window is samples 0 .. end - 1
+    bounds = [0, *(int(test[0]) for _, test in splits[:-1]), end]
+    try:
+        blocks = purged_block_splits(bounds, gap=horizon)
+    except ValueError as exc:
+        raise TrainingError(f"too few bars to cross-fit the meta-learner: {exc}") from exc
+    meta_c = PRESETS[config.preset]["meta"]["C"]
     member_seconds = dict.fromkeys(MEMBER_ORDER, 0.0)
     sides, report = {}, {}
+
+    def fit(side: str, index: np.ndarray, what: str) -> list:
+        y = data.labels[side][index]
+        if np.unique(y).size < 2:
+            raise TrainingError(f"{side} labels of the {what} ({len(index)} bars) are all {y[0]}: no signal to "
+                                "learn (is the price series flat or too short?)")
+        members = fit_members(data.rows[index], data.seqs[index], y, preset=config.preset, seed=config.seed)
+        for member in members:
+            member_seconds[member.name] += member.fit_seconds or 0.0
+        return members
+
     for side in SIDES:
         y = data.labels[side]
-        oof, fold_members, fold_reports = [], [], []
-        for k, (train, test) in enumerate(splits, start=1):
+        y_window, y_test = y[:end], y[test_last]
+        if progress:
+            progress(f"{side}: fitting the members that ship on {end} bars")
+        shipped = fit(side, train_window, "training window")
+        names = [m.name for m in shipped]
+        oof = np.empty((end, len(shipped)))
+        fold_reports = []
+        for k, (train, block) in enumerate(blocks, start=1):
             if progress:
-                progress(f"{side}: fold {k}/{len(splits)} — fitting members on {len(train)} bars")
-            if np.unique(y[train]).size < 2:
-                raise TrainingError(f"{side} labels in fold {k}'s training data are all {y[train][0]}: no signal "
-                                    "to learn (is the price series flat or too short?)")
-            members = fit_members(data.rows[train], data.seqs[train], y[train], preset=config.preset,
-                                  seed=config.seed)
-            for member in members:
-                member_seconds[member.name] += member.fit_seconds or 0.0
-            P = predict_members(members, data.rows[test], data.seqs[test])
-            oof.append(P)
-            fold_members.append(members)
+                progress(f"{side}: cross-fitting block {k}/{len(blocks)} — fitting members on {len(train)} bars")
+            members = fit(side, train, f"cross-fitting block {k}'s training set")
+            oof[block] = predict_members(members, data.rows[block], data.seqs[block])
             fold_reports.append({
-                "fold": k, "train_bars": int(len(train)), "test_bars": int(len(test)),
-                "members": {m.name: binary_metrics(y[test], P[:, j]) for j, m in enumerate(members)},
+                "fold": k, "train_bars": int(len(train)), "test_bars": int(len(block)),
+                "members": {m.name: binary_metrics(y[block], oof[block, j]) for j, m in enumerate(members)},
             })
-        names = [m.name for m in fold_members[-1]]
-        # Purge between layers too: the last H bars of a fold have labels that look into the next fold.
-        meta_rows = np.concatenate(oof[:-2])[:-horizon]
-        meta_y = np.concatenate([y[test] for _, test in splits[:-2]])[:-horizon]
-        if np.unique(meta_y).size < 2:
-            raise TrainingError(f"{side}: the meta-learner's folds hold one class only")
-        meta = MetaLearner(C=PRESETS[config.preset]["meta"]["C"]).fit(meta_rows, meta_y, names)
-        calib_test = splits[-2][1][:-horizon]
-        calibrator = fit_calibrator(meta.predict_proba(oof[-2][:-horizon]), y[calib_test], seed=config.seed)
+        if np.unique(y_window).size < 2:
+            raise TrainingError(f"{side}: the training window holds one class only")
+        meta = MetaLearner(C=meta_c).fit(oof, y_window, names)
+        # The calibrator learns from meta-learner outputs on bars that meta-learner did not train on.
+        meta_oof = np.empty(end)
+        for k, (train, block) in enumerate(blocks, start=1):
+            if np.unique(y[train]).size < 2:
+                raise TrainingError(f"{side}: cross-fitting block {k}'s training set holds one class only")
+            meta_oof[block] = MetaLearner(C=meta_c).fit(oof[train], y[train], names).predict_proba(oof[block])
+        try:
+            calibrator = fit_calibrator(meta_oof, y_window, seed=config.seed)
+        except ValueError as exc:
+            raise TrainingError(f"{side}: cannot fit the calibrator: {exc}") from exc
 
-        train_last, test_last = splits[-1]
-        raw = meta.predict_proba(oof[-1])
+        P = predict_members(shipped, data.rows[test_last], data.seqs[test_last])
+        raw = meta.predict_proba(P)
         calibrated = calibrator.transform(raw)
-        y_test = y[test_last]
-        baselines = baseline_probabilities(data.rows[train_last], y[train_last], data.rows[test_last],
+        baselines = baseline_probabilities(data.rows[train_window], y_window, data.rows[test_last],
                                            momentum_col=FEATURE_NAMES.index(MOMENTUM_FEATURE), seed=config.seed)
         baseline_metrics = {name: binary_metrics(y_test, p) for name, p in baselines.items()}
         final_metrics = binary_metrics(y_test, calibrated)
         verdict = edge_verdict(final_metrics, baseline_metrics, model_name=f"{side} meta-learner")
         report[side] = {
             "evaluation_bars": int(len(test_last)),
-            "members": {name: binary_metrics(y_test, oof[-1][:, j]) for j, name in enumerate(names)},
+            "members": {name: binary_metrics(y_test, P[:, j]) for j, name in enumerate(names)},
             "meta_raw": binary_metrics(y_test, raw),
             "meta": final_metrics,
             "baselines": baseline_metrics,
             "calibration": {"method": calibrator.method, "cv_log_loss": calibrator.cv_log_loss,
-                            "fitted_on_bars": int(len(calib_test)),
+                            "fitted_on_bars": int(end),
                             "ece_before": binary_metrics(y_test, raw)["ece"], "ece_after": final_metrics["ece"]},
             "verdict": verdict,
             "folds": fold_reports,
         }
-        sides[side] = SideModel(fold_members[-1], meta, calibrator, side=side, preset=config.preset,
+        sides[side] = SideModel(shipped, meta, calibrator, side=side, preset=config.preset,
                                 n_features=len(FEATURE_NAMES))
     has_edge = any(report[s]["verdict"]["has_edge"] for s in SIDES)
     statement = " ".join(f"{s.capitalize()}: {report[s]['verdict']['statement']}" for s in SIDES)

@@ -1,10 +1,16 @@
-"""Calibration of the final probability: isotonic or Platt, chosen by cross-validated log loss on held-out data.
+"""Calibration of the final probability: isotonic, Platt or none, chosen by cross-validated log loss on held-out data.
 
 `fit_calibrator` is given predictions the model did not train on (a held-out slice) and their labels.
-"auto" scores both methods by stratified k-fold cross-validation on that slice (k = 5, fewer when one class is
-rare), keeps the lower mean log loss (Platt on a tie: two parameters are the safer guess), then refits the
-winner on the whole slice. The scores stay on the calibrator so the choice can be reported.
+"auto" scores the methods by stratified k-fold cross-validation on that slice (k = 5, fewer when one class is
+rare): of isotonic and Platt it keeps the lower mean log loss (Platt on a tie: two parameters are the safer
+guess), and it keeps that one only if it beats the uncalibrated probabilities ("identity") by at least
+MIN_IMPROVEMENT; then it refits the winner on the whole slice. The scores stay on the calibrator so the choice
+can be reported.
 
+    identity  p unchanged (clipped like the others): the raw probabilities are as well calibrated, out of fold,
+              as any fitted map makes them. A map that gains less than MIN_IMPROVEMENT in cross-validation
+              mostly adds its own estimation noise: near-identity Platt maps (slope 0.98) were seen to raise the
+              error on the next, unseen fold;
     isotonic  a non-decreasing step map fitted by sklearn's IsotonicRegression, stored as its thresholds and
               applied by linear interpolation between them (np.interp; constant beyond the ends);
     platt     p = sigmoid(a * logit(p_raw) + b), fitted by maximum likelihood (a tiny ridge keeps a and b
@@ -23,7 +29,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import StratifiedKFold
 
 EPS = 1e-6
-METHODS = ("isotonic", "platt")
+METHODS = ("identity", "isotonic", "platt")
+FITTED = ("isotonic", "platt")  # the methods that learn a map
+MIN_IMPROVEMENT = 5e-4  # cross-validated log loss a fitted map must gain over the identity to be used
 _RIDGE = 1e-6
 _MIN_SAMPLES = 10
 
@@ -51,7 +59,7 @@ class Calibrator:
                 raise ValueError("isotonic thresholds and values must be non-decreasing")
             object.__setattr__(self, "thresholds", x)
             object.__setattr__(self, "values", y)
-        elif not (math.isfinite(self.a) and math.isfinite(self.b)):
+        elif self.method == "platt" and not (math.isfinite(self.a) and math.isfinite(self.b)):
             raise ValueError(f"Platt coefficients must be finite, got a={self.a!r}, b={self.b!r}")
 
     def transform(self, p) -> np.ndarray:
@@ -69,7 +77,9 @@ class Calibrator:
         return float(self._map(np.array([p]))[0])
 
     def _map(self, p: np.ndarray) -> np.ndarray:
-        if self.method == "isotonic":
+        if self.method == "identity":
+            out = p
+        elif self.method == "isotonic":
             out = np.interp(p, self.thresholds, self.values)
         else:
             out = 1.0 / (1.0 + np.exp(-(self.a * _logit(p) + self.b)))
@@ -82,7 +92,7 @@ class Calibrator:
         if self.method == "isotonic":
             data["thresholds"] = self.thresholds.tolist()
             data["values"] = self.values.tolist()
-        else:
+        elif self.method == "platt":
             data["a"] = float(self.a)
             data["b"] = float(self.b)
         return data
@@ -96,28 +106,34 @@ class Calibrator:
                        values=np.asarray(data["values"], dtype=np.float64), **common)
         if method == "platt":
             return cls(method=method, a=float(data["a"]), b=float(data["b"]), **common)
+        if method == "identity":
+            return cls(method=method, **common)
         raise ValueError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
 
 
 def fit_calibrator(p_raw, y, *, method: str = "auto", seed: int = 0) -> Calibrator:
     """Fit a calibration map from held-out raw probabilities and their 0/1 labels.
 
-    method: "auto" (choose by cross-validated log loss, see the module docstring), "isotonic" or "platt".
+    method: "auto" (choose by cross-validated log loss, see the module docstring), "isotonic", "platt" or
+    "identity".
     """
     p, labels = _check_inputs(p_raw, y)
     if method not in ("auto", *METHODS):
-        raise ValueError(f"unknown calibration method {method!r}; use auto, isotonic or platt")
+        raise ValueError(f"unknown calibration method {method!r}; use auto, isotonic, platt or identity")
     scores: dict[str, float] = {}
     if method == "auto":
         scores = cross_validated_log_loss(p, labels, seed=seed)
         method = "isotonic" if scores["isotonic"] < scores["platt"] else "platt"
+        if scores[method] > scores["identity"] - MIN_IMPROVEMENT:
+            method = "identity"
     fitted = _fit(method, p, labels)
     return Calibrator(method=fitted.method, thresholds=fitted.thresholds, values=fitted.values,
                       a=fitted.a, b=fitted.b, cv_log_loss=scores, n=len(p))
 
 
 def cross_validated_log_loss(p_raw, y, *, seed: int = 0, folds: int = 5) -> dict[str, float]:
-    """Mean out-of-fold log loss of each method (stratified, shuffled with `seed`)."""
+    """Mean out-of-fold log loss of each method (stratified, shuffled with `seed`); "identity" is the log loss of
+    the clipped raw probabilities on the same samples."""
     p, labels = _check_inputs(p_raw, y)
     minority = int(min(labels.sum(), len(labels) - labels.sum()))
     k = min(folds, minority)
@@ -127,12 +143,18 @@ def cross_validated_log_loss(p_raw, y, *, seed: int = 0, folds: int = 5) -> dict
     totals = dict.fromkeys(METHODS, 0.0)
     for train, test in splitter.split(p, labels):
         for name in METHODS:
+            if name == "identity":
+                q = Calibrator(method="identity").transform(p[test])
+                totals[name] += float(-np.sum(labels[test] * np.log(q) + (1 - labels[test]) * np.log(1 - q)))
+                continue
             q = _fit(name, p[train], labels[train]).transform(p[test])
             totals[name] += float(-np.sum(labels[test] * np.log(q) + (1 - labels[test]) * np.log(1 - q)))
     return {name: total / len(p) for name, total in totals.items()}
 
 
 def _fit(method: str, p: np.ndarray, y: np.ndarray) -> Calibrator:
+    if method == "identity":
+        return Calibrator(method="identity")
     if method == "isotonic":
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(p, y)
         return Calibrator(method="isotonic", thresholds=iso.X_thresholds_, values=iso.y_thresholds_)

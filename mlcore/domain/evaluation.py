@@ -74,6 +74,31 @@ def walk_forward_splits(n: int, *, n_folds: int, gap: int, min_train: int) -> li
     ]
 
 
+def purged_block_splits(bounds, *, gap: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-fitting (train, test) index pairs over samples bounds[0] .. bounds[-1] - 1, cut into contiguous blocks
+    [bounds[j], bounds[j + 1]): each block is a test set once, and its train set is every other sample except the
+    `gap` samples on either side of the block.
+
+    The purge before a block drops training labels that look into it; the one after it (the embargo) drops training
+    samples whose label horizon would overlap the block's labels. Unlike walk-forward folds, later blocks train
+    models that predict earlier ones: use this only to produce out-of-fold predictions for fitting a later layer
+    (meta-learner, calibrator) inside a training window, never to score a model.
+    """
+    bounds = [int(b) for b in bounds]
+    if isinstance(gap, bool) or not isinstance(gap, (int, np.integer)) or gap < 0:
+        raise ValueError(f"gap must be an integer >= 0, got {gap!r}")
+    if len(bounds) < 3 or bounds[0] != 0 or any(b <= a for a, b in zip(bounds[:-1], bounds[1:])):
+        raise ValueError(f"bounds must start at 0, increase strictly and make at least 2 blocks, got {bounds}")
+    end = bounds[-1]
+    out = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        train = np.r_[np.arange(0, max(start - gap, 0)), np.arange(min(stop + gap, end), end)]
+        if len(train) == 0:
+            raise ValueError(f"block {start}..{stop - 1} leaves no training samples with a gap of {gap} on each side")
+        out.append((train, np.arange(start, stop)))
+    return out
+
+
 def baseline_probabilities(train_X, train_y, test_X, *, momentum_col: int, seed: int) -> dict[str, np.ndarray]:
     """P(y = 1) on test_X from three baselines fitted on the training data only.
 

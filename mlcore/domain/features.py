@@ -16,6 +16,11 @@ Definitions (c close, o open, h high, l low, v volume, r the one-bar log return 
     range_width_60   (highest high - lowest low over 60 bars) / ATR
     volume_z_60      z-score of ln(1 + v_t) within the last 60 bars (0 when they are all equal)
     volume_ratio_5_60  ln(1 + mean v over 5 bars) - ln(1 + mean v over 60 bars)
+    signed_volume_rz_30  sign(c_t - c_{t-1}) * robust z of ln(1 + v_t) within the last 30 bars: (x - median) /
+                     (1.4826 * MAD), clipped to [-10, 10]. Robust: the median and MAD barely move when a few bars
+                     of the window are volume spikes themselves, where a mean/std z-score (volume_z_60) is
+                     compressed by them. Signed by the bar's move, so "heavy buying" and "heavy selling" are one
+                     split of a tree rather than an interaction it has to find.
     rsi_14           Cutler's RSI rescaled to [-1, 1]: (gains - losses) / (gains + losses) over 14 closes, 0 if flat
     macd             (SMA_12(c) - SMA_26(c)) / ATR;  macd_signal = SMA_9(macd);  macd_hist = macd - macd_signal
     ma_dist_w        (c - SMA_w(c)) / ATR, w in 20, 60
@@ -45,6 +50,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "atr_pct",
     "range_pos_20", "range_pos_60", "range_width_60",
     "volume_z_60", "volume_ratio_5_60",
+    "signed_volume_rz_30",
     "rsi_14", "macd", "macd_signal", "macd_hist",
     "ma_dist_20", "ma_dist_60", "efficiency_20",
     "body", "close_location",
@@ -55,6 +61,8 @@ N_FEATURES = len(FEATURE_NAMES)
 MOMENTUM_FEATURE = "ret_15"
 # Bars of history for the last row to be fully defined: ret_60 and rvol_60 need 60 earlier closes.
 FEATURE_WINDOW = 61
+ROBUST_WINDOW = 30  # bars in the median / MAD of the robust volume z-score
+ROBUST_Z_CLIP = 10.0
 
 _ATR_SCALED = frozenset({"range_width_60", "macd", "macd_signal", "macd_hist", "ma_dist_20", "ma_dist_60", "body"})
 _PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -155,6 +163,9 @@ def _feature_matrix(ts: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray
         lv = np.log1p(v)
         out[:, col["volume_z_60"]] = _window_zscore(lv, 60)
         out[:, col["volume_ratio_5_60"]] = np.log1p(_window_mean(v, 5)) - np.log1p(_window_mean(v, 60))
+        direction = np.sign(_lagged_diff(c, 1))
+        robust = _window_robust_zscore(lv, ROBUST_WINDOW)
+        out[:, col["signed_volume_rz_30"]] = direction * robust
 
         move = _lagged_diff(c, 1)
         gains = _window_mean(np.maximum(move, 0.0), 14)
@@ -225,6 +236,24 @@ def _window_zscore(x: np.ndarray, w: int) -> np.ndarray:
     variance = _window_mean(x * x, w) - mean * mean
     flat = variance <= 1e-12 * np.maximum(mean * mean, 1.0)
     return np.where(flat & ~np.isnan(variance), 0.0, (x - mean) / np.sqrt(variance))
+
+
+def _window_robust_zscore(x: np.ndarray, w: int) -> np.ndarray:
+    """(x_t - median) / (1.4826 * MAD) within the w values ending at t, clipped to +-ROBUST_Z_CLIP; NaN for t < w - 1.
+
+    A window whose MAD is 0 (at least half its values equal) gives 0 for a value at the median and the clip
+    value, signed, for any other.
+    """
+    out = np.full(len(x), np.nan)
+    if len(x) >= w:
+        windows = _windows(x, w)
+        median = np.median(windows, axis=-1)
+        scale = 1.4826 * np.median(np.abs(windows - median[:, None]), axis=-1)
+        deviation = x[w - 1:] - median
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(scale > 0, deviation / scale, np.sign(deviation) * ROBUST_Z_CLIP)
+        out[w - 1:] = np.clip(z, -ROBUST_Z_CLIP, ROBUST_Z_CLIP)
+    return out
 
 
 def _atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from scipy.optimize import minimize
 
 # Member probabilities are clipped before the logit so a member that says exactly 0 or 1 cannot
 # produce an infinite input (boosters and forests do reach 0/1 on pure leaves).
@@ -25,10 +25,16 @@ def _sigmoid(z: float) -> float:
 
 
 class MetaLearner:
-    """Logistic regression on the logits of the members' probabilities.
+    """Logistic regression on the logits of the members' probabilities, with non-negative member weights.
 
     Fit it on out-of-fold member predictions (each row predicted by members that never saw it),
-    otherwise it learns to trust whichever member overfits most. Prediction is plain numpy:
+    otherwise it learns to trust whichever member overfits most. The weights are kept >= 0 (as in
+    Breiman's stacked regressions): a member is used or ignored, never turned upside down. A negative
+    weight only ever fits an artefact: on a random walk, cross-fitted members lean away from their
+    held-out block's base rate (their training set's rate is the complement), and a free logistic
+    regression turned that into confident-looking noise. The objective is sklearn's L2-penalised one,
+    C * sum(log loss) + |w|^2 / 2 (intercept unpenalised), minimised by L-BFGS-B from zero: the same
+    data give the same coefficients. Prediction is plain numpy:
     `sigmoid(intercept + logit(p) . coef)`, the same formula for the batch and the single sample,
     and stored as JSON (`to_dict`) with the member order it expects.
     """
@@ -48,12 +54,10 @@ class MetaLearner:
             raise ValueError(f"{y.shape[0]} labels for {P.shape[0]} rows")
         if np.unique(y).size < 2:
             raise ValueError("both classes must be present to fit the meta-learner")
-        # lbfgs on a strictly convex objective: the same data give the same coefficients.
-        model = LogisticRegression(C=self.C, solver="lbfgs", max_iter=1000)
-        model.fit(logit(P), y)
+        if not np.isin(np.unique(y), (0, 1)).all():
+            raise ValueError("labels must be 0/1")
+        self.coef, self.intercept = _fit_non_negative_logistic(logit(P), y.astype(np.float64), self.C)
         self.member_names = list(member_names)
-        self.coef = model.coef_[0].astype(np.float64)
-        self.intercept = float(model.intercept_[0])
         return self
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
@@ -74,6 +78,29 @@ class MetaLearner:
     @classmethod
     def from_dict(cls, data: dict) -> "MetaLearner":
         return cls(data["member_names"], data["coef"], data["intercept"], data.get("C", 1.0))
+
+
+def _fit_non_negative_logistic(Z: np.ndarray, y: np.ndarray, C: float) -> tuple[np.ndarray, float]:
+    """argmin over w >= 0, b of C * sum(log(1 + e^s) - y s) + |w|^2 / 2, s = Z w + b (strictly convex)."""
+    m = Z.shape[1]
+    # Scaled by 1/n so the tolerances mean the same for any sample size; the minimiser is unchanged.
+    scale = 1.0 / len(y)
+
+    def loss(theta):
+        w, b = theta[:m], theta[m]
+        s = Z @ w + b
+        value = C * np.sum(np.logaddexp(0.0, s) - y * s) + 0.5 * np.dot(w, w)
+        q = _sigmoid_array(s)
+        residual = C * (q - y)
+        grad = np.empty(m + 1)
+        grad[:m] = Z.T @ residual + w
+        grad[m] = residual.sum()
+        return value * scale, grad * scale
+
+    bounds = [(0.0, None)] * m + [(None, None)]
+    result = minimize(loss, x0=np.zeros(m + 1), jac=True, method="L-BFGS-B", bounds=bounds,
+                      options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9})
+    return result.x[:m].astype(np.float64), float(result.x[m])
 
 
 def _sigmoid_array(z: np.ndarray) -> np.ndarray:

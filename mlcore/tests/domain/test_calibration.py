@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mlcore.domain.calibration import Calibrator, cross_validated_log_loss, fit_calibrator
+from mlcore.domain.calibration import MIN_IMPROVEMENT, Calibrator, cross_validated_log_loss, fit_calibrator
 from mlcore.domain.evaluation import binary_metrics
 
 
@@ -48,7 +48,8 @@ def test_auto_picks_platt_when_the_distortion_is_a_sigmoid_and_reports_both_scor
     p, y = _overconfident(4000, seed=3)
     calibrator = fit_calibrator(p, y, seed=0)
     assert calibrator.method == "platt"
-    assert set(calibrator.cv_log_loss) == {"isotonic", "platt"}
+    assert set(calibrator.cv_log_loss) == {"identity", "isotonic", "platt"}
+    assert calibrator.cv_log_loss["platt"] < calibrator.cv_log_loss["identity"] - MIN_IMPROVEMENT
     assert calibrator.cv_log_loss["platt"] <= calibrator.cv_log_loss["isotonic"]
     # Platt recovers the planted distortion: p_true = sigmoid(0.5 * logit(p_raw)).
     assert calibrator.a == pytest.approx(0.5, abs=0.08)
@@ -60,6 +61,22 @@ def test_auto_picks_isotonic_when_no_sigmoid_fits():
     calibrator = fit_calibrator(p, y, seed=0)
     assert calibrator.method == "isotonic"
     assert calibrator.cv_log_loss["isotonic"] < calibrator.cv_log_loss["platt"]
+
+
+def test_auto_leaves_already_calibrated_probabilities_unchanged():
+    """Outcomes drawn from the raw probabilities themselves: no fitted map gains MIN_IMPROVEMENT out of fold, so
+    the identity is kept (and a fitted map's estimation noise is not added)."""
+    rng = np.random.default_rng(8)
+    p = rng.beta(4, 4, 20000)
+    y = (rng.random(len(p)) < p).astype(float)
+    calibrator = fit_calibrator(p, y, seed=0)
+    assert calibrator.method == "identity"
+    assert min(calibrator.cv_log_loss["platt"], calibrator.cv_log_loss["isotonic"]) > (
+        calibrator.cv_log_loss["identity"] - MIN_IMPROVEMENT)
+    assert np.array_equal(calibrator.transform(p), np.clip(p, 1e-6, 1 - 1e-6))
+    rebuilt = Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict())))
+    assert rebuilt.method == "identity" and np.array_equal(rebuilt.transform(p), calibrator.transform(p))
+    assert rebuilt.transform_one(0.3) == 0.3
 
 
 def test_the_choice_is_reproducible_for_a_seed():

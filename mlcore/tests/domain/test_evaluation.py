@@ -12,6 +12,7 @@ from mlcore.domain.evaluation import (
     binary_metrics,
     edge_verdict,
     expected_calibration_error,
+    purged_block_splits,
     walk_forward_splits,
 )
 from mlcore.domain.features import FEATURE_NAMES, MOMENTUM_FEATURE, average_true_range, compute_features
@@ -84,6 +85,28 @@ def test_with_the_horizon_as_gap_no_training_label_sees_the_test_folds_bars():
     for train, test in walk_forward_splits(2000, n_folds=5, gap=horizon, min_train=500):
         # The label of sample i reads bars i+1 .. i+H; the test fold's features read bars up to its start.
         assert train[-1] + horizon < test[0]
+
+
+def test_purged_block_splits_test_every_block_once_and_purge_gap_samples_on_both_sides():
+    bounds, gap = [0, 400, 700, 1000], 30
+    splits = purged_block_splits(bounds, gap=gap)
+    assert np.array_equal(np.concatenate([test for _, test in splits]), np.arange(1000))
+    for (train, test), start, stop in zip(splits, bounds[:-1], bounds[1:]):
+        assert np.array_equal(test, np.arange(start, stop))
+        expected = np.r_[np.arange(0, max(start - gap, 0)), np.arange(min(stop + gap, 1000), 1000)]
+        assert np.array_equal(train, expected)
+        # No training label (bars i+1 .. i+gap) reaches into the block, and no block label into a training bar.
+        assert not ((train < start) & (train + gap >= start)).any()
+        assert not ((train >= stop) & (train < stop + gap)).any()
+
+
+def test_purged_block_splits_refuse_bad_bounds():
+    with pytest.raises(ValueError, match="at least 2 blocks"):
+        purged_block_splits([0, 100], gap=3)
+    with pytest.raises(ValueError, match="increase strictly"):
+        purged_block_splits([0, 50, 50, 100], gap=3)
+    with pytest.raises(ValueError, match="no training samples"):
+        purged_block_splits([0, 10, 20], gap=15)
 
 
 def test_walk_forward_refuses_too_few_samples_with_the_arithmetic():

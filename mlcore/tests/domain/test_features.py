@@ -141,6 +141,41 @@ def test_windowed_features_match_an_independent_pandas_rolling_reference(bars, b
         np.testing.assert_allclose(batch[name].iloc[rows], expected.iloc[rows], rtol=1e-7, atol=1e-9, err_msg=name)
 
 
+def test_signed_volume_rz_is_the_moves_sign_times_a_median_mad_z_score_of_log_volume(bars, batch):
+    lv = np.log1p(bars["volume"])
+    median = lv.rolling(30).median()
+    mad = (lv.rolling(30).apply(lambda w: np.median(np.abs(w - np.median(w))), raw=True))
+    expected = np.sign(bars["close"].diff()) * ((lv - median) / (1.4826 * mad)).clip(-10, 10)
+    rows = slice(FEATURE_WINDOW - 1, None)
+    np.testing.assert_allclose(batch["signed_volume_rz_30"].iloc[rows], expected.iloc[rows], rtol=1e-9, atol=1e-12)
+
+
+def test_a_volume_spike_stands_out_in_the_robust_z_score_even_among_other_spikes():
+    """Five 6x spikes in 30 bars inflate a mean/std z-score's spread; the median/MAD one barely moves."""
+    rng = np.random.default_rng(0)
+    n = 200
+    volume = 500 * np.exp(0.25 * rng.standard_normal(n))
+    volume[np.arange(151, 182, 6)] *= 6
+    volume[182] *= 6  # a spike on a down bar
+    close = 18000 + np.where(np.arange(n) % 2 == 0, 1.0, 2.0)  # up, down, up, ...
+    batch = compute_features(_simple_bars(close, volume=volume))
+    last_spike = 181  # an up bar
+    assert close[last_spike] > close[last_spike - 1]
+    assert batch["signed_volume_rz_30"].iat[last_spike] > 4
+    assert batch["signed_volume_rz_30"].iat[last_spike - 3] < 3  # a down bar without a spike
+    assert batch["signed_volume_rz_30"].iat[182] < -5  # a down bar: the sign of its move
+    assert batch["volume_z_60"].iat[last_spike] < 3
+
+
+def test_a_window_of_equal_volumes_gives_a_finite_robust_z_score():
+    close = 18000 + np.arange(FEATURE_WINDOW + 5) % 3
+    volume = np.full(len(close), 100.0)
+    volume[-1] = 900.0
+    values = compute_features(_simple_bars(close, volume=volume))["signed_volume_rz_30"].to_numpy()
+    assert np.isfinite(values[FEATURE_WINDOW - 1:]).all()
+    assert abs(values[-1]) == 10.0 and (values[FEATURE_WINDOW - 1:-1] == 0).all()
+
+
 def test_bounded_features_stay_in_their_ranges(batch):
     defined = batch.iloc[FEATURE_WINDOW - 1:]
     for name in ("range_pos_20", "range_pos_60", "close_location", "efficiency_20"):

@@ -23,6 +23,28 @@ def test_meta_learner_weights_the_informative_member_most():
     assert meta.member_names == ["good", "weak", "noise"]
 
 
+def test_meta_learner_never_turns_a_member_upside_down():
+    """A member that is informative backwards gets weight 0, not a negative one; the others keep theirs."""
+    P, y = _member_predictions()
+    backwards = np.column_stack([P[:, :2], 1 - P[:, 0]])
+    meta = MetaLearner().fit(backwards, y, ["good", "weak", "backwards"])
+    assert meta.coef[2] == 0.0
+    assert meta.coef[0] > meta.coef[1] > 0
+
+
+def test_meta_learner_matches_an_unconstrained_logistic_regression_when_every_weight_is_positive():
+    from sklearn.linear_model import LogisticRegression
+
+    from mlcore.predictors.stacking import logit
+
+    P, y = _member_predictions()
+    P = P[:, :2]
+    meta = MetaLearner(C=1.0).fit(P, y, ["good", "weak"])
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(logit(P), y)
+    np.testing.assert_allclose(meta.coef, reference.coef_[0], atol=1e-3)
+    assert meta.intercept == pytest.approx(reference.intercept_[0], abs=1e-3)
+
+
 def test_meta_learner_predict_one_equals_predict_proba():
     P, y = _member_predictions()
     meta = MetaLearner().fit(P, y, ["a", "b", "c"])
