@@ -58,7 +58,8 @@ class LoadedModel:
         }
         result["latency_ms"] = (time.perf_counter() - started) * 1000.0
         # Outside the timed path: the sizing inputs, not part of the prediction itself.
-        atr = average_true_range(window)
+        # Over exactly the bars a prediction reads, so a longer window hands back the same figures.
+        atr = average_true_range(window.iloc[-self.bars_needed:])
         result["atr"] = float(atr[-1])
         finite = atr[np.isfinite(atr) & (atr > 0)]
         result["atr_reference"] = float(np.median(finite)) if len(finite) else None
