@@ -1,8 +1,9 @@
 """Whole-pipeline statistical tests of the ML core (pure: bars in, a trained model and predictions out; no database).
 
-Training is the slow part (the fast preset fits 2 sides x 3 folds x 5 members), so each module trains its series
-once (module-scoped fixtures), and the helpers below rebuild, from the bars alone, the evaluation fold the report
-scored: the last walk-forward fold, which no layer (members, meta-learner, calibrator) has seen.
+Training is the slow part (the fast preset fits 5 members x 2 sides x 4 times: the shipped set and one set per
+cross-fitting block), so each module trains its series once (module-scoped fixtures), and the helpers below
+rebuild, from the bars alone, the evaluation fold the report scored: the last walk-forward fold, which no layer
+(members, meta-learner, calibrator) has seen.
 """
 from __future__ import annotations
 
