@@ -1,13 +1,15 @@
 """Reads of trading data: instruments, the last N bars, feed status; accounts, exposure, P&L, recommendations."""
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import pandas as pd
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .domain.calendar import trading_day_start
 from .domain.timeframes import TIMEFRAMES, timeframe_delta
@@ -165,6 +167,7 @@ class DayFigures:
     kill_switch: bool
     bar_received_at: datetime | None
     latest_bar_timestamp: datetime | None
+    existing_recommendation_id: int | None = None
 
 
 def account_state(*, account: Account, at: datetime, day: DayFigures | None = None) -> AccountState:
@@ -202,28 +205,60 @@ def _entries_since(account, day_start: datetime) -> QuerySet:
     return Fill.objects.filter(account=account, order__kind=Order.Kind.ENTRY, timestamp__gte=day_start)
 
 
-def account_lock_for_decision(*, account_id: int, instrument: Instrument, timeframe: str,
-                              at: datetime) -> tuple[Account, DayFigures]:
+def account_lock_for_decision(*, account_id: int, instrument: Instrument, timeframe: str, at: datetime,
+                              prediction_id: int | None = None) -> tuple[Account, DayFigures]:
     """Lock the account row (FOR UPDATE) and read, in the same query, what a decision needs besides positions:
-    the equity at the start of the trading day, entries so far today, the kill switch and the market's freshness.
-    One round trip instead of five keeps the sizing service inside its few-millisecond budget."""
+    the equity at the start of the trading day, entries so far today, the kill switch, the market's freshness and
+    the recommendation already made for `prediction_id`, if any.
+
+    Hand-written SQL: one round trip instead of six, and no ORM compilation of five subqueries (~2 ms per call),
+    keeps the sizing service inside its few-millisecond budget. Plain SQL, so SQLite runs it too (without the lock:
+    SQLite writes are serialised by the database lock).
+    """
     day_start = trading_day_start(at)
-    account = (Account.objects.select_for_update()
-               .annotate(opening_equity=Subquery(_opening_equity(OuterRef("pk"), day_start)),
-                         trades_today=Coalesce(Subquery(
-                             _entries_since(OuterRef("pk"), day_start).order_by().values("account")
-                             .annotate(n=Count("id")).values("n")[:1]), 0),
-                         kill_switch=Exists(KillSwitch.objects.filter(pk=1, engaged=True)),
-                         bar_received_at=Subquery(FeedStatus.objects.filter(
-                             instrument=instrument, timeframe=timeframe).values("last_bar_received_at")[:1]),
-                         latest_bar_timestamp=Subquery(Bar.objects.filter(
-                             instrument=instrument, timeframe=timeframe).order_by("-timestamp")
-                             .values("timestamp")[:1]))
-               .get(pk=account_id))
-    day = DayFigures(day_start=day_start, opening_equity=account.opening_equity, trades_today=account.trades_today,
-                     kill_switch=account.kill_switch, bar_received_at=account.bar_received_at,
-                     latest_bar_timestamp=account.latest_bar_timestamp)
+    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
+    sql = _DECISION_SQL.format(lock=lock)
+    day_start_param = connection.ops.adapt_datetimefield_value(day_start)  # SQLite compares stored text
+    params = [day_start_param, day_start_param, instrument.pk, timeframe, instrument.pk, timeframe, prediction_id,
+              account_id]
+    account = next(iter(Account.objects.raw(sql, params)), None)
+    if account is None:
+        raise Account.DoesNotExist(f"There is no account #{account_id}.")
+    day = DayFigures(day_start=day_start, opening_equity=_decimal_or_none(account.opening_equity),
+                     trades_today=int(account.trades_today), kill_switch=bool(account.kill_switch),
+                     bar_received_at=_datetime_or_none(account.bar_received_at),
+                     latest_bar_timestamp=_datetime_or_none(account.latest_bar_timestamp),
+                     existing_recommendation_id=account.existing_recommendation_id)
     return account, day
+
+
+_DECISION_SQL = """
+SELECT a.*,
+  (SELECT s.equity FROM trading_equitysnapshot s WHERE s.account_id = a.id AND s.timestamp < %s
+    ORDER BY s.timestamp DESC LIMIT 1) AS opening_equity,
+  (SELECT COUNT(*) FROM trading_fill f JOIN trading_order o ON o.id = f.order_id
+    WHERE f.account_id = a.id AND o.kind = 'entry' AND f.timestamp >= %s) AS trades_today,
+  EXISTS(SELECT 1 FROM trading_killswitch k WHERE k.id = 1 AND k.engaged) AS kill_switch,
+  (SELECT fs.last_bar_received_at FROM trading_feedstatus fs WHERE fs.instrument_id = %s AND fs.timeframe = %s
+    LIMIT 1) AS bar_received_at,
+  (SELECT b.timestamp FROM trading_bar b WHERE b.instrument_id = %s AND b.timeframe = %s
+    ORDER BY b.timestamp DESC LIMIT 1) AS latest_bar_timestamp,
+  (SELECT r.id FROM trading_recommendation r WHERE r.account_id = a.id AND r.prediction_id = %s
+    LIMIT 1) AS existing_recommendation_id
+FROM trading_account a WHERE a.id = %s{lock}
+"""
+
+
+def _decimal_or_none(value) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _datetime_or_none(value) -> datetime | None:
+    """SQLite hands subquery datetimes back as naive UTC (text or datetime); PostgreSQL as aware datetimes."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else parse_datetime(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
 
 
 def bar_age_seconds(*, received_at: datetime | None, latest_timestamp: datetime | None, timeframe: str,

@@ -56,7 +56,7 @@ def recommendations_create_for_prediction(*, prediction_id: int, now: datetime |
     Idempotent: a retried task finds the recommendation it made before.
     """
     prediction = ml_selectors.prediction_get(prediction_id=prediction_id)
-    configs = list(TradingConfig.objects.filter(instrument=prediction.instrument).select_related("account"))
+    configs = list(TradingConfig.objects.filter(instrument_id=prediction.instrument_id))
     if not configs:
         configs = [trading_config_get(account=account_default_get(), instrument=prediction.instrument)]
     return [_recommend(prediction, config, now=now or timezone.now()) for config in configs]
@@ -134,10 +134,10 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
     with transaction.atomic():
         # One sizing at a time per account, so each one sees the exposure the previous one left.
         account, day = selectors.account_lock_for_decision(account_id=config.account_id, instrument=instrument,
-                                                           timeframe=bar.timeframe, at=market_now)
-        existing = Recommendation.objects.filter(account=account, prediction=prediction).first()
-        if existing is not None:
-            return existing
+                                                           timeframe=bar.timeframe, at=market_now,
+                                                           prediction_id=prediction.pk)
+        if day.existing_recommendation_id is not None:
+            return Recommendation.objects.get(pk=day.existing_recommendation_id)
         state, context = _risk_context(account=account, day=day, instrument=instrument, timeframe=bar.timeframe,
                                        market_now=market_now, wall_now=now, health=health)
         kelly = kelly_size(
