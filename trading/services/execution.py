@@ -62,10 +62,16 @@ def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCost
     entries = (Order.objects.select_for_update(of=("self",)).select_related("recommendation__model_version")
                .filter(account=account, instrument=bar.instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY,
                        status=Order.Status.PENDING, after_bar_timestamp__lt=bar.timestamp).order_by("id"))
+    step = timeframe_delta(bar.timeframe)
     for order in entries:
+        recommendation = order.recommendation
+        # The next bar should follow the approval at once; one that comes after a gap (a feed outage, the weekend)
+        # opens in another market than the one the recommendation was sized for, so the entry is not taken.
+        if bar.timestamp > order.after_bar_timestamp + step:
+            _cancel_stale_entry(order, bar)
+            continue
         side = "long" if order.side == "buy" else "short"
         price = entry_price(side, prices, costs)
-        recommendation = order.recommendation
         label = recommendation.model_version.label_settings
         bracket = bracket_for(side, price, recommendation.atr, float(label["tp_atr"]), float(label["sl_atr"]),
                               order.horizon_bars or recommendation.horizon_bars, bar.instrument.tick_size)
@@ -76,6 +82,20 @@ def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCost
             state=Recommendation.State.EXECUTED, executed_at=bar.timestamp)
         _push_recommendation(recommendation.pk)
     return fills
+
+
+def _cancel_stale_entry(order: Order, bar: Bar) -> None:
+    order.status = Order.Status.CANCELLED
+    order.save(update_fields=["status"])
+    gap = bar.timestamp - order.after_bar_timestamp
+    reason = (f"entry not taken: the next bar ({bar.timestamp:%Y-%m-%d %H:%M} UTC) came {gap} after the last one "
+              f"seen at approval, so its open is not the market the recommendation was sized for")
+    recommendation = Recommendation.objects.select_for_update().get(pk=order.recommendation_id)
+    if recommendation.state == Recommendation.State.APPROVED:
+        recommendation.state = Recommendation.State.EXPIRED
+        recommendation.reasons = [*recommendation.reasons, reason]
+        recommendation.save(update_fields=["state", "reasons"])
+        _push_recommendation(recommendation.pk)
 
 
 def _run_brackets(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts) -> list[Fill]:

@@ -113,3 +113,14 @@ def test_a_daily_loss_beyond_the_limit_trips_the_circuit_breaker_which_stays_tri
         prediction_id=prediction(later[-1], model_version(nq)).pk, now=close_time(later[-1]))
     assert blocked.state == State.BLOCKED
     assert any("circuit breaker" in reason.lower() for reason in blocked.reasons)
+
+
+def test_an_approved_entry_is_not_taken_when_the_next_bar_comes_after_a_gap(nq, trader):
+    recommendation = approved(nq, trader)
+    services.broker_process_bar(bar_id=bar_at(nq, 60, open_="18100").pk)  # an hour later: another market
+    assert not Fill.objects.exists()
+    assert Order.objects.get(kind="entry").status == "cancelled"
+    recommendation.refresh_from_db()
+    assert recommendation.state == State.EXPIRED
+    assert "entry not taken" in recommendation.reasons[-1]
+    assert not Position.objects.filter(instrument=nq).exclude(quantity=0).exists()
