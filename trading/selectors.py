@@ -176,8 +176,10 @@ def account_state(*, account: Account, at: datetime, day: DayFigures | None = No
     The day's P&L is equity now minus equity at the start of the trading day (the last snapshot before it, or the
     starting equity); the drawdown is measured from the highest equity seen, including now.
     """
-    rows = list(Position.objects.filter(account=account).values_list(
-        "instrument_id", "quantity", "realized_pnl", "commissions", "unrealized_pnl"))
+    # Raw SQL (still converted by the model's fields): sizing reads this on every prediction.
+    rows = [(p.instrument_id, p.quantity, p.realized_pnl, p.commissions, p.unrealized_pnl) for p in Position.objects.raw(
+        "SELECT id, instrument_id, quantity, realized_pnl, commissions, unrealized_pnl FROM trading_position "
+        "WHERE account_id = %s", [account.pk])]
     realized = sum((r[2] - r[3] for r in rows), Decimal(0))
     unrealized = sum((r[4] for r in rows), Decimal(0))
     equity = account.starting_equity + realized + unrealized

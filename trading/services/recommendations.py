@@ -56,7 +56,8 @@ def recommendations_create_for_prediction(*, prediction_id: int, now: datetime |
     Idempotent: a retried task finds the recommendation it made before.
     """
     prediction = ml_selectors.prediction_get(prediction_id=prediction_id)
-    configs = list(TradingConfig.objects.filter(instrument_id=prediction.instrument_id))
+    configs = list(TradingConfig.objects.raw("SELECT * FROM trading_tradingconfig WHERE instrument_id = %s",
+                                             [prediction.instrument_id]))
     if not configs:
         configs = [trading_config_get(account=account_default_get(), instrument=prediction.instrument)]
     return [_recommend(prediction, config, now=now or timezone.now()) for config in configs]
