@@ -35,7 +35,8 @@ class Command(BaseCommand):
                             help="synthetic history generated on first start when the market has no bars")
         parser.add_argument("--no-train", action="store_true",
                             help="do not train a --fast model version on start when none is active")
-        add_feed_arguments(parser, demo_signal=True)
+        # Five seconds a bar: a recommendation lives two bars, so a person has ~10 s to read it and decide.
+        add_feed_arguments(parser, default_pace=5.0, demo_signal=True)
 
     def handle(self, *args, **options):
         _check_port_free(options["host"], options["port"])
