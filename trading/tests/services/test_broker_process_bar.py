@@ -124,3 +124,35 @@ def test_an_approved_entry_is_not_taken_when_the_next_bar_comes_after_a_gap(nq, 
     assert recommendation.state == State.EXPIRED
     assert "entry not taken" in recommendation.reasons[-1]
     assert not Position.objects.filter(instrument=nq).exclude(quantity=0).exists()
+
+
+def test_every_bar_that_re_marks_an_open_position_pushes_the_account_to_its_dashboards(
+        nq, trader, channel_prefix, django_capture_on_commit_callbacks):
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from trading.realtime import market_group
+
+    approved(nq, trader)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999",
+                                                  close="18000").pk)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(market_group("NQ", "1m"), channel)
+    # A bar with no fill: the position is only re-marked, and the dashboard must still hear the new P&L.
+    with django_capture_on_commit_callbacks(execute=True):
+        fills = services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18000", high="18003", low="17999",
+                                                          close="18002").pk)
+    assert fills == []
+    async def next_account_update():
+        while True:  # bounded: a missing push fails on the timeout, it does not hang the run
+            message = await asyncio.wait_for(layer.receive(channel), timeout=10)
+            if message["type"] == "account.updated":
+                return message
+
+    payload = async_to_sync(next_account_update)()["payload"]
+    [position] = payload["positions"]
+    assert position["mark_price"].startswith("18002") and Decimal(position["unrealized_pnl"]) > 0
