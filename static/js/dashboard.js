@@ -509,9 +509,11 @@
     if (shown && shown.id === r.id) {
       if (r.state === "pending" && shown.state !== "pending") return;  // a late echo: a decision is never undone
     } else if (shown) {
+      // An approved one stays in view until it is executed (the person who approved it is watching for the
+      // fill); only a new pending recommendation, which needs a decision, takes its place sooner.
       const replace = r.state === "pending"
         ? shown.state !== "pending" || newerThan(r, shown)
-        : shown.state !== "pending" && newerThan(r, shown);
+        : shown.state !== "pending" && shown.state !== "approved" && newerThan(r, shown);
       if (!replace) return;
       showDecisionMessage("");
     }
@@ -769,6 +771,8 @@
     } else if (msg.type === "prediction.created") {
       applyPrediction(msg);
     } else if (msg.type === "recommendation.updated") {
+      // The last recommendation heard of, shown or not (a hook for tests and for reading the page's state).
+      if (recPanel && msg.id !== undefined) recPanel.dataset.lastPushId = String(msg.id);
       applyRecommendation(withoutType(msg));
     } else if (msg.type === "account.updated") {
       applyAccount(msg);

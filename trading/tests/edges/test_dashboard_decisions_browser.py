@@ -140,6 +140,14 @@ def test_an_approver_approves_a_live_recommendation_and_sees_the_position_and_pn
     assert page.is_hidden("#rec-actions") and page.is_hidden("#rec-message")
     assert decision_requests == [("POST", f"/api/recommendations/{recommendation.pk}/approve/")]
 
+    # A newer recommendation that needs no decision (blocked: p under the threshold) arrives before the fill: the
+    # approved one stays in view, since its approver is waiting for the fill.
+    newer = in_thread(lambda: recommend(bars[-1], decisions.model_version(nq), p=0.55))
+    assert newer.state == "blocked" and newer.pk > recommendation.pk
+    page.wait_for_selector(f'#recommendation[data-last-push-id="{newer.pk}"]')
+    assert page.get_attribute("#recommendation", "data-id") == str(recommendation.pk)
+    assert page.get_attribute("#recommendation", "data-state") == "approved"
+
     # The next bar: the broker fills the entry at its open (+1 tick) and marks it at its close, then pushes.
     def next_bar():
         bar = decisions.bar_at(nq, HISTORY, open_="18001.00", high="18006", low="17999", close="18004.50")
