@@ -45,6 +45,7 @@ CHECK_NAMES = (
     "proposal",
     "position_limit",
     "total_limit",
+    "loss_budget",
 )
 
 SIDES = ("long", "short")
@@ -96,6 +97,9 @@ class Proposal:
     side: str  # "long" | "short"
     contracts: int
     confidence: float
+    # What one contract loses if the stop fills (stop distance with slippage x point value + commissions);
+    # None: unknown, and the loss-budget check cannot cut the size.
+    risk_per_contract: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,26 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
         allowed = min(allowed, room_total)
         if state == TradingState.REDUCING and opposing:
             allowed = min(allowed, held)  # to flat, not beyond: that would grow |net| on the other side
+
+    # The loss budget: a new position's stop-out must not take the day past the loss limit. Profits do not widen
+    # the budget (conservative); trades towards flat reduce risk and are not cut by it.
+    risk = proposal.risk_per_contract
+    if opposing:
+        check("loss_budget", True, "the trade reduces the position: no new loss at risk")
+    elif risk is None:
+        check("loss_budget", True, "no stop-loss risk given: the daily loss limit alone applies")
+    elif not isinstance(risk, Decimal) or not risk.is_finite() or risk <= 0:
+        check("loss_budget", False, f"risk per contract {risk!r} is not a positive amount")
+        allowed = 0
+    elif not isinstance(pnl, Decimal) or not pnl.is_finite():
+        check("loss_budget", False, "the day's P&L is unknown, so is the loss budget")
+        allowed = 0
+    else:
+        budget = max(Decimal(0), loss_limit + min(pnl, Decimal(0)))
+        room = int(budget // risk)
+        check(*_limit_check("loss_budget", allowed, room,
+                            f"daily loss budget {budget:.2f} at {risk:.2f} a contract to the stop"))
+        allowed = min(allowed, room)
 
     if blocked or allowed <= 0:
         return RiskVerdict(Decision.BLOCK, 0, tuple(checks), trip)

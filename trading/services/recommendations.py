@@ -156,7 +156,9 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
             KellyConfig(kelly_fraction=config.kelly_fraction, confidence_threshold=config.min_confidence,
                         max_contracts=config.max_contracts, max_drawdown=config.max_drawdown),
         )
-        verdict = assess(Proposal(side=prediction.side, contracts=kelly.contracts, confidence=prediction.confidence),
+        verdict = assess(Proposal(side=prediction.side, contracts=kelly.contracts, confidence=prediction.confidence,
+                                  risk_per_contract=_stop_out_cost(bracket.stop_distance if bracket else None,
+                                                                   instrument, config)),
                          context, _limits(config))
         if verdict.trip_circuit_breaker:
             account = circuit_breaker_trip(account_id=account.pk, reason=_breaker_reason(verdict))
@@ -318,7 +320,19 @@ def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: dat
                                timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
                                health=_health(recommendation.model_version))
     return assess(Proposal(side=recommendation.side, contracts=recommendation.contracts,
-                           confidence=recommendation.confidence), context, _limits(config))
+                           confidence=recommendation.confidence,
+                           risk_per_contract=_stop_out_cost(recommendation.stop_distance, recommendation.instrument,
+                                                            config)),
+                  context, _limits(config))
+
+
+def _stop_out_cost(stop_distance: Decimal | None, instrument: Instrument, config: TradingConfig) -> Decimal | None:
+    """What one contract loses if its stop fills: the distance plus the stop's slippage, in money, plus the
+    commissions of entry and exit (a gap through the stop can cost more; the loss limit's breaker covers that)."""
+    if stop_distance is None or stop_distance <= 0:
+        return None
+    slippage = config.slippage_ticks * instrument.tick_size
+    return (stop_distance + slippage) * instrument.point_value + 2 * config.commission_per_contract
 
 
 def _approve_locked(recommendation: Recommendation, *, user, contracts: int, verdict: RiskVerdict,

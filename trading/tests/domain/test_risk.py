@@ -70,7 +70,7 @@ def test_a_trade_is_approved_in_full_when_every_rule_passes():
 def test_checks_list_every_rule_in_a_fixed_order():
     assert CHECK_NAMES == ("kill_switch", "trading_state", "circuit_breaker", "daily_loss_limit", "max_drawdown",
                            "max_trades_per_day", "stale_data", "model_health", "trading_session", "min_confidence",
-                           "proposal", "position_limit", "total_limit")
+                           "proposal", "position_limit", "total_limit", "loss_budget")
     approved = assess(_long(), _context(), LIMITS)
     everything_wrong = assess(Proposal("sideways", 0, math.nan), _context(
         trading_state=TradingState.HALTED, kill_switch=True, circuit_breaker_tripped=True, daily_pnl=Decimal("-5000"),
@@ -460,3 +460,30 @@ def test_the_breaker_is_asked_to_trip_exactly_when_the_loss_limit_is_reached_and
     loss = -context.daily_pnl
     reached = loss > 0 and loss >= limits.daily_loss_limit
     assert verdict.trip_circuit_breaker == (reached and not context.circuit_breaker_tripped)
+
+
+def test_a_stop_out_that_would_pass_the_daily_loss_limit_reduces_the_size_to_what_the_budget_allows():
+    # $2,000 limit, $300 already lost today: $1,700 left, $574 a contract to the stop -> 2 contracts.
+    proposal = Proposal("long", 5, 0.7, risk_per_contract=Decimal("574"))
+    verdict = assess(proposal, _context(daily_pnl=Decimal("-300")), LIMITS)
+    assert (verdict.decision, verdict.contracts) == (Decision.REDUCE, 2)
+    budget = next(c for c in verdict.checks if c.name == "loss_budget")
+    assert not budget.passed and "1700.00" in budget.message
+
+
+def test_a_loss_budget_smaller_than_one_contracts_stop_blocks():
+    proposal = Proposal("long", 1, 0.7, risk_per_contract=Decimal("574"))
+    verdict = assess(proposal, _context(daily_pnl=Decimal("-1500")), LIMITS)
+    assert (verdict.decision, verdict.contracts) == (Decision.BLOCK, 0)
+
+
+def test_profits_today_do_not_widen_the_loss_budget():
+    proposal = Proposal("long", 5, 0.7, risk_per_contract=Decimal("574"))
+    verdict = assess(proposal, _context(daily_pnl=Decimal("5000")), LIMITS)
+    assert verdict.contracts == 3  # 2000 // 574
+
+
+def test_a_trade_towards_flat_is_not_cut_by_the_loss_budget():
+    proposal = Proposal("short", 2, 0.7, risk_per_contract=Decimal("5000"))
+    verdict = assess(proposal, _context(position_contracts=2, total_contracts=2), LIMITS)
+    assert (verdict.decision, verdict.contracts) == (Decision.APPROVE, 2)

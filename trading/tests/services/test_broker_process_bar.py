@@ -101,10 +101,12 @@ def test_a_daily_loss_beyond_the_limit_trips_the_circuit_breaker_which_stays_tri
     account = Account.objects.get(name="paper")
     account.configs.filter(instrument=nq).update(daily_loss_limit=Decimal("500"))
     recommendation = approved(nq, trader)
+    # The loss budget sizes it so a stop-out stays inside the limit: $500 / ((10 + 0.25) x $20 + $5) = 2 contracts.
+    assert recommendation.contracts == 2
     services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
-    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18000", high="18001", low="17980", close="17985").pk)
+    # A gap through the stop fills at the open: 30.5 points x 2 x $20 = $1,220, beyond the limit.
+    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="17970", high="17971", low="17960", close="17965").pk)
     account.refresh_from_db()
-    assert recommendation.contracts * 10 * 20 >= 500
     assert account.circuit_breaker_tripped and account.trading_state == "HALTED"
     assert "daily loss" in account.circuit_breaker_reason
     # A new day does not reset it: only a person does.
