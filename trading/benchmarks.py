@@ -89,7 +89,8 @@ def bench_sizing(*, predictions: int = 300, calls: int = 20_000) -> dict:
     for _ in range(calls):
         t0 = time.perf_counter()
         size = kelly_size(inputs, config)
-        assess(Proposal(side="long", contracts=size.contracts, confidence=inputs.confidence), context, limits)
+        assess(Proposal(side="long", contracts=size.contracts, confidence=inputs.confidence,
+                        risk_per_contract=Decimal("260.00")), context, limits)
         pure.append(time.perf_counter() - t0)
 
     symbol = f"BENCH-SZ-{os.getpid()}"
