@@ -265,24 +265,13 @@ def _datetime_or_none(value) -> datetime | None:
 
 def bar_age_seconds(*, received_at: datetime | None, latest_timestamp: datetime | None, timeframe: str,
                     now: datetime) -> float:
+    """Wall-clock seconds since the newest bar arrived (the feed's record), or since it closed if no feed says.
+    Replayed bars carry market timestamps from the past, so the arrival time is the honest measure of staleness."""
     if received_at is not None:
         return max(0.0, (now - received_at).total_seconds())
     if latest_timestamp is None:
         return float("inf")
     return max(0.0, (now - (latest_timestamp + timeframe_delta(timeframe))).total_seconds())
-
-
-def last_bar_age_seconds(*, instrument: Instrument, timeframe: str, now: datetime) -> float:
-    """Wall-clock seconds since the newest bar arrived (the feed's record), or since it closed if no feed says.
-
-    Replayed bars carry market timestamps from the past, so the arrival time is the honest measure of staleness.
-    """
-    status = FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).first()
-    latest = None
-    if status is None or status.last_bar_received_at is None:
-        latest = bar_latest(instrument=instrument, timeframe=timeframe)
-    return bar_age_seconds(received_at=status.last_bar_received_at if status else None,
-                           latest_timestamp=latest.timestamp if latest else None, timeframe=timeframe, now=now)
 
 
 def account_summary(*, account: Account, at: datetime | None = None) -> dict:

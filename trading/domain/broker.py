@@ -44,6 +44,8 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from .checks import exact_decimal, whole_number
+
 SIDES = ("long", "short")
 EXIT_REASONS = ("take_profit", "stop_loss", "time")
 
@@ -52,34 +54,6 @@ def _check_side(side) -> str:
     if not isinstance(side, str) or side not in SIDES:
         raise ValueError(f"side must be 'long' or 'short', got {side!r}")
     return side
-
-
-def _decimal(name: str, value, *, positive: bool = True) -> Decimal:
-    """A finite Decimal (ints and numeric strings are converted exactly); floats are refused, being inexact."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r} (use Decimal(str(x)))")
-    if isinstance(value, numbers.Integral):
-        value = Decimal(int(value))
-    elif isinstance(value, str):
-        try:
-            value = Decimal(value)
-        except ArithmeticError:
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not isinstance(value, Decimal):
-        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
-    if not value.is_finite():
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if not positive and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _aware(name: str, value) -> datetime:
@@ -123,7 +97,7 @@ class BarPrices:
     def __post_init__(self):
         _aware("timestamp", self.timestamp)
         for name in ("open", "high", "low", "close"):
-            object.__setattr__(self, name, _decimal(name, getattr(self, name)))
+            object.__setattr__(self, name, exact_decimal(name, getattr(self, name)))
         if self.high < max(self.open, self.close):
             raise ValueError(f"high {self.high} is below the open or the close (open {self.open}, close {self.close})")
         if self.low > min(self.open, self.close):
@@ -139,12 +113,12 @@ class FillCosts:
     commission_per_contract: Decimal = Decimal("2.50")
 
     def __post_init__(self):
-        object.__setattr__(self, "tick_size", _decimal("tick_size", self.tick_size))
-        object.__setattr__(self, "slippage_ticks", _int("slippage_ticks", self.slippage_ticks, minimum=0))
+        object.__setattr__(self, "tick_size", exact_decimal("tick_size", self.tick_size))
+        object.__setattr__(self, "slippage_ticks", whole_number("slippage_ticks", self.slippage_ticks, minimum=0))
         object.__setattr__(
             self,
             "commission_per_contract",
-            _decimal("commission_per_contract", self.commission_per_contract, positive=False),
+            exact_decimal("commission_per_contract", self.commission_per_contract, minimum="non-negative"),
         )
 
     @property
@@ -188,8 +162,8 @@ class Bracket:
     def __post_init__(self):
         _check_side(self.side)
         for name in ("entry", "take_profit", "stop_loss"):
-            object.__setattr__(self, name, _decimal(name, getattr(self, name)))
-        object.__setattr__(self, "horizon_bars", _int("horizon_bars", self.horizon_bars, minimum=1))
+            object.__setattr__(self, name, exact_decimal(name, getattr(self, name)))
+        object.__setattr__(self, "horizon_bars", whole_number("horizon_bars", self.horizon_bars, minimum=1))
         if self.side == "long" and not self.stop_loss < self.entry < self.take_profit:
             raise ValueError(
                 f"a long bracket needs stop-loss < entry < take-profit, got {self.stop_loss} / {self.entry} / "
@@ -221,9 +195,9 @@ def bracket_for(
 ) -> Bracket:
     """The bracket around a fill at `entry`: levels `tp_atr` and `sl_atr` ATRs away, rounded away from the entry."""
     _check_side(side)
-    entry = _decimal("entry", entry)
-    atr = _decimal("atr", atr)
-    tick_size = _decimal("tick_size", tick_size)
+    entry = exact_decimal("entry", entry)
+    atr = exact_decimal("atr", atr)
+    tick_size = exact_decimal("tick_size", tick_size)
     take = _multiple("tp_atr", tp_atr) * atr
     stop = _multiple("sl_atr", sl_atr) * atr
     if side == "long":
@@ -250,7 +224,7 @@ class Exit:
     def __post_init__(self):
         if self.reason not in EXIT_REASONS:
             raise ValueError(f"reason must be one of {', '.join(EXIT_REASONS)}, got {self.reason!r}")
-        object.__setattr__(self, "price", _decimal("price", self.price))
+        object.__setattr__(self, "price", exact_decimal("price", self.price))
         _aware("timestamp", self.timestamp)
 
 
@@ -262,7 +236,7 @@ def bracket_exit(bracket: Bracket, bar: BarPrices, bars_held: int, costs: FillCo
         raise ValueError(f"bar must be BarPrices, got {type(bar).__name__}")
     if not isinstance(costs, FillCosts):
         raise ValueError(f"costs must be FillCosts, got {type(costs).__name__}")
-    bars_held = _int("bars_held", bars_held, minimum=1)
+    bars_held = whole_number("bars_held", bars_held, minimum=1)
     slip, tick = costs.slippage, costs.tick_size
     if bracket.side == "long":
         if bar.low <= bracket.stop_loss:
@@ -283,7 +257,7 @@ def bracket_exit(bracket: Bracket, bar: BarPrices, bars_held: int, costs: FillCo
 
 def commission(quantity: int, costs: FillCosts) -> Decimal:
     """The commission on one fill of `quantity` contracts."""
-    quantity = _int("quantity", quantity, minimum=1)
+    quantity = whole_number("quantity", quantity, minimum=1)
     if not isinstance(costs, FillCosts):
         raise ValueError(f"costs must be FillCosts, got {type(costs).__name__}")
     return quantity * costs.commission_per_contract

@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 
+from .checks import is_count, is_real, near_limit
+
 ZERO = Decimal(0)
 RAW_QUANTUM = Decimal("0.0001")
 
@@ -41,13 +43,13 @@ class KellyConfig:
     max_drawdown: float = 0.10  # drawdown (fraction of peak equity) at which the drawdown factor reaches 0, in (0, 1]
 
     def __post_init__(self) -> None:
-        if not _is_real(self.kelly_fraction) or not 0 < self.kelly_fraction <= 1:
+        if not is_real(self.kelly_fraction) or not 0 < self.kelly_fraction <= 1:
             raise ValueError(f"kelly_fraction must be in (0, 1], got {self.kelly_fraction!r}")
-        if not _is_real(self.confidence_threshold) or not 0.5 <= self.confidence_threshold < 1:
+        if not is_real(self.confidence_threshold) or not 0.5 <= self.confidence_threshold < 1:
             raise ValueError(f"confidence_threshold must be in [0.5, 1), got {self.confidence_threshold!r}")
-        if not _is_count(self.max_contracts) or self.max_contracts < 0:
+        if not is_count(self.max_contracts) or self.max_contracts < 0:
             raise ValueError(f"max_contracts must be a whole number >= 0, got {self.max_contracts!r}")
-        if not _is_real(self.max_drawdown) or not 0 < self.max_drawdown <= 1:
+        if not is_real(self.max_drawdown) or not 0 < self.max_drawdown <= 1:
             raise ValueError(f"max_drawdown must be in (0, 1], got {self.max_drawdown!r}")
 
 
@@ -134,22 +136,22 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
     threshold = config.confidence_threshold
     problems: list[str] = []
 
-    p_ok = _is_real(p) and 0.0 <= p <= 1.0
-    b_ok = _is_real(b) and 0.0 < b < math.inf
+    p_ok = is_real(p) and 0.0 <= p <= 1.0
+    b_ok = is_real(b) and 0.0 < b < math.inf
     if not p_ok:
         problems.append(f"probability {p!r} is not a probability")
     if not b_ok:
         problems.append(f"payoff ratio {b!r} is not a finite positive number")
-    if not (_is_real(c) and 0.0 <= c <= 1.0):
+    if not (is_real(c) and 0.0 <= c <= 1.0):
         problems.append(f"confidence {c!r} is not a probability")
         c = math.nan
     full = p - (1.0 - p) / b if p_ok and b_ok else 0.0
 
     dd, health, vol = inputs.drawdown, inputs.model_health, inputs.volatility_ratio
     cf = confidence_factor(c, threshold)
-    df = drawdown_factor(dd, config.max_drawdown) if _is_real(dd) else 0.0
-    hf = health_factor(health) if _is_real(health) else 0.0
-    vf = volatility_factor(vol) if _is_real(vol) else 0.0
+    df = drawdown_factor(dd, config.max_drawdown) if is_real(dd) else 0.0
+    hf = health_factor(health) if is_real(health) else 0.0
+    vf = volatility_factor(vol) if is_real(vol) else 0.0
     # The threshold gates the probability itself too: a long payoff ratio can give an edge at p = 0.3,
     # but a bet the calibrated model thinks is more likely to lose than the threshold allows is not taken.
     edge = full if full > 0.0 and p_ok and p >= threshold else 0.0
@@ -192,13 +194,13 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
         if problems:
             reason = "; ".join(problems)
         elif p < threshold:
-            reason = f"probability {_num(p, threshold)} is under the confidence threshold {threshold:.2f}"
+            reason = f"probability {near_limit(p, threshold)} is under the confidence threshold {threshold:.2f}"
         elif full <= 0.0:
             reason = f"no edge: f* = {full:.4f} <= 0 (p {p:.4f}, payoff ratio {b:.4g})"
         elif cf == 0.0:
-            reason = f"confidence {_num(c, threshold)} is under the confidence threshold {threshold:.2f}"
+            reason = f"confidence {near_limit(c, threshold)} is under the confidence threshold {threshold:.2f}"
         elif df == 0.0:
-            reason = (f"drawdown {dd:.1%} reached the maximum {config.max_drawdown:.1%}" if _is_real(dd)
+            reason = (f"drawdown {dd:.1%} reached the maximum {config.max_drawdown:.1%}" if is_real(dd)
                       else f"drawdown {dd!r} is not a number")
         elif hf == 0.0:
             reason = f"model health {health!r} is zero or not a number"
@@ -225,25 +227,10 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
     )
 
 
-def _num(value: float, limit: float) -> str:
-    """Two decimals, or more when two would print a value under the limit as equal to it (0.5999 vs 0.60)."""
-    text = f"{value:.2f}"
-    return text if text != f"{limit:.2f}" else f"{value:.6g}"
-
-
-def _is_real(value: object) -> bool:
-    """A finite int or float (bool excluded: True is not a probability)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _decimal(value: object) -> Decimal | None:
     """The value as a finite Decimal, or None. Floats convert exactly; strings and garbage are refused."""
     if isinstance(value, Decimal):
         return value if value.is_finite() else None
-    if _is_real(value):
+    if is_real(value):
         return Decimal(value)
     return None

@@ -26,7 +26,6 @@ A state built from stored fields without `cost_basis` takes average_price x |qua
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,43 +41,13 @@ from decimal import (
 )
 from fractions import Fraction
 
+from .checks import exact_decimal, whole_number
+
 FILL_SIDES = ("buy", "sell")
 AVERAGE_PRICE_QUANTUM = Decimal("0.000001")
 CENT = Decimal("0.01")
 FINE_COST_QUANTUM = Decimal("1e-12")
 ZERO = Decimal(0)
-
-
-def _decimal(name: str, value, *, minimum: str | None = "positive") -> Decimal:
-    """A finite Decimal (ints and numeric strings converted exactly); floats are refused, being inexact.
-
-    `minimum`: "positive" (> 0), "non-negative" (>= 0) or None (any sign).
-    """
-    if isinstance(value, (bool, float)):
-        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r} (use Decimal(str(x)))")
-    if isinstance(value, numbers.Integral):
-        value = Decimal(int(value))
-    elif isinstance(value, str):
-        try:
-            value = Decimal(value)
-        except ArithmeticError:
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not isinstance(value, Decimal):
-        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
-    if not value.is_finite():
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum == "positive" and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if minimum == "non-negative" and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _int(name: str, value, *, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{name} must be an integer{bound}, got {value!r}")
-    return int(value)
 
 
 # Any rounding inside it raises: sums and products of Decimals must stay exact.
@@ -119,9 +88,9 @@ class FillEvent:
     def __post_init__(self):
         if not isinstance(self.side, str) or self.side not in FILL_SIDES:
             raise ValueError(f"side must be 'buy' or 'sell', got {self.side!r}")
-        object.__setattr__(self, "quantity", _int("quantity", self.quantity, minimum=1))
-        object.__setattr__(self, "price", _decimal("price", self.price))
-        object.__setattr__(self, "commission", _decimal("commission", self.commission, minimum="non-negative"))
+        object.__setattr__(self, "quantity", whole_number("quantity", self.quantity, minimum=1))
+        object.__setattr__(self, "price", exact_decimal("price", self.price))
+        object.__setattr__(self, "commission", exact_decimal("commission", self.commission, minimum="non-negative"))
         ts = self.timestamp
         if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
             raise ValueError(f"timestamp must be a timezone-aware datetime, got {ts!r}")
@@ -144,12 +113,12 @@ class PositionState:
     cost_basis: Decimal | None = None  # exact sum of price x contracts still open (points); None: from the average
 
     def __post_init__(self):
-        object.__setattr__(self, "quantity", _int("quantity", self.quantity, minimum=None))
-        average = _decimal("average_price", self.average_price, minimum="non-negative")
+        object.__setattr__(self, "quantity", whole_number("quantity", self.quantity, minimum=None))
+        average = exact_decimal("average_price", self.average_price, minimum="non-negative")
         object.__setattr__(self, "average_price", average)
-        object.__setattr__(self, "realized_pnl", _decimal("realized_pnl", self.realized_pnl, minimum=None))
-        object.__setattr__(self, "commissions", _decimal("commissions", self.commissions, minimum="non-negative"))
-        object.__setattr__(self, "fills", _int("fills", self.fills, minimum=0))
+        object.__setattr__(self, "realized_pnl", exact_decimal("realized_pnl", self.realized_pnl, minimum=None))
+        object.__setattr__(self, "commissions", exact_decimal("commissions", self.commissions, minimum="non-negative"))
+        object.__setattr__(self, "fills", whole_number("fills", self.fills, minimum=0))
         if self.quantity == 0:
             if average != 0 or (self.cost_basis is not None and self.cost_basis != 0):
                 raise ValueError(f"a flat position has average price 0, got {average} (cost basis {self.cost_basis})")
@@ -161,7 +130,7 @@ class PositionState:
             with _exact():
                 object.__setattr__(self, "cost_basis", average * abs(self.quantity))
             return
-        cost = _decimal("cost_basis", self.cost_basis)
+        cost = exact_decimal("cost_basis", self.cost_basis)
         object.__setattr__(self, "cost_basis", cost)
         expected = _average(cost, abs(self.quantity))
         if average != expected:
@@ -181,8 +150,8 @@ class PositionState:
 
     def unrealized_pnl(self, mark: Decimal, point_value: Decimal) -> Decimal:
         """What closing every open contract at `mark` would realise (gross); 0 when flat."""
-        mark = _decimal("mark", mark)
-        point_value = _decimal("point_value", point_value)
+        mark = exact_decimal("mark", mark)
+        point_value = exact_decimal("point_value", point_value)
         if self.quantity == 0:
             return ZERO
         with _exact():
@@ -199,7 +168,7 @@ class PositionState:
         """The position after `fill`: add, reduce, close or flip (see the module). `self` is unchanged."""
         if not isinstance(fill, FillEvent):
             raise ValueError(f"fill must be a FillEvent, got {type(fill).__name__}")
-        point_value = _decimal("point_value", point_value)
+        point_value = exact_decimal("point_value", point_value)
         held, signed = self.quantity, fill.signed_quantity
         with _exact():
             realized, cost = self.realized_pnl, self.cost_basis
@@ -244,8 +213,8 @@ def replay(
 
 def pnl_points_to_money(points: Decimal, quantity: int, point_value: Decimal) -> Decimal:
     """A move of `points` on `quantity` contracts, in currency (NQ: 1 point = $20 per contract)."""
-    points = _decimal("points", points, minimum=None)
-    quantity = _int("quantity", quantity, minimum=None)
-    point_value = _decimal("point_value", point_value)
+    points = exact_decimal("points", points, minimum=None)
+    quantity = whole_number("quantity", quantity, minimum=None)
+    point_value = exact_decimal("point_value", point_value)
     with _exact():
         return points * quantity * point_value

@@ -10,13 +10,14 @@ and the trading state is the service's job: the verdict says when the breaker mu
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .checks import is_count, is_real, near_limit
 
 
 class TradingState(str, Enum):
@@ -67,20 +68,20 @@ class RiskLimits:
     session_close: time = time(17, 0)
 
     def __post_init__(self) -> None:
-        if not _is_real(self.min_confidence) or not 0.5 <= self.min_confidence < 1:
+        if not is_real(self.min_confidence) or not 0.5 <= self.min_confidence < 1:
             raise ValueError(f"min_confidence must be in [0.5, 1), got {self.min_confidence!r}")
         for name in ("max_position_contracts", "max_total_contracts", "max_trades_per_day"):
             value = getattr(self, name)
-            if not _is_count(value) or value < 0:
+            if not is_count(value) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
         loss = self.daily_loss_limit
         if not isinstance(loss, Decimal) or not loss.is_finite() or loss < 0:
             raise ValueError(f"daily_loss_limit must be a finite Decimal >= 0, got {loss!r}")
-        if not _is_real(self.max_drawdown) or not 0 < self.max_drawdown <= 1:
+        if not is_real(self.max_drawdown) or not 0 < self.max_drawdown <= 1:
             raise ValueError(f"max_drawdown must be in (0, 1], got {self.max_drawdown!r}")
-        if not _is_real(self.stale_after_seconds) or self.stale_after_seconds < 0:
+        if not is_real(self.stale_after_seconds) or self.stale_after_seconds < 0:
             raise ValueError(f"stale_after_seconds must be a finite number >= 0, got {self.stale_after_seconds!r}")
-        if not _is_real(self.health_floor) or not 0 <= self.health_floor <= 1:
+        if not is_real(self.health_floor) or not 0 <= self.health_floor <= 1:
             raise ValueError(f"health_floor must be in [0, 1], got {self.health_floor!r}")
         try:
             _zone(self.session_timezone)
@@ -195,11 +196,11 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
         blocked = blocked or (not passed if blocks is None else blocks)
         checks.append(RiskCheck(name, passed, message))
 
-    valid_proposal = side in SIDES and _is_count(wanted) and wanted > 0
+    valid_proposal = side in SIDES and is_count(wanted) and wanted > 0
     sign = 1 if side == "long" else -1
     # A trade "opposes" the position when it moves it towards flat; only those may pass while REDUCING,
     # and those are never cut below closing size by the limits.
-    opposing = valid_proposal and _is_count(position) and position * sign < 0
+    opposing = valid_proposal and is_count(position) and position * sign < 0
 
     if context.kill_switch:
         check("kill_switch", False, "kill switch is on: all trading is stopped")
@@ -241,7 +242,7 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
               else f"daily P&L {pnl} is within the loss limit {loss_limit}")
 
     dd = context.drawdown
-    if not _is_real(dd):
+    if not is_real(dd):
         check("max_drawdown", False, f"drawdown {dd!r} is not a number")
     else:
         check("max_drawdown", dd < limits.max_drawdown,
@@ -250,7 +251,7 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
               else f"drawdown {_pct(dd, limits.max_drawdown)} is under the maximum {limits.max_drawdown:.1%}")
 
     trades = context.trades_today
-    if not _is_count(trades):
+    if not is_count(trades):
         check("max_trades_per_day", False, f"trades today {trades!r} is not a count")
     else:
         check("max_trades_per_day", trades < limits.max_trades_per_day,
@@ -259,7 +260,7 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
               else f"{trades} trades today, under the maximum {limits.max_trades_per_day}")
 
     age, stale_after = context.last_bar_age_seconds, limits.stale_after_seconds
-    if not _is_real(age):
+    if not is_real(age):
         check("stale_data", False, f"last bar age {age!r} is not a number")
     elif age < 0:
         check("stale_data", False, f"last bar is {-age:.0f}s in the future: the clock or the feed is wrong")
@@ -269,11 +270,11 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
               else f"last bar is {age:.0f}s old")
 
     health = context.model_health
-    if not _is_real(health):
+    if not is_real(health):
         check("model_health", False, f"model health {health!r} is not a number")
     else:
         check("model_health", health >= limits.health_floor,
-              f"model health {_num(health, limits.health_floor)} is under the floor {limits.health_floor:.2f}"
+              f"model health {near_limit(health, limits.health_floor)} is under the floor {limits.health_floor:.2f}"
               if health < limits.health_floor
               else f"model health {health:.2f} is at or above the floor {limits.health_floor:.2f}")
 
@@ -287,11 +288,11 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
               f"market is closed at {now.astimezone(_zone(limits.session_timezone)):%a %Y-%m-%d %H:%M %Z}")
 
     confidence = proposal.confidence
-    if not _is_real(confidence):
+    if not is_real(confidence):
         check("min_confidence", False, f"confidence {confidence!r} is not a number")
     else:
         check("min_confidence", confidence >= limits.min_confidence,
-              f"confidence {_num(confidence, limits.min_confidence)} is under the minimum {limits.min_confidence:.2f}"
+              f"confidence {near_limit(confidence, limits.min_confidence)} is under the minimum {limits.min_confidence:.2f}"
               if confidence < limits.min_confidence
               else f"confidence {confidence:.2f} meets the minimum {limits.min_confidence:.2f}")
 
@@ -305,7 +306,7 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
     # The limits: how many of the proposed contracts fit. Reducing a position is never cut short of flat,
     # even when the account is already over a limit; going beyond flat is held to the limits like any entry.
     allowed = wanted if valid_proposal else 0
-    if not (_is_count(position) and _is_count(context.total_contracts)):
+    if not (is_count(position) and is_count(context.total_contracts)):
         check("position_limit", False, f"position {position!r} is not a whole number of contracts")
         check("total_limit", False, f"total contracts {context.total_contracts!r} is not a whole number")
         allowed = 0
@@ -359,20 +360,6 @@ def _limit_check(name: str, wanted: int, room: int, what: str) -> tuple[str, boo
     return name, False, f"{what} leaves room for {room} of {wanted} contracts", False
 
 
-def _num(value: float, limit: float) -> str:
-    """Two decimals, or more when two would print a value under the limit as equal to it (0.5999 vs 0.60)."""
-    text = f"{value:.2f}"
-    return text if text != f"{limit:.2f}" else f"{value:.6g}"
-
-
 def _pct(value: float, limit: float) -> str:
     text = f"{value:.1%}"
     return text if text != f"{limit:.1%}" or value == limit else f"{value:.4%}"
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -30,14 +30,12 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
     instrument = bar.instrument
     prices = BarPrices(timestamp=bar.timestamp, open=bar.open, high=bar.high, low=bar.low, close=bar.close)
     fills: list[Fill] = []
-    account_ids = set(Order.objects.filter(instrument=instrument, timeframe=bar.timeframe)
-                      .filter(status=Order.Status.PENDING, kind=Order.Kind.ENTRY)
-                      .values_list("account_id", flat=True))
+    # Every account configured for this instrument (sizing gives each one a configuration before its first order),
+    # and any with an entry still pending or open in it (an open position is made of open entries).
+    account_ids = set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True))
     account_ids |= set(Order.objects.filter(instrument=instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY,
-                                            status=Order.Status.FILLED, closed=False)
+                                            closed=False).exclude(status=Order.Status.CANCELLED)
                        .values_list("account_id", flat=True))
-    account_ids |= set(Position.objects.filter(instrument=instrument).values_list("account_id", flat=True))
-    account_ids |= set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True))
     for account_id in sorted(account_ids):
         account_fills: list[Fill] = []
         with transaction.atomic():

@@ -202,7 +202,7 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
 
 
 def _breaker_reason(verdict: RiskVerdict) -> str:
-    failed = [check.message for check in verdict.checks if not check.passed and "loss" in check.name]
+    failed = [check.message for check in verdict.checks if not check.passed and check.name == "daily_loss_limit"]
     return failed[0] if failed else "daily loss limit reached"
 
 
@@ -213,7 +213,7 @@ def recommendation_approve(*, recommendation_id: int, user, client_address: str 
     now = now or timezone.now()
     with transaction.atomic():
         recommendation = _lock(recommendation_id)
-        refusal = _refusal(recommendation, user=user, client_address=client_address, now=now, action="approve")
+        refusal = _refusal(recommendation, user=user, client_address=client_address, now=now)
         if refusal is None:
             config = trading_config_get(account=recommendation.account, instrument=recommendation.instrument)
             # Risk again, with the exposure, P&L and data freshness of now rather than of the prediction.
@@ -281,7 +281,7 @@ def _not_pending(recommendation: Recommendation, verb: str) -> RecommendationNot
         f"only a pending one can be {verb}.")
 
 
-def _refusal(recommendation: Recommendation, *, user, client_address, now, action: str) -> RecommendationError | None:
+def _refusal(recommendation: Recommendation, *, user, client_address, now) -> RecommendationError | None:
     """Why the recommendation cannot be approved now (state, time to live), recording an expiry; None if it can."""
     if recommendation.state != State.PENDING:
         return _not_pending(recommendation, "approved")

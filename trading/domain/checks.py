@@ -1,0 +1,53 @@
+"""Input checks and number formatting shared by the pure trading cores (Kelly, risk, broker rules, ledger)."""
+from __future__ import annotations
+
+import math
+import numbers
+from decimal import Decimal
+
+
+def is_real(value: object) -> bool:
+    """A finite int or float (bool excluded: True is not a probability)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def near_limit(value: float, limit: float) -> str:
+    """Two decimals, or more when two would print a value under the limit as equal to it (0.5999 vs 0.60)."""
+    text = f"{value:.2f}"
+    return text if text != f"{limit:.2f}" else f"{value:.6g}"
+
+
+def exact_decimal(name: str, value, *, minimum: str | None = "positive") -> Decimal:
+    """A finite Decimal (ints and numeric strings converted exactly); floats are refused, being inexact.
+
+    `minimum`: "positive" (> 0), "non-negative" (>= 0) or None (any sign). Raises ValueError naming `name`.
+    """
+    if isinstance(value, (bool, float)):
+        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r} (use Decimal(str(x)))")
+    if isinstance(value, numbers.Integral):
+        value = Decimal(int(value))
+    elif isinstance(value, str):
+        try:
+            value = Decimal(value)
+        except ArithmeticError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not isinstance(value, Decimal):
+        raise ValueError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
+    if not value.is_finite():
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum == "positive" and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if minimum == "non-negative" and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def whole_number(name: str, value, *, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name} must be an integer{bound}, got {value!r}")
+    return int(value)
