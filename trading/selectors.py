@@ -200,7 +200,7 @@ def account_state(*, account: Account, at: datetime, day: DayFigures | None = No
 
 def _opening_equity(account, day_start: datetime) -> QuerySet:
     return (EquitySnapshot.objects.filter(account=account, timestamp__lt=day_start)
-            .order_by("-timestamp").values("equity")[:1])
+            .order_by("-timestamp").values_list("equity", flat=True)[:1])
 
 
 def _entries_since(account, day_start: datetime) -> QuerySet:
