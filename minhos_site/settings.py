@@ -46,6 +46,9 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Addresses or networks of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the web server believes
+# (`start` and the Procfile pass them to uvicorn); none by default, so a client cannot choose its recorded address.
+MINHOS_TRUSTED_PROXIES = env.list("MINHOS_TRUSTED_PROXIES", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -178,6 +181,10 @@ SPECTACULAR_SETTINGS = {
 
 # MinhOS's own knobs.
 MINHOS_FEED_STALE_SECONDS = env.float("MINHOS_FEED_STALE_SECONDS", default=10.0)
+# The plausible range of bar times, from MINHOS_BAR_EARLIEST (ISO date or time, UTC unless it has an offset) to now
+# plus MINHOS_BAR_MAX_AHEAD_SECONDS: a bar dated 9999 would put every later bar "before the last stored one".
+MINHOS_BAR_EARLIEST = env.str("MINHOS_BAR_EARLIEST", default="1970-01-01")
+MINHOS_BAR_MAX_AHEAD_SECONDS = env.float("MINHOS_BAR_MAX_AHEAD_SECONDS", default=86_400.0)
 # The broker orders go to (a dotted path to a trading.brokers.Broker); the paper broker unless a live adapter is set.
 MINHOS_BROKER = env.str("MINHOS_BROKER", default="trading.brokers.PaperBroker")
 

@@ -6,6 +6,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
+from minhos_site.client_address import client_address
+
 from . import selectors, services
 from .models import (
     Account,
@@ -88,7 +90,7 @@ class FeedStatusAdmin(admin.ModelAdmin):
 
 
 def _client_address(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    return client_address(request)
 
 
 def _refusal_text(exc: Exception) -> str:

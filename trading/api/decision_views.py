@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
+from minhos_site.client_address import client_address
 from trading import selectors, services
 from trading.models import Account, TradingConfig
 
@@ -58,7 +59,7 @@ CONFLICT = OpenApiResponse(
 
 
 def _client_address(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    return client_address(request)
 
 
 @contextmanager

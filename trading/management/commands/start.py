@@ -116,14 +116,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Model version {version.pk} is active. {version.edge_statement}")
 
     async def _serve(self, options, instrument, source):
-        config = uvicorn.Config(
-            "minhos_site.asgi:application",
-            host=options["host"],
-            port=options["port"],
-            log_level="warning",
-            lifespan="off",
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(server_config(host=options["host"], port=options["port"]))
         stop = asyncio.Event()
         background = [asyncio.create_task(run_periodic_jobs(stop), name="periodic-jobs")]
         if source is not None:
@@ -142,6 +135,14 @@ class Command(BaseCommand):
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
             logger.info("MinhOS stopped")
+
+
+def server_config(*, host: str, port: int) -> uvicorn.Config:
+    """The web server; X-Forwarded-For / -Proto are honoured only from MINHOS_TRUSTED_PROXIES (none by default:
+    uvicorn's own default trusts 127.0.0.1, so any local process could choose the audited client address)."""
+    trusted = settings.MINHOS_TRUSTED_PROXIES
+    return uvicorn.Config("minhos_site.asgi:application", host=host, port=port, log_level="warning", lifespan="off",
+                          proxy_headers=bool(trusted), forwarded_allow_ips=trusted)
 
 
 def _check_port_free(host: str, port: int) -> None:

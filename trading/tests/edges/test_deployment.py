@@ -2,6 +2,7 @@
 talking through PostgreSQL and Redis, with a websocket client watching what reaches the browser."""
 import asyncio
 import json
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -12,9 +13,10 @@ from django.test import Client
 from django.utils import timezone
 
 from trading.domain.bars import BarData
-from trading.models import Bar, FeedStatus
+from trading.models import AuditEvent, Bar, FeedStatus
 from trading.services import bar_store_closed
 from trading.tasks import feed_status_broadcast
+from trading.tests.decisions import user_with
 from trading.tests.factories import InstrumentFactory
 from trading.tests.live import LiveServer, database_url, wait_for_other_database_sessions_to_end
 
@@ -87,3 +89,30 @@ def test_procfile_runs_web_worker_beat_and_feed_as_separate_processes(procfile_s
     # SIGTERM, forwarded by honcho, stops the feed cleanly: it marks itself stopped on the way out.
     assert "feed stopped after" in log
     assert FeedStatus.objects.get(instrument=nq, timeframe="1m").running is False
+
+
+@pytest.mark.parametrize(("trusted", "recorded"), [("", "127.0.0.1"), ("127.0.0.1", "6.6.6.6")])
+def test_procfile_web_believes_x_forwarded_for_only_from_the_configured_proxies(tmp_path, request, trusted,
+                                                                                  recorded):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=user_with("operator", "trading.engage_kill_switch"))
+    web = LiveServer(
+        command=[str(django_settings.BASE_DIR / ".venv/bin/honcho"), "start", "-f", "Procfile", "-p", "{port}", "web"],
+        env={"DATABASE_URL": database_url(connection.settings_dict), "REDIS_URL": django_settings.REDIS_URL,
+             "SECRET_KEY": django_settings.SECRET_KEY, "MINHOS_VAR_DIR": str(tmp_path), "CONN_MAX_AGE": "0",
+             "MINHOS_TRUSTED_PROXIES": trusted},
+        log_path=tmp_path / "web.log",
+    )
+    request.addfinalizer(wait_for_other_database_sessions_to_end)
+    request.addfinalizer(web.stop)
+    web.wait_until_healthy()
+
+    forged = urllib.request.Request(
+        f"{web.url}/api/kill-switch/", data=json.dumps({"engaged": True, "reason": "drill"}).encode(),
+        headers={"Authorization": f"Token {token.key}", "Content-Type": "application/json",
+                 "X-Forwarded-For": "6.6.6.6"})
+    with urllib.request.urlopen(forged, timeout=WAIT_SECONDS) as response:
+        assert response.status == 200
+
+    assert AuditEvent.objects.get(action=AuditEvent.Action.KILL_SWITCH).client_address == recorded

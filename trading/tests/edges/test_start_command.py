@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import pytest
 import websockets
 
 from trading.tests.live import LiveServer
@@ -195,3 +196,30 @@ def test_start_plants_the_demo_pattern_unless_told_not_to_and_says_so_in_its_hel
     assert parser.parse_args([]).demo_signal is True
     assert parser.parse_args(["--no-demo-signal"]).demo_signal is False
     assert "planted" in " ".join(parser.format_help().split())
+
+
+def _asgi_client_seen(config, headers):
+    """The client address the application behind `config`'s server stack is handed for one HTTP request."""
+    seen = {}
+
+    async def application(scope, receive, send):
+        seen["client"] = scope["client"][0]
+
+    config.app = application  # the server's middleware stack as configured, around a probe instead of Django
+    config.load()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/", "raw_path": b"/", "query_string": b"", "headers": headers, "client": ("127.0.0.1", 50000),
+             "server": ("127.0.0.1", 8000)}
+    asyncio.run(config.loaded_app(scope, None, None))
+    return seen["client"]
+
+
+@pytest.mark.parametrize(("trusted", "recorded"), [([], "127.0.0.1"), (["127.0.0.1"], "6.6.6.6")])
+def test_start_believes_x_forwarded_for_only_from_the_configured_proxies(settings, trusted, recorded):
+    from trading.management.commands.start import server_config
+
+    settings.MINHOS_TRUSTED_PROXIES = trusted
+
+    seen = _asgi_client_seen(server_config(host="127.0.0.1", port=8000), [(b"x-forwarded-for", b"6.6.6.6")])
+
+    assert seen == recorded
