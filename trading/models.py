@@ -117,6 +117,10 @@ class Account(models.Model):
     trading_state = models.CharField(max_length=8, choices=TradingState.choices, default=TradingState.ACTIVE)
     circuit_breaker_tripped_at = models.DateTimeField(null=True, blank=True)
     circuit_breaker_reason = models.TextField(blank=True)
+    settlement_fault = models.TextField(
+        blank=True, help_text="Why settling the last bar (fills, brackets, marks) failed; while set, no new entries. "
+                              "Cleared when a later bar settles.")
+    settlement_fault_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .domain.calendar import trading_day_start
+from .domain.exposure import EntryExposure, Exposure, exposure, open_trade_loss, working_entry_loss
 from .domain.timeframes import TIMEFRAMES, timeframe_delta
 from .models import (
     Account,
@@ -251,6 +252,51 @@ FROM trading_account a WHERE a.id = %s{lock}
 """
 
 
+def account_exposure(*, account_id: int, positions: dict | None = None) -> Exposure:
+    """What the account's working entries and open trades expose it to (worst case per side, loss to the stops).
+
+    Working entries are approved and unfilled: they fill together at the next bar's open, so a limit that
+    counted only filled positions would let several approvals in one bar stack beyond it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_EXPOSURE_SQL, [account_id])
+        rows = cursor.fetchall()
+    entries = []
+    for (instrument_id, side, quantity, status, stop_loss, stop_distance, fill_price, mark, tick_size, point_value,
+         slippage_ticks, commission) in rows:
+        tick, point = Decimal(str(tick_size)), Decimal(str(point_value))
+        # No configuration row (not possible for an account that sized the entry): the defaults' costs.
+        slippage = (1 if slippage_ticks is None else int(slippage_ticks)) * tick
+        commission = Decimal("2.50") if commission is None else Decimal(str(commission))
+        working = status == Order.Status.PENDING
+        trade_side = "long" if side == "buy" else "short"
+        if working:
+            loss = working_entry_loss(quantity=quantity, stop_distance=Decimal(str(stop_distance)),
+                                      slippage=slippage, point_value=point, commission_per_contract=commission)
+        else:
+            reference = Decimal(str(mark if mark is not None else fill_price))
+            loss = open_trade_loss(side=trade_side, quantity=quantity, mark=reference,
+                                   stop_loss=None if stop_loss is None else Decimal(str(stop_loss)),
+                                   slippage=slippage, point_value=point, commission_per_contract=commission)
+        entries.append(EntryExposure(instrument_id=instrument_id, side=trade_side, quantity=quantity,
+                                     working=working, loss_to_stop=loss))
+    return exposure(entries, positions=positions)
+
+
+_EXPOSURE_SQL = """
+SELECT o.instrument_id, o.side, o.quantity, o.status, o.stop_loss, r.stop_distance, f.price, p.mark_price,
+       i.tick_size, i.point_value, c.slippage_ticks, c.commission_per_contract
+FROM trading_order o
+JOIN trading_recommendation r ON r.id = o.recommendation_id
+JOIN trading_instrument i ON i.id = o.instrument_id
+LEFT JOIN trading_fill f ON f.order_id = o.id
+LEFT JOIN trading_position p ON p.account_id = o.account_id AND p.instrument_id = o.instrument_id
+LEFT JOIN trading_tradingconfig c ON c.account_id = o.account_id AND c.instrument_id = o.instrument_id
+WHERE o.account_id = %s AND o.kind = 'entry'
+  AND (o.status = 'pending' OR (o.status = 'filled' AND NOT o.closed))
+"""
+
+
 def _decimal_or_none(value) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
@@ -294,6 +340,8 @@ def account_summary(*, account: Account, at: datetime | None = None) -> dict:
         "trading_state": account.trading_state,
         "circuit_breaker_tripped": account.circuit_breaker_tripped,
         "circuit_breaker_reason": account.circuit_breaker_reason,
+        "settlement_fault": account.settlement_fault,
+        "settlement_fault_at": _iso(account.settlement_fault_at),
         "kill_switch": kill_switch_engaged(),
     }
 

@@ -67,6 +67,7 @@
     daily: el("account-daily"), drawdown: el("account-drawdown"), trades: el("account-trades"),
     autoTrading: el("account-auto-trading"), tradingState: el("account-trading-state"),
     breaker: el("account-breaker"), breakerReason: el("account-breaker-reason"), killSwitch: el("account-kill-switch"),
+    settlement: el("account-settlement"), settlementFault: el("account-settlement-fault"),
     positions: el("positions"), positionRows: el("positions-rows"), positionsEmpty: el("positions-empty"),
   };
 
@@ -702,6 +703,7 @@
     d.tradingState = a.trading_state;
     d.breaker = a.circuit_breaker_tripped ? "tripped" : "ok";
     d.killSwitch = a.kill_switch ? "engaged" : "released";
+    d.settlement = a.settlement_fault ? "failed" : "ok";
     aui.name.textContent = a.name;
     aui.currency.textContent = a.currency;
     aui.equity.textContent = fmtMoney(a.equity);
@@ -718,6 +720,10 @@
     aui.breakerReason.textContent = a.circuit_breaker_reason || "";
     aui.breakerReason.hidden = !a.circuit_breaker_tripped;
     setBadge(aui.killSwitch, a.kill_switch ? "Engaged" : "Off", a.kill_switch ? "down" : "up");
+    setBadge(aui.settlement, a.settlement_fault ? "Failed" : "OK", a.settlement_fault ? "down" : "up");
+    aui.settlementFault.textContent = a.settlement_fault
+      ? "Settling the last bar failed, so no new entries are taken until a bar settles: " + a.settlement_fault : "";
+    aui.settlementFault.hidden = !a.settlement_fault;
     renderPositions();
   }
 

@@ -150,6 +150,9 @@ class AccountSummaryOutputSerializer(serializers.Serializer):
     trading_state = serializers.ChoiceField(choices=TradingState.choices)
     circuit_breaker_tripped = serializers.BooleanField()
     circuit_breaker_reason = serializers.CharField(allow_blank=True)
+    settlement_fault = serializers.CharField(
+        allow_blank=True, help_text="Why settling the last bar failed (new entries are blocked); empty when it did not.")
+    settlement_fault_at = serializers.DateTimeField(allow_null=True)
     kill_switch = serializers.BooleanField(help_text="Whether the global kill switch is engaged.")
 
 

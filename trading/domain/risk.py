@@ -36,6 +36,7 @@ CHECK_NAMES = (
     "kill_switch",
     "trading_state",
     "circuit_breaker",
+    "settlement",
     "daily_loss_limit",
     "max_drawdown",
     "max_trades_per_day",
@@ -116,6 +117,12 @@ class RiskContext:
     trades_today: int
     last_bar_age_seconds: float
     model_health: float  # 0..1
+    # Why the account's last per-bar settlement (fills, brackets, marks) failed; empty when it succeeded. While it
+    # is set nothing new may enter: the positions and P&L the other checks read may be out of date.
+    settlement_fault: str = ""
+    # What the account's working entries and open trades would still lose if every one of them stopped out from
+    # here (>= 0): the loss budget of a new trade is what is left after them.
+    committed_risk: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,7 @@ class RiskVerdict:
 _KILL_SWITCH_OFF = RiskCheck("kill_switch", True, "kill switch is off")
 _ACTIVE = RiskCheck("trading_state", True, "trading state is ACTIVE")
 _BREAKER_NOT_TRIPPED = RiskCheck("circuit_breaker", True, "daily loss circuit breaker is not tripped")
+_SETTLED = RiskCheck("settlement", True, "the last bar was settled")
 _IN_SESSION = RiskCheck("trading_session", True, "market is in session")
 
 
@@ -227,6 +235,12 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
         check("circuit_breaker", False, "daily loss circuit breaker is tripped until a person resets it")
     else:
         checks.append(_BREAKER_NOT_TRIPPED)
+
+    fault = context.settlement_fault
+    if fault:
+        check("settlement", False, f"settling the last bar failed, no new entries until it succeeds: {fault}")
+    else:
+        checks.append(_SETTLED)
 
     pnl, loss_limit = context.daily_pnl, limits.daily_loss_limit
     trip = False
@@ -337,11 +351,17 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
     elif not isinstance(pnl, Decimal) or not pnl.is_finite():
         check("loss_budget", False, "the day's P&L is unknown, so is the loss budget")
         allowed = 0
+    elif (not isinstance(context.committed_risk, Decimal) or not context.committed_risk.is_finite()
+          or context.committed_risk < 0):
+        check("loss_budget", False, f"risk already committed {context.committed_risk!r} is not an amount >= 0")
+        allowed = 0
     else:
-        budget = max(Decimal(0), loss_limit + min(pnl, Decimal(0)))
+        committed = context.committed_risk
+        budget = max(Decimal(0), loss_limit + min(pnl, Decimal(0)) - committed)
         room = int(budget // risk)
+        held = f" after {committed:.2f} already at risk" if committed else ""
         check(*_limit_check("loss_budget", allowed, room,
-                            f"daily loss budget {budget:.2f} at {risk:.2f} a contract to the stop"))
+                            f"daily loss budget {budget:.2f}{held} at {risk:.2f} a contract to the stop"))
         allowed = min(allowed, room)
 
     if blocked or allowed <= 0:

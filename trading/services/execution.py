@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 
 from .. import realtime, selectors
 from ..domain.broker import BarPrices, Bracket, FillCosts, bracket_exit, bracket_for, commission, entry_price
@@ -24,12 +25,23 @@ from .recommendations import recommendations_expire
 logger = logging.getLogger(__name__)
 
 
+class SettlementFailed(RuntimeError):
+    """Settling a bar failed for one or more accounts; each is marked (no new entries) and the error logged."""
+
+
 def broker_process_bar(*, bar_id: int) -> list[Fill]:
-    """Everything a closed bar means for the accounts trading its market; returns the fills it made."""
+    """Everything a closed bar means for the accounts trading its market; returns the fills it made.
+
+    Each account settles in its own transaction. One that fails is rolled back, marked with the reason (the risk
+    manager then blocks its new entries and the dashboard says why) and logged with the traceback; the others
+    still settle, and the call then raises SettlementFailed so the task fails visibly. The next bar that settles
+    the account clears the mark; brackets catch up on the bars they missed (see _run_brackets).
+    """
     bar = Bar.objects.select_related("instrument").get(pk=bar_id)
     instrument = bar.instrument
     prices = BarPrices(timestamp=bar.timestamp, open=bar.open, high=bar.high, low=bar.low, close=bar.close)
     fills: list[Fill] = []
+    failures: list[str] = []
     # Every account configured for this instrument (sizing gives each one a configuration before its first order),
     # and any with an entry still pending or open in it (an open position is made of open entries).
     account_ids = set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True))
@@ -37,22 +49,54 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
                                             closed=False).exclude(status=Order.Status.CANCELLED)
                        .values_list("account_id", flat=True))
     for account_id in sorted(account_ids):
-        account_fills: list[Fill] = []
-        with transaction.atomic():
-            # The account lock orders this bar's work against approvals and sizing on the same account.
-            account = Account.objects.select_for_update().get(pk=account_id)
-            config = trading_config_get(account=account, instrument=instrument)
-            costs = FillCosts(tick_size=instrument.tick_size, slippage_ticks=config.slippage_ticks,
-                              commission_per_contract=config.commission_per_contract)
-            account_fills += _fill_entries(account, bar, prices, costs)
-            account_fills += _run_brackets(account, bar, prices, costs)
-            marked = _mark_and_snapshot(account, bar, config)
-            # Every bar that filled or re-marked a position changes the account's figures on the dashboard.
-            if account_fills or marked:
-                _push_account(account, instrument.symbol, bar.timeframe)
-        fills += account_fills
+        try:
+            fills += _settle_account(account_id, bar, prices)
+        except Exception as exc:  # noqa: BLE001 - recorded on the account, logged and raised again below
+            reason = (f"bar {instrument.symbol} {bar.timeframe} {bar.timestamp:%Y-%m-%d %H:%M} UTC: "
+                      f"{type(exc).__name__}: {exc}")[:2000]
+            logger.exception("Settling %s for account #%s failed; new entries are blocked until a bar settles",
+                             reason, account_id)
+            _settlement_fault_set(account_id, reason=reason, at=timezone.now(), symbol=instrument.symbol,
+                                  timeframe=bar.timeframe)
+            failures.append(f"account #{account_id}: {reason}")
     recommendations_expire(instrument=instrument, timeframe=bar.timeframe, latest_bar_timestamp=bar.timestamp)
+    if failures:
+        raise SettlementFailed("; ".join(failures))
     return fills
+
+
+def _settle_account(account_id: int, bar: Bar, prices: BarPrices) -> list[Fill]:
+    instrument = bar.instrument
+    with transaction.atomic():
+        # The account lock orders this bar's work against approvals and sizing on the same account.
+        account = Account.objects.select_for_update().get(pk=account_id)
+        config = trading_config_get(account=account, instrument=instrument)
+        costs = FillCosts(tick_size=instrument.tick_size, slippage_ticks=config.slippage_ticks,
+                          commission_per_contract=config.commission_per_contract)
+        fills = _fill_entries(account, bar, prices, costs)
+        fills += _run_brackets(account, bar, prices, costs)
+        marked = _mark_and_snapshot(account, bar, config)
+        recovered = bool(account.settlement_fault)
+        if recovered:
+            logger.warning("Account %s settled bar %s again after a failure (%s); new entries are allowed again",
+                           account.name, bar.timestamp, account.settlement_fault)
+            account.settlement_fault, account.settlement_fault_at = "", None
+            account.save(update_fields=["settlement_fault", "settlement_fault_at"])
+        # Every bar that filled or re-marked a position changes the account's figures on the dashboard.
+        if fills or marked or recovered:
+            _push_account(account, instrument.symbol, bar.timeframe)
+    return fills
+
+
+def _settlement_fault_set(account_id: int, *, reason: str, at, symbol: str, timeframe: str) -> None:
+    """Mark the account (its own transaction: the failed one was rolled back) and tell the market's dashboards."""
+    with transaction.atomic():
+        account = Account.objects.select_for_update().filter(pk=account_id).first()
+        if account is None:
+            return
+        account.settlement_fault, account.settlement_fault_at = reason, at
+        account.save(update_fields=["settlement_fault", "settlement_fault_at"])
+        _push_account(account, symbol, timeframe)
 
 
 def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts) -> list[Fill]:
@@ -108,20 +152,40 @@ def _run_brackets(account: Account, bar: Bar, prices: BarPrices, costs: FillCost
         side = "long" if entry.side == "buy" else "short"
         bracket = Bracket(side=side, entry=entry.fill.price, take_profit=entry.take_profit,
                           stop_loss=entry.stop_loss, horizon_bars=entry.horizon_bars)
-        entry.bars_held += 1
-        entry.last_bar_timestamp = bar.timestamp
-        exit_ = bracket_exit(bracket, prices, entry.bars_held, costs)
-        if exit_ is not None:
-            order = Order.objects.create(
-                account=account, instrument=bar.instrument, timeframe=bar.timeframe,
-                recommendation_id=entry.recommendation_id, parent=entry, kind=exit_.reason,
-                side="sell" if entry.side == "buy" else "buy", quantity=entry.quantity,
-                idempotency_key=f"order-{entry.pk}-exit", after_bar_timestamp=bar.timestamp,
-                take_profit=entry.take_profit, stop_loss=entry.stop_loss)
-            fills.append(_fill(order, bar=bar, price=exit_.price, costs=costs))
-            entry.closed = True
+        for missed_or_this in _bars_to_run(entry, bar, prices):
+            bar_run, prices_run = missed_or_this
+            entry.bars_held += 1
+            entry.last_bar_timestamp = bar_run.timestamp
+            exit_ = bracket_exit(bracket, prices_run, entry.bars_held, costs)
+            if exit_ is not None:
+                order = Order.objects.create(
+                    account=account, instrument=bar.instrument, timeframe=bar.timeframe,
+                    recommendation_id=entry.recommendation_id, parent=entry, kind=exit_.reason,
+                    side="sell" if entry.side == "buy" else "buy", quantity=entry.quantity,
+                    idempotency_key=f"order-{entry.pk}-exit", after_bar_timestamp=bar_run.timestamp,
+                    take_profit=entry.take_profit, stop_loss=entry.stop_loss)
+                fills.append(_fill(order, bar=bar_run, price=exit_.price, costs=costs))
+                entry.closed = True
+                break
         entry.save(update_fields=["bars_held", "last_bar_timestamp", "closed"])
     return fills
+
+
+def _bars_to_run(entry: Order, bar: Bar, prices: BarPrices) -> list[tuple[Bar, BarPrices]]:
+    """The bars this trade's bracket has not seen, up to and including `bar`, oldest first.
+
+    Normally that is `bar` alone. After a settlement that failed, or bars settled out of order, the bars the
+    bracket missed are run first: a stop that was touched while settlement was down still fills at that bar.
+    """
+    step = timeframe_delta(bar.timeframe)
+    since = entry.last_bar_timestamp
+    if (since is None and entry.fill.timestamp == bar.timestamp) or (since is not None and since + step >= bar.timestamp):
+        return [(bar, prices)]
+    missed = Bar.objects.filter(instrument_id=bar.instrument_id, timeframe=bar.timeframe, timestamp__lt=bar.timestamp)
+    missed = missed.filter(timestamp__gt=since) if since is not None else missed.filter(
+        timestamp__gte=entry.fill.timestamp)
+    return [(b, BarPrices(timestamp=b.timestamp, open=b.open, high=b.high, low=b.low, close=b.close))
+            for b in missed.order_by("timestamp")] + [(bar, prices)]
 
 
 def _fill(order: Order, *, bar: Bar, price: Decimal, costs: FillCosts) -> Fill:

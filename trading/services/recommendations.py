@@ -105,23 +105,30 @@ def _limits(config: TradingConfig) -> RiskLimits:
 
 
 def _risk_context(*, account: Account, day: selectors.DayFigures, timeframe: str, market_now: datetime,
-                  wall_now: datetime, health: float, instrument: Instrument):
-    """`account` and `day` come from selectors.account_lock_for_decision (locked, read in one query)."""
+                  wall_now: datetime, health: float, instrument: Instrument, side: str):
+    """`account` and `day` come from selectors.account_lock_for_decision (locked, read in one query).
+
+    Exposure for every limit counts working entries (approved, not filled yet) as well as open trades, each side
+    at its worst (see domain.exposure); the entries of today include the working ones.
+    """
     state = selectors.account_state(account=account, at=market_now, day=day)
+    exposure = selectors.account_exposure(account_id=account.pk, positions=state.positions)
     context = RiskContext(
         now=market_now,
         trading_state=TradingState(account.trading_state),
         kill_switch=day.kill_switch,
         circuit_breaker_tripped=account.circuit_breaker_tripped,
-        position_contracts=state.position_contracts(instrument.pk),
-        total_contracts=state.total_contracts,
+        position_contracts=exposure.position_for(instrument.pk, side),
+        total_contracts=exposure.total,
         daily_pnl=state.daily_pnl,
         drawdown=state.drawdown,
-        trades_today=state.trades_today,
+        trades_today=state.trades_today + exposure.working_entries,
         last_bar_age_seconds=selectors.bar_age_seconds(received_at=day.bar_received_at,
                                                        latest_timestamp=day.latest_bar_timestamp,
                                                        timeframe=timeframe, now=wall_now),
         model_health=health,
+        settlement_fault=account.settlement_fault,
+        committed_risk=exposure.committed_risk,
     )
     return state, context
 
@@ -140,7 +147,7 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
         if day.existing_recommendation_id is not None:
             return Recommendation.objects.get(pk=day.existing_recommendation_id)
         state, context = _risk_context(account=account, day=day, instrument=instrument, timeframe=bar.timeframe,
-                                       market_now=market_now, wall_now=now, health=health)
+                                       market_now=market_now, wall_now=now, health=health, side=prediction.side)
         kelly = kelly_size(
             KellyInputs(
                 probability=probability,
@@ -166,6 +173,12 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
         reasons = list(verdict.reasons)
         if kelly.contracts == 0 and kelly.reason and kelly.reason not in reasons:
             reasons.insert(0, kelly.reason)
+        # A prediction sized after a newer bar has closed (a worker backlog, a retry) is about a market that has
+        # moved on: it is recorded, never offered or auto-approved.
+        superseded = day.latest_bar_timestamp is not None and day.latest_bar_timestamp > bar.timestamp
+        if superseded:
+            reasons.insert(0, f"expired before it was offered: the bar of {day.latest_bar_timestamp:%Y-%m-%d %H:%M} "
+                              f"UTC had already closed when this prediction of {bar.timestamp:%H:%M} UTC was sized")
         recommendation = Recommendation.objects.create(
             account=account,
             instrument=instrument,
@@ -189,12 +202,12 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
             kelly_contracts=kelly.contracts,
             risk=verdict.as_dict(),
             risk_decision=verdict.decision.value,
-            contracts=0 if blocked else verdict.contracts,
+            contracts=0 if blocked or superseded else verdict.contracts,
             reasons=reasons,
-            state=State.BLOCKED if blocked else State.PENDING,
+            state=State.EXPIRED if superseded else State.BLOCKED if blocked else State.PENDING,
             expires_after=bar.timestamp + config.recommendation_ttl_bars * timeframe_delta(bar.timeframe),
         )
-        if not blocked and account.auto_trading:
+        if not blocked and not superseded and account.auto_trading:
             _approve_locked(recommendation, user=None, contracts=verdict.contracts, verdict=verdict,
                             client_address=None, action=AuditEvent.Action.AUTO_APPROVE)
         _push_on_commit(recommendation)
@@ -318,7 +331,7 @@ def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: dat
                                                        timeframe=recommendation.timeframe, at=market_now)
     _, context = _risk_context(account=account, day=day, instrument=recommendation.instrument,
                                timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
-                               health=_health(recommendation.model_version))
+                               health=_health(recommendation.model_version), side=recommendation.side)
     return assess(Proposal(side=recommendation.side, contracts=recommendation.contracts,
                            confidence=recommendation.confidence,
                            risk_per_contract=_stop_out_cost(recommendation.stop_distance, recommendation.instrument,

@@ -68,13 +68,14 @@ def test_a_trade_is_approved_in_full_when_every_rule_passes():
 
 
 def test_checks_list_every_rule_in_a_fixed_order():
-    assert CHECK_NAMES == ("kill_switch", "trading_state", "circuit_breaker", "daily_loss_limit", "max_drawdown",
+    assert CHECK_NAMES == ("kill_switch", "trading_state", "circuit_breaker", "settlement", "daily_loss_limit",
+                           "max_drawdown",
                            "max_trades_per_day", "stale_data", "model_health", "trading_session", "min_confidence",
                            "proposal", "position_limit", "total_limit", "loss_budget")
     approved = assess(_long(), _context(), LIMITS)
     everything_wrong = assess(Proposal("sideways", 0, math.nan), _context(
         trading_state=TradingState.HALTED, kill_switch=True, circuit_breaker_tripped=True, daily_pnl=Decimal("-5000"),
-        drawdown=0.5, trades_today=99, last_bar_age_seconds=9999.0, model_health=0.0,
+        settlement_fault="boom", drawdown=0.5, trades_today=99, last_bar_age_seconds=9999.0, model_health=0.0,
         now=datetime(2024, 3, 16, 12, 0, tzinfo=UTC)), LIMITS)
     for verdict in (approved, everything_wrong):
         assert tuple(c.name for c in verdict.checks) == CHECK_NAMES
@@ -487,3 +488,30 @@ def test_a_trade_towards_flat_is_not_cut_by_the_loss_budget():
     proposal = Proposal("short", 2, 0.7, risk_per_contract=Decimal("5000"))
     verdict = assess(proposal, _context(position_contracts=2, total_contracts=2), LIMITS)
     assert (verdict.decision, verdict.contracts) == (Decision.APPROVE, 2)
+
+
+def test_a_failed_settlement_blocks_every_new_entry_and_says_why():
+    verdict = assess(_long(3), _context(settlement_fault="bar 2024-03-12 14:59 UTC: TypeError"), LIMITS)
+    assert verdict.decision is Decision.BLOCK and verdict.contracts == 0
+    [reason] = verdict.reasons
+    assert "settling the last bar failed" in reason and "TypeError" in reason
+    assert next(c for c in verdict.checks if c.name == "settlement").passed is False
+
+
+def test_risk_already_committed_by_working_entries_and_open_trades_shrinks_the_loss_budget():
+    limits = RiskLimits(daily_loss_limit=Decimal("2000"))
+    risk = Decimal("450")
+    free = assess(Proposal("long", 4, 0.7, risk), _context(), limits)
+    assert free.contracts == 4  # 4 x 450 = 1800 fits in 2000
+    committed = assess(Proposal("long", 4, 0.7, risk), _context(committed_risk=Decimal("1000")), limits)
+    assert committed.decision is Decision.REDUCE and committed.contracts == 2  # (2000 - 1000) // 450
+    assert "after 1000.00 already at risk" in committed.reasons[0]
+    full = assess(Proposal("long", 1, 0.7, risk), _context(committed_risk=Decimal("1800"),
+                                                            daily_pnl=Decimal("-100")), limits)
+    assert full.decision is Decision.BLOCK  # 2000 - 100 - 1800 = 100 < 450
+
+
+@pytest.mark.parametrize("committed", [Decimal("-1"), Decimal("NaN"), 5.0])
+def test_a_committed_risk_that_is_not_an_amount_blocks(committed):
+    verdict = assess(Proposal("long", 1, 0.7, Decimal("100")), _context(committed_risk=committed), LIMITS)
+    assert verdict.decision is Decision.BLOCK
