@@ -17,7 +17,9 @@ from trading.tests.factories import InstrumentFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 
+# A page of the site itself: the Origin matches the Host the browser sent (minhos_site/origins.py).
 ORIGIN = (b"origin", b"http://testserver")
+HOST = (b"host", b"testserver")
 # Generous: a push crosses Redis in deployment mode; a hang fails the test instead of blocking the run.
 TIMEOUT = 5
 
@@ -44,7 +46,7 @@ def session_cookie(transactional_db) -> bytes:
 
 
 def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, path, headers=[ORIGIN, *headers])
+    return WebsocketCommunicator(application, path, headers=[HOST, ORIGIN, *headers])
 
 
 async def test_logged_in_client_gets_status_then_each_stored_bar(nq, session_cookie):
