@@ -6,7 +6,9 @@ The caller owns the transaction; this module only issues SQL on the current conn
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -20,11 +22,27 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds:
 _VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
 
 
+CHANGED_LISTED = 50  # changed bars described one by one; the count covers the rest
+
+
+@dataclass(frozen=True)
+class ChangedBar:
+    """A stored bar that an upsert changed: its time and (column, stored value, new value) per changed column."""
+
+    timestamp: datetime
+    changes: tuple[tuple[str, Decimal, Decimal], ...]
+
+    def __str__(self) -> str:
+        described = ", ".join(f"{c} {before:f} -> {after:f}" for c, before, after in self.changes)
+        return f"{self.timestamp.isoformat()}: {described}"
+
+
 @dataclass
 class UpsertCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    changed: list[ChangedBar] = field(default_factory=list)  # the first CHANGED_LISTED updated bars, by time
 
 
 def upsert_bars(
@@ -43,6 +61,9 @@ def upsert_bars(
         raise NotImplementedError(f"bulk bar upsert is not implemented for {vendor}")
     try:
         counts = _count(instrument_id, timeframe)
+        if counts.updated:
+            # Re-importing must never change a stored bar silently: say which bars and what changed.
+            counts.changed = _changed(instrument_id, timeframe)
         if counts.inserted or counts.updated:
             _apply_staging(instrument_id, timeframe, counts)
         return counts
@@ -138,6 +159,35 @@ def _count(instrument_id: int, timeframe: str) -> UpsertCounts:
         )
         inserted, updated, total = cursor.fetchone()
     return UpsertCounts(inserted=int(inserted), updated=int(updated), unchanged=int(total - inserted - updated))
+
+
+def _changed(instrument_id: int, timeframe: str) -> list[ChangedBar]:
+    table = Bar._meta.db_table
+    differs = " OR ".join(f"b.{c} <> {_cast(c)}" for c in _VALUE_COLUMNS)
+    before = ", ".join(f"b.{c}" for c in _VALUE_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT s.ts, {before}, {', '.join(_cast(c) for c in _VALUE_COLUMNS)} FROM {STAGING} s "
+            f"JOIN {table} b ON b.instrument_id = %s AND b.timeframe = %s AND b.timestamp = s.ts "
+            f"WHERE {differs} ORDER BY s.ts LIMIT {CHANGED_LISTED}",
+            [instrument_id, timeframe],
+        )
+        rows = cursor.fetchall()
+    n = len(_VALUE_COLUMNS)
+    changed = []
+    for ts, *values in rows:
+        # SQLite hands back text times and float numbers; PostgreSQL aware datetimes and Decimals.
+        stamp = pd.Timestamp(ts).tz_localize("UTC") if pd.Timestamp(ts).tzinfo is None else pd.Timestamp(ts)
+        pairs = [(_decimal(b, c), _decimal(a, c)) for c, b, a in zip(_VALUE_COLUMNS, values[:n], values[n:])]
+        changes = tuple((c, b, a) for c, (b, a) in zip(_VALUE_COLUMNS, pairs) if b != a)
+        changed.append(ChangedBar(timestamp=stamp.tz_convert("UTC").to_pydatetime(), changes=changes))
+    return changed
+
+
+def _decimal(value, column: str) -> Decimal:
+    places = Bar._meta.get_field(column).decimal_places
+    number = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    return number.quantize(Decimal(1).scaleb(-places)).normalize()
 
 
 def _apply_staging(instrument_id: int, timeframe: str, counts: UpsertCounts) -> None:

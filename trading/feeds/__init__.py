@@ -22,5 +22,7 @@ class BarSource(Protocol):
 
     name: str
     already_stored: bool  # True for a replay of bars already in the database: announce, don't store
+    # Optional `simulated = True`: generated bars that may run ahead of the wall clock (the synthetic source);
+    # every other source's bars must fall in the plausible time range (services.bar_time_bounds).
 
     def __iter__(self) -> Iterator[BarData]: ...

@@ -5,6 +5,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
@@ -17,6 +19,9 @@ from trading.models import Instrument
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
+# Skipped bars in the log: the first SKIP_LOG_BURST of each SKIP_LOG_SECONDS one by one, the rest in one summary.
+SKIP_LOG_SECONDS = 60.0
+SKIP_LOG_BURST = 5
 _END = object()
 
 
@@ -28,8 +33,14 @@ async def run_feed(
     pace_seconds: float = 1.0,
     max_bars: int | None = None,
     stop: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Emit bars from `source` until it ends, `max_bars` were announced, or `stop` is set. Returns the count."""
+    """Emit bars from `source` until it ends, `max_bars` were announced, or `stop` is set. Returns the count.
+
+    The pace is waited after every bar the source yields, stored or skipped: a source whose bars are all refused
+    (say, every one "not after the last stored bar") must not turn the feed into a busy loop.
+    `clock` (seconds, monotonic) only paces the log of skipped bars.
+    """
     if not (math.isfinite(pace_seconds) and pace_seconds >= 0):
         raise ValueError(f"pace must be a finite number of seconds >= 0, got {pace_seconds}")
     stop = stop or asyncio.Event()
@@ -42,6 +53,8 @@ async def run_feed(
     loop = asyncio.get_running_loop()
     source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-source")
     emitted = 0
+    skips = _SkipLog(f"{instrument} {timeframe} feed", clock)
+    simulated = bool(getattr(source, "simulated", False))
     try:
         iterator = await loop.run_in_executor(source_thread, iter, source)
         while not stop.is_set() and (max_bars is None or emitted < max_bars):
@@ -51,18 +64,20 @@ async def run_feed(
                 break
             try:
                 stored = await database_sync_to_async(services.feed_publish_bar)(
-                    instrument=instrument, timeframe=timeframe, bar=bar, already_stored=source.already_stored
+                    instrument=instrument, timeframe=timeframe, bar=bar, already_stored=source.already_stored,
+                    simulated=simulated,
                 )
             except (InvalidBars, services.OutOfOrderBar) as exc:
-                logger.warning("%s %s feed: bar at %s skipped: %s", instrument, timeframe, bar.timestamp, exc)
-                continue
-            if stored is None:
-                continue
-            emitted += 1
+                skips.skipped(bar, exc)
+            else:
+                if stored is not None:
+                    emitted += 1
+                    skips.flush()
             if pace_seconds and (max_bars is None or emitted < max_bars):  # a pace between bars, not after the last
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=pace_seconds)
     finally:
+        skips.flush()
         # Queued behind a source still blocked in next(), if any: the loop does not wait for it.
         source_thread.submit(connections.close_all)
         source_thread.shutdown(wait=False)
@@ -71,6 +86,35 @@ async def run_feed(
             await heartbeat
         await database_sync_to_async(services.feed_status_stop)(instrument=instrument, timeframe=timeframe)
     return emitted
+
+
+class _SkipLog:
+    """Logs skipped bars: the first few of each period one by one, the rest counted into one summary line."""
+
+    def __init__(self, label: str, clock: Callable[[], float]):
+        self.label, self.clock = label, clock
+        self.period_start: float | None = None
+        self.logged = self.unlogged = 0
+        self.last = None
+
+    def skipped(self, bar, exc: Exception) -> None:
+        now = self.clock()
+        if self.period_start is None or now - self.period_start >= SKIP_LOG_SECONDS:
+            self.flush()
+            self.period_start, self.logged = now, 0
+        if self.logged < SKIP_LOG_BURST:
+            self.logged += 1
+            logger.warning("%s: bar at %s skipped: %s", self.label, bar.timestamp, exc)
+        else:
+            self.unlogged += 1
+            self.last = (bar.timestamp, exc)
+
+    def flush(self) -> None:
+        if self.unlogged:
+            timestamp, exc = self.last
+            logger.warning("%s: %d more bar(s) skipped, not logged one by one; the last, at %s: %s",
+                           self.label, self.unlogged, timestamp, exc)
+            self.unlogged = 0
 
 
 async def _beat(instrument: Instrument, timeframe: str, stop: asyncio.Event) -> None:

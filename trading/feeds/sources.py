@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trading import selectors
+from trading import selectors, services
 from trading.domain.bars import BarData, read_bar_file, validate_bars
 from trading.domain.synthetic import SyntheticBarSource as _SyntheticBarSource
 from trading.domain.synthetic import SyntheticParams, generate_bars_with_state
@@ -26,6 +26,9 @@ class SyntheticSource(_SyntheticBarSource):
     """
 
     already_stored = False
+    # Generated, not observed: at pace 0 it runs ahead of the wall clock on purpose, so the feed holds it to the
+    # earliest bar time only (services.bar_store_closed).
+    simulated = True
 
     @classmethod
     def continuing(cls, *, instrument: Instrument, timeframe: str, seed: int, now: datetime,
@@ -100,8 +103,13 @@ class FileBarSource:
     name = "file"
     already_stored = False
 
-    def __init__(self, *, path: str | Path, tz: str | None = None, columns: dict[str, str] | None = None):
-        self.frame = validate_bars(read_bar_file(path, tz=tz, columns=columns)).frame
+    def __init__(self, *, path: str | Path, tz: str | None = None, columns: dict[str, str] | None = None,
+                 date_format: str | None = None, tick_size: float | None = None):
+        earliest, latest = services.bar_time_bounds()
+        self.frame = validate_bars(
+            read_bar_file(path, tz=tz, columns=columns, date_format=date_format),
+            earliest=earliest, latest=latest, tick_size=tick_size,
+        ).frame
 
     def __iter__(self) -> Iterator[BarData]:
         for row in self.frame.itertuples(index=False):

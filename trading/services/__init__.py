@@ -4,6 +4,7 @@ from .market import (  # noqa: F401
     OutOfOrderBar,
     bar_emit_closed,
     bar_store_closed,
+    bar_time_bounds,
     bars_import_file,
     bars_ingest,
     demo_user_ensure,

@@ -6,16 +6,20 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from .. import realtime, selectors
-from ..bulk import upsert_bars
+from ..bulk import ChangedBar, upsert_bars
 from ..domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
 from ..domain.timeframes import timeframe_delta
 from ..events import bar_closed
@@ -35,6 +39,10 @@ class IngestReport:
     rejected: list[RowError] = field(default_factory=list)
     sorted_input: bool = True
     seconds: float = 0.0
+    snapped: int = 0  # rows with a price moved onto the instrument's tick (float noise such as 16890.250000001)
+    rounded: int = 0  # rows with a price or volume rounded to the decimals the database keeps
+    tick_size: str = ""
+    changed: list[ChangedBar] = field(default_factory=list)  # the first of the `updated` bars, what changed in each
 
     @property
     def stored(self) -> int:
@@ -42,10 +50,14 @@ class IngestReport:
 
     def __str__(self) -> str:
         order = "" if self.sorted_input else " (input was out of order; sorted)"
+        adjusted = "".join((
+            f"; {self.snapped} row(s) with prices snapped to the {self.tick_size} tick" if self.snapped else "",
+            f"; {self.rounded} row(s) with values rounded to the stored decimals" if self.rounded else "",
+        ))
         return (
             f"{self.symbol} {self.timeframe}: {self.received} rows read, {self.inserted} inserted, "
             f"{self.updated} updated, {self.unchanged} unchanged, {len(self.rejected)} rejected"
-            f" in {self.seconds:.2f}s{order}"
+            f" in {self.seconds:.2f}s{order}{adjusted}"
         )
 
 
@@ -69,7 +81,9 @@ def bars_ingest(
     """
     started = time.perf_counter()
     timeframe_delta(timeframe)  # unknown timeframe -> ValueError naming it
-    validated = validate_bars(frame, skip_invalid=skip_invalid)
+    earliest, latest = bar_time_bounds()
+    validated = validate_bars(frame, skip_invalid=skip_invalid, earliest=earliest, latest=latest,
+                              tick_size=float(instrument.tick_size))
     if progress_total:
         progress_total(len(validated.frame))
     with transaction.atomic():
@@ -86,7 +100,24 @@ def bars_ingest(
         rejected=validated.rejected,
         sorted_input=validated.was_sorted,
         seconds=time.perf_counter() - started,
+        snapped=validated.snapped,
+        rounded=validated.rounded,
+        tick_size=f"{Decimal(str(instrument.tick_size)).normalize():f}",
+        changed=counts.changed,
     )
+
+
+def bar_time_bounds(*, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The plausible range of bar times: MINHOS_BAR_EARLIEST to now + MINHOS_BAR_MAX_AHEAD_SECONDS (UTC)."""
+    try:
+        earliest = pd.Timestamp(settings.MINHOS_BAR_EARLIEST)
+        ahead = timedelta(seconds=float(settings.MINHOS_BAR_MAX_AHEAD_SECONDS))
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"MINHOS_BAR_EARLIEST must be an ISO date or time and MINHOS_BAR_MAX_AHEAD_SECONDS a number ({exc})"
+        ) from exc
+    earliest = earliest.tz_localize("UTC") if earliest.tzinfo is None else earliest.tz_convert("UTC")
+    return earliest.to_pydatetime(), (now or timezone.now()) + ahead
 
 
 def bars_import_file(
@@ -96,6 +127,7 @@ def bars_import_file(
     timeframe: str,
     tz: str | None = None,
     columns: dict[str, str] | None = None,
+    date_format: str | None = None,
     create: bool = False,
     skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -105,7 +137,7 @@ def bars_import_file(
     timeframe_delta(timeframe)
     if not create:
         selectors.instrument_get(symbol=symbol)  # an unknown symbol fails before a long read
-    frame = read_bar_file(path, tz=tz, columns=columns)
+    frame = read_bar_file(path, tz=tz, columns=columns, date_format=date_format)
     # One transaction with the bars: a refused file must not leave a newly created instrument behind.
     with transaction.atomic():
         instrument = instrument_get_or_create(symbol=symbol, create=create)
@@ -129,14 +161,20 @@ def instrument_get_or_create(*, symbol: str, create: bool = False) -> Instrument
     return instrument
 
 
-def bar_store_closed(*, instrument: Instrument, timeframe: str, bar: BarData) -> Bar | None:
+def bar_store_closed(*, instrument: Instrument, timeframe: str, bar: BarData, simulated: bool = False) -> Bar | None:
     """Store one bar from a live feed and announce it once committed.
 
     A repeat of the last stored bar with the same values is ignored (None); a bar older than the
     last stored one, or a different bar at its time, is refused: late bars must not trigger decisions.
+    A bar outside the plausible time range is refused (`bar_time_bounds`); a `simulated` source (the synthetic
+    generator, which at pace 0 runs ahead of the wall clock on purpose) is held to the earliest bound only.
     """
     timeframe_delta(timeframe)
-    frame = validate_bars(frame_from_bars([bar])).frame  # raises InvalidBars with the reason
+    earliest, latest = bar_time_bounds()
+    frame = validate_bars(  # raises InvalidBars with the reason
+        frame_from_bars([bar]), earliest=earliest, latest=None if simulated else latest,
+        tick_size=float(instrument.tick_size),
+    ).frame
     row = frame.iloc[0]
     with transaction.atomic():
         latest = (
@@ -194,7 +232,9 @@ def feed_status_start(*, instrument: Instrument, timeframe: str, source: str, pa
     return status
 
 
-def feed_publish_bar(*, instrument: Instrument, timeframe: str, bar: BarData, already_stored: bool) -> Bar | None:
+def feed_publish_bar(
+    *, instrument: Instrument, timeframe: str, bar: BarData, already_stored: bool, simulated: bool = False
+) -> Bar | None:
     """One bar from a feed source: stored and announced (or, for a replay, looked up and announced)."""
     if already_stored:
         stored = Bar.objects.select_related("instrument").get(
@@ -202,7 +242,7 @@ def feed_publish_bar(*, instrument: Instrument, timeframe: str, bar: BarData, al
         )
         bar_emit_closed(bar=stored)
     else:
-        stored = bar_store_closed(instrument=instrument, timeframe=timeframe, bar=bar)
+        stored = bar_store_closed(instrument=instrument, timeframe=timeframe, bar=bar, simulated=simulated)
     if stored is not None:
         feed_status_record_bar(instrument=instrument, timeframe=timeframe, bar=stored)
     return stored

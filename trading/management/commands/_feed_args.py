@@ -34,6 +34,7 @@ def add_feed_arguments(parser, *, default_pace: float = 1.0, demo_signal: bool =
     parser.add_argument("--from", dest="start", help="stored source: first bar time (ISO 8601 with offset)")
     parser.add_argument("--file", help="file source: CSV or Parquet path")
     parser.add_argument("--tz", help="file source: time zone of naive timestamps")
+    parser.add_argument("--date-format", help="file source: strftime layout of the timestamps, e.g. %%d/%%m/%%Y")
     parser.add_argument("--max-bars", type=int, help="stop after this many bars")
     parser.add_argument("--demo-signal", action=argparse.BooleanOptionalAction, default=demo_signal,
                         help=f"{DEMO_SIGNAL_HELP} (default {'on' if demo_signal else 'off'})")
@@ -65,7 +66,8 @@ def build_source(options):
     if not (math.isfinite(options["pace"]) and options["pace"] >= 0):
         raise CommandError(f"--pace must be a finite number of seconds >= 0, got {options['pace']}")
     timeframe, kind = options["timeframe"], options["source"]
-    belongs_to = {"start": ("--from", "stored"), "file": ("--file", "file"), "tz": ("--tz", "file")}
+    belongs_to = {"start": ("--from", "stored"), "file": ("--file", "file"), "tz": ("--tz", "file"),
+                  "date_format": ("--date-format", "file")}
     for key, (flag, source_kind) in belongs_to.items():
         if options.get(key) is not None and kind != source_kind:
             raise CommandError(f"{flag} applies to --source {source_kind} only (this feed's source is {kind})")
@@ -78,7 +80,8 @@ def build_source(options):
         if not options["file"]:
             raise CommandError("--source file needs --file PATH")
         try:
-            source = FileBarSource(path=options["file"], tz=options["tz"])
+            source = FileBarSource(path=options["file"], tz=options["tz"], date_format=options.get("date_format"),
+                                   tick_size=float(instrument.tick_size))
         except (BarFileError, InvalidBars) as exc:
             raise CommandError(str(exc)) from None
     return instrument, source

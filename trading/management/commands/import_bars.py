@@ -59,8 +59,9 @@ class _Progress:
 class Command(BaseCommand):
     help = (
         "Import bars from a CSV or Parquet file. Column names are recognised in common spellings (or given with "
-        "--columns); naive times need --tz. An invalid row stops the import and nothing is written, unless "
-        "--skip-invalid. Re-importing the same file changes nothing."
+        "--columns); timestamp layouts too (or given with --date-format); naive times need --tz. An invalid row "
+        "stops the import and nothing is written, unless --skip-invalid. Re-importing the same file changes nothing; "
+        "a stored bar that the file changes is listed."
     )
 
     def add_arguments(self, parser):
@@ -70,6 +71,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--tz", default=None,
             help="time zone of timestamps that carry no offset, e.g. UTC or America/Chicago (offsets in the data win)",
+        )
+        parser.add_argument(
+            "--date-format", default=None,
+            help="strftime layout of the timestamps when it cannot be told from the file, e.g. '%%d/%%m/%%Y' or "
+                 "'%%m/%%d/%%Y %%H:%%M' (with separate date and time columns: the date's layout)",
         )
         parser.add_argument(
             "--columns", type=_column_mapping, default=None,
@@ -83,12 +89,14 @@ class Command(BaseCommand):
             "--skip-invalid", action="store_true", help="store the valid rows and report each invalid one"
         )
 
-    def handle(self, *args, path, symbol, timeframe, tz, columns, create, skip_invalid, **options):
+    def handle(self, *args, path, symbol, timeframe, tz, columns, create, skip_invalid, date_format=None,
+               **options):
         try:
             with _Progress(self.stderr, f"{symbol} {timeframe}") as progress:
                 report = services.bars_import_file(
-                    path=path, symbol=symbol, timeframe=timeframe, tz=tz, columns=columns, create=create,
-                    skip_invalid=skip_invalid, progress=progress.update, progress_total=progress.start,
+                    path=path, symbol=symbol, timeframe=timeframe, tz=tz, columns=columns, date_format=date_format,
+                    create=create, skip_invalid=skip_invalid, progress=progress.update,
+                    progress_total=progress.start,
                 )
         except InvalidBars as exc:
             self._write_rows(self.stderr, exc.errors, prefix="")
@@ -107,6 +115,10 @@ class Command(BaseCommand):
         except ValueError as exc:  # unknown timeframe from a caller that bypasses the choices
             raise CommandError(str(exc)) from exc
         self._write_rows(self.stdout, report.rejected, prefix="skipped ")
+        for bar in report.changed:
+            self.stdout.write(f"changed {bar}")
+        if report.updated > len(report.changed):
+            self.stdout.write(f"... and {report.updated - len(report.changed)} more changed")
         self.stdout.write(str(report))
 
     def _write_rows(self, out, errors, *, prefix: str) -> None:

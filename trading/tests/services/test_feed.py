@@ -398,9 +398,9 @@ def test_stop_cuts_the_wait_between_bars_short(nq, on_bar_closed):
     assert [b.timestamp for b in stored_bars(nq)] == [T0]
 
 
-@feed_db
-def test_the_pace_is_waited_between_announced_bars_not_after_a_skipped_or_the_last_one(nq, monkeypatch):
-    pace = 7.5
+def _record_pace(monkeypatch, pace: float, on_wait=None) -> list[float]:
+    """The pace waits, recorded instead of waited: each acts as if the full pace went by (the heartbeat's own
+    waits run as usual). `on_wait` hears each one, e.g. to move a fake clock on."""
     paced = []
     real_wait_for = asyncio.wait_for
 
@@ -408,17 +408,70 @@ def test_the_pace_is_waited_between_announced_bars_not_after_a_skipped_or_the_la
         if timeout != pace:  # the heartbeat's own waits
             return await real_wait_for(awaitable, timeout)
         paced.append(timeout)
-        awaitable.close()  # the pace wait is `stop.wait()`: act as if the full pace went by
+        if on_wait:
+            on_wait(timeout)
+        awaitable.close()  # the pace wait is `stop.wait()`
         raise TimeoutError
 
     monkeypatch.setattr(runner.asyncio, "wait_for", wait_for)
+    return paced
+
+
+@feed_db
+def test_the_pace_is_waited_after_every_bar_skipped_or_not_but_not_after_the_last_announced_one(nq, monkeypatch):
+    pace = 7.5
+    paced = _record_pace(monkeypatch, pace)
     source = ListSource([bar_at(0), bar_at(1, high=1.0), bar_at(2), bar_at(3), bar_at(4)])
 
     emitted = feed(source, instrument=nq, pace_seconds=pace, max_bars=3)
 
     assert emitted == 3
-    assert paced == [pace, pace]
+    assert paced == [pace, pace, pace]  # after bar 0, after the skipped bar 1, after bar 2; bar 3 was the last
     assert FeedStatus.objects.get(instrument=nq, timeframe="1m").pace_seconds == pace
+
+
+def _skip_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "trading.feeds.runner" and r.levelno == logging.WARNING and "skipped" in r.getMessage()]
+
+
+@feed_db
+def test_a_source_whose_bars_are_all_refused_keeps_the_pace_and_summarises_its_warnings(nq, monkeypatch, caplog):
+    # A bar stored far ahead (as a bar dated 9999 once could be): every new bar is "not after the last stored bar".
+    BarFactory(instrument=nq, timeframe="1m", timestamp=datetime(9999, 1, 1, tzinfo=UTC))
+    caplog.set_level(logging.WARNING, logger="trading.feeds.runner")
+    pace = 1.0
+    paced = _record_pace(monkeypatch, pace)
+
+    emitted = feed(ListSource([bar_at(minute) for minute in range(200)]), instrument=nq, pace_seconds=pace)
+
+    assert emitted == 0
+    assert paced == [pace] * 200  # no busy loop: every skipped bar waits its pace like a stored one
+    warnings = _skip_warnings(caplog)
+    assert len(warnings) == runner.SKIP_LOG_BURST + 1
+    assert all("not after the last stored bar" in w for w in warnings)
+    assert warnings[0].startswith(f"NQ 1m feed: bar at {bar_at(0).timestamp} skipped: ")
+    assert f"{200 - runner.SKIP_LOG_BURST} more bar(s) skipped, not logged one by one" in warnings[-1]
+    assert str(bar_at(199).timestamp) in warnings[-1]
+
+
+@feed_db
+def test_skip_warnings_come_a_few_per_period_and_count_every_skipped_bar(nq, monkeypatch, caplog):
+    BarFactory(instrument=nq, timeframe="1m", timestamp=T0 + timedelta(days=1))
+    caplog.set_level(logging.WARNING, logger="trading.feeds.runner")
+    pace, now = 7.5, [0.0]
+    _record_pace(monkeypatch, pace, on_wait=lambda seconds: now.__setitem__(0, now[0] + seconds))
+    bars = 8 * 5  # a period (60 s) holds 8 bars at this pace: 5 periods
+
+    feed(ListSource([bar_at(minute) for minute in range(bars)]), instrument=nq, pace_seconds=pace,
+         clock=lambda: now[0])
+
+    warnings = _skip_warnings(caplog)
+    summaries = [w for w in warnings if "more bar(s) skipped" in w]
+    one_by_one = [w for w in warnings if "more bar(s) skipped" not in w]
+    assert len(one_by_one) == 5 * runner.SKIP_LOG_BURST
+    assert [int(w.split(": ", 1)[1].split()[0]) for w in summaries] == [8 - runner.SKIP_LOG_BURST] * 5
+    assert len(one_by_one) + sum(8 - runner.SKIP_LOG_BURST for _ in summaries) == bars
 
 
 # --------------------------------------------------------------------------------------- feed status
