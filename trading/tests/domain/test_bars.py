@@ -617,3 +617,270 @@ def test_a_price_too_large_for_the_database_is_refused_with_its_row_number():
         validate_bars(frame)
 
     assert [str(e) for e in refused.value.errors] == ["row 2: high 2000000000000.0 is too large (must be below 1e+12)"]
+
+
+# --- the plausible time range ---------------------------------------------------------------------------------------
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2026, 1, 3, tzinfo=UTC)  # as if now were 2 January 2026 with a day's margin
+
+
+@pytest.mark.parametrize(
+    ("stamp", "reason"),
+    [
+        ("9999-01-01T00:00:00Z", "timestamp 9999-01-01T00:00:00+00:00 is after 2026-01-03T00:00:00+00:00, the latest "
+                                 "accepted (a bar from the future would block every later bar)"),
+        ("2300-06-01T00:00:00Z", "timestamp 2300-06-01T00:00:00+00:00 is after 2026-01-03T00:00:00+00:00"),
+        ("0001-01-01T00:00:00Z", "timestamp 0001-01-01T00:00:00+00:00 is before 1970-01-01T00:00:00+00:00, the "
+                                 "earliest accepted"),
+        ("1969-12-31T23:59:00Z", "timestamp 1969-12-31T23:59:00+00:00 is before 1970-01-01T00:00:00+00:00"),
+    ],
+)
+def test_a_timestamp_outside_the_plausible_range_is_refused_with_its_row_number(tmp_path, stamp, reason):
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f"{stamp},{GOOD}"))
+
+    with pytest.raises(InvalidBars) as refused:
+        validate_bars(read_bar_file(path), earliest=EARLIEST, latest=LATEST)
+
+    assert [e.row for e in refused.value.errors] == [2]
+    assert refused.value.errors[0].reason.startswith(reason)
+
+
+def test_the_bounds_of_the_plausible_range_are_accepted():
+    frame = frame_from_bars([BarData(EARLIEST, 100.0, 101.0, 99.0, 100.5, 1), BarData(LATEST, 100.0, 101.0, 99.0, 100.5, 1)])
+    assert validate_bars(frame, earliest=EARLIEST, latest=LATEST).frame["timestamp"].tolist() == [
+        pd.Timestamp(EARLIEST), pd.Timestamp(LATEST)]
+
+
+# --- prices as the database keeps them -------------------------------------------------------------------------------
+
+
+def _one_bar(open_, high, low, close, volume=10.0) -> pd.DataFrame:
+    return frame_from_bars([BarData(datetime(2024, 1, 2, 14, 30, tzinfo=UTC), open_, high, low, close, volume)])
+
+
+def test_float_noise_around_a_tick_is_that_tick_and_is_counted():
+    result = validate_bars(_one_bar(16890.250000001, 16891.0, 16889.75, 16890.499999999), tick_size=0.25)
+
+    assert result.frame.loc[0, ["open", "high", "low", "close"]].tolist() == [16890.25, 16891.0, 16889.75, 16890.5]
+    assert (result.snapped, result.rounded) == (1, 0)
+
+
+def test_float32_exports_snap_to_the_cent_they_stand_for():
+    # Yahoo-style values: float32 of 314.34 and 316.2894 (the latter is off the cent tick and keeps 6 decimals).
+    result = validate_bars(_one_bar(314.3399963378906, 316.2893981933594, 313.45001220703125, 313.5), tick_size=0.01)
+
+    assert result.frame.loc[0, ["open", "high", "low", "close"]].tolist() == [314.34, 316.289398, 313.45, 313.5]
+    assert (result.snapped, result.rounded) == (1, 1)
+
+
+def test_a_price_off_the_tick_with_more_decimals_than_stored_is_rounded_to_them_and_counted():
+    result = validate_bars(_one_bar(18000.1234567, 18001.0, 17999.0, 18000.0, volume=1.23456), tick_size=0.25)
+
+    assert result.frame.loc[0, ["open", "volume"]].tolist() == [18000.123457, 1.2346]
+    assert (result.snapped, result.rounded) == (0, 1)
+
+
+def test_a_price_the_stored_decimals_cannot_hold_is_refused_with_its_row_number():
+    frame = frame_from_bars([
+        BarData(datetime(2024, 1, 2, 14, 30, tzinfo=UTC), 0.00001234, 0.00001300, 0.00001200, 0.00001250, 10),
+    ])
+
+    with pytest.raises(InvalidBars) as refused:
+        validate_bars(frame, tick_size=0.000001)
+
+    assert [str(e) for e in refused.value.errors] == [
+        "row 1: open 1.234e-05 has more decimals than the 6 stored and would be stored as 0.000012"]
+
+
+def test_prices_on_the_tick_are_kept_exactly_and_nothing_is_counted(tmp_path):
+    result = validate_bars(read_bar_file(_file_with_row(tmp_path, "18000.25,18001.5,17999.75,18000.75,3")),
+                           tick_size=0.25)
+
+    assert result.frame.loc[2, ["open", "high", "low", "close"]].tolist() == [18000.25, 18001.5, 17999.75, 18000.75]
+    assert (result.snapped, result.rounded) == (0, 0)
+
+
+# --- huge cells and lines ------------------------------------------------------------------------------------------
+
+
+def test_a_huge_cell_is_quoted_cut_short_in_the_message(tmp_path):
+    cell = "x" * 100_000
+    path = _csv(tmp_path, _rows(f"2024-01-02T14:30:00Z,{GOOD}", f"{cell},{GOOD}"))
+
+    [error] = _refusal(path)
+
+    assert error == RowError(2, f"unparseable timestamp '{'x' * 40}…'")
+
+
+def test_a_huge_header_cell_is_cut_short_in_the_missing_column_message(tmp_path):
+    path = _csv(tmp_path, "Y" * 100_000 + ",open,high,low,close,volume\n1,2,3,4,5,6\n")
+
+    with pytest.raises(BarFileError) as refused:
+        read_bar_file(path)
+
+    assert len(str(refused.value)) < 300
+    assert f"the file has {'Y' * 40}…, open, high" in str(refused.value)
+
+
+def test_a_huge_line_is_refused_naming_its_row_without_being_read_whole(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bars.csv"
+    with path.open("w") as handle:
+        handle.write(_rows(f"2024-01-02T14:30:00Z,{GOOD}", f"2024-01-02T14:31:00Z,{GOOD}"))
+        handle.write("A" * 30_000_000 + f",{GOOD}\n")
+        handle.write(f"2024-01-02T14:33:00Z,{GOOD}\n")
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(BarFileError) as refused:
+            read_bar_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert str(refused.value) == (
+        "bars.csv: row 3 is longer than 1024 KiB; a bar file's lines are short (is this a bar file?)")
+    assert peak < 10_000_000  # a few blocks of 1 MiB, not the 30 MB line
+
+
+def test_a_huge_line_in_a_gzipped_file_is_refused_naming_its_row(tmp_path):
+    import gzip
+
+    path = tmp_path / "bars.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(_rows(f"2024-01-02T14:30:00Z,{GOOD}") + "9" * 2_000_000 + "\n")
+
+    with pytest.raises(BarFileError, match=r"^bars.csv.gz: row 2 is longer than 1024 KiB"):
+        read_bar_file(path)
+
+
+# --- timestamp layouts -----------------------------------------------------------------------------------------------
+
+
+def _stamps(tmp_path, *cells: str, tz: str | None = "UTC", date_format: str | None = None) -> list[pd.Timestamp]:
+    path = _csv(tmp_path, _rows(*(f"{c},{GOOD}" for c in cells)))
+    return validate_bars(read_bar_file(path, tz=tz, date_format=date_format)).frame["timestamp"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        # US date-only daily bars (spreadsheets, many vendors): month first, told by 1/13
+        (("1/4/1999", "1/5/1999", "1/13/1999"), [(1999, 1, 4), (1999, 1, 5), (1999, 1, 13)]),
+        # day first, told by 13/1
+        (("4/1/1999", "13/1/1999"), [(1999, 1, 4), (1999, 1, 13)]),
+        (("04.01.1999", "05.01.1999"), [(1999, 1, 4), (1999, 1, 5)]),  # dotted: day first by convention
+        (("04-01-1999", "13-01-1999"), [(1999, 1, 4), (1999, 1, 13)]),
+        (("1999/01/04", "1999/01/05"), [(1999, 1, 4), (1999, 1, 5)]),
+        (("19990104", "19990105"), [(1999, 1, 4), (1999, 1, 5)]),
+        (("01/04/1999 09:30", "01/13/1999 16:00"), [(1999, 1, 4, 9, 30), (1999, 1, 13, 16, 0)]),
+        (("13/01/1999 09:30:15", "14/01/1999 09:30:15.250"),
+         [(1999, 1, 13, 9, 30, 15), (1999, 1, 14, 9, 30, 15, 250_000)]),
+        (("1/4/1999 9:30:00 AM", "1/13/1999 4:00 PM", "1/14/1999"),  # Excel: no time at midnight
+         [(1999, 1, 4, 9, 30), (1999, 1, 13, 16, 0), (1999, 1, 14)]),
+        (("2024.01.02 09:30", "2024.01.02 09:31"), [(2024, 1, 2, 9, 30), (2024, 1, 2, 9, 31)]),
+    ],
+)
+def test_common_timestamp_layouts_are_read_with_day_and_month_told_apart_by_the_file(tmp_path, cells, expected):
+    assert _stamps(tmp_path, *cells) == [_utc(*e) for e in expected]
+
+
+def test_a_date_only_bar_is_that_day_at_midnight_in_the_files_zone(tmp_path):
+    assert _stamps(tmp_path, "1/4/1999", "7/13/1999", tz=NY) == [_utc(1999, 1, 4, 5), _utc(1999, 7, 13, 4)]
+
+
+def test_a_date_only_file_without_a_zone_asks_for_tz(tmp_path):
+    with pytest.raises(BarFileError, match="timestamps have no time zone; pass --tz"):
+        _stamps(tmp_path, "1/4/1999", "1/13/1999", tz=None)
+
+
+def test_offsets_after_a_space_and_epochs_are_read_without_tz(tmp_path):
+    assert _stamps(tmp_path, "2024-01-02 09:30:00-05:00", "2024-01-02 09:31:00-05:00", tz=None) == [
+        _utc(2024, 1, 2, 14, 30), _utc(2024, 1, 2, 14, 31)]
+    assert _stamps(tmp_path, "915408000", "915494400", tz=None) == [_utc(1999, 1, 4), _utc(1999, 1, 5)]
+    assert _stamps(tmp_path, "915408000000", "915494400000", tz=None) == [_utc(1999, 1, 4), _utc(1999, 1, 5)]
+
+
+def test_an_ambiguous_day_month_file_is_refused_naming_date_format(tmp_path):
+    with pytest.raises(BarFileError) as refused:
+        _stamps(tmp_path, "1/4/1999", "2/4/1999")
+
+    assert str(refused.value) == (
+        "bars.csv: dates such as '1/4/1999' could be day-first or month-first and no date in the file has a day "
+        "above 12 to tell which; pass --date-format '%d/%m/%Y' (day first) or --date-format '%m/%d/%Y' (month first)"
+    )
+
+
+def test_a_file_mixing_day_first_and_month_first_is_refused_naming_both_rows(tmp_path):
+    with pytest.raises(BarFileError, match=r"day-first in some rows \('13/1/1999' in row 1\) and month-first in "
+                                           r"others \('1/14/1999' in row 2\); pass --date-format"):
+        _stamps(tmp_path, "13/1/1999", "1/14/1999")
+
+
+@pytest.mark.parametrize(
+    ("date_format", "cells", "expected"),
+    [
+        ("%d/%m/%Y", ("1/4/1999", "2/4/1999"), [(1999, 4, 1), (1999, 4, 2)]),
+        ("%m/%d/%Y", ("1/4/1999 09:30", "2/4/1999 0930"), [(1999, 1, 4, 9, 30), (1999, 2, 4, 9, 30)]),
+        ("%d %b %Y", ("04 Jan 1999", "05 Jan 1999 16:00"), [(1999, 1, 4), (1999, 1, 5, 16)]),
+        ("%Y%m%d %H%M%S", ("19990104 093000", "19990104 093100"), [(1999, 1, 4, 9, 30), (1999, 1, 4, 9, 31)]),
+    ],
+)
+def test_date_format_reads_the_layout_it_names(tmp_path, date_format, cells, expected):
+    assert _stamps(tmp_path, *cells, date_format=date_format) == [_utc(*e) for e in expected]
+
+
+def test_date_format_with_an_offset_needs_no_tz(tmp_path):
+    stamps = _stamps(tmp_path, "02/01/2024 09:30 -0500", "02/01/2024 09:31 +0000", tz=None,
+                     date_format="%d/%m/%Y %H:%M %z")
+    assert stamps == [_utc(2024, 1, 2, 9, 31), _utc(2024, 1, 2, 14, 30)]  # in time order
+
+
+def test_a_cell_that_does_not_fit_date_format_is_a_row_error(tmp_path):
+    path = _csv(tmp_path, _rows(f"1/4/1999,{GOOD}", f"1999-01-05,{GOOD}"))
+    assert _refusal(path, tz="UTC", date_format="%m/%d/%Y") == [RowError(2, "unparseable timestamp '1999-01-05'")]
+
+
+def test_separate_us_date_and_time_columns_are_read(tmp_path):
+    text = "Date,Time,Open,High,Low,Close,Volume\n01/04/1999,0930,100,101,99,100.5,10\n01/13/1999,16:00,100,101,99,100,1\n"
+    frame = read_bar_file(_csv(tmp_path, text), tz="UTC")
+    assert frame["timestamp"].tolist() == [_utc(1999, 1, 4, 9, 30), _utc(1999, 1, 13, 16)]
+
+
+def test_a_dst_gap_in_a_day_first_file_is_a_row_error_naming_the_local_time(tmp_path):
+    path = _csv(tmp_path, _rows(f"10/03/2024 01:59,{GOOD}", f"10/03/2024 02:30,{GOOD}", f"13/03/2024 09:30,{GOOD}"))
+    assert _refusal(path, tz=NY) == [RowError(2, f"local time '10/03/2024 02:30' does not exist in {NY} (skipped "
+                                                 "when clocks go forward)")]
+
+
+# --- headers real files carry ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ",open,high,low,close,volume\n2024-01-02 14:30:00+00:00,100,101,99,100.5,10\n",  # pandas, unnamed time index
+        ",timestamp,open,high,low,close,volume\n0,2024-01-02T14:30:00Z,100,101,99,100.5,10\n",  # pandas, range index
+        ",Date,Open,High,Low,Close,Volume\n0,2024-01-02T14:30:00Z,100,101,99,100.5,10\n",
+        "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02T14:30:00Z,100,101,99,100.5,98.7,10\n",  # Yahoo
+        "time,open,high,low,close,Volume,Volume MA\n1704205800,100,101,99,100.5,10,12.5\n",  # TradingView
+        "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n"  # MetaTrader 5, tabs
+        "2024.01.02\t14:30:00\t100\t101\t99\t100.5\t33\t10\t2\n",
+        "Date;Open;High;Low;Close;Volume\n2024-01-02T14:30:00Z;100;101;99;100.5;10\n",
+    ],
+)
+def test_real_vendor_and_pandas_headers_find_their_columns(tmp_path, text):
+    frame = read_bar_file(_csv(tmp_path, text), tz="UTC")
+    assert frame.loc[0, "timestamp"] == _utc(2024, 1, 2, 14, 30)
+    assert frame.loc[0, ["open", "high", "low", "close", "volume"]].tolist() == [100.0, 101.0, 99.0, 100.5, 10.0]
+
+
+def test_a_header_without_a_time_column_is_refused_naming_the_columns_found(tmp_path):
+    text = "Price,Close,High,Low,Open,Volume\nTicker,AAPL,AAPL,AAPL,AAPL,AAPL\n"  # yfinance's two-level header
+    with pytest.raises(BarFileError) as refused:
+        read_bar_file(_csv(tmp_path, text))
+    assert str(refused.value).startswith(
+        "bars.csv: missing column(s) timestamp; the file has Price, Close, High, Low, Open, Volume. Map them with "
+        "--columns")

