@@ -5,6 +5,11 @@ from pathlib import Path
 
 import environ
 import plotly
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,17 +43,52 @@ def _embedded_secret_key() -> str:
     return key_file.read_text().strip()
 
 
+def _refuse_a_weak_secret_key(key: str) -> None:
+    """Deployment refuses to start on a key Django's own check (security.W009) calls weak: it signs sessions."""
+    if (len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+            or key.startswith(SECRET_KEY_INSECURE_PREFIX)):
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is too weak for deployment mode: it needs at least {SECRET_KEY_MIN_LENGTH} characters, "
+            f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones, and no '{SECRET_KEY_INSECURE_PREFIX}' prefix. "
+            "Make one with: python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+
+
 SECRET_KEY = env("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not EMBEDDED:
         raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set (deployment mode).")
     SECRET_KEY = _embedded_secret_key()
+elif not EMBEDDED:
+    _refuse_a_weak_secret_key(SECRET_KEY)
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+# Django's test client adds "testserver" itself; a deployment has no reason to answer to it.
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]",
+                                                   *(["testserver"] if EMBEDDED else [])])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Addresses or networks of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the web server believes
 # (`start` and the Procfile pass them to uvicorn); none by default, so a client cannot choose its recorded address.
 MINHOS_TRUSTED_PROXIES = env.list("MINHOS_TRUSTED_PROXIES", default=[])
+
+# Deployment is HTTPS only: plain HTTP is redirected, cookies are Secure, browsers are told to stay on HTTPS (HSTS).
+# MINHOS_INSECURE_HTTP=1 is the explicit opt-out for plain HTTP on a private host (and for the test suite, which
+# talks plain HTTP to 127.0.0.1); the web process logs a warning when it is on. Embedded mode is local HTTP.
+MINHOS_INSECURE_HTTP = not EMBEDDED and env.bool("MINHOS_INSECURE_HTTP", default=False)
+HTTPS_ONLY = not EMBEDDED and not MINHOS_INSECURE_HTTP
+SECURE_SSL_REDIRECT = HTTPS_ONLY
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # probes of process managers and load balancers talk to the app directly
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_HSTS_SECONDS = env.int("MINHOS_HSTS_SECONDS", default=31_536_000) if HTTPS_ONLY else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("MINHOS_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading puts the domain on browsers' built-in lists, which is the domain owner's decision: opt in.
+SECURE_HSTS_PRELOAD = env.bool("MINHOS_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Behind a TLS-terminating proxy that sets this header (e.g. SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto), a request
+# carrying "https" in it counts as secure. Only when the proxy overwrites the header: a client could send it too.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/services.sh
 
-export SECRET_KEY=${SECRET_KEY:-minhos-test-secret-key}
+export SECRET_KEY=${SECRET_KEY:-minhos-test-secret-key-for-the-suite-only-0123456789abcdefghij}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/minhos}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/1}
 export MINHOS_VAR_DIR=${MINHOS_VAR_DIR:-$(mktemp -d /tmp/minhos-test-var.XXXXXX)}

@@ -4,6 +4,7 @@ Settings are read once at import, so each case starts a fresh interpreter with a
 """
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -18,7 +19,8 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 SETTINGS_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "CONN_MAX_AGE",
     "MEDIA_ROOT", "CHANNELS_PREFIX", "CELERY_TASK_ALWAYS_EAGER", "MINHOS_FEED_STALE_SECONDS", "LOG_LEVEL",
-    "DJANGO_SETTINGS_MODULE",
+    "DJANGO_SETTINGS_MODULE", "MINHOS_TRUSTED_PROXIES", "MINHOS_INSECURE_HTTP", "MINHOS_HSTS_SECONDS",
+    "MINHOS_HSTS_INCLUDE_SUBDOMAINS", "MINHOS_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER",
 )
 PROBE = """
 import json, os
@@ -32,11 +34,14 @@ print(json.dumps({
     "user": db.get("USER"), "password": db.get("PASSWORD"), "options": db.get("OPTIONS", {}),
     "layer": layer["BACKEND"], "layer_hosts": layer.get("CONFIG", {}).get("hosts"),
     "eager": s.CELERY_TASK_ALWAYS_EAGER, "broker": s.CELERY_BROKER_URL, "result_backend": s.CELERY_RESULT_BACKEND,
-    "debug": s.DEBUG, "secret_key": s.SECRET_KEY, "embedded": s.EMBEDDED,
+    "debug": s.DEBUG, "secret_key": s.SECRET_KEY, "embedded": s.EMBEDDED, "allowed_hosts": s.ALLOWED_HOSTS,
+    "https": [s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS],
+    "proxy_ssl_header": s.SECURE_PROXY_SSL_HEADER,
 }))
 """
 POSTGRES_URL = "postgres://trader:s3cret@db.example.internal:5433/minhos_prod"
 REDIS_URL = "redis://cache.example.internal:6380/2"
+STRONG_KEY = "a-deployment-key-of-fifty-characters-or-more-0123456789"
 
 
 @pytest.fixture(autouse=True)
@@ -46,11 +51,11 @@ def no_dotenv_file():
         pytest.skip("a .env file in the project supplies settings variables")
 
 
-def start(var_dir: Path, **variables: str) -> subprocess.CompletedProcess:
+def start(var_dir: Path, *command: str, **variables: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
     env.update(MINHOS_VAR_DIR=str(var_dir), **variables)
-    return subprocess.run([sys.executable, "-c", PROBE], cwd=BASE_DIR, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, *(command or ("-c", PROBE))], cwd=BASE_DIR, env=env, capture_output=True,
+                          text=True, timeout=120)
 
 
 def settings_with(var_dir: Path, **variables: str) -> dict:
@@ -91,7 +96,7 @@ def test_a_secret_key_from_the_environment_wins_and_none_is_written(tmp_path):
 
 
 def test_database_url_selects_postgresql_with_its_parts(tmp_path):
-    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, SECRET_KEY="deployment-key")
+    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, SECRET_KEY=STRONG_KEY)
 
     assert s["embedded"] is False
     assert s["engine"] == "django.db.backends.postgresql"
@@ -102,7 +107,7 @@ def test_database_url_selects_postgresql_with_its_parts(tmp_path):
 
 
 def test_redis_url_selects_redis_for_channels_and_celery_and_turns_eager_off(tmp_path):
-    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, SECRET_KEY="deployment-key")
+    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, SECRET_KEY=STRONG_KEY)
 
     assert s["layer"] == "channels_redis.core.RedisChannelLayer"
     assert s["layer_hosts"] == [REDIS_URL]
@@ -122,3 +127,51 @@ def test_database_url_without_a_secret_key_refuses_to_start_naming_it(tmp_path):
 @pytest.mark.parametrize(("value", "debug"), [("1", True), ("true", True), ("0", False)])
 def test_debug_follows_the_debug_variable(tmp_path, value, debug):
     assert settings_with(tmp_path, DEBUG=value)["debug"] is debug
+
+
+# --- deployment is secure by default ------------------------------------------------------------------------------
+
+def test_deployment_with_only_the_required_variables_passes_check_deploy(tmp_path):
+    process = start(tmp_path, "manage.py", "check", "--deploy", "--fail-level", "WARNING",
+                    DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, SECRET_KEY=STRONG_KEY)
+
+    assert process.returncode == 0, process.stderr
+    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, SECRET_KEY=STRONG_KEY)
+    assert s["https"] == [True, True, True, 31_536_000]  # redirect, Secure cookies, HSTS for a year
+    assert "testserver" not in s["allowed_hosts"]
+    assert s["proxy_ssl_header"] is None  # a client could set the header itself: opt-in only
+
+
+@pytest.mark.parametrize("key", [
+    "x", "deployment-key", "s3cret" * 8, "ab" * 40, "django-insecure-" + "k3y-0f-d1ff3r3nt-ch4r4ct3rs" * 2,
+])
+def test_deployment_refuses_a_weak_secret_key_naming_it(tmp_path, key):
+    process = start(tmp_path, DATABASE_URL=POSTGRES_URL, SECRET_KEY=key)
+
+    assert process.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY is too weak" in process.stderr
+    assert repr(key) not in process.stderr  # the refusal does not echo the key
+
+
+def test_the_plain_http_opt_out_turns_https_off_and_check_deploy_says_so(tmp_path):
+    variables = dict(DATABASE_URL=POSTGRES_URL, SECRET_KEY=STRONG_KEY, MINHOS_INSECURE_HTTP="1")
+
+    assert settings_with(tmp_path, **variables)["https"] == [False, False, False, 0]
+    process = start(tmp_path, "manage.py", "check", "--deploy", "--fail-level", "WARNING", **variables)
+    assert process.returncode != 0
+    assert {"security.W004", "security.W008", "security.W012", "security.W016"} <= set(
+        re.findall(r"security\.W\d+", process.stderr))
+
+
+def test_a_tls_terminating_proxy_header_is_configured_by_name(tmp_path):
+    s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, SECRET_KEY=STRONG_KEY,
+                      SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto")
+
+    assert s["proxy_ssl_header"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert s["https"][0] is True
+
+
+def test_embedded_mode_stays_local_http_and_accepts_any_key(tmp_path):
+    s = settings_with(tmp_path, SECRET_KEY="short")
+
+    assert s["https"] == [False, False, False, 0]
