@@ -215,7 +215,9 @@ def _check_line_lengths(path: Path, opener, limit: int = MAX_LINE_BYTES) -> str:
 
 def _line_too_long(line: int, limit: int) -> None:
     where = "the header line" if line == 0 else f"row {line}"
-    raise BarFileError(f"{where} is longer than {limit // 1024} KiB; a bar file's lines are short (is this a bar file?)")
+    raise BarFileError(
+        f"{where} is longer than {limit // 1024} KiB; a bar file's lines are short (is this a bar file?)"
+    )
 
 
 def _naming(path: Path, exc: BarFileError) -> BarFileError:

@@ -647,7 +647,8 @@ def test_a_timestamp_outside_the_plausible_range_is_refused_with_its_row_number(
 
 
 def test_the_bounds_of_the_plausible_range_are_accepted():
-    frame = frame_from_bars([BarData(EARLIEST, 100.0, 101.0, 99.0, 100.5, 1), BarData(LATEST, 100.0, 101.0, 99.0, 100.5, 1)])
+    frame = frame_from_bars([BarData(EARLIEST, 100.0, 101.0, 99.0, 100.5, 1),
+                             BarData(LATEST, 100.0, 101.0, 99.0, 100.5, 1)])
     assert validate_bars(frame, earliest=EARLIEST, latest=LATEST).frame["timestamp"].tolist() == [
         pd.Timestamp(EARLIEST), pd.Timestamp(LATEST)]
 
@@ -844,7 +845,8 @@ def test_a_cell_that_does_not_fit_date_format_is_a_row_error(tmp_path):
 
 
 def test_separate_us_date_and_time_columns_are_read(tmp_path):
-    text = "Date,Time,Open,High,Low,Close,Volume\n01/04/1999,0930,100,101,99,100.5,10\n01/13/1999,16:00,100,101,99,100,1\n"
+    text = ("Date,Time,Open,High,Low,Close,Volume\n"
+            "01/04/1999,0930,100,101,99,100.5,10\n01/13/1999,16:00,100,101,99,100,1\n")
     frame = read_bar_file(_csv(tmp_path, text), tz="UTC")
     assert frame["timestamp"].tolist() == [_utc(1999, 1, 4, 9, 30), _utc(1999, 1, 13, 16)]
 

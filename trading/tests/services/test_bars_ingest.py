@@ -360,7 +360,8 @@ def test_a_file_import_does_not_announce_bars(tmp_path, announced, django_captur
 # --- the plausible time range ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stamp", ["9999-01-01T00:00:00+00:00", "2300-01-01T00:00:00+00:00", "0001-01-01T00:00:00+00:00"])
+@pytest.mark.parametrize("stamp", ["9999-01-01T00:00:00+00:00", "2300-01-01T00:00:00+00:00",
+                                   "0001-01-01T00:00:00+00:00"])
 def test_a_file_with_a_bar_dated_far_outside_the_plausible_range_stores_nothing(tmp_path, stamp):
     lines = [_line(i) for i in range(3)]
     lines[1] = stamp + lines[1][len(T0.isoformat()):]
@@ -392,7 +393,8 @@ def test_a_live_bar_from_the_future_is_refused_and_a_simulated_one_only_before_t
     ahead = _bar(0, timestamp=datetime.now(UTC) + timedelta(days=3))
 
     with pytest.raises(InvalidBars, match=r"row 1: timestamp .* is after .*, the latest accepted"):
-        services.bar_store_closed(instrument=nq, timeframe="1m", bar=_bar(0, timestamp=datetime(9999, 1, 1, tzinfo=UTC)))
+        services.bar_store_closed(instrument=nq, timeframe="1m",
+                                  bar=_bar(0, timestamp=datetime(9999, 1, 1, tzinfo=UTC)))
     with pytest.raises(InvalidBars, match=r"the latest accepted"):
         services.bar_store_closed(instrument=nq, timeframe="1m", bar=ahead)
     # The synthetic generator at pace 0 runs ahead of the wall clock on purpose.
