@@ -1,6 +1,8 @@
 """Settings from the environment: embedded mode with no variables, deployment with DATABASE_URL / REDIS_URL."""
 import os
+import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -104,6 +106,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_celery_beat",
+    "axes",
     "trading",
     "mlcore",
     "monitoring",
@@ -118,6 +121,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 answer
 ]
 
 ROOT_URLCONF = "minhos_site.urls"
@@ -151,6 +155,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The login limiter (django-axes) sees every password check first: the login page, the admin's, the token endpoint.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# After MINHOS_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is refused (429)
+# until MINHOS_LOGIN_COOLOFF_MINUTES pass; a further failure meanwhile starts the cool-off again; a success resets.
+AXES_FAILURE_LIMIT = env.int("MINHOS_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("MINHOS_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address the server resolved (minhos_site/client_address.py), never a header a client can write.
+AXES_CLIENT_IP_CALLABLE = "minhos_site.client_address.client_address"
+AXES_USERNAME_CALLABLE = "minhos_site.login_limiter.username_tried"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -176,6 +191,13 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
+# The throttles count here: Redis in deployment, so every web process and machine shares one count.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": env("CACHE_PREFIX", default="minhos")}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -197,15 +219,40 @@ CELERY_BEAT_SCHEDULE = {
     "feed-status-broadcast": {"task": "trading.tasks.feed_status_broadcast", "schedule": 5.0},
 }
 
+
+def _throttle_rate(variable: str, default: str) -> str | None:
+    """A rate such as "60/minute" (per second, minute, hour or day) from the variable; "off" turns it off."""
+    rate = env.str(variable, default=default).strip()
+    if rate.lower() == "off":
+        return None
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{variable} must look like 60/minute (or off), not {rate!r}")
+    return rate
+
+
+# API request rates (DRF throttles; a 429 past them), read on each request from here so a test can raise them.
+MINHOS_THROTTLE_RATES = {
+    "anon": _throttle_rate("MINHOS_THROTTLE_ANON", "60/minute"),  # per client address, without a login
+    "user": _throttle_rate("MINHOS_THROTTLE_USER", "600/minute"),  # per logged-in user
+    "auth-token": _throttle_rate("MINHOS_THROTTLE_TOKEN", "10/minute"),  # POST /api/auth/token/, per address
+}
+# API tokens older than this are refused (0: never); asking for a token again then gives a new one.
+MINHOS_TOKEN_TTL_HOURS = env.float("MINHOS_TOKEN_TTL_HOURS", default=24 * 7)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "minhos_site.api_auth.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
+    "DEFAULT_THROTTLE_CLASSES": ["minhos_site.api_auth.AnonRateThrottle", "minhos_site.api_auth.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": MINHOS_THROTTLE_RATES,
+    # The client is REMOTE_ADDR as the server resolved it (MINHOS_TRUSTED_PROXIES): DRF would otherwise believe
+    # any X-Forwarded-For, and a client could dodge its throttle by writing a new one on each request.
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MinhOS API",
@@ -234,5 +281,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes.apps announces itself at INFO in every process, manage.py commands included.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }

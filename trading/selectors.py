@@ -37,6 +37,9 @@ class UnknownInstrument(LookupError):
 
 
 def instrument_get(*, symbol: str) -> Instrument:
+    # No symbol holds a NUL, and PostgreSQL refuses one in a text comparison (a 500 from the instrument URL).
+    if "\x00" in symbol:
+        raise UnknownInstrument(symbol)
     try:
         return Instrument.objects.get(symbol=symbol)
     except Instrument.DoesNotExist:

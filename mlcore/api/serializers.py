@@ -7,7 +7,7 @@ from ..models import ModelVersion, Prediction
 
 
 class ModelVersionFilterSerializer(serializers.Serializer):
-    symbol = serializers.CharField(required=False)
+    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
     status = serializers.ChoiceField(choices=ModelVersion.Status.values, required=False)
 
@@ -29,7 +29,7 @@ class RollbackInputSerializer(serializers.Serializer):
 
 
 class PredictionFilterSerializer(serializers.Serializer):
-    symbol = serializers.CharField(required=False)
+    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
 
 

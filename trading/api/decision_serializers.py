@@ -19,6 +19,7 @@ from trading.models import (
 
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+MAX_ID = 2**63 - 1
 
 
 def _page_size():
@@ -27,8 +28,13 @@ def _page_size():
                                     help_text=f"Rows per page, default {PAGE_SIZE}, at most {MAX_PAGE_SIZE}.")
 
 
+def _id_filter(help_text: str):
+    # Bounded like the id columns (64-bit): a larger number is a 400 here, not an overflow in the database driver.
+    return serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text=help_text)
+
+
 def _account_filter():
-    return serializers.IntegerField(required=False, min_value=1, help_text="Account id.")
+    return _id_filter("Account id.")
 
 
 # --- filters ----------------------------------------------------------------------------------------------------
@@ -62,7 +68,7 @@ class TradingConfigFilterSerializer(serializers.Serializer):
 
 class AuditEventFilterSerializer(serializers.Serializer):
     account = _account_filter()
-    recommendation = serializers.IntegerField(required=False, min_value=1, help_text="Recommendation id.")
+    recommendation = _id_filter("Recommendation id.")
     action = serializers.ChoiceField(choices=AuditEvent.Action.choices, required=False)
     page_size = _page_size()
 
@@ -106,7 +112,9 @@ class RecommendationOutputSerializer(serializers.ModelSerializer):
     account_name = serializers.CharField(source="account.name", read_only=True)
     symbol = serializers.CharField(source="instrument.symbol", read_only=True)
     state_label = serializers.CharField(source="get_state_display", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                              help_text="Who approved or rejected it; null until decided, or when "
+                                                        "auto-trading or expiry closed it.")
     bar_timestamp = serializers.DateTimeField(default_timezone=UTC, read_only=True,
                                               help_text="Open time of the predicted bar, UTC.")
     expires_after = serializers.DateTimeField(default_timezone=UTC, read_only=True,
@@ -180,7 +188,8 @@ class TradingConfigOutputSerializer(serializers.ModelSerializer):
 
 
 class KillSwitchOutputSerializer(serializers.ModelSerializer):
-    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                              help_text="null if never changed, or changed by the system.")
 
     class Meta:
         model = KillSwitch
@@ -190,7 +199,9 @@ class KillSwitchOutputSerializer(serializers.ModelSerializer):
 
 
 class AuditEventOutputSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
+                                        help_text="null for what the system did by itself (auto-approval, a "
+                                                  "breaker trip).")
     details = serializers.DictField(read_only=True)
 
     class Meta:

@@ -12,13 +12,13 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
 from minhos_site.client_address import client_address
+from minhos_site.pagination import CheckedCursorPagination
 from trading import selectors, services
 from trading.models import Account, TradingConfig
 
@@ -100,19 +100,11 @@ def _account_or_404(account_id: int) -> Account:
     return get_object_or_404(selectors.account_list(), pk=account_id)
 
 
-class _Cursor(CursorPagination):
+class _Cursor(CheckedCursorPagination):
     """Newest first by default; a cursor stays stable while rows are added and never needs OFFSET."""
 
     page_size = PAGE_SIZE
-    page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
-
-    def decode_cursor(self, request):
-        # DRF answers a mangled cursor with 404, which reads as "no such resource"; it is a bad query parameter.
-        try:
-            return super().decode_cursor(request)
-        except NotFound:
-            raise ValidationError({self.cursor_query_param: ["Invalid cursor; use the next/previous links as given."]})
 
 
 class RecommendationCursorPagination(_Cursor):

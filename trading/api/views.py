@@ -1,11 +1,11 @@
 """Read-only REST endpoints for instruments and bars: parse the query, call one selector, serialize the result."""
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from minhos_site.pagination import CheckedCursorPagination
 from trading import selectors
 
 from .serializers import (
@@ -19,20 +19,12 @@ from .serializers import (
 BAD_QUERY = OpenApiResponse(description='Invalid query; the body names each bad parameter, e.g. {"start": ["..."]}.')
 
 
-class BarCursorPagination(CursorPagination):
+class BarCursorPagination(CheckedCursorPagination):
     # A cursor on the timestamp stays stable while new bars arrive and never needs OFFSET on a big table;
     # timestamps are unique per instrument and timeframe, so no page repeats or skips a bar.
     ordering = "timestamp"
     page_size = BAR_PAGE_SIZE
-    page_size_query_param = "page_size"
     max_page_size = BAR_MAX_PAGE_SIZE
-
-    def decode_cursor(self, request):
-        # DRF answers a mangled cursor with 404, which reads as "no such resource"; it is a bad query parameter.
-        try:
-            return super().decode_cursor(request)
-        except NotFound:
-            raise ValidationError({self.cursor_query_param: ["Invalid cursor; use the next/previous links as given."]})
 
 
 class InstrumentListApi(APIView):

@@ -1,0 +1,13 @@
+"""Fixtures for every test of the project."""
+import uuid
+
+import pytest
+from django.conf import settings as django_settings
+
+
+@pytest.fixture(autouse=True)
+def private_cache(settings):
+    """A cache key space of each test's own (the real backend: Redis in deployment mode), so throttle counts never
+    carry over from one test to the next nor cross parallel workers; every test client is 127.0.0.1."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {name: {**conf, "KEY_PREFIX": prefix} for name, conf in django_settings.CACHES.items()}

@@ -1,0 +1,48 @@
+"""POST /api/auth/token/: a token for a username and password, throttled, behind the login limiter, rotatable."""
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.response import Response
+
+from minhos_site.api_auth import TokenObtainRateThrottle, token_issue
+
+
+class TokenObtainSerializer(AuthTokenSerializer):
+    # As the login form: no user has a longer name, and the login limiter's record of a failure would overflow.
+    username = serializers.CharField(label="Username", write_only=True,
+                                     max_length=get_user_model()._meta.get_field("username").max_length)
+    rotate = serializers.BooleanField(default=False, help_text="Replace the current token with a new one.")
+
+
+class TokenObtainApi(ObtainAuthToken):
+    """A token for a username and password. Throttled per client address (scope "auth-token"); the login limiter
+    (django-axes) refuses a username from an address after too many failures, with 429 for the cool-off."""
+
+    authentication_classes = ()
+    throttle_classes = (TokenObtainRateThrottle,)
+    serializer_class = TokenObtainSerializer
+
+    @extend_schema(
+        request=TokenObtainSerializer,
+        responses={
+            200: inline_serializer("TokenObtained", {"token": serializers.CharField()}),
+            400: OpenApiResponse(description="Wrong username or password, or a field missing."),
+            429: OpenApiResponse(description="Too many attempts from this address, or too many failed logins for "
+                                             "this username from it: try again after the cool-off."),
+        },
+        description="Tokens expire after MINHOS_TOKEN_TTL_HOURS (0: never); asking again after that, or with "
+                    "rotate=true, gives a new one and the old one stops working.",
+    )
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            if getattr(request, "axes_locked_out", False):
+                return Response({"detail": "Too many failed logins for this username from this address; try again "
+                                           f"in {settings.AXES_COOLOFF_TIME} (h:mm:ss)."},
+                                status=status.HTTP_429_TOO_MANY_REQUESTS)
+            return Response(serializer.errors, status=status.HTTP_400_BAD_REQUEST)
+        token = token_issue(user=serializer.validated_data["user"], rotate=serializer.validated_data["rotate"])
+        return Response({"token": token.key})
