@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
@@ -255,7 +257,7 @@ def frame_from_table(
 def parse_timestamps(values: pd.Series, *, tz: str | None, date_format: str | None = None) -> pd.Series:
     """Parse to UTC. Offsets in the data win; naive times need `tz`; integers are Unix epochs (s or ms).
 
-    Without `date_format` (strftime-style), ISO 8601 and the common layouts are recognised (`DATE_LAYOUTS`), the
+    Without `date_format` (strftime-style), ISO 8601 and the common layouts are recognised (`_to_datetime_naive`), the
     order of day and month read from the file as a whole. A date without a time is that day's 00:00 in `tz`.
     """
     _check_zone(tz)
@@ -271,7 +273,7 @@ def parse_timestamps(values: pd.Series, *, tz: str | None, date_format: str | No
         return pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
     else:
         text = _as_text(values)
-        has_offset = text.str.contains(_OFFSET, regex=True, na=False)
+        has_offset = _matches(text, _OFFSET)
         if has_offset.any():
             parsed_aware = pd.to_datetime(text.where(has_offset), utc=True, errors="coerce", format="ISO8601")
             if has_offset.all():
@@ -313,43 +315,31 @@ def _looks_numeric(values: pd.Series) -> bool:
     return bool(len(sample)) and sample.str.fullmatch(r"\d{9,13}(?:\.\d*)?").all()
 
 
-# The date part of a timestamp cell, after ISO 8601 (which also reads 1999/01/04, 2024.01.02 and 19990104).
-# None: day and month in either order, told apart by the file as a whole (a first number above 12 is a day).
-DATE_LAYOUTS: tuple[tuple[str, str | None], ...] = (
-    (r"\d{4}([-/.])\d{1,2}\1\d{1,2}", "%Y{sep}%m{sep}%d"),
-    (r"()\d{8}", "%Y%m%d"),
-    (r"\d{1,2}([-/.])\d{1,2}\1\d{4}", None),  # 1/4/1999, 04.01.1999, 01-04-1999
-)
-# The time part, after the date and a space (blank spaces before AM/PM removed). No time part: 00:00.
-TIME_LAYOUTS: tuple[tuple[str, str], ...] = (
-    (r"\d{1,2}:\d{2}", "%H:%M"),
-    (r"\d{1,2}:\d{2}:\d{2}", "%H:%M:%S"),
-    (r"\d{1,2}:\d{2}:\d{2}\.\d{1,9}", "%H:%M:%S.%f"),
-    (r"\d{1,2}:\d{2}[AaPp][Mm]", "%I:%M%p"),
-    (r"\d{1,2}:\d{2}:\d{2}[AaPp][Mm]", "%I:%M:%S%p"),
-    (r"\d{4}", "%H%M"),
-    (r"\d{6}", "%H%M%S"),
-)
+# The layouts tried after ISO 8601 (which already reads 2024-01-02 09:30, 1999/01/04, 2024.01.02 and 19990104):
+# a date, then optionally a time. Day and month in either order are told apart by the file as a whole.
+DAY_MONTH_SEPARATORS = ("/", "-", ".")
+YEAR_FIRST_DATES = ("%Y/%m/%d", "%Y-%m-%d", "%Y.%m.%d", "%Y%m%d")
+TIME_SUFFIXES = ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f", " %I:%M %p", " %I:%M:%S %p", " %I:%M%p", " %I:%M:%S%p",
+                 " %H%M", " %H%M%S", "T%H:%M", "T%H:%M:%S", "T%H:%M:%S.%f")
+LAYOUT_SAMPLE = 200  # cells a layout is looked for in; the layouts found are then applied to every cell
 _TIME_DIRECTIVES = re.compile(r"%[HIMSpfTXcRzZ]")
 
 
 def _to_datetime_naive(text: pd.Series, date_format: str | None = None) -> pd.Series:
     """Naive (or, with %z in `date_format`, UTC) datetimes; NaT where a cell fits no layout."""
     index = text.index
-    text = text.reset_index(drop=True)
+    text = text.reset_index(drop=True)  # positions: row numbers in messages
     if date_format is not None:
         if _TIME_DIRECTIVES.search(date_format):
             utc = "%z" in date_format  # offsets may differ between rows: UTC is the common ground
             parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=utc)
-        else:
-            parsed = _dates_and_times(text, date_format=date_format)
+        else:  # a date layout: the times after it are read as usual
+            parsed = _layouts(text, [date_format + suffix for suffix in TIME_SUFFIXES])
         return parsed.set_axis(index)
-    best = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    rest = best.isna() & text.notna() & (text.astype(str) != "")
-    if rest.any():
-        other = _dates_and_times(text[rest])
-        best = _unit(best).where(~rest, _unit(other).reindex(best.index))
-    return best.set_axis(index)
+    parsed = _unit(pd.to_datetime(text, errors="coerce", format="ISO8601"))
+    if parsed.isna().any():
+        parsed = _layouts(text, [d + t for d in YEAR_FIRST_DATES for t in TIME_SUFFIXES], parsed, day_month=True)
+    return parsed.set_axis(index)
 
 
 def _unit(values: pd.Series) -> pd.Series:
@@ -357,71 +347,88 @@ def _unit(values: pd.Series) -> pd.Series:
     return values.astype("datetime64[us]")
 
 
-def _dates_and_times(text: pd.Series, *, date_format: str | None = None) -> pd.Series:
-    """Cells made of a date and an optional time, each in one of the layouts (or the date in `date_format`)."""
-    tokens = len(date_format.split()) if date_format else 1
-    parts = text.astype(str).str.strip().str.split(n=tokens, expand=True, regex=None)
-    parts = parts.reindex(columns=range(tokens + 1)).astype(object)
-    parts = parts.where(parts.notna(), "")
-    date_part = parts[list(range(tokens))].agg(" ".join, axis=1) if tokens > 1 else parts[0]
-    time_part = parts[tokens].str.replace(r"\s+", "", regex=True)
-    if date_format:
-        dates = pd.to_datetime(date_part, format=date_format, errors="coerce")
-    else:
-        dates = _dates(date_part)
-    return _unit(dates) + _clock_times(time_part)
+def _layouts(text: pd.Series, formats: list[str], parsed: pd.Series | None = None, *,
+             day_month: bool = False) -> pd.Series:
+    """Fill the cells still NaT with the first of `formats` that reads them (and, with `day_month`, with day-month
+    or month-day dates in the order the file shows). Layouts are looked for in a sample of the cells left, then
+    applied to all of them in whole-column passes: no Python work per cell."""
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]") if parsed is None else parsed
+    left = parsed.isna() & text.notna() & (text.astype(str) != "")
+    while left.any():
+        sample = text[left].head(LAYOUT_SAMPLE)
+        before = int(left.sum())
+        for fmt in _fitting(sample, formats):
+            _fill(parsed, left, pd.to_datetime(text[left], format=fmt, errors="coerce"))
+        if day_month and left.any():
+            for sep in DAY_MONTH_SEPARATORS:
+                day_first = _fitting(sample, [f"%d{sep}%m{sep}%Y{t}" for t in TIME_SUFFIXES])
+                month_first = _fitting(sample, [f"%m{sep}%d{sep}%Y{t}" for t in TIME_SUFFIXES])
+                if day_first or month_first:
+                    suffixes = {f[8:] for f in day_first + month_first}  # the time layouts after "%d/%m/%Y"
+                    _fill(parsed, left, _day_month(text[left], sep, sorted(suffixes)))
+        if int(left.sum()) == before:  # the rest fit nothing: row errors
+            break
+    return parsed
 
 
-def _dates(date_part: pd.Series) -> pd.Series:
-    dates = pd.Series(pd.NaT, index=date_part.index, dtype="datetime64[us]")
-    for pattern, layout in DATE_LAYOUTS:
-        separators = date_part.str.extract(f"^{pattern}$", expand=False)  # the one group: the separator
-        matched = separators.notna() & dates.isna()
-        for sep in separators[matched].unique():
-            rows = matched & (separators == sep)
-            fmt = _day_month_order(date_part[rows], sep) if layout is None else layout.format(sep=sep)
-            dates[rows] = _unit(pd.to_datetime(date_part[rows], format=fmt, errors="coerce"))
-    return dates
+def _fitting(sample: pd.Series, formats: list[str]) -> list[str]:
+    return [f for f in formats if pd.to_datetime(sample, format=f, errors="coerce").notna().any()]
 
 
-def _day_month_order(dates: pd.Series, sep: str) -> str:
-    """The format of day-month-year or month-day-year dates, decided by the file's dates as a whole."""
-    numbers = dates.str.extract(r"^(\d+)\D(\d+)\D").astype(int)
-    first, second = numbers[0], numbers[1]
-    day_first_only = (first > 12) & (first <= 31) & (second <= 12)
-    month_first_only = (second > 12) & (second <= 31) & (first <= 12)
-    day_first, month_first = f"%d{sep}%m{sep}%Y", f"%m{sep}%d{sep}%Y"
-    if day_first_only.any() and month_first_only.any():
-        a, b = dates[day_first_only].index[0], dates[month_first_only].index[0]
-        raise BarFileError(
-            f"dates are day-first in some rows ({quote(dates[a])} in row {a + 1}) and month-first in others "
-            f"({quote(dates[b])} in row {b + 1}); pass --date-format with the layout the file uses, "
-            f"e.g. --date-format '{day_first}'"
-        )
-    if day_first_only.any() or sep == ".":  # dotted dates are day-first by convention (04.01.1999)
-        return day_first if not month_first_only.any() else month_first
-    if month_first_only.any() or (first == second).all():
-        return month_first
-    example = dates[first != second].iloc[0]
-    raise BarFileError(
-        f"dates such as {quote(example)} could be day-first or month-first and no date in the file has a day above "
-        f"12 to tell which; pass --date-format '{day_first}' (day first) or --date-format '{month_first}' "
-        "(month first)"
+def _fill(parsed: pd.Series, left: pd.Series, found: pd.Series) -> None:
+    found = found.dropna()
+    parsed[found.index] = _unit(found)
+    left[found.index] = False
+
+
+def _read_all(text: pd.Series, formats: list[str]) -> pd.Series:
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
+    for fmt in formats:
+        rest = out.isna()
+        out[rest] = _unit(pd.to_datetime(text[rest], format=fmt, errors="coerce"))
+    return out
+
+
+def _day_month(text: pd.Series, sep: str, suffixes: list[str]) -> pd.Series:
+    """Day-month-year or month-day-year dates, in the order the file as a whole shows."""
+    day_first_layout, month_first_layout = f"%d{sep}%m{sep}%Y", f"%m{sep}%d{sep}%Y"
+    s = re.escape(sep)
+    numbers = pc.extract_regex(_arrow(text), rf"^(?P<first>\d{{1,2}}){s}(?P<second>\d{{1,2}}){s}\d{{4}}")
+    first, second = (
+        np.nan_to_num(pc.cast(pc.struct_field(numbers, name), pa.float64()).to_numpy(zero_copy_only=False), nan=0.0)
+        for name in ("first", "second")
     )
+    day_only = (first > 12) & (first <= 31) & (second >= 1) & (second <= 12)
+    month_only = (second > 12) & (second <= 31) & (first >= 1) & (first <= 12)
+    if day_only.any() and month_only.any():
+        a, b = text.index[day_only.argmax()], text.index[month_only.argmax()]
+        raise BarFileError(
+            f"dates are day-first in some rows ({quote(text[a])} in row {a + 1}) and month-first in others "
+            f"({quote(text[b])} in row {b + 1}); pass --date-format with the layout the file uses, "
+            f"e.g. --date-format '{day_first_layout}'"
+        )
+    differ = (first >= 1) & (first <= 12) & (second >= 1) & (second <= 12) & (first != second)
+    if day_only.any() or (sep == "." and not month_only.any()):  # dotted dates are day-first by convention
+        layout = day_first_layout
+    elif month_only.any() or not differ.any():
+        layout = month_first_layout
+    else:
+        raise BarFileError(
+            f"dates such as {quote(text[text.index[differ.argmax()]])} could be day-first or month-first and no date "
+            f"in the file has a day above 12 to tell which; pass --date-format '{day_first_layout}' (day first) or "
+            f"--date-format '{month_first_layout}' (month first)"
+        )
+    return _read_all(text, [layout + t for t in suffixes])
 
 
-def _clock_times(time_part: pd.Series) -> pd.Series:
-    """Time of day as a duration: 0 where there is none, NaT where it fits no layout."""
-    times = pd.Series(pd.Timedelta(0), index=time_part.index, dtype="timedelta64[us]")
-    given = time_part != ""
-    times[given] = pd.NaT
-    midnight = pd.Timestamp("1900-01-01")
-    for pattern, fmt in TIME_LAYOUTS:
-        rows = given & time_part.str.fullmatch(pattern)
-        if rows.any():
-            clock = pd.to_datetime(time_part[rows], format=fmt, errors="coerce")
-            times[rows] = (clock - midnight).astype("timedelta64[us]")
-    return times
+def _arrow(text: pd.Series) -> pa.ChunkedArray | pa.Array:
+    # Regular expressions over a whole column in Arrow's engine: pandas runs some of them in Python, cell by cell.
+    return pa.array(text.to_numpy(dtype=object, na_value=None), type=pa.string(), from_pandas=True)
+
+
+def _matches(text: pd.Series, pattern: str) -> pd.Series:
+    found = pc.match_substring_regex(_arrow(text), pattern).fill_null(False)
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=text.index, dtype=bool)
 
 
 def _check_zone(tz: str | None) -> None:
@@ -443,7 +450,7 @@ def _local_time_errors(text: pd.Series, parsed: pd.Series, tz: str, date_format:
         return errors
     # Every naive cell is read again, not only the failed ones: the order of day and month is the file's.
     cells = _as_text(text)
-    naive = _to_datetime_naive(cells.where(~cells.str.contains(_OFFSET, regex=True, na=False)), date_format)
+    naive = _to_datetime_naive(cells.where(~_matches(cells, _OFFSET)), date_format)
     if getattr(naive.dt, "tz", None) is not None:
         return errors
     for i, local in naive[failed].dropna().items():

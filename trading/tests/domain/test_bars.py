@@ -782,6 +782,11 @@ def _stamps(tmp_path, *cells: str, tz: str | None = "UTC", date_format: str | No
         (("1/4/1999 9:30:00 AM", "1/13/1999 4:00 PM", "1/14/1999"),  # Excel: no time at midnight
          [(1999, 1, 4, 9, 30), (1999, 1, 13, 16, 0), (1999, 1, 14)]),
         (("2024.01.02 09:30", "2024.01.02 09:31"), [(2024, 1, 2, 9, 30), (2024, 1, 2, 9, 31)]),
+        # ISO rows first, then US ones: the order is read from the US rows, wherever they are
+        (("1999-01-02", "1999-01-03", "1/4/1999", "1/13/1999"), [(1999, 1, 2), (1999, 1, 3), (1999, 1, 4),
+                                                                  (1999, 1, 13)]),
+        (("1999-01-02", "1999-01-03", "4/1/1999", "13/1/1999"), [(1999, 1, 2), (1999, 1, 3), (1999, 1, 4),
+                                                                  (1999, 1, 13)]),
     ],
 )
 def test_common_timestamp_layouts_are_read_with_day_and_month_told_apart_by_the_file(tmp_path, cells, expected):
