@@ -2,7 +2,10 @@
 import json
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.utils.html import format_html
+
+from minhos_site.client_address import client_address
 
 from . import registry
 from .models import ModelVersion, Prediction, TrainingRun
@@ -36,8 +39,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
             return
         try:
-            version = registry.model_version_promote(version_id=queryset.get().pk)
-        except registry.RegistryError as exc:
+            version = registry.model_version_promote(version_id=queryset.get().pk, user=request.user,
+                                                     client_address=client_address(request), via="admin")
+        except (registry.RegistryError, PermissionDenied) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
         self.message_user(request, f"v{version.pk} is now active for {version.instrument} {version.timeframe}.")
@@ -47,14 +51,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
         for market in queryset.values("instrument", "timeframe").distinct():
             version = queryset.filter(**market).first()
             try:
-                restored = registry.model_version_rollback(instrument=version.instrument, timeframe=version.timeframe)
-            except registry.RegistryError as exc:
+                restored = registry.model_version_rollback(instrument=version.instrument, timeframe=version.timeframe,
+                                                           user=request.user, client_address=client_address(request),
+                                                           via="admin")
+            except (registry.RegistryError, PermissionDenied) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
             self.message_user(request, f"v{restored.pk} is active again for {restored.instrument} {restored.timeframe}.")
 
     def has_promote_permission(self, request):
-        return request.user.has_perm("mlcore.promote_modelversion")
+        return request.user.has_perm(registry.PROMOTE_PERMISSION)
 
 
 @admin.register(TrainingRun)

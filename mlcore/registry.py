@@ -1,4 +1,9 @@
-"""Model registry services: artifacts through Django's storage API with SHA-256, promote, roll back."""
+"""Model registry services: artifacts through Django's storage API with SHA-256, promote, roll back.
+
+Promote and roll back are audited in the trading app's audit trail (who, when, the version before and after, the
+market, the client's address when there is one) in the same transaction as the change; a refused attempt is audited
+once its transaction has rolled back.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,14 +12,18 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from django.core.exceptions import PermissionDenied
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from trading import services as trading_services
+
 from .models import ModelVersion
 
 logger = logging.getLogger(__name__)
+PROMOTE_PERMISSION = "mlcore.promote_modelversion"
 
 
 class RegistryError(Exception):
@@ -85,53 +94,93 @@ def artifacts_verify(*, version: ModelVersion) -> None:
         artifacts_fetch(version=version, dest=Path(folder))
 
 
-def model_version_promote(*, version_id: int) -> ModelVersion:
-    """Make a version the active one of its market; the previous active one is retired. Artifacts are checked first."""
-    with transaction.atomic():
-        version = ModelVersion.objects.select_for_update().select_related("instrument").get(pk=version_id)
-        if version.status == ModelVersion.Status.ACTIVE:
-            return version
-        artifacts_verify(version=version)
-        now = timezone.now()
-        (
-            ModelVersion.objects.select_for_update()
-            .filter(instrument=version.instrument, timeframe=version.timeframe, status=ModelVersion.Status.ACTIVE)
-            .update(status=ModelVersion.Status.RETIRED, retired_at=now)
-        )
-        version.status, version.promoted_at, version.retired_at = ModelVersion.Status.ACTIVE, now, None
-        version.save(update_fields=["status", "promoted_at", "retired_at"])
-    logger.info("promoted %s", version)
+def _permission_check(user, action: str) -> None:
+    # No user is the system itself (training, the `models` command run by whoever has the shell): nothing to check.
+    if user is not None and (not user.is_authenticated or not user.has_perm(PROMOTE_PERMISSION)):
+        raise trading_services.PermissionRefused(f"{action} needs the permission {PROMOTE_PERMISSION}.")
+
+
+def _audit(change: str, *, user, instrument, timeframe: str, before: int | None, after: int | None, via: str,
+           client_address: str | None, refused: str = "") -> None:
+    trading_services.model_version_audit_record(
+        change=change, user=user, symbol=getattr(instrument, "symbol", str(instrument or "")), timeframe=timeframe,
+        version_before=before, version_after=after, via=via, client_address=client_address, refused=refused)
+
+
+def model_version_promote(*, version_id: int, user=None, client_address: str | None = None,
+                          via: str = "system") -> ModelVersion:
+    """Make a version the active one of its market; the previous active one is retired. Artifacts are checked first.
+
+    `user` None is the system (training, the command); a person needs mlcore.promote_modelversion. Audited.
+    """
+    market = {"instrument": None, "timeframe": "", "before": None}
+    try:
+        _permission_check(user, "Promoting a model version")
+        with transaction.atomic():
+            version = ModelVersion.objects.select_for_update().select_related("instrument").get(pk=version_id)
+            market.update(instrument=version.instrument, timeframe=version.timeframe)
+            if version.status == ModelVersion.Status.ACTIVE:
+                return version
+            artifacts_verify(version=version)
+            now = timezone.now()
+            active = ModelVersion.objects.select_for_update().filter(
+                instrument=version.instrument, timeframe=version.timeframe, status=ModelVersion.Status.ACTIVE)
+            market["before"] = next(iter(active.values_list("pk", flat=True)), None)
+            active.update(status=ModelVersion.Status.RETIRED, retired_at=now)
+            version.status, version.promoted_at, version.retired_at = ModelVersion.Status.ACTIVE, now, None
+            version.save(update_fields=["status", "promoted_at", "retired_at"])
+            _audit("promote", user=user, instrument=version.instrument, timeframe=version.timeframe,
+                   before=market["before"], after=version.pk, via=via, client_address=client_address)
+    except (PermissionDenied, RegistryError, ModelVersion.DoesNotExist) as exc:
+        reason = str(exc) if not isinstance(exc, ModelVersion.DoesNotExist) else f"no model version {version_id}"
+        _audit("promote", user=user, instrument=market["instrument"], timeframe=market["timeframe"],
+               before=market["before"], after=version_id, via=via, client_address=client_address, refused=reason)
+        raise
+    logger.info("promoted %s (%s)", version, via)
     return version
 
 
-def model_version_rollback(*, instrument, timeframe: str) -> ModelVersion:
+def model_version_rollback(*, instrument, timeframe: str, user=None, client_address: str | None = None,
+                           via: str = "system") -> ModelVersion:
     """Retire the active version and re-activate the one that was active before it.
 
     "Before it" is the version its promotion retired (promote stamps both with the same instant), so a version
     rolled back from is never restored by a later rollback, and successive rollbacks walk back the promotions.
+    `user` None is the system (the command); a person needs mlcore.promote_modelversion. Audited.
     """
-    with transaction.atomic():
-        current = (
-            ModelVersion.objects.select_for_update()
-            .filter(instrument=instrument, timeframe=timeframe, status=ModelVersion.Status.ACTIVE)
-            .first()
-        )
-        if current is None:
-            raise RegistryError(f"{instrument} {timeframe}: no active model version to roll back")
-        previous = (
-            ModelVersion.objects.select_for_update()
-            .filter(instrument=instrument, timeframe=timeframe, status=ModelVersion.Status.RETIRED,
-                    promoted_at__isnull=False, retired_at=current.promoted_at)
-            .order_by("-promoted_at")
-            .first()
-        )
-        if previous is None:
-            raise RegistryError(f"{instrument} {timeframe}: no earlier active version to roll back to")
-        artifacts_verify(version=previous)
-        now = timezone.now()
-        current.status, current.retired_at = ModelVersion.Status.RETIRED, now
-        current.save(update_fields=["status", "retired_at"])
-        previous.status, previous.retired_at = ModelVersion.Status.ACTIVE, None
-        previous.save(update_fields=["status", "retired_at"])
-    logger.info("rolled back %s %s from v%s to v%s", instrument, timeframe, current.pk, previous.pk)
+    versions = {"current": None, "previous": None}
+    try:
+        _permission_check(user, "Rolling back a model version")
+        with transaction.atomic():
+            current = (
+                ModelVersion.objects.select_for_update()
+                .filter(instrument=instrument, timeframe=timeframe, status=ModelVersion.Status.ACTIVE)
+                .first()
+            )
+            if current is None:
+                raise RegistryError(f"{instrument} {timeframe}: no active model version to roll back")
+            versions["current"] = current.pk
+            previous = (
+                ModelVersion.objects.select_for_update()
+                .filter(instrument=instrument, timeframe=timeframe, status=ModelVersion.Status.RETIRED,
+                        promoted_at__isnull=False, retired_at=current.promoted_at)
+                .order_by("-promoted_at")
+                .first()
+            )
+            if previous is None:
+                raise RegistryError(f"{instrument} {timeframe}: no earlier active version to roll back to")
+            versions["previous"] = previous.pk
+            artifacts_verify(version=previous)
+            now = timezone.now()
+            current.status, current.retired_at = ModelVersion.Status.RETIRED, now
+            current.save(update_fields=["status", "retired_at"])
+            previous.status, previous.retired_at = ModelVersion.Status.ACTIVE, None
+            previous.save(update_fields=["status", "retired_at"])
+            _audit("rollback", user=user, instrument=instrument, timeframe=timeframe, before=current.pk,
+                   after=previous.pk, via=via, client_address=client_address)
+    except (PermissionDenied, RegistryError) as exc:
+        _audit("rollback", user=user, instrument=instrument, timeframe=timeframe, before=versions["current"],
+               after=versions["previous"], via=via, client_address=client_address, refused=str(exc))
+        raise
+    logger.info("rolled back %s %s from v%s to v%s (%s)", instrument, timeframe, current.pk, previous.pk, via)
     return previous

@@ -56,7 +56,7 @@ def model_version_train(
         version = _version_register(instrument=instrument, timeframe=timeframe, config=config, trained=trained)
         if promote or (promote is None and selectors.model_version_active(instrument=instrument,
                                                                            timeframe=timeframe) is None):
-            version = registry.model_version_promote(version_id=version.pk)
+            version = registry.model_version_promote(version_id=version.pk, via="training")
     except BaseException as exc:
         TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
                                                      error=f"{type(exc).__name__}: {exc}")

@@ -1,7 +1,9 @@
 """Admin for instruments, bars (kept fast on millions of rows), the read-only feed heartbeats, and decisions:
 accounts and their controls, the kill switch, trading configuration, recommendations (approve/reject through the
 services) and the read-only audit trail, orders, fills, positions and equity snapshots."""
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
@@ -119,6 +121,45 @@ def _run_for_each(model_admin, request, objects, call, done: str, label=str) -> 
         model_admin.message_user(request, f"{done}: {', '.join(label(o) for o in succeeded)}.", messages.SUCCESS)
 
 
+class ControlAdmin(admin.ModelAdmin):
+    """The change page of a control (the kill switch, a trading configuration). A refused save, by the admin's own
+    permission check or by the form (a value missing, unparseable or out of range), is a refused attempt at the
+    control and is audited like the services' refusals; the record is written after the admin's transaction."""
+
+    audit_control = ""
+
+    def _refusal_record(self, request, reason: str, *, obj=None, details: dict | None = None) -> None:
+        services.audit_refusal_record(control=self.audit_control, user=request.user, reason=reason,
+                                      account_id=getattr(obj, "account_id", None),
+                                      client_address=_client_address(request),
+                                      details={"via": "admin", **(details or {})})
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except PermissionDenied as exc:
+            if request.method == "POST":
+                obj = self.get_object(request, unquote(object_id)) if object_id else None
+                self._refusal_record(request, str(exc) or "No permission to change this in the admin.", obj=obj,
+                                     details={"object": object_id})
+            raise
+
+    def get_form(self, request, obj=None, **kwargs):
+        form_class, model_admin = super().get_form(request, obj, **kwargs), self
+
+        class AuditedForm(form_class):
+            def is_valid(self):
+                valid = super().is_valid()
+                if self.is_bound and not valid:
+                    errors = {name: list(messages) for name, messages in self.errors.items()}
+                    model_admin._refusal_record(
+                        request, "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items()),
+                        obj=obj, details={"errors": errors})
+                return valid
+
+        return AuditedForm
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written only by the services (fills change positions, the broker snapshots equity, decisions are
     audited): the admin shows them and changes nothing."""
@@ -210,13 +251,34 @@ class AccountAdmin(admin.ModelAdmin):
         self._each(request, queryset, services.trading_state_set, "Active", state=TradingState.ACTIVE)
 
 
+class KillSwitchForm(forms.ModelForm):
+    """`engaged` is an explicit choice with nothing preselected, asked for on every save: a checkbox missing from a
+    submitted form reads as "released", so a form saved for its reason alone, opened before someone engaged the
+    switch, or crafted without the field, would release the switch without asking to."""
+
+    engaged = forms.TypedChoiceField(
+        choices=[("true", "Engaged: nothing trades on any account"), ("false", "Released")],
+        coerce=lambda value: value == "true", widget=forms.RadioSelect, label="Set the switch to",
+        help_text="Choose every time; the state now is shown above.")
+
+    class Meta:
+        model = KillSwitch
+        fields = ("engaged", "reason")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial.pop("engaged", None)
+
+
 @admin.register(KillSwitch)
-class KillSwitchAdmin(admin.ModelAdmin):
+class KillSwitchAdmin(ControlAdmin):
     """The one global switch; saving goes through `services.kill_switch_set` (permission-checked, audited)."""
 
+    form = KillSwitchForm
+    audit_control = AuditEvent.Action.KILL_SWITCH
     list_display = ("__str__", "engaged", "changed_at", "changed_by", "reason")
-    fields = ("engaged", "reason", "changed_at", "changed_by")
-    readonly_fields = ("changed_at", "changed_by")
+    fields = ("state_now", "engaged", "reason", "changed_at", "changed_by")
+    readonly_fields = ("state_now", "changed_at", "changed_by")
 
     def has_add_permission(self, request):
         return request.user.has_perm("trading.engage_kill_switch") and not KillSwitch.objects.filter(pk=1).exists()
@@ -227,17 +289,21 @@ class KillSwitchAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="state now")
+    def state_now(self, obj):
+        return "ENGAGED" if obj is not None and obj.engaged else "released"
+
     def save_model(self, request, obj, form, change):
         try:
-            switch = services.kill_switch_set(engaged=obj.engaged, reason=obj.reason, user=request.user,
-                                              client_address=_client_address(request))
+            switch = services.kill_switch_set(engaged=form.cleaned_data["engaged"], reason=obj.reason,
+                                              user=request.user, client_address=_client_address(request))
         except services.PermissionRefused as exc:
             raise PermissionDenied(str(exc)) from None
         obj.pk = switch.pk  # the admin's own log and redirect need it
 
 
 @admin.register(TradingConfig)
-class TradingConfigAdmin(admin.ModelAdmin):
+class TradingConfigAdmin(ControlAdmin):
     """Editable settings; saving goes through `services.trading_config_update`, so it is validated and audited."""
 
     list_display = ("account", "instrument", "kelly_fraction", "min_confidence", "max_contracts",
@@ -247,9 +313,15 @@ class TradingConfigAdmin(admin.ModelAdmin):
     list_select_related = ("account", "instrument")
     search_fields = ("account__name", "instrument__symbol")
     autocomplete_fields = ("instrument",)
+    audit_control = AuditEvent.Action.CONFIG_CHANGE
 
     def get_readonly_fields(self, request, obj=None):
         return ("updated_at",) if obj is None else ("account", "instrument", "updated_at")
+
+    def has_add_permission(self, request):
+        # Adding saves through the change service: without its permission the refusal would come from inside the
+        # admin's transaction, taking its own audit record with it.
+        return super().has_add_permission(request) and request.user.has_perm("trading.change_tradingconfig")
 
     def has_delete_permission(self, request, obj=None):
         return False  # sizing would silently fall back to the defaults

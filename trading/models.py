@@ -8,6 +8,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.deconstruct import deconstructible
 
+from .domain.config_ranges import CONFIG_RANGES
 from .domain.timeframes import TIMEFRAME_CHOICES
 
 
@@ -180,45 +181,67 @@ class RangeValidator:
         return isinstance(other, RangeValidator) and vars(self) == vars(other)
 
 
+def _setting(name: str, help_text: str) -> dict:
+    """Validators and help text of one setting, from the one table of ranges (`trading.domain.config_ranges`)."""
+    setting = CONFIG_RANGES[name]
+    return {"validators": [RangeValidator(setting.low, setting.high, low_open=setting.low_open,
+                                          high_open=setting.high_open)],
+            "help_text": f"{help_text}, {setting.describe()}."}
+
+
+def _range_constraint(name: str) -> models.CheckConstraint:
+    setting = CONFIG_RANGES[name]
+    return models.CheckConstraint(
+        condition=models.Q(**{f"{name}__{'gt' if setting.low_open else 'gte'}": setting.low,
+                              f"{name}__{'lt' if setting.high_open else 'lte'}": setting.high}),
+        name=f"trading_config_{name}_range")
+
+
 class TradingConfig(models.Model):
-    """Sizing and risk settings of one account for one instrument (defaults as the issue states them)."""
+    """Sizing and risk settings of one account for one instrument (defaults as the issue states them).
+
+    Every setting's type and range come from `CONFIG_RANGES`, which the validators, the check constraints, the API
+    and the service all read; the help texts say the ranges.
+    """
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="configs")
     instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="trading_configs")
-    kelly_fraction = models.FloatField(default=0.25, validators=[RangeValidator(0.0, 1.0, low_open=True)],
-                                       help_text="Share of full Kelly to bet, in (0, 1].")
-    min_confidence = models.FloatField(default=0.60, validators=[RangeValidator(0.5, 1.0, high_open=True)],
-                                       help_text="Confidence threshold for sizing and for risk, in [0.5, 1).")
-    max_contracts = models.PositiveIntegerField(default=5, help_text="Cap of one recommendation's size.")
-    max_position_contracts = models.PositiveIntegerField(default=5, help_text="Cap of the net position.")
-    max_total_contracts = models.PositiveIntegerField(default=10, help_text="Cap over every instrument.")
-    daily_loss_limit = models.DecimalField(**MONEY, default=Decimal("2000.00"), validators=[MinValueValidator(0)])
-    max_drawdown = models.FloatField(default=0.10, validators=[RangeValidator(0.0, 1.0, low_open=True)],
-                                     help_text="Drawdown from peak equity at which sizing reaches zero and risk blocks.")
-    max_trades_per_day = models.PositiveIntegerField(default=20)
-    stale_after_seconds = models.FloatField(default=180.0, validators=[RangeValidator(0.0, 86400.0, low_open=True)],
-                                            help_text="Risk blocks when the last bar arrived longer ago than this.")
-    health_floor = models.FloatField(default=0.40, validators=[RangeValidator(0.0, 1.0)],
-                                     help_text="Model health (0..1) under which risk blocks.")
-    recommendation_ttl_bars = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
-    slippage_ticks = models.PositiveIntegerField(default=1)
-    commission_per_contract = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("2.50"),
-                                                  validators=[MinValueValidator(0)])
+    kelly_fraction = models.FloatField(default=0.25, **_setting("kelly_fraction", "Share of full Kelly to bet"))
+    min_confidence = models.FloatField(
+        default=0.60, **_setting("min_confidence", "Confidence threshold for sizing and for risk"))
+    max_contracts = models.PositiveIntegerField(
+        default=5, **_setting("max_contracts", "Cap of one recommendation's size"))
+    max_position_contracts = models.PositiveIntegerField(
+        default=5, **_setting("max_position_contracts", "Cap of the net position in this instrument"))
+    max_total_contracts = models.PositiveIntegerField(
+        default=10, **_setting("max_total_contracts", "Cap of the account's contracts over every instrument"))
+    daily_loss_limit = models.DecimalField(
+        **MONEY, default=Decimal("2000.00"),
+        **_setting("daily_loss_limit", "The day's loss that trips the circuit breaker (0: no loss allowed), "
+                                       "in the account's currency"))
+    max_drawdown = models.FloatField(
+        default=0.10,
+        **_setting("max_drawdown", "Drawdown from peak equity at which sizing reaches zero and risk blocks"))
+    max_trades_per_day = models.PositiveIntegerField(
+        default=20, **_setting("max_trades_per_day", "Entries per trading day"))
+    stale_after_seconds = models.FloatField(
+        default=180.0, **_setting("stale_after_seconds", "Risk blocks when the last bar arrived longer ago than this"))
+    health_floor = models.FloatField(
+        default=0.40, **_setting("health_floor", "Model health (0..1) under which risk blocks"))
+    recommendation_ttl_bars = models.PositiveIntegerField(
+        default=2, **_setting("recommendation_ttl_bars",
+                              "A recommendation can be approved until this many later bars exist"))
+    slippage_ticks = models.PositiveIntegerField(
+        default=1, **_setting("slippage_ticks", "Slippage of paper fills against the order"))
+    commission_per_contract = models.DecimalField(
+        max_digits=8, decimal_places=2, default=Decimal("2.50"),
+        **_setting("commission_per_contract", "Commission per contract and fill, in the account's currency"))
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["account", "instrument"], name="trading_config_unique"),
-            models.CheckConstraint(condition=models.Q(kelly_fraction__gt=0, kelly_fraction__lte=1),
-                                   name="trading_config_kelly_fraction"),
-            models.CheckConstraint(condition=models.Q(min_confidence__gte=0.5, min_confidence__lt=1),
-                                   name="trading_config_min_confidence"),
-            models.CheckConstraint(condition=models.Q(max_drawdown__gt=0, max_drawdown__lte=1),
-                                   name="trading_config_max_drawdown"),
-            models.CheckConstraint(condition=models.Q(daily_loss_limit__gte=0, commission_per_contract__gte=0,
-                                                      stale_after_seconds__gt=0, health_floor__gte=0,
-                                                      health_floor__lte=1, recommendation_ttl_bars__gte=1),
-                                   name="trading_config_limits_non_negative"),
+            *(_range_constraint(name) for name in CONFIG_RANGES),
         ]
 
     def __str__(self):
@@ -298,6 +321,8 @@ class AuditEvent(models.Model):
         KILL_SWITCH = "kill_switch", "Kill switch"
         TRADING_STATE = "trading_state", "Trading state"
         CONFIG_CHANGE = "config_change", "Configuration change"
+        MODEL_PROMOTE = "model_promote", "Model version promoted"
+        MODEL_ROLLBACK = "model_rollback", "Model version rolled back"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,

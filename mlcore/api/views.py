@@ -6,7 +6,9 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from minhos_site.client_address import client_address
 from trading import selectors as trading_selectors
+from trading import services as trading_services
 
 from .. import registry, selectors
 from ..models import ModelVersion
@@ -18,12 +20,16 @@ from .serializers import (
     RollbackInputSerializer,
 )
 
-PROMOTE_PERMISSION = "mlcore.promote_modelversion"
+FORBIDDEN = OpenApiResponse(description="The user lacks mlcore.promote_modelversion; the detail names it.")
 
 
-def _require_promote_permission(request):
-    if not request.user.has_perm(PROMOTE_PERMISSION):
-        raise PermissionDenied("Promoting or rolling back model versions needs the permission " + PROMOTE_PERMISSION)
+def _rollback_body_refused(request, errors: dict, *, timeframe: str = "") -> ValidationError:
+    """A roll-back refused for its body is a refused attempt too: audited like the registry's refusals, then 400."""
+    reason = "; ".join(f"{name}: {' '.join(str(m) for m in messages)}" for name, messages in errors.items())
+    trading_services.model_version_audit_record(
+        change="rollback", user=request.user, symbol="", timeframe=timeframe, version_before=None,
+        version_after=None, via="api", client_address=client_address(request), refused=reason)
+    return ValidationError(errors)
 
 
 class ModelVersionListApi(ListAPIView):
@@ -50,13 +56,17 @@ class ModelVersionDetailApi(APIView):
 
 
 class ModelVersionPromoteApi(APIView):
-    @extend_schema(request=None, responses={200: ModelVersionOutputSerializer,
+    @extend_schema(request=None, responses={200: ModelVersionOutputSerializer, 403: FORBIDDEN,
+                                            404: OpenApiResponse(description="No model version has that id."),
                                             409: OpenApiResponse(description="Artifacts missing or corrupted.")},
-                   summary="Make this version the active one of its market")
+                   summary="Make this version the active one of its market",
+                   description="Needs mlcore.promote_modelversion; audited, and so is a refused attempt.")
     def post(self, request, version_id: int):
-        _require_promote_permission(request)
         try:
-            version = registry.model_version_promote(version_id=version_id)
+            version = registry.model_version_promote(version_id=version_id, user=request.user,
+                                                     client_address=client_address(request), via="api")
+        except trading_services.PermissionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
         except ModelVersion.DoesNotExist:
             raise Http404(f"No model version {version_id}.") from None
         except registry.RegistryError as exc:
@@ -65,20 +75,25 @@ class ModelVersionPromoteApi(APIView):
 
 
 class ModelVersionRollbackApi(APIView):
-    @extend_schema(request=RollbackInputSerializer, responses={200: ModelVersionOutputSerializer,
-                                                               409: OpenApiResponse(description="Nothing to roll back.")},
-                   summary="Re-activate the version that was active before the current one")
+    @extend_schema(request=RollbackInputSerializer,
+                   responses={200: ModelVersionOutputSerializer, 400: OpenApiResponse(description="Invalid body."),
+                              403: FORBIDDEN, 409: OpenApiResponse(description="Nothing to roll back.")},
+                   summary="Re-activate the version that was active before the current one",
+                   description="Needs mlcore.promote_modelversion; audited, and so is a refused attempt.")
     def post(self, request):
-        _require_promote_permission(request)
         data = RollbackInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        if not data.is_valid():
+            raise _rollback_body_refused(request, data.errors)
+        symbol, timeframe = data.validated_data["symbol"], data.validated_data["timeframe"]
         try:
-            instrument = trading_selectors.instrument_get(symbol=data.validated_data["symbol"])
+            instrument = trading_selectors.instrument_get(symbol=symbol)
         except trading_selectors.UnknownInstrument as exc:
-            raise ValidationError({"symbol": [str(exc)]}) from None
+            raise _rollback_body_refused(request, {"symbol": [str(exc)]}, timeframe=timeframe) from None
         try:
-            version = registry.model_version_rollback(instrument=instrument,
-                                                      timeframe=data.validated_data["timeframe"])
+            version = registry.model_version_rollback(instrument=instrument, timeframe=timeframe, user=request.user,
+                                                      client_address=client_address(request), via="api")
+        except trading_services.PermissionRefused as exc:
+            raise PermissionDenied(str(exc)) from None
         except registry.RegistryError as exc:
             return Response({"detail": str(exc)}, status=409)
         return Response(ModelVersionOutputSerializer(version).data)

@@ -1,9 +1,13 @@
 """Input and output serializers of the decision API (recommendations, accounts, configuration, kill switch, audit,
 orders, fills, positions): they parse requests and shape responses; the services hold the rules."""
 from datetime import UTC
+from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
+from trading.domain.config_ranges import CONFIG_RANGES, SettingRange
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import (
     AuditEvent,
@@ -80,19 +84,89 @@ class PageSizeSerializer(serializers.Serializer):
 # --- inputs of writes ---------------------------------------------------------------------------------------------
 
 
-class TradingConfigUpdateInputSerializer(serializers.ModelSerializer):
-    """The PATCH body, for the schema: any editable settings. The service validates them (the model's validators)."""
+def _setting_schema(setting: SettingRange) -> dict:
+    number = {"type": "integer" if setting.kind is int else "number", "minimum": setting.low,
+              "maximum": setting.high}
+    if setting.low_open:
+        number["exclusiveMinimum"] = True
+    if setting.high_open:
+        number["exclusiveMaximum"] = True
+    if setting.kind is Decimal:
+        number = {k: float(v) if isinstance(v, Decimal) else v for k, v in number.items()}
+        # Money may also be sent as a decimal string, as it is returned.
+        return {"oneOf": [number, {"type": "string", "format": "decimal",
+                                   "pattern": rf"^\d+(\.\d{{1,{setting.places}}})?$"}]}
+    return number
+
+
+class _SettingField(serializers.Field):
+    """One trading setting, parsed by its entry in `CONFIG_RANGES` exactly as the service parses it."""
+
+    setting: SettingRange
+
+    def to_internal_value(self, data):
+        try:
+            return self.setting.parse(data)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value):
+        return value
+
+
+def _setting_field(name: str, help_text: str) -> _SettingField:
+    setting = CONFIG_RANGES[name]
+    field_class = extend_schema_field(_setting_schema(setting))(
+        type(f"{name.title().replace('_', '')}Field", (_SettingField,), {"setting": setting}))
+    return field_class(required=False, help_text=f"{help_text}, {setting.describe()}.")
+
+
+class TradingConfigUpdateInputSerializer(serializers.Serializer):
+    """The PATCH body: any of the settings, each in its range from `CONFIG_RANGES` (the schema states them). The view
+    hands the body to the service, which checks the permission first and then parses each value by the same table."""
+
+    kelly_fraction = _setting_field("kelly_fraction", "Share of full Kelly to bet")
+    min_confidence = _setting_field("min_confidence", "Confidence threshold for sizing and for risk")
+    max_contracts = _setting_field("max_contracts", "Cap of one recommendation's size")
+    max_position_contracts = _setting_field("max_position_contracts", "Cap of the net position in the instrument")
+    max_total_contracts = _setting_field("max_total_contracts", "Cap of the account's contracts over every instrument")
+    daily_loss_limit = _setting_field("daily_loss_limit", "The day's loss that trips the circuit breaker")
+    max_drawdown = _setting_field("max_drawdown", "Drawdown from peak equity at which risk blocks")
+    max_trades_per_day = _setting_field("max_trades_per_day", "Entries per trading day")
+    stale_after_seconds = _setting_field("stale_after_seconds", "Risk blocks when the last bar is older than this")
+    health_floor = _setting_field("health_floor", "Model health under which risk blocks")
+    recommendation_ttl_bars = _setting_field("recommendation_ttl_bars", "Bars a recommendation can be approved in")
+    slippage_ticks = _setting_field("slippage_ticks", "Slippage of paper fills")
+    commission_per_contract = _setting_field("commission_per_contract", "Commission per contract and fill")
 
     class Meta:
-        model = TradingConfig
         ref_name = "TradingConfigUpdate"
-        fields = ("kelly_fraction", "min_confidence", "max_contracts", "max_position_contracts", "max_total_contracts",
-                  "daily_loss_limit", "max_drawdown", "max_trades_per_day", "stale_after_seconds", "health_floor",
-                  "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
+
+
+class _RequiredBooleanField(serializers.BooleanField):
+    """A boolean that must be sent. DRF reads a boolean missing from a form body as false (an unticked checkbox),
+    so `-d reason=x` released the kill switch; here a missing value is missing, in form and JSON bodies alike."""
+
+    default_empty_html = empty
+
+
+class NoValueInputSerializer(serializers.Serializer):
+    """The body of a control that takes no value (the circuit breaker's reset): empty. A body that sends values is
+    refused by name rather than ignored, since it asks for something this control does not do."""
+
+    # Sent by a browser form along with its fields; not a value of the control.
+    IGNORED = {"csrfmiddlewaretoken"}
+
+    def validate(self, attrs):
+        sent = set(self.initial_data) if hasattr(self.initial_data, "keys") else set()
+        if sent - self.IGNORED:
+            raise serializers.ValidationError({str(name)[:80]: ["This control takes no value."]
+                                               for name in sorted(sent - self.IGNORED)})
+        return attrs
 
 
 class AutoTradingInputSerializer(serializers.Serializer):
-    enabled = serializers.BooleanField(help_text="true: risk-approved recommendations go straight to the broker.")
+    enabled = _RequiredBooleanField(help_text="true: risk-approved recommendations go straight to the broker.")
 
 
 class TradingStateInputSerializer(serializers.Serializer):
@@ -101,7 +175,7 @@ class TradingStateInputSerializer(serializers.Serializer):
 
 
 class KillSwitchInputSerializer(serializers.Serializer):
-    engaged = serializers.BooleanField(help_text="true: nothing trades on any account.")
+    engaged = _RequiredBooleanField(help_text="true: nothing trades on any account; false releases it.")
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
 
 
@@ -182,8 +256,7 @@ class TradingConfigOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = TradingConfig
         ref_name = "TradingConfig"
-        fields = ("id", "account", "account_name", "symbol", *TradingConfigUpdateInputSerializer.Meta.fields,
-                  "updated_at")
+        fields = ("id", "account", "account_name", "symbol", *CONFIG_RANGES, "updated_at")
         read_only_fields = fields
 
 

@@ -3,7 +3,8 @@ trading configuration, the kill switch, the audit trail, orders, fills and posit
 
 Each write parses its body, calls one service with the user and the client's address, and maps the service's
 refusals: a missing permission is 403, a decision that cannot be taken 409 (with the recommendation's state), an
-invalid value 400 naming the field. The services check permissions and audit; nothing here does either.
+invalid value 400 naming the field. The services check permissions and audit, refusals included; a control's body
+refused here (a value missing or unparseable) is recorded through the same audit service before the 400.
 """
 from contextlib import contextmanager
 
@@ -20,7 +21,7 @@ from rest_framework.views import APIView
 from minhos_site.client_address import client_address
 from minhos_site.pagination import CheckedCursorPagination
 from trading import selectors, services
-from trading.models import Account, TradingConfig
+from trading.models import Account, AuditEvent, TradingConfig
 
 from .decision_serializers import (
     MAX_PAGE_SIZE,
@@ -34,6 +35,7 @@ from .decision_serializers import (
     FillOutputSerializer,
     KillSwitchInputSerializer,
     KillSwitchOutputSerializer,
+    NoValueInputSerializer,
     OrderOutputSerializer,
     PageSizeSerializer,
     PositionFilterSerializer,
@@ -79,10 +81,19 @@ def _query(serializer_class, request) -> dict:
     return query.validated_data
 
 
-def _body(serializer_class, request, **kwargs) -> dict:
-    body = serializer_class(data=request.data, **kwargs)
-    body.is_valid(raise_exception=True)
-    return body.validated_data
+def _control_body(serializer_class, request, *, control: str, account_id: int | None = None) -> dict:
+    """A control's body. One that is refused (a value missing or unparseable) is a refused attempt at the control:
+    audited as the services audit theirs, then a 400 naming the field."""
+    body = serializer_class(data=request.data)
+    if body.is_valid():
+        return body.validated_data
+    errors = {name: [str(message) for message in messages] if isinstance(messages, list) else [str(messages)]
+              for name, messages in body.errors.items()}
+    services.audit_refusal_record(
+        control=control, user=request.user, account_id=account_id, client_address=_client_address(request),
+        reason="; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items()),
+        details={"errors": errors})
+    raise ValidationError(body.errors)
 
 
 def _account_filter(filters: dict) -> Account | None:
@@ -285,16 +296,19 @@ class AccountAutoTradingApi(APIView):
                    summary="Turn auto-trading on or off",
                    description="Needs trading.toggle_auto_trading; audited.")
     def post(self, request, account_id: int):
-        body = _body(AutoTradingInputSerializer, request)
+        body = _control_body(AutoTradingInputSerializer, request, control=AuditEvent.Action.AUTO_TRADING,
+                             account_id=account_id)
         return _account_write(services.auto_trading_set, account_id, enabled=body["enabled"], user=request.user,
                               client_address=_client_address(request))
 
 
 class AccountCircuitBreakerResetApi(APIView):
     @extend_schema(request=None, responses=_ACCOUNT_WRITE_RESPONSES, summary="Reset a tripped circuit breaker",
-                   description="The account becomes ACTIVE again. 400 if the breaker is not tripped. "
-                               "Needs trading.reset_circuit_breaker; audited.")
+                   description="The account becomes ACTIVE again. 400 if the breaker is not tripped, or if the "
+                               "body sends any value (it takes none). Needs trading.reset_circuit_breaker; audited.")
     def post(self, request, account_id: int):
+        _control_body(NoValueInputSerializer, request, control=AuditEvent.Action.CIRCUIT_BREAKER_RESET,
+                      account_id=account_id)
         return _account_write(services.circuit_breaker_reset, account_id, user=request.user,
                               client_address=_client_address(request))
 
@@ -305,7 +319,8 @@ class AccountTradingStateApi(APIView):
                    description="While the circuit breaker is tripped only HALTED is accepted. "
                                "Needs trading.set_trading_state; audited.")
     def post(self, request, account_id: int):
-        body = _body(TradingStateInputSerializer, request)
+        body = _control_body(TradingStateInputSerializer, request, control=AuditEvent.Action.TRADING_STATE,
+                             account_id=account_id)
         return _account_write(services.trading_state_set, account_id, state=body["trading_state"],
                               user=request.user, client_address=_client_address(request))
 
@@ -335,15 +350,15 @@ class TradingConfigDetailApi(APIView):
                               404: OpenApiResponse(description="No configuration has that id.")},
                    summary="Change settings",
                    description="Validated whole and applied atomically: one bad value (400 naming it) or an unknown "
-                               "setting changes nothing. Needs trading.change_tradingconfig; audited with the values "
-                               "before and after.")
+                               "setting changes nothing. Each setting is a number (or numeric string) in the range "
+                               "the schema gives; booleans are not numbers and whole-number settings take no "
+                               "fraction. Needs trading.change_tradingconfig; audited with the values before and "
+                               "after, and a refused change is audited too.")
     def patch(self, request, config_id: int):
-        # The service checks the permission first, then refuses unknown settings and out-of-range values by name
-        # (the model's validators): a read-only user gets 403 whatever the body. Only the shape is checked here.
+        # The service checks the permission first, then refuses a body that is not an object of settings, unknown
+        # settings and values out of their ranges by name: a read-only user gets 403 whatever the body, and every
+        # refusal is audited. A form body is one value per setting.
         changes = request.data.dict() if hasattr(request.data, "dict") else request.data
-        if not isinstance(changes, dict) or not changes:
-            raise ValidationError({"non_field_errors": ["Give an object of settings to change, e.g. "
-                                                        '{"kelly_fraction": 0.5}.']})
         with _service_refusals():
             try:
                 config = services.trading_config_update(config_id=config_id, changes=changes, user=request.user,
@@ -366,7 +381,7 @@ class KillSwitchApi(APIView):
                    summary="Engage or release the global kill switch",
                    description="Engaged, nothing trades on any account. Needs trading.engage_kill_switch; audited.")
     def post(self, request):
-        body = _body(KillSwitchInputSerializer, request)
+        body = _control_body(KillSwitchInputSerializer, request, control=AuditEvent.Action.KILL_SWITCH)
         with _service_refusals():
             switch = services.kill_switch_set(engaged=body["engaged"], reason=body["reason"], user=request.user,
                                               client_address=_client_address(request))

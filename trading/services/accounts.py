@@ -1,26 +1,43 @@
-"""Writes of accounts and their controls: configuration, auto-trading, circuit breaker, kill switch, trading state.
+"""Writes of accounts and their controls: configuration, auto-trading, circuit breaker, kill switch, trading state;
+and the audit trail every control writes to (the model registry's promotions and roll-backs too).
 
 Every change a person makes is audited (who, when, what, before and after, from which address) in the same
 transaction as the change itself, so there is never a change without its record or a record without its change.
+Every refused attempt (a missing permission, a value out of range, a control that cannot act now) is audited as
+`refused` after the refused change's transaction has rolled back, so the record of the attempt survives it. (A caller
+that wraps the call in a transaction of its own and rolls that back takes the record with it.)
 """
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from ..domain.config_ranges import CONFIG_RANGES
 from ..models import Account, AuditEvent, Instrument, KillSwitch, TradingConfig, TradingState
 
 DEFAULT_ACCOUNT = "paper"
+KILL_SWITCH_REASON_MAX = 1000
+# A refused attempt's record keeps what was asked for, cut short: the audit trail is not a store for any body sent.
+_REQUESTED_MAX_FIELDS, _REQUESTED_MAX_CHARS = 20, 80
 
 
 class PermissionRefused(PermissionDenied):
     """The user lacks the permission this action needs (the message names it)."""
 
 
-def _require(user, permission: str, action: str) -> None:
+def _permission_check(user, permission: str, action: str) -> None:
     if user is None or not user.is_authenticated or not user.has_perm(permission):
         raise PermissionRefused(f"{action} needs the permission {permission}.")
+
+
+def _require(user, permission: str, action: str) -> None:
+    """Refuse unless the user has the permission, and audit the refused attempt. Call it before any transaction."""
+    with _refusals_audited(control="", user=user, client_address=None):
+        _permission_check(user, permission, action)
 
 
 def audit_record(*, action: str, user=None, account: Account | None = None, recommendation=None,
@@ -31,6 +48,56 @@ def audit_record(*, action: str, user=None, account: Account | None = None, reco
         recommendation=recommendation, state_before=state_before, state_after=state_after,
         client_address=client_address or None, details=details or {},
     )
+
+
+def audit_refusal_record(*, control: str, user, reason: str, account_id: int | None = None,
+                         client_address: str | None = None, details: dict | None = None) -> AuditEvent:
+    """Record a refused attempt at a control (`control`: the audit action it would have been, e.g. "kill_switch",
+    or "" when the caller does not say). Write it outside the refused change's transaction."""
+    account = Account.objects.filter(pk=account_id).first() if account_id is not None else None
+    if account_id is not None and account is None:
+        details = {**(details or {}), "account": account_id}
+    return audit_record(action=AuditEvent.Action.REFUSED, user=user, account=account, client_address=client_address,
+                        details={"control": control, "reason": reason[:1000], **(details or {})})
+
+
+def _refusal_reason(exc: Exception) -> tuple[str, dict]:
+    if isinstance(exc, ValidationError):
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        return "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items()), {"errors": errors}
+    return str(exc), {}
+
+
+@contextmanager
+def _refusals_audited(*, control: str, user, client_address: str | None,
+                      account_id: int | Callable[[], int | None] | None = None, details: dict | None = None):
+    """Audit a refused attempt (a missing permission, an invalid value, an unknown row) once the refused change's
+    transaction has rolled back: enter this outside `transaction.atomic()`, around the whole service. `account_id`
+    may be a function, looked up only when there is a refusal to record."""
+    try:
+        yield
+    except (PermissionDenied, ValidationError, ObjectDoesNotExist) as exc:
+        reason, more = _refusal_reason(exc)
+        if callable(account_id):
+            account_id = account_id()
+        audit_refusal_record(control=control, user=user, reason=reason, account_id=account_id,
+                             client_address=client_address, details={**(details or {}), **more})
+        raise
+
+
+def _requested(changes) -> dict:
+    """What a refused configuration change asked for, cut short."""
+    if not isinstance(changes, dict):
+        return {"body": repr(changes)[:_REQUESTED_MAX_CHARS]}
+    return {str(name)[:_REQUESTED_MAX_CHARS]: repr(value)[:_REQUESTED_MAX_CHARS]
+            for name, value in list(changes.items())[:_REQUESTED_MAX_FIELDS]}
+
+
+def _boolean(name: str, value) -> bool:
+    # bool("false") is True: a control is only ever switched by a real boolean.
+    if not isinstance(value, bool):
+        raise ValidationError({name: f"Must be true or false, got {repr(value)[:_REQUESTED_MAX_CHARS]}."})
+    return value
 
 
 def account_default_get() -> Account:
@@ -46,25 +113,50 @@ def trading_config_get(*, account: Account, instrument: Instrument) -> TradingCo
 
 
 def trading_config_update(*, config_id: int, changes: dict, user, client_address: str | None = None) -> TradingConfig:
-    """Validate and apply `changes` (field -> value) atomically; refused whole if any value is invalid."""
-    _require(user, "trading.change_tradingconfig", "Changing the trading configuration")
-    editable = {f.name for f in TradingConfig._meta.concrete_fields} - {"id", "account", "instrument", "updated_at"}
-    unknown = sorted(set(changes) - editable)
-    if unknown:
-        raise ValidationError({name: "Not an editable setting." for name in unknown})
-    with transaction.atomic():
-        config = TradingConfig.objects.select_for_update().get(pk=config_id)
-        before = {name: _json(getattr(config, name)) for name in changes}
-        for name, value in changes.items():
-            setattr(config, name, value)
-        config.full_clean()
-        config.save()
-        config.refresh_from_db()
-        after = {name: _json(getattr(config, name)) for name in changes}
-        audit_record(action=AuditEvent.Action.CONFIG_CHANGE, user=user, account=config.account,
-                     client_address=client_address,
-                     details={"instrument": config.instrument.symbol, "before": before, "after": after})
+    """Validate and apply `changes` (setting -> value) atomically; refused whole if any value is invalid.
+
+    Each value is parsed strictly against its range in `CONFIG_RANGES` (numbers, or numeric strings as forms send
+    them; booleans are not numbers, fractions are not whole numbers, NaN and infinities are refused), so what the
+    API, the admin or a script sends is held to the same rules the database checks.
+    """
+    with _refusals_audited(control=AuditEvent.Action.CONFIG_CHANGE, user=user, client_address=client_address,
+                           account_id=lambda: TradingConfig.objects.filter(pk=config_id).values_list(
+                               "account_id", flat=True).first(),
+                           details={"config": config_id, "requested": _requested(changes)}):
+        _permission_check(user, "trading.change_tradingconfig", "Changing the trading configuration")
+        values = trading_config_changes_parse(changes=changes)
+        with transaction.atomic():
+            config = TradingConfig.objects.select_for_update().get(pk=config_id)
+            before = {name: _json(getattr(config, name)) for name in values}
+            for name, value in values.items():
+                setattr(config, name, value)
+            config.full_clean()
+            config.save()
+            config.refresh_from_db()
+            after = {name: _json(getattr(config, name)) for name in values}
+            audit_record(action=AuditEvent.Action.CONFIG_CHANGE, user=user, account=config.account,
+                         client_address=client_address,
+                         details={"instrument": config.instrument.symbol, "before": before, "after": after})
     return config
+
+
+def trading_config_changes_parse(*, changes) -> dict:
+    """`changes` as setting -> value of the setting's type; ValidationError naming every unknown or bad setting."""
+    if not isinstance(changes, dict) or not changes:
+        raise ValidationError('Give an object of settings to change, e.g. {"kelly_fraction": 0.5}.')
+    errors, values = {}, {}
+    for name, value in changes.items():
+        setting = CONFIG_RANGES.get(name) if isinstance(name, str) else None
+        if setting is None:
+            errors[str(name)[:_REQUESTED_MAX_CHARS]] = "Not an editable setting."
+            continue
+        try:
+            values[name] = setting.parse(value)
+        except ValueError as exc:
+            errors[name] = str(exc)
+    if errors:
+        raise ValidationError(errors)
+    return values
 
 
 def _json(value):
@@ -72,15 +164,19 @@ def _json(value):
 
 
 def auto_trading_set(*, account_id: int, enabled: bool, user, client_address: str | None = None) -> Account:
-    _require(user, "trading.toggle_auto_trading", "Turning auto-trading on or off")
-    with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=account_id)
-        before = account.auto_trading
-        account.auto_trading = bool(enabled)
-        account.save(update_fields=["auto_trading"])
-        audit_record(action=AuditEvent.Action.AUTO_TRADING, user=user, account=account,
-                     state_before="on" if before else "off", state_after="on" if enabled else "off",
-                     client_address=client_address)
+    control = AuditEvent.Action.AUTO_TRADING
+    with _refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id,
+                           details={"requested": _requested({"enabled": enabled})}):
+        _permission_check(user, "trading.toggle_auto_trading", "Turning auto-trading on or off")
+        enabled = _boolean("enabled", enabled)
+        with transaction.atomic():
+            account = Account.objects.select_for_update().get(pk=account_id)
+            before = account.auto_trading
+            account.auto_trading = enabled
+            account.save(update_fields=["auto_trading"])
+            audit_record(action=control, user=user, account=account,
+                         state_before="on" if before else "off", state_after="on" if enabled else "off",
+                         client_address=client_address)
     return account
 
 
@@ -101,51 +197,82 @@ def circuit_breaker_trip(*, account_id: int, reason: str) -> Account:
 
 
 def circuit_breaker_reset(*, account_id: int, user, client_address: str | None = None) -> Account:
-    _require(user, "trading.reset_circuit_breaker", "Resetting the circuit breaker")
-    with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=account_id)
-        if not account.circuit_breaker_tripped:
-            raise ValidationError("The circuit breaker is not tripped.")
-        before = account.trading_state
-        reason = account.circuit_breaker_reason
-        account.circuit_breaker_tripped_at = None
-        account.circuit_breaker_reason = ""
-        account.trading_state = TradingState.ACTIVE
-        account.save(update_fields=["circuit_breaker_tripped_at", "circuit_breaker_reason", "trading_state"])
-        audit_record(action=AuditEvent.Action.CIRCUIT_BREAKER_RESET, user=user, account=account,
-                     state_before=before, state_after=TradingState.ACTIVE, client_address=client_address,
-                     details={"tripped_for": reason})
+    control = AuditEvent.Action.CIRCUIT_BREAKER_RESET
+    with _refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id):
+        _permission_check(user, "trading.reset_circuit_breaker", "Resetting the circuit breaker")
+        with transaction.atomic():
+            account = Account.objects.select_for_update().get(pk=account_id)
+            if not account.circuit_breaker_tripped:
+                raise ValidationError("The circuit breaker is not tripped.")
+            before = account.trading_state
+            reason = account.circuit_breaker_reason
+            account.circuit_breaker_tripped_at = None
+            account.circuit_breaker_reason = ""
+            account.trading_state = TradingState.ACTIVE
+            account.save(update_fields=["circuit_breaker_tripped_at", "circuit_breaker_reason", "trading_state"])
+            audit_record(action=control, user=user, account=account, state_before=before,
+                         state_after=TradingState.ACTIVE, client_address=client_address,
+                         details={"tripped_for": reason})
     return account
 
 
 def trading_state_set(*, account_id: int, state: str, user, client_address: str | None = None) -> Account:
-    _require(user, "trading.set_trading_state", "Changing the trading state")
-    if state not in TradingState.values:
-        raise ValidationError({"trading_state": f"Unknown trading state {state!r}; use one of {TradingState.values}."})
-    with transaction.atomic():
-        account = Account.objects.select_for_update().get(pk=account_id)
-        if account.circuit_breaker_tripped and state != TradingState.HALTED:
-            raise ValidationError("The circuit breaker is tripped: reset it first.")
-        before = account.trading_state
-        account.trading_state = state
-        account.save(update_fields=["trading_state"])
-        audit_record(action=AuditEvent.Action.TRADING_STATE, user=user, account=account, state_before=before,
-                     state_after=state, client_address=client_address)
+    control = AuditEvent.Action.TRADING_STATE
+    with _refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id,
+                           details={"requested": _requested({"trading_state": state})}):
+        _permission_check(user, "trading.set_trading_state", "Changing the trading state")
+        if not isinstance(state, str) or state not in TradingState.values:
+            raise ValidationError({"trading_state": f"Unknown trading state {repr(state)[:_REQUESTED_MAX_CHARS]}; "
+                                                    f"use one of {TradingState.values}."})
+        with transaction.atomic():
+            account = Account.objects.select_for_update().get(pk=account_id)
+            if account.circuit_breaker_tripped and state != TradingState.HALTED:
+                raise ValidationError("The circuit breaker is tripped: reset it first.")
+            before = account.trading_state
+            account.trading_state = state
+            account.save(update_fields=["trading_state"])
+            audit_record(action=control, user=user, account=account, state_before=before, state_after=state,
+                         client_address=client_address)
     return account
 
 
 def kill_switch_set(*, engaged: bool, user, reason: str = "", client_address: str | None = None) -> KillSwitch:
-    _require(user, "trading.engage_kill_switch", "Engaging or releasing the kill switch")
-    with transaction.atomic():
-        switch, _ = KillSwitch.objects.select_for_update().get_or_create(pk=1)
-        before = switch.engaged
-        switch.engaged = bool(engaged)
-        switch.changed_at = timezone.now()
-        switch.changed_by = user
-        switch.reason = reason
-        switch.save()
-        audit_record(action=AuditEvent.Action.KILL_SWITCH, user=user,
-                     state_before="engaged" if before else "released",
-                     state_after="engaged" if engaged else "released", client_address=client_address,
-                     details={"reason": reason})
+    control = AuditEvent.Action.KILL_SWITCH
+    with _refusals_audited(control=control, user=user, client_address=client_address,
+                           details={"requested": _requested({"engaged": engaged})}):
+        _permission_check(user, "trading.engage_kill_switch", "Engaging or releasing the kill switch")
+        engaged = _boolean("engaged", engaged)
+        if not isinstance(reason, str) or len(reason) > KILL_SWITCH_REASON_MAX:
+            raise ValidationError({"reason": f"Must be text of at most {KILL_SWITCH_REASON_MAX} characters."})
+        with transaction.atomic():
+            switch, _ = KillSwitch.objects.select_for_update().get_or_create(pk=1)
+            before = switch.engaged
+            switch.engaged = engaged
+            switch.changed_at = timezone.now()
+            switch.changed_by = user
+            switch.reason = reason
+            switch.save()
+            audit_record(action=control, user=user, state_before="engaged" if before else "released",
+                         state_after="engaged" if engaged else "released", client_address=client_address,
+                         details={"reason": reason})
     return switch
+
+
+_MODEL_VERSION_CHANGES = {"promote": AuditEvent.Action.MODEL_PROMOTE, "rollback": AuditEvent.Action.MODEL_ROLLBACK}
+
+
+def model_version_audit_record(*, change: str, user, symbol: str, timeframe: str, version_before: int | None,
+                               version_after: int | None, via: str, client_address: str | None = None,
+                               refused: str = "") -> AuditEvent:
+    """A model version promoted or rolled back (`change`: "promote" or "rollback") by the registry, recorded in the
+    registry's transaction; or, with `refused` saying why, the refused attempt, recorded after its rollback.
+    `via` says which door it came through (api, admin, command, training) and, for a command, who ran it."""
+    action = _MODEL_VERSION_CHANGES[change]
+    details = {"symbol": symbol, "timeframe": timeframe, "version_before": version_before,
+               "version_after": version_after, "via": via}
+    if refused:
+        return audit_refusal_record(control=action, user=user, reason=refused, client_address=client_address,
+                                    details=details)
+    return audit_record(action=action, user=user, client_address=client_address, details=details,
+                        state_before=f"v{version_before}" if version_before else "",
+                        state_after=f"v{version_after}" if version_after else "")

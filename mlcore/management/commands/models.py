@@ -1,4 +1,6 @@
 """`manage.py models list|promote|rollback`: the model registry from the command line."""
+import getpass
+
 from django.core.management.base import BaseCommand, CommandError
 
 from mlcore import registry
@@ -25,11 +27,12 @@ class Command(BaseCommand):
             if action == "list":
                 self._list(options)
             elif action == "promote":
-                version = registry.model_version_promote(version_id=options["version"])
+                version = registry.model_version_promote(version_id=options["version"], via=_via())
                 self.stdout.write(f"v{version.pk} is now active for {version.instrument} {version.timeframe}")
             else:
                 instrument = selectors.instrument_get(symbol=options["symbol"])
-                version = registry.model_version_rollback(instrument=instrument, timeframe=options["timeframe"])
+                version = registry.model_version_rollback(instrument=instrument, timeframe=options["timeframe"],
+                                                          via=_via())
                 self.stdout.write(f"rolled back: v{version.pk} is active again for {instrument} {version.timeframe}")
         except ModelVersion.DoesNotExist:
             raise CommandError(f"no model version {options.get('version')}") from None
@@ -51,6 +54,14 @@ class Command(BaseCommand):
                 f"{v.n_bars:>8} {'yes' if v.has_edge else 'no':<5} {_f(meta.get('log_loss')):>12} "
                 f"{_f(meta.get('roc_auc'), 3):>6}  {v.created_at:%Y-%m-%d %H:%M}"
             )
+
+
+def _via() -> str:
+    # The command has no Django user; the audit trail records which login on the machine ran it.
+    try:
+        return f"command (OS user {getpass.getuser()})"
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        return "command"
 
 
 def _f(value, places=4):

@@ -190,7 +190,7 @@ def test_a_user_without_the_permission_is_refused_with_a_message(viewer, pending
     pending.refresh_from_db()
     assert pending.state == "pending"
     assert not Order.objects.exists()
-    assert not AuditEvent.objects.exists()
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["refused"]  # the attempt, not a decision
 
 
 def test_auto_trading_actions_toggle_through_the_service_and_are_audited(admin, admin_user, account):
@@ -212,7 +212,8 @@ def test_auto_trading_action_without_the_permission_is_refused(viewer, account):
     assert any("trading.toggle_auto_trading" in text for text in texts(response))
     account.refresh_from_db()
     assert account.auto_trading is False
-    assert not AuditEvent.objects.exists()
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.details["control"], refused.account) == ("refused", "auto_trading", account)
 
 
 def test_reset_circuit_breaker_action_resets_and_is_audited(admin, account):
@@ -229,7 +230,7 @@ def test_resetting_a_breaker_that_is_not_tripped_is_reported(admin, account):
     response = action(admin, "account", "reset_circuit_breaker", account.pk)
 
     assert any("not tripped" in text for text in texts(response))
-    assert not AuditEvent.objects.exists()
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["refused"]
 
 
 def test_halt_and_resume_actions_set_the_trading_state(admin, account):
@@ -301,7 +302,30 @@ def test_an_invalid_config_is_refused_on_the_form_and_changes_nothing(admin, con
     assert field in response.context["adminform"].form.errors
     config.refresh_from_db()
     assert (config.kelly_fraction, config.min_confidence, config.daily_loss_limit) == (0.25, 0.6, Decimal("2000"))
-    assert not AuditEvent.objects.exists()
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.details["control"], list(refused.details["errors"])) == (
+        "refused", "config_change", [field])
+
+
+@pytest.mark.parametrize(("field", "value"), [("recommendation_ttl_bars", "2.9"), ("recommendation_ttl_bars", "1441"),
+                                              ("max_position_contracts", "2445088"), ("slippage_ticks", "101"),
+                                              ("health_floor", "nan"), ("stale_after_seconds", "inf"),
+                                              ("max_contracts", "0"), ("commission_per_contract", "1000.01")])
+def test_a_config_outside_the_settings_ranges_is_refused_on_the_form(admin, config, field, value):
+    before = TradingConfig.objects.filter(pk=config.pk).values().get()
+
+    response = admin.post(f"/admin/trading/tradingconfig/{config.pk}/change/", {**CONFIG_FORM, field: value})
+
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == [field]
+    assert TradingConfig.objects.filter(pk=config.pk).values().get() == before
+    assert AuditEvent.objects.get().details["control"] == "config_change"
+
+
+def test_the_config_form_states_the_ranges(admin, config):
+    page = admin.get(f"/admin/trading/tradingconfig/{config.pk}/change/").content.decode()
+
+    assert "in [1, 1440] bars" in page and "in [0, 100] ticks" in page
 
 
 def test_a_new_config_is_created_and_its_non_default_values_audited(admin, account):
@@ -323,6 +347,9 @@ def test_a_config_cannot_be_edited_by_a_viewer(viewer, config):
     assert response.status_code == 403
     config.refresh_from_db()
     assert config.kelly_fraction == 0.25
+    refused = AuditEvent.objects.get()  # recorded after the admin's refused transaction, so it stays
+    assert (refused.action, refused.details["control"], refused.account) == ("refused", "config_change",
+                                                                            config.account)
 
 
 # --- kill switch --------------------------------------------------------------------------------------------------
@@ -331,7 +358,7 @@ def test_a_config_cannot_be_edited_by_a_viewer(viewer, config):
 def test_the_kill_switch_is_set_through_the_service_and_audited(admin, admin_user):
     assert admin.get("/admin/trading/killswitch/add/").status_code == 403  # the one row is seeded
 
-    response = admin.post("/admin/trading/killswitch/1/change/", {"engaged": "on", "reason": "outage"})
+    response = admin.post("/admin/trading/killswitch/1/change/", {"engaged": "true", "reason": "outage"})
 
     assert response.status_code == 302
     switch = KillSwitch.objects.get(pk=1)
@@ -339,19 +366,44 @@ def test_the_kill_switch_is_set_through_the_service_and_audited(admin, admin_use
     audit = AuditEvent.objects.get(action="kill_switch")
     assert (audit.state_after, audit.client_address) == ("engaged", ADDRESS)
 
-    admin.post("/admin/trading/killswitch/1/change/", {"reason": "back"})
+    admin.post("/admin/trading/killswitch/1/change/", {"engaged": "false", "reason": "back"})
 
     switch.refresh_from_db()
     assert switch.engaged is False
     assert AuditEvent.objects.filter(action="kill_switch").count() == 2
 
 
+@pytest.mark.parametrize("form", [{"reason": "typo fixed"}, {"engaged": "", "reason": "x"}, {"engaged": "on"}],
+                         ids=["missing", "blank", "checkbox-on"])
+def test_the_kill_switch_form_never_releases_the_switch_unless_asked_to(admin, admin_user, form):
+    services.kill_switch_set(engaged=True, reason="outage", user=admin_user)
+
+    response = admin.post("/admin/trading/killswitch/1/change/", form)
+
+    assert response.status_code == 200
+    assert "engaged" in response.context["adminform"].form.errors
+    switch = KillSwitch.objects.get(pk=1)
+    assert (switch.engaged, switch.reason) == (True, "outage")
+    refused = AuditEvent.objects.get(action="refused")
+    assert (refused.details["control"], refused.user, refused.client_address) == ("kill_switch", admin_user, ADDRESS)
+
+
+def test_the_kill_switch_page_shows_the_state_now_and_preselects_nothing(admin, admin_user):
+    services.kill_switch_set(engaged=True, reason="outage", user=admin_user)
+
+    page = admin.get("/admin/trading/killswitch/1/change/").content.decode()
+
+    assert "ENGAGED" in page
+    assert 'value="true"' in page and 'value="false"' in page and "checked" not in page
+
+
 def test_the_kill_switch_cannot_be_set_by_a_viewer(viewer):
-    response = viewer.post("/admin/trading/killswitch/1/change/", {"engaged": "on", "reason": "x"})
+    response = viewer.post("/admin/trading/killswitch/1/change/", {"engaged": "true", "reason": "x"})
 
     assert response.status_code == 403
     assert KillSwitch.objects.get(pk=1).engaged is False
-    assert not AuditEvent.objects.exists()
+    refused = AuditEvent.objects.get()  # the attempt, recorded after the admin's refused transaction
+    assert (refused.action, refused.details["control"], refused.client_address) == ("refused", "kill_switch", ADDRESS)
 
 
 # --- read-only rows ---------------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 controls, trading configuration, the kill switch and the audit trail; permissions, refusals and the schema."""
 import json
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from trading import services
+from trading.domain.config_ranges import CONFIG_RANGES
 from trading.models import (
     Account,
     AuditEvent,
@@ -248,6 +250,8 @@ def test_a_read_only_user_cannot_decide_and_nothing_changes(reader, pending, dec
     assert state_of(pending) == "pending"
     assert not Order.objects.exists()
     assert not AuditEvent.objects.filter(recommendation=pending).exists()
+    refused = AuditEvent.objects.get()  # the attempt is on record, as a refusal
+    assert refused.action == "refused" and "trading.approve_recommendation" in refused.details["reason"]
 
 
 def test_a_stale_recommendation_is_a_409_and_expires(trader, pending, nq):
@@ -362,7 +366,7 @@ def test_auto_trading_toggle_is_permission_checked_and_audited(controller, reade
     assert refused.status_code == 403
     assert "trading.toggle_auto_trading" in refused.json()["detail"]
     assert account.auto_trading is False
-    assert not AuditEvent.objects.exists()
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["refused"]  # the attempt, not a change
 
     on = controller.post(f"/api/accounts/{account.pk}/auto-trading/", {"enabled": True}, format="json")
 
@@ -410,7 +414,8 @@ def test_resetting_a_breaker_that_is_not_tripped_is_a_400(controller, account):
 
     assert response.status_code == 400
     assert "not tripped" in json.dumps(response.json())
-    assert not AuditEvent.objects.exists()
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.details["control"], refused.account) == ("refused", "breaker_reset", account)
 
 
 def test_trading_state_is_permission_checked_validated_and_audited(controller, reader, account):
@@ -509,7 +514,8 @@ def test_an_invalid_config_patch_is_a_400_naming_the_field_and_changes_nothing(c
     assert response.status_code == 400
     assert list(response.json()) == [field]
     assert TradingConfig.objects.filter(pk=config.pk).values().get() == before
-    assert not AuditEvent.objects.exists()
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.details["control"], refused.client_address) == ("refused", "config_change", ADDRESS)
 
 
 @pytest.mark.parametrize("body", [{"kelly_fraction": 0.5}, {"kelly_fraction": 0}, {"bogus": 1}])
@@ -520,7 +526,45 @@ def test_a_read_only_user_cannot_change_the_config(reader, config, body):
     assert "trading.change_tradingconfig" in response.json()["detail"]
     config.refresh_from_db()
     assert config.kelly_fraction == 0.25
-    assert not AuditEvent.objects.exists()
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.user.username, refused.details["control"]) == ("refused", "reader", "config_change")
+
+
+@pytest.mark.parametrize("encoding", ["json", "multipart"])
+@pytest.mark.parametrize("body", [
+    {"recommendation_ttl_bars": 228601184493597},
+    {"recommendation_ttl_bars": 2_000_000_000},
+    {"slippage_ticks": 2**63 - 1},
+    {"max_position_contracts": 2_445_088},
+    {"health_floor": True},
+    {"recommendation_ttl_bars": 2.9},
+    {"stale_after_seconds": "Infinity"},
+    {"max_contracts": "5 contracts"},
+], ids=lambda body: json.dumps(body))
+def test_settings_that_would_stop_or_distort_trading_are_a_400_naming_them(controller, config, body, encoding):
+    if encoding == "multipart" and body.get("health_floor") is True:
+        body = {"health_floor": "true"}
+    before = TradingConfig.objects.filter(pk=config.pk).values().get()
+
+    response = controller.patch(f"/api/trading-configs/{config.pk}/", body, format=encoding)
+
+    assert response.status_code == 400
+    assert list(response.json()) == list(body)
+    assert TradingConfig.objects.filter(pk=config.pk).values().get() == before
+    assert not AuditEvent.objects.filter(action="config_change").exists()
+
+
+def test_the_schema_states_every_settings_range(reader):
+    schema = json.loads(reader.get("/api/schema/", {"format": "json"}).content)
+    update = schema["components"]["schemas"]["PatchedTradingConfigUpdate"]["properties"]
+
+    assert set(update) == set(CONFIG_RANGES)
+    ttl = update["recommendation_ttl_bars"]
+    assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 1, 1440)
+    kelly = update["kelly_fraction"]
+    assert (kelly["type"], kelly["minimum"], kelly.get("exclusiveMinimum"), kelly["maximum"]) == (
+        "number", 0.0, True, 1.0)
+    assert "[1, 1440]" in ttl["description"]
 
 
 def test_patching_an_unknown_config_is_404(controller):
@@ -557,6 +601,98 @@ def test_kill_switch_needs_a_boolean(controller):
 
     assert response.status_code == 400
     assert list(response.json()) == ["engaged"]
+
+
+def _post(client, url: str, body: dict, encoding: str):
+    if encoding == "urlencoded":  # what `curl -d reason=x` sends
+        return client.post(url, urlencode(body), content_type="application/x-www-form-urlencoded")
+    return client.post(url, body, format=encoding)
+
+
+ENCODINGS = ("json", "multipart", "urlencoded")
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("body", [{"reason": "x"}, {}, {"engaged": ""}, {"engaged": "perhaps"}, {"engaged": "null"}],
+                         ids=["missing", "empty-body", "blank", "perhaps", "null"])
+def test_an_engaged_kill_switch_is_not_released_by_a_body_that_does_not_say_so(controller, encoding, body):
+    assert controller.post("/api/kill-switch/", {"engaged": True, "reason": "outage"}, format="json").status_code == 200
+
+    response = _post(controller, "/api/kill-switch/", body, encoding)
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["engaged"]
+    assert KillSwitch.objects.get(pk=1).engaged is True
+    refused = AuditEvent.objects.get(action="refused")
+    assert (refused.details["control"], refused.user.username, refused.client_address) == (
+        "kill_switch", "controller", ADDRESS)
+    assert "engaged" in refused.details["errors"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("body", [{"reason": "x"}, {}, {"enabled": ""}, {"enabled": "2"}],
+                         ids=["missing", "empty-body", "blank", "two"])
+def test_auto_trading_is_not_turned_off_by_a_body_that_does_not_say_so(controller, account, encoding, body):
+    url = f"/api/accounts/{account.pk}/auto-trading/"
+    assert controller.post(url, {"enabled": True}, format="json").status_code == 200
+
+    response = _post(controller, url, body, encoding)
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["enabled"]
+    account.refresh_from_db()
+    assert account.auto_trading is True
+    refused = AuditEvent.objects.get(action="refused")
+    assert (refused.details["control"], refused.account) == ("auto_trading", account)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("body", [{}, {"state": "HALTED"}, {"trading_state": ""}, {"trading_state": "halted!"}],
+                         ids=["empty-body", "misnamed", "blank", "unknown"])
+def test_the_trading_state_needs_a_known_state_in_form_and_json_bodies(controller, account, encoding, body):
+    response = _post(controller, f"/api/accounts/{account.pk}/trading-state/", body, encoding)
+
+    assert response.status_code == 400
+    assert list(response.json()) == ["trading_state"]
+    account.refresh_from_db()
+    assert account.trading_state == "ACTIVE"
+    assert AuditEvent.objects.get().details["control"] == "trading_state"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_form_bodies_that_say_so_do_switch_the_controls(controller, account, encoding):
+    engaged = _post(controller, "/api/kill-switch/", {"engaged": "true", "reason": "x"}, encoding)
+    released = _post(controller, "/api/kill-switch/", {"engaged": "false"}, encoding)
+    on = _post(controller, f"/api/accounts/{account.pk}/auto-trading/", {"enabled": "true"}, encoding)
+    halted = _post(controller, f"/api/accounts/{account.pk}/trading-state/", {"trading_state": "HALTED"}, encoding)
+
+    assert [r.status_code for r in (engaged, released, on, halted)] == [200, 200, 200, 200]
+    assert (engaged.json()["engaged"], released.json()["engaged"]) == (True, False)
+    assert (on.json()["auto_trading"], halted.json()["trading_state"]) == (True, "HALTED")
+
+
+@pytest.mark.parametrize("body", [{"reset": False}, {"confirm": "no"}], ids=["reset-false", "confirm-no"])
+def test_a_breaker_reset_that_sends_a_value_is_refused_not_ignored(controller, account, body):
+    services.circuit_breaker_trip(account_id=account.pk, reason="daily loss")
+
+    response = controller.post(f"/api/accounts/{account.pk}/circuit-breaker/reset/", body, format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()) == list(body)
+    account.refresh_from_db()
+    assert account.circuit_breaker_tripped
+    assert AuditEvent.objects.get(action="refused").details["control"] == "breaker_reset"
+
+
+def test_a_breaker_reset_with_an_unparseable_body_is_a_400(controller, account):
+    services.circuit_breaker_trip(account_id=account.pk, reason="daily loss")
+
+    response = controller.post(f"/api/accounts/{account.pk}/circuit-breaker/reset/", "{not json",
+                               content_type="application/json")
+
+    assert response.status_code == 400
+    account.refresh_from_db()
+    assert account.circuit_breaker_tripped
 
 
 def test_audit_events_are_listed_newest_first_and_filtered(reader, trader, controller, pending, account):
