@@ -68,6 +68,7 @@ def bench_sizing(*, predictions: int = 300, calls: int = 20_000) -> dict:
 
     from mlcore.models import ModelVersion, Prediction
 
+    from .domain.config_ranges import CONFIG_RANGES
     from .domain.kelly import KellyConfig, KellyInputs, kelly_size
     from .domain.risk import Proposal, RiskContext, RiskLimits, TradingState, assess
     from .models import Account, TradingConfig
@@ -96,7 +97,9 @@ def bench_sizing(*, predictions: int = 300, calls: int = 20_000) -> dict:
     symbol = f"BENCH-SZ-{os.getpid()}"
     instrument = Instrument.objects.create(symbol=symbol, name="benchmark", tick_size="0.25", point_value="20")
     account = Account.objects.create(name=symbol)
-    TradingConfig.objects.create(account=account, instrument=instrument, max_trades_per_day=10**6)
+    # As many trades a day as a setting may allow, so the day's count never blocks the measured path.
+    TradingConfig.objects.create(account=account, instrument=instrument,
+                                 max_trades_per_day=CONFIG_RANGES["max_trades_per_day"].high)
     label = {"tp_atr": 1.5, "sl_atr": 1.0, "horizon": 30}
     version = ModelVersion.objects.create(
         instrument=instrument, timeframe="1m", preset="fast", seed=0, data_start=start, data_end=start, n_bars=0,
