@@ -63,6 +63,8 @@ class BarFileError(ValueError):
 class RowError:
     row: int
     reason: str
+    # "time_range" for a timestamp outside the accepted range (a setting an edge may name); not compared.
+    kind: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"row {self.row}: {self.reason}"
@@ -514,10 +516,14 @@ def validate_bars(
     if n and getattr(frame["timestamp"].dt, "tz", None) is None:
         raise BarFileError("bar timestamps must be timezone-aware (UTC); localise them first")
 
-    def flag(mask, make_reason):
+    kinds: dict[int, str] = {}
+
+    def flag(mask, make_reason, kind=""):
         mask = np.asarray(mask, dtype=bool) & pd.isna(reasons)
         for i in np.flatnonzero(mask):
             reasons[i] = make_reason(i)
+            if kind:
+                kinds[int(i)] = kind
 
     ts = frame["timestamp"]
     raw = {c: frame.get("raw_" + c) for c in ("timestamp", *PRICE_COLUMNS, "volume")}
@@ -534,12 +540,13 @@ def validate_bars(
     if earliest is not None:
         earliest = pd.Timestamp(earliest)
         flag((ts < earliest).to_numpy(), lambda i: (
-            f"timestamp {ts.iat[i].isoformat()} is before {earliest.isoformat()}, the earliest accepted"))
+            f"timestamp {ts.iat[i].isoformat()} is before {earliest.isoformat()}, the earliest accepted"),
+            kind="time_range")
     if latest is not None:
         latest = pd.Timestamp(latest)
         flag((ts > latest).to_numpy(), lambda i: (
             f"timestamp {ts.iat[i].isoformat()} is after {latest.isoformat()}, the latest accepted (a bar from the "
-            "future would block every later bar)"))
+            "future would block every later bar)"), kind="time_range")
     for column in (*PRICE_COLUMNS, "volume"):
         values = frame[column].to_numpy(dtype="float64")
         missing = np.isnan(values)
@@ -593,7 +600,8 @@ def validate_bars(
         )
 
     bad = ~pd.isna(reasons)
-    rejected = [RowError(int(r), str(reason)) for r, reason in zip(frame["row"].to_numpy()[bad], reasons[bad])]
+    row_numbers = frame["row"].to_numpy()
+    rejected = [RowError(int(row_numbers[i]), str(reasons[i]), kinds.get(int(i), "")) for i in np.flatnonzero(bad)]
     if rejected and not skip_invalid:
         raise InvalidBars(rejected)
     good = frame.loc[~bad, ["row", *BAR_COLUMNS]]

@@ -100,9 +100,12 @@ class Command(BaseCommand):
                 )
         except InvalidBars as exc:
             self._write_rows(self.stderr, exc.errors, prefix="")
+            out_of_range = any(e.kind == "time_range" for e in exc.errors)
             raise CommandError(
                 f"{len(exc.errors)} invalid row(s) in {path}; nothing was written "
                 "(--skip-invalid stores the valid rows and skips these)"
+                + (". The accepted range of bar times is set by MINHOS_BAR_EARLIEST and MINHOS_BAR_MAX_AHEAD_SECONDS"
+                   if out_of_range else "")
             ) from exc
         except BarFileError as exc:
             raise CommandError(str(exc)) from exc

@@ -284,6 +284,8 @@ def test_a_bar_dated_9999_is_refused_with_its_row_and_nothing_is_written(tmp_pat
 
     assert err.startswith("row 3: timestamp 9999-12-31T00:00:00+00:00 is after ")
     assert "nothing was written" in message
+    assert message.endswith("The accepted range of bar times is set by MINHOS_BAR_EARLIEST and "
+                            "MINHOS_BAR_MAX_AHEAD_SECONDS")
     assert Bar.objects.count() == 0
 
 
