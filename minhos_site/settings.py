@@ -246,7 +246,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # limit 1-1000, offset 0-2^31-1: anything else is a 400 (minhos_site/pagination.py).
+    "DEFAULT_PAGINATION_CLASS": "minhos_site.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_THROTTLE_CLASSES": ["minhos_site.api_auth.AnonRateThrottle", "minhos_site.api_auth.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": MINHOS_THROTTLE_RATES,
@@ -281,6 +282,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    # axes.apps announces itself at INFO in every process, manage.py commands included.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
+    # django-axes says INFO at every start and login; its warnings (failures, lockouts) still show.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
