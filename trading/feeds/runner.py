@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from channels.db import database_sync_to_async
 from django.db import connections
 
-from trading import services
+from trading import selectors, services
 from trading.domain.bars import InvalidBars
 from trading.feeds import BarSource
 from trading.models import Instrument
@@ -47,6 +47,8 @@ async def run_feed(
     await database_sync_to_async(services.feed_status_start)(
         instrument=instrument, timeframe=timeframe, source=source.name, pace_seconds=pace_seconds
     )
+    if not source.already_stored and not getattr(source, "simulated", False):
+        await database_sync_to_async(_check_history_end)(instrument, timeframe)
     heartbeat = asyncio.create_task(_beat(instrument, timeframe, stop))
     # Sources may block (a live adapter) or touch the database: never on the event loop, and not in the
     # shared sync thread either, where a source waiting for its next bar would hold up the heartbeat.
@@ -86,6 +88,18 @@ async def run_feed(
             await heartbeat
         await database_sync_to_async(services.feed_status_stop)(instrument=instrument, timeframe=timeframe)
     return emitted
+
+
+def _check_history_end(instrument: Instrument, timeframe: str) -> None:
+    # A bar stored in the future (before bar times were range-checked, say one dated 9999) makes every new bar
+    # "not after the last stored bar": say so once, plainly, rather than only through the skip warnings.
+    latest = selectors.bar_latest(instrument=instrument, timeframe=timeframe)
+    _, latest_accepted = services.bar_time_bounds()
+    if latest is not None and latest.timestamp > latest_accepted:
+        logger.error(
+            "%s %s feed: the last stored bar is dated %s, in the future: every new bar will be skipped as not after "
+            "it until that bar is deleted (admin, Bars)", instrument, timeframe, latest.timestamp.isoformat(),
+        )
 
 
 class _SkipLog:

@@ -453,6 +453,10 @@ def test_a_source_whose_bars_are_all_refused_keeps_the_pace_and_summarises_its_w
     assert warnings[0].startswith(f"NQ 1m feed: bar at {bar_at(0).timestamp} skipped: ")
     assert f"{200 - runner.SKIP_LOG_BURST} more bar(s) skipped, not logged one by one" in warnings[-1]
     assert str(bar_at(199).timestamp) in warnings[-1]
+    # And once, at the start, why.
+    errors = [r.getMessage() for r in caplog.records if r.name == "trading.feeds.runner" and r.levelno == logging.ERROR]
+    assert errors == ["NQ 1m feed: the last stored bar is dated 9999-01-01T00:00:00+00:00, in the future: every new "
+                      "bar will be skipped as not after it until that bar is deleted (admin, Bars)"]
 
 
 @feed_db
