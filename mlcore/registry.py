@@ -121,11 +121,11 @@ def model_version_promote(*, version_id: int, user=None, client_address: str | N
             market.update(instrument=version.instrument, timeframe=version.timeframe)
             if version.status == ModelVersion.Status.ACTIVE:
                 return version
-            artifacts_verify(version=version)
-            now = timezone.now()
             active = ModelVersion.objects.select_for_update().filter(
                 instrument=version.instrument, timeframe=version.timeframe, status=ModelVersion.Status.ACTIVE)
             market["before"] = next(iter(active.values_list("pk", flat=True)), None)
+            artifacts_verify(version=version)
+            now = timezone.now()
             active.update(status=ModelVersion.Status.RETIRED, retired_at=now)
             version.status, version.promoted_at, version.retired_at = ModelVersion.Status.ACTIVE, now, None
             version.save(update_fields=["status", "promoted_at", "retired_at"])

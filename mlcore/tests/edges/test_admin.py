@@ -5,6 +5,7 @@ from django.contrib.messages import get_messages
 
 from mlcore.models import ModelVersion, Prediction, TrainingRun
 from mlcore.registry import model_version_promote
+from trading.models import AuditEvent
 from trading.tests.factories import BarFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded, pytest.mark.usefixtures("model_cache")]
@@ -103,6 +104,27 @@ def test_the_roll_back_action_reactivates_the_previous_version(admin_client, reg
 
     assert messages == [f"v{first.pk} is active again for NQ 1m."]
     assert (status_of(first), status_of(second)) == ("active", "retired")
+
+
+def test_promote_and_roll_back_actions_are_audited_as_the_admin_user(admin_client, admin_user, register,
+                                                                     corrupt_artifact):
+    first, second, broken = register(), register(), register()
+    model_version_promote(version_id=first.pk)
+    corrupt_artifact(broken)
+
+    run_action(admin_client, "promote", second)
+    run_action(admin_client, "roll_back", second)
+    run_action(admin_client, "promote", broken)
+
+    promote = AuditEvent.objects.get(action="model_promote", user=admin_user)
+    rollback = AuditEvent.objects.get(action="model_rollback")
+    refused = AuditEvent.objects.get(action="refused")
+    assert (promote.state_before, promote.state_after, promote.client_address, promote.details["via"]) == (
+        f"v{first.pk}", f"v{second.pk}", "127.0.0.1", "admin")
+    assert (rollback.user, rollback.state_before, rollback.state_after) == (admin_user, f"v{second.pk}",
+                                                                             f"v{first.pk}")
+    assert (refused.user, refused.details["control"], refused.details["version_after"]) == (
+        admin_user, "model_promote", broken.pk)
 
 
 def test_staff_without_the_permission_cannot_run_the_promote_action(client, django_user_model, register):

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from mlcore.models import ModelVersion, Prediction
 from mlcore.registry import model_version_promote
+from trading.models import AuditEvent
 from trading.tests.factories import BarFactory, InstrumentFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded, pytest.mark.usefixtures("model_cache")]
@@ -72,6 +73,9 @@ def test_promote_without_the_permission_is_403_naming_it_and_changes_nothing(reg
     assert response.status_code == 403
     assert "mlcore.promote_modelversion" in response.json()["detail"]
     assert status_of(version) == "candidate"
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.user, refused.details["control"], refused.details["via"]) == (
+        "refused", user, "model_promote", "api")
 
 
 def test_rollback_without_the_permission_is_403_and_changes_nothing(register, user):
@@ -229,6 +233,29 @@ def test_rollback_of_an_unknown_symbol_is_400_naming_it(promoter):
 
     assert response.status_code == 400
     assert response.json() == {"symbol": ["unknown instrument symbol 'NOPE'"]}
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.details["control"]) == ("refused", "model_rollback")
+    assert "unknown instrument symbol 'NOPE'" in refused.details["reason"]
+
+
+def test_promote_and_rollback_through_the_api_are_audited_with_the_user_and_the_address(register, promoter):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+    client = APIClient(REMOTE_ADDR="203.0.113.5")
+    client.force_login(promoter)
+
+    assert client.post(f"/api/model-versions/{second.pk}/promote/").status_code == 200
+    assert client.post("/api/model-versions/rollback/", {"symbol": "NQ"}, format="json").status_code == 200
+
+    promote = AuditEvent.objects.filter(action="model_promote", user=promoter).get()
+    rollback = AuditEvent.objects.get(action="model_rollback")
+    assert (promote.client_address, promote.state_before, promote.state_after, promote.details["via"]) == (
+        "203.0.113.5", f"v{first.pk}", f"v{second.pk}", "api")
+    assert (rollback.user, rollback.client_address, rollback.state_before, rollback.state_after) == (
+        promoter, "203.0.113.5", f"v{second.pk}", f"v{first.pk}")
+    # The audit trail's API lists them like every other control.
+    listed = client.get("/api/audit-events/", {"action": "model_rollback"}).json()["results"]
+    assert [(e["user"], e["details"]["symbol"]) for e in listed] == [("ml-lead", "NQ")]
 
 
 # --- predictions -----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from django.core.management import CommandError, call_command
 
 from mlcore.models import ModelVersion
 from mlcore.registry import model_version_promote
+from trading.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded, pytest.mark.usefixtures("model_cache")]
 
@@ -75,6 +76,31 @@ def test_rollback_reactivates_the_previous_version_and_says_so(register):
 
     assert out.strip() == f"rolled back: v{previous.pk} is active again for NQ 1m"
     assert (status_of(previous), status_of(current)) == ("active", "retired")
+
+
+def test_promote_and_rollback_from_the_command_are_audited_with_the_machine_user(register, monkeypatch):
+    monkeypatch.setattr("getpass.getuser", lambda: "ops")
+    previous, version = register(), register()
+    model_version_promote(version_id=previous.pk)
+
+    models("promote", str(version.pk))
+    models("rollback", "--symbol", "NQ")
+
+    promote = AuditEvent.objects.filter(action="model_promote").order_by("id").last()
+    rollback = AuditEvent.objects.get(action="model_rollback")
+    assert (promote.user, promote.state_before, promote.state_after, promote.details["via"]) == (
+        None, f"v{previous.pk}", f"v{version.pk}", "command (OS user ops)")
+    assert (rollback.state_before, rollback.state_after, rollback.details["via"]) == (
+        f"v{version.pk}", f"v{previous.pk}", "command (OS user ops)")
+
+
+def test_a_refused_promote_from_the_command_is_audited(db):
+    with pytest.raises(CommandError):
+        models("promote", "424242")
+
+    refused = AuditEvent.objects.get()
+    assert (refused.action, refused.details["control"], refused.details["version_after"]) == (
+        "refused", "model_promote", 424242)
 
 
 def test_promote_of_an_unknown_version_is_a_command_error_naming_it(db):

@@ -1,4 +1,5 @@
-"""The model registry: native-format artifacts and their SHA-256 in storage, promote, roll back, bad artifacts."""
+"""The model registry: native-format artifacts and their SHA-256 in storage, promote, roll back, bad artifacts, and
+the audit of every promotion, roll-back and refused attempt."""
 import hashlib
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from django.db import IntegrityError, transaction
 from mlcore.models import ModelVersion
 from mlcore.predictors import MEMBER_ORDER
 from mlcore.registry import ArtifactError, RegistryError, model_version_promote, model_version_rollback
+from trading import services as trading_services
+from trading.models import AuditEvent
+from trading.services import PermissionRefused
+from trading.tests.decisions import user_with
 from trading.tests.factories import InstrumentFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded, pytest.mark.usefixtures("model_cache")]
@@ -254,3 +259,110 @@ def test_rollback_refuses_a_previous_version_with_a_corrupted_artifact(register,
         model_version_rollback(instrument=nq, timeframe="1m")
 
     assert statuses(first, second) == [RETIRED, ACTIVE]
+
+
+# --- audit -----------------------------------------------------------------------------------------------------
+
+
+def audits(action: str) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
+
+
+def test_promote_is_audited_with_who_the_versions_before_and_after_the_market_and_the_address(register, nq):
+    first, second = register(), register()
+    promoter = user_with("ml-lead", "mlcore.promote_modelversion")
+    model_version_promote(version_id=first.pk, via="training")
+
+    model_version_promote(version_id=second.pk, user=promoter, client_address="192.0.2.7", via="api")
+
+    system, person = audits("model_promote")
+    assert (system.user, system.state_before, system.state_after, system.details["via"]) == (
+        None, "", f"v{first.pk}", "training")
+    assert (person.user, person.client_address, person.state_before, person.state_after) == (
+        promoter, "192.0.2.7", f"v{first.pk}", f"v{second.pk}")
+    assert person.details == {"symbol": "NQ", "timeframe": "1m", "version_before": first.pk,
+                              "version_after": second.pk, "via": "api"}
+
+
+def test_the_promotions_audit_record_is_written_in_the_promotions_transaction(register, monkeypatch):
+    serving, candidate = register(), register()
+    model_version_promote(version_id=serving.pk)
+
+    def audit_fails(**kwargs):
+        if not kwargs.get("refused"):
+            raise RuntimeError("audit store down")
+    monkeypatch.setattr(trading_services, "model_version_audit_record", audit_fails)
+
+    with pytest.raises(RuntimeError):
+        model_version_promote(version_id=candidate.pk)
+
+    assert statuses(serving, candidate) == [ACTIVE, CANDIDATE]  # no change without its record
+
+
+def test_promoting_the_active_version_again_records_nothing(register):
+    version = model_version_promote(version_id=register().pk)
+
+    model_version_promote(version_id=version.pk)
+
+    assert len(audits("model_promote")) == 1 and not audits("refused")
+
+
+def test_rollback_is_audited_with_the_version_rolled_back_from_and_the_one_restored(register, nq):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+    model_version_promote(version_id=second.pk)
+    promoter = user_with("ml-lead", "mlcore.promote_modelversion")
+
+    model_version_rollback(instrument=nq, timeframe="1m", user=promoter, client_address="192.0.2.8", via="admin")
+
+    [record] = audits("model_rollback")
+    assert (record.user, record.client_address, record.state_before, record.state_after) == (
+        promoter, "192.0.2.8", f"v{second.pk}", f"v{first.pk}")
+    assert (record.details["symbol"], record.details["timeframe"], record.details["via"]) == ("NQ", "1m", "admin")
+
+
+def test_a_refused_promote_is_audited_and_the_record_survives_the_rollback(register, nq, corrupt_artifact):
+    serving, broken = register(), register()
+    model_version_promote(version_id=serving.pk)
+    corrupt_artifact(broken)
+
+    with pytest.raises(ArtifactError):
+        model_version_promote(version_id=broken.pk, via="command (OS user ops)")
+
+    assert statuses(serving, broken) == [ACTIVE, CANDIDATE]
+    [refused] = audits("refused")
+    assert refused.details["control"] == "model_promote"
+    assert (refused.details["version_before"], refused.details["version_after"]) == (serving.pk, broken.pk)
+    assert (refused.details["symbol"], refused.details["via"]) == ("NQ", "command (OS user ops)")
+    assert "corrupted" in refused.details["reason"]
+    assert len(audits("model_promote")) == 1  # the first promotion only
+
+
+def test_a_person_without_the_permission_cannot_promote_or_roll_back_and_the_attempts_are_audited(register, nq):
+    first, second = register(), register()
+    model_version_promote(version_id=first.pk)
+    analyst = user_with("analyst")
+
+    with pytest.raises(PermissionRefused, match="mlcore.promote_modelversion"):
+        model_version_promote(version_id=second.pk, user=analyst, client_address="192.0.2.9", via="api")
+    with pytest.raises(PermissionRefused, match="mlcore.promote_modelversion"):
+        model_version_rollback(instrument=nq, timeframe="1m", user=analyst, via="api")
+
+    assert statuses(first, second) == [ACTIVE, CANDIDATE]
+    promote, rollback = audits("refused")
+    assert (promote.user, promote.client_address, promote.details["control"]) == (analyst, "192.0.2.9",
+                                                                                   "model_promote")
+    assert (rollback.user, rollback.details["control"], rollback.details["symbol"]) == (analyst, "model_rollback",
+                                                                                        "NQ")
+
+
+def test_a_refused_rollback_is_audited(register, nq):
+    model_version_promote(version_id=register().pk)
+
+    with pytest.raises(RegistryError):
+        model_version_rollback(instrument=nq, timeframe="1m")
+
+    [refused] = audits("refused")
+    assert refused.details["control"] == "model_rollback"
+    assert "no earlier active version" in refused.details["reason"]
+    assert not audits("model_rollback")
