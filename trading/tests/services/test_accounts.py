@@ -1,11 +1,13 @@
 """Controls and configuration: a control changes only by a real value in range, every change and every refused
 attempt is audited, and the refusal's record survives the rollback of the refused change."""
+import importlib
 import math
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from trading import services
 from trading.domain.config_ranges import CONFIG_RANGES
@@ -243,3 +245,42 @@ def _outside(name: str) -> list:
 def test_the_database_refuses_every_setting_outside_its_range(config, name, value):
     with pytest.raises(IntegrityError), transaction.atomic():
         TradingConfig.objects.filter(pk=config.pk).update(**{name: value})
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="drops and re-adds the constraints in the test's "
+                                                               "transaction, which PostgreSQL undoes at its end")
+def test_the_migration_moves_stored_settings_into_their_ranges_and_audits_each_move(config):
+    migration = importlib.import_module("trading.migrations.0005_trading_config_ranges")
+    ranges = [c for c in TradingConfig._meta.constraints if c.name.endswith("_range")]
+    with connection.cursor() as cursor:
+        # Rows the fixtures made in this transaction have deferred foreign-key checks pending, which forbid ALTER
+        # TABLE until they have run; a migration sees committed rows only.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with connection.schema_editor() as editor:  # a database as it was before the migration
+        for constraint in ranges:
+            editor.remove_constraint(TradingConfig, constraint)
+    TradingConfig.objects.filter(pk=config.pk).update(
+        recommendation_ttl_bars=2_000_000_000, max_position_contracts=2_445_088, max_contracts=0,
+        stale_after_seconds=math.nan, daily_loss_limit=Decimal("99999999.99"), kelly_fraction=0.5)
+
+    migration.settings_into_range(django_apps, None)
+
+    config.refresh_from_db()
+    assert (config.recommendation_ttl_bars, config.max_position_contracts, config.max_contracts,
+            config.stale_after_seconds, config.daily_loss_limit, config.kelly_fraction) == (
+        1440, 100, 1, 180.0, Decimal("10000000.00"), 0.5)
+    audit = AuditEvent.objects.get(action="config_change")
+    assert audit.account == config.account and audit.user is None
+    assert audit.details["before"] == {"recommendation_ttl_bars": 2_000_000_000, "max_position_contracts": 2_445_088,
+                                       "max_contracts": 0, "stale_after_seconds": "nan",
+                                       "daily_loss_limit": "99999999.99"}
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with connection.schema_editor() as editor:  # the rows now satisfy what the migration adds next
+        for constraint in ranges:
+            editor.add_constraint(TradingConfig, constraint)
+    # The migration's copy of the ranges is the table's.
+    for name, (low, high, low_open, high_open, default) in migration.RANGES.items():
+        setting = CONFIG_RANGES[name]
+        assert (setting.low, setting.high, setting.low_open, setting.high_open) == (low, high, low_open, high_open)
+        assert TradingConfig._meta.get_field(name).default == default
