@@ -20,7 +20,9 @@ SETTINGS_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "CONN_MAX_AGE",
     "MEDIA_ROOT", "CHANNELS_PREFIX", "CELERY_TASK_ALWAYS_EAGER", "MINHOS_FEED_STALE_SECONDS", "LOG_LEVEL",
     "DJANGO_SETTINGS_MODULE", "MINHOS_TRUSTED_PROXIES", "MINHOS_INSECURE_HTTP", "MINHOS_HSTS_SECONDS",
-    "MINHOS_HSTS_INCLUDE_SUBDOMAINS", "MINHOS_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER",
+    "MINHOS_HSTS_INCLUDE_SUBDOMAINS", "MINHOS_HSTS_PRELOAD", "SECURE_PROXY_SSL_HEADER", "MINHOS_THROTTLE_ANON",
+    "MINHOS_THROTTLE_USER", "MINHOS_THROTTLE_TOKEN", "MINHOS_TOKEN_TTL_HOURS", "MINHOS_LOGIN_FAILURE_LIMIT",
+    "MINHOS_LOGIN_COOLOFF_MINUTES", "CACHE_PREFIX",
 )
 PROBE = """
 import json, os
@@ -175,3 +177,17 @@ def test_embedded_mode_stays_local_http_and_accepts_any_key(tmp_path):
     s = settings_with(tmp_path, SECRET_KEY="short")
 
     assert s["https"] == [False, False, False, 0]
+
+
+def test_throttle_rates_come_from_the_environment_and_a_malformed_one_is_refused_naming_it(tmp_path):
+    probe = ("import django, json, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'minhos_site.settings'; django.setup(); "
+             "from django.conf import settings as s; print(json.dumps(s.MINHOS_THROTTLE_RATES))")
+
+    process = start(tmp_path, "-c", probe, MINHOS_THROTTLE_USER="off", MINHOS_THROTTLE_TOKEN="3/hour")
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout.strip().splitlines()[-1]) == {
+        "anon": "60/minute", "user": None, "auth-token": "3/hour"}
+
+    refused = start(tmp_path, "-c", probe, MINHOS_THROTTLE_ANON="lots")
+    assert refused.returncode != 0
+    assert "MINHOS_THROTTLE_ANON must look like 60/minute" in refused.stderr
