@@ -61,7 +61,9 @@ def test_approve_without_the_permission_is_refused_and_changes_nothing(nq, viewe
         services.recommendation_approve(recommendation_id=recommendation.pk, user=viewer, now=now)
     recommendation.refresh_from_db()
     assert recommendation.state == State.PENDING
-    assert not Order.objects.exists() and not AuditEvent.objects.exists()
+    assert not Order.objects.exists()
+    refused = AuditEvent.objects.get()  # the attempt is on record, not a decision
+    assert (refused.action, refused.user) == ("refused", viewer)
 
 
 @pytest.mark.django_db

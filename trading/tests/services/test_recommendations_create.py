@@ -127,7 +127,7 @@ def test_resetting_the_circuit_breaker_needs_the_permission_reactivates_and_is_a
     account.refresh_from_db()
     assert not account.circuit_breaker_tripped and account.trading_state == "ACTIVE"
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "breaker_trip", "breaker_reset"]
+        "breaker_trip", "refused", "breaker_reset"]  # the viewer's refused attempt is on record too
 
 
 def test_a_config_change_is_validated_whole_and_audited(nq):
