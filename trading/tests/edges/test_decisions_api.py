@@ -124,7 +124,7 @@ def test_recommendation_detail_of_an_unknown_id_is_404(reader):
 @pytest.fixture
 def several(nq, account, fresh_feed):
     """Five recommendations: NQ 1m long pending, NQ 1m short rejected, NQ 5m long, ES 1m long, another account."""
-    bars = flat_bars(nq, 4)
+    bars = flat_bars(nq, 3)
     version = model_version(nq)
     es = InstrumentFactory(symbol="ES")
     es_bars = flat_bars(es, 3, price="5000")
@@ -132,9 +132,10 @@ def several(nq, account, fresh_feed):
     other = Account.objects.create(name="other")
     for trading in (account, other):
         services.trading_config_get(account=trading, instrument=es)
-    made = {
-        "nq_long": recommend(bars[2], version),
-        "nq_short": recommend(bars[3], version, side="short"),
+    # Each made while its bar is the latest: a prediction sized after a newer bar closed is recorded as expired.
+    made = {"nq_long": recommend(bars[2], version)}
+    made |= {
+        "nq_short": recommend(bar_at(nq, 3), version, side="short"),
         "nq_5m": recommend(five[-1], model_version(nq, timeframe="5m")),
     }
     made["es"], made["es_other"] = services.recommendations_create_for_prediction(
