@@ -225,3 +225,42 @@ def test_a_read_only_user_watches_recommendations_without_buttons(live_server_pr
     assert page.query_selector("#rec-actions") is None
     assert page.is_visible("#rec-read-only")
     assert errors == []
+
+
+def test_a_failed_settlement_shows_live_on_the_account_strip_and_clears_when_a_bar_settles(
+        live_server_process, market, browser, monkeypatch):  # noqa: F811
+    from trading.services import execution
+
+    server = live_server_process
+    nq, bars, version = market
+    errors = []
+    page = new_page(browser, errors)
+    log_in(page, server, READER)
+    page.wait_for_selector('#account[data-settlement="ok"]')
+    assert page.is_hidden("#account-settlement-fault")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    def settle(i, fail):
+        services.trading_config_get(account=services.account_default_get(), instrument=nq)  # the broker's account
+        bar = decisions.bar_at(nq, i)
+        with monkeypatch.context() as patch:
+            if fail:
+                patch.setattr(execution, "_mark_and_snapshot", broken)
+            try:
+                services.broker_process_bar(bar_id=bar.pk)
+            except execution.SettlementFailed as exc:
+                return str(exc)
+        return None
+
+    assert "database went away" in in_thread(settle, HISTORY, True)
+    page.wait_for_selector('#account[data-settlement="failed"]')
+    assert page.text_content("#account-settlement") == "Failed"
+    assert "database went away" in page.text_content("#account-settlement-fault")
+    assert page.is_visible("#account-settlement-fault")
+
+    assert in_thread(settle, HISTORY + 1, False) is None
+    page.wait_for_selector('#account[data-settlement="ok"]')
+    assert page.is_hidden("#account-settlement-fault")
+    assert errors == []

@@ -599,3 +599,30 @@ def test_flat_positions_are_not_listed_and_a_tripped_breaker_says_why(trader_cli
     assert "<tr data-symbol=" not in html and visible(html, "positions-empty")
     assert re.search(r'<table id="positions" class="positions" data-count="0">', html)
     assert initial_payload(response)["positions"] == []
+
+
+def test_a_failed_settlement_is_shown_on_the_account_strip_with_its_reason(trader_client, nq):
+    from trading.models import Account
+
+    reason = "bar NQ 1m 2024-01-02 14:33 UTC: RuntimeError: database went away"
+    account = Account.objects.get_or_create(name="paper")[0]
+    Account.objects.filter(pk=account.pk).update(settlement_fault=reason,
+                                                 settlement_fault_at=datetime(2024, 1, 2, 14, 34, tzinfo=UTC))
+
+    response = trader_client.get(reverse("dashboard"), {"symbol": "NQ"})
+
+    html = account_panel(response.content.decode())
+    assert re.search(r'<section id="account"[^>]*\bdata-settlement="failed"', html)
+    assert text_of(html, "account-settlement") == "Failed"
+    assert visible(html, "account-settlement-fault")
+    assert reason in text_of(html, "account-settlement-fault")
+    assert initial_payload(response)["account"]["settlement_fault"] == reason
+
+
+def test_a_settled_account_shows_no_settlement_warning(trader_client, nq):
+    from trading.models import Account
+
+    Account.objects.get_or_create(name="paper")
+    html = account_panel(trader_client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
+    assert text_of(html, "account-settlement") == "OK"
+    assert not visible(html, "account-settlement-fault")
