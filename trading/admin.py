@@ -183,7 +183,7 @@ class AccountAdmin(admin.ModelAdmin):
     actions = ("reset_circuit_breaker", "auto_trading_on", "auto_trading_off", "halt_trading", "resume_trading")
     # Switches, state and breaker change only through the actions (the services), never by editing the row.
     readonly_fields = ("peak_equity", "auto_trading", "trading_state", "circuit_breaker_tripped_at",
-                       "circuit_breaker_reason", "created_at")
+                       "circuit_breaker_reason", "settlement_fault", "settlement_fault_at", "created_at")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:

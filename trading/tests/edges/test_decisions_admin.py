@@ -253,6 +253,15 @@ def test_account_switches_cannot_be_edited_on_the_form(admin, account):
         False, "ACTIVE", Decimal("100000.00"))
 
 
+def test_a_settlement_fault_cannot_be_cleared_on_the_form(admin, account):
+    # Only a bar that settles clears it: a person editing the row must not release the block on new entries.
+    Account.objects.filter(pk=account.pk).update(settlement_fault="bar X: RuntimeError: boom")
+    admin.post(f"/admin/trading/account/{account.pk}/change/", {"name": "paper", "settlement_fault": ""})
+
+    account.refresh_from_db()
+    assert account.settlement_fault == "bar X: RuntimeError: boom"
+
+
 def test_a_new_account_starts_at_its_peak(admin):
     response = admin.post("/admin/trading/account/add/", {"name": "small", "currency": "USD",
                                                           "starting_equity": "25000.00"})
