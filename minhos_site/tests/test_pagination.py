@@ -98,6 +98,7 @@ def test_the_schema_states_the_bounds_of_limit_and_offset(client):
         parameters = {p["name"]: p["schema"] for p in schema["paths"][url]["get"]["parameters"]}
         assert parameters["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
         assert parameters["offset"] == {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0}
+        assert "400" in schema["paths"][url]["get"]["responses"]
 
 
 # --- cursors ------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .serializers import (
 )
 
 FORBIDDEN = OpenApiResponse(description="The user lacks mlcore.promote_modelversion; the detail names it.")
+BAD_QUERY = OpenApiResponse(description="Invalid query (a filter, limit or offset); the body names each bad parameter.")
 
 
 def _rollback_body_refused(request, errors: dict, *, timeframe: str = "") -> ValidationError:
@@ -35,7 +36,8 @@ def _rollback_body_refused(request, errors: dict, *, timeframe: str = "") -> Val
 class ModelVersionListApi(ListAPIView):
     serializer_class = ModelVersionOutputSerializer
 
-    @extend_schema(parameters=[ModelVersionFilterSerializer], summary="Model versions, newest first")
+    @extend_schema(parameters=[ModelVersionFilterSerializer], summary="Model versions, newest first",
+                   responses={200: ModelVersionOutputSerializer(many=True), 400: BAD_QUERY})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -46,7 +48,9 @@ class ModelVersionListApi(ListAPIView):
 
 
 class ModelVersionDetailApi(APIView):
-    @extend_schema(responses=ModelVersionOutputSerializer, summary="One model version with its report")
+    @extend_schema(responses={200: ModelVersionOutputSerializer,
+                              404: OpenApiResponse(description="No model version has that id.")},
+                   summary="One model version with its report")
     def get(self, request, version_id: int):
         try:
             version = ModelVersion.objects.select_related("instrument").get(pk=version_id)
@@ -102,7 +106,8 @@ class ModelVersionRollbackApi(APIView):
 class PredictionListApi(ListAPIView):
     serializer_class = PredictionOutputSerializer
 
-    @extend_schema(parameters=[PredictionFilterSerializer], summary="Predictions, newest bar first")
+    @extend_schema(parameters=[PredictionFilterSerializer], summary="Predictions, newest bar first",
+                   responses={200: PredictionOutputSerializer(many=True), 400: BAD_QUERY})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
