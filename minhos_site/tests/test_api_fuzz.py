@@ -19,7 +19,7 @@ from trading import services
 from trading.models import Instrument
 from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction, user_with
 
-# Per operation and generation mode, on top of the coverage phase's cases: about 2,300 requests per user, two to
+# Per operation and generation mode, on top of the coverage phase's cases: about 2,000 requests per user, two to
 # three minutes of one core for the whole run.
 MAX_EXAMPLES = 15
 SEED = 20240102
