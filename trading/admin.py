@@ -35,6 +35,13 @@ class InstrumentAdmin(admin.ModelAdmin):
     search_fields = ("symbol", "name")  # also what BarAdmin's instrument autocomplete searches
     ordering = ("symbol",)
 
+    def get_readonly_fields(self, request, obj=None):
+        # Fills were booked and are replayed (`reconcile`) with these terms: changing them after the first order
+        # would rewrite the P&L of every trade already made, as changing an account's starting equity would.
+        if obj is not None and Order.objects.filter(instrument=obj).exists():
+            return ("symbol", "tick_size", "point_value", "currency")
+        return ()
+
 
 @admin.register(Bar)
 class BarAdmin(admin.ModelAdmin):
@@ -260,6 +267,8 @@ class KillSwitchForm(forms.ModelForm):
         choices=[("true", "Engaged: nothing trades on any account"), ("false", "Released")],
         coerce=lambda value: value == "true", widget=forms.RadioSelect, label="Set the switch to",
         help_text="Choose every time; the state now is shown above.")
+    # The service's bound, so a long reason is a form error rather than a refusal inside the admin's save.
+    reason = forms.CharField(required=False, max_length=services.KILL_SWITCH_REASON_MAX, widget=forms.Textarea)
 
     class Meta:
         model = KillSwitch

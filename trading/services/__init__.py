@@ -17,6 +17,7 @@ from .market import (  # noqa: F401
     market_push,
 )
 from .accounts import (  # noqa: F401
+    KILL_SWITCH_REASON_MAX,
     PermissionRefused,
     account_default_get,
     audit_record,

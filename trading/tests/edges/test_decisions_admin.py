@@ -397,6 +397,14 @@ def test_the_kill_switch_form_never_releases_the_switch_unless_asked_to(admin, a
     assert (refused.details["control"], refused.user, refused.client_address) == ("kill_switch", admin_user, ADDRESS)
 
 
+def test_a_kill_switch_reason_longer_than_the_service_takes_is_a_form_error(admin):
+    response = admin.post("/admin/trading/killswitch/1/change/", {"engaged": "true", "reason": "x" * 1001})
+
+    assert response.status_code == 200
+    assert "reason" in response.context["adminform"].form.errors
+    assert KillSwitch.objects.get(pk=1).engaged is False
+
+
 def test_the_kill_switch_page_shows_the_state_now_and_preselects_nothing(admin, admin_user):
     services.kill_switch_set(engaged=True, reason="outage", user=admin_user)
 
@@ -413,6 +421,32 @@ def test_the_kill_switch_cannot_be_set_by_a_viewer(viewer):
     assert KillSwitch.objects.get(pk=1).engaged is False
     refused = AuditEvent.objects.get()  # the attempt, recorded after the admin's refused transaction
     assert (refused.action, refused.details["control"], refused.client_address) == ("refused", "kill_switch", ADDRESS)
+
+
+# --- instruments --------------------------------------------------------------------------------------------------
+
+
+def test_an_instruments_terms_are_read_only_once_it_has_traded(admin, traded, nq):
+    form = {"symbol": "NQ", "name": "Nasdaq", "exchange": "CME", "tick_size": "5", "point_value": "1",
+            "currency": "EUR", "active": "on"}
+
+    response = admin.post(f"/admin/trading/instrument/{nq.pk}/change/", form)
+
+    assert response.status_code == 302
+    nq.refresh_from_db()
+    assert (nq.name, nq.tick_size, nq.point_value, nq.currency) == ("Nasdaq", Decimal("0.25"), Decimal("20"), "USD")
+    assert services.account_reconcile(account=traded.account).clean
+
+
+def test_an_instruments_terms_can_be_corrected_before_it_trades(admin):
+    es = Instrument.objects.create(symbol="ES", name="E-mini S&P 500", tick_size="0.01", point_value="1")
+
+    admin.post(f"/admin/trading/instrument/{es.pk}/change/", {"symbol": "ES", "name": "E-mini S&P 500",
+                                                              "exchange": "CME", "tick_size": "0.25",
+                                                              "point_value": "50", "currency": "USD"})
+
+    es.refresh_from_db()
+    assert (es.tick_size, es.point_value) == (Decimal("0.25"), Decimal("50"))
 
 
 # --- read-only rows ---------------------------------------------------------------------------------------------
