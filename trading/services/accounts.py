@@ -64,6 +64,8 @@ def audit_refusal_record(*, control: str, user, reason: str, account_id: int | N
 def _refusal_reason(exc: Exception) -> tuple[str, dict]:
     if isinstance(exc, ValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        # A body of a thousand unknown settings gets a thousand errors back, but its record keeps the first few.
+        errors = dict(list(errors.items())[:_REQUESTED_MAX_FIELDS])
         return "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items()), {"errors": errors}
     return str(exc), {}
 

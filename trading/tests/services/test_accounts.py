@@ -284,3 +284,16 @@ def test_the_migration_moves_stored_settings_into_their_ranges_and_audits_each_m
         setting = CONFIG_RANGES[name]
         assert (setting.low, setting.high, setting.low_open, setting.high_open) == (low, high, low_open, high_open)
         assert TradingConfig._meta.get_field(name).default == default
+
+
+def test_the_record_of_a_refused_change_is_bounded_whatever_the_body(controller, config):
+    changes = {f"bogus_{i}_{'x' * 200}": "y" * 10_000 for i in range(500)}
+
+    with pytest.raises(ValidationError) as refused:
+        services.trading_config_update(config_id=config.pk, changes=changes, user=controller)
+
+    assert len(refused.value.message_dict) == 500  # the answer names every bad setting
+    [record] = refusals()
+    assert len(record.details["errors"]) == 20 and len(record.details["requested"]) == 20
+    assert len(record.details["reason"]) <= 1000
+    assert all(len(name) <= 80 and len(value) <= 80 for name, value in record.details["requested"].items())
