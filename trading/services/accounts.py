@@ -34,9 +34,10 @@ def _permission_check(user, permission: str, action: str) -> None:
         raise PermissionRefused(f"{action} needs the permission {permission}.")
 
 
-def _require(user, permission: str, action: str) -> None:
+def _require(user, permission: str, action: str, *, control: str = "", client_address: str | None = None,
+             details: dict | None = None) -> None:
     """Refuse unless the user has the permission, and audit the refused attempt. Call it before any transaction."""
-    with _refusals_audited(control="", user=user, client_address=None):
+    with _refusals_audited(control=control, user=user, client_address=client_address, details=details):
         _permission_check(user, permission, action)
 
 

@@ -14,6 +14,7 @@ in the same transaction as the decision.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -28,7 +29,14 @@ from ..domain.kelly import KellyConfig, KellyInputs, kelly_size
 from ..domain.risk import Decision, Proposal, RiskContext, RiskLimits, RiskVerdict, TradingState, assess
 from ..domain.timeframes import timeframe_delta
 from ..models import Account, AuditEvent, Instrument, Order, Recommendation, TradingConfig
-from .accounts import _require, account_default_get, audit_record, circuit_breaker_trip, trading_config_get
+from .accounts import (
+    _require,
+    account_default_get,
+    audit_record,
+    audit_refusal_record,
+    circuit_breaker_trip,
+    trading_config_get,
+)
 
 logger = logging.getLogger(__name__)
 State = Recommendation.State
@@ -222,11 +230,15 @@ def _breaker_reason(verdict: RiskVerdict) -> str:
 def recommendation_approve(*, recommendation_id: int, user, client_address: str | None = None,
                            now: datetime | None = None) -> Recommendation:
     """Approve a pending recommendation once: refused if it is no longer pending, stale, or risk now says no."""
-    _require(user, "trading.approve_recommendation", "Approving a recommendation")
+    _require(user, "trading.approve_recommendation", "Approving a recommendation", control=AuditEvent.Action.APPROVE,
+             client_address=client_address, details={"recommendation": recommendation_id})
     now = now or timezone.now()
-    with transaction.atomic():
+    with _decision_refusals_audited(AuditEvent.Action.APPROVE, recommendation_id, user=user,
+                                    client_address=client_address), transaction.atomic():
         recommendation = _lock(recommendation_id)
         refusal = _refusal(recommendation, user=user, client_address=client_address, now=now)
+        if isinstance(refusal, RecommendationNotPending):
+            raise _RefusedDecision(refusal)  # nothing to keep of this transaction; audited once it is rolled back
         if refusal is None:
             config = trading_config_get(account=recommendation.account, instrument=recommendation.instrument)
             # Risk again, with the exposure, P&L and data freshness of now rather than of the prediction.
@@ -251,19 +263,17 @@ def recommendation_approve(*, recommendation_id: int, user, client_address: str 
 
 def recommendation_reject(*, recommendation_id: int, user, client_address: str | None = None,
                           now: datetime | None = None) -> Recommendation:
-    _require(user, "trading.approve_recommendation", "Rejecting a recommendation")
+    _require(user, "trading.approve_recommendation", "Rejecting a recommendation", control=AuditEvent.Action.REJECT,
+             client_address=client_address, details={"recommendation": recommendation_id})
     now = now or timezone.now()
-    with transaction.atomic():
+    with _decision_refusals_audited(AuditEvent.Action.REJECT, recommendation_id, user=user,
+                                    client_address=client_address), transaction.atomic():
         recommendation = _lock(recommendation_id)
         if recommendation.state != State.PENDING:
-            refusal = _not_pending(recommendation, "rejected")
-        else:
-            _close(recommendation, State.REJECTED, user=user, client_address=client_address, now=now,
-                   action=AuditEvent.Action.REJECT)
-            refusal = None
+            raise _RefusedDecision(_not_pending(recommendation, "rejected"))
+        _close(recommendation, State.REJECTED, user=user, client_address=client_address, now=now,
+               action=AuditEvent.Action.REJECT)
         _push_on_commit(recommendation)
-    if refusal is not None:
-        raise refusal
     return recommendation
 
 
@@ -280,6 +290,32 @@ def recommendations_expire(*, instrument: Instrument, timeframe: str, latest_bar
     return len(stale)
 
 
+class _RefusedDecision(Exception):
+    """Carries a not-pending refusal out of the decision's transaction, so it is audited after the rollback."""
+
+    def __init__(self, refusal: RecommendationNotPending):
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
+@contextmanager
+def _decision_refusals_audited(control: str, recommendation_id, *, user, client_address: str | None):
+    """Audit an approve or reject refused because the recommendation does not exist or is no longer pending (stale
+    and risk refusals are recorded on the recommendation itself, in its transaction); entered outside it."""
+    try:
+        yield
+    except _RefusedDecision as wrapped:
+        recommendation = Recommendation.objects.filter(pk=wrapped.refusal.recommendation_id).first()
+        audit_refusal_record(control=control, user=user, reason=str(wrapped.refusal), client_address=client_address,
+                             account_id=recommendation.account_id if recommendation else None,
+                             details={"recommendation": recommendation_id})
+        raise wrapped.refusal from None
+    except RecommendationError as exc:  # there is no such recommendation
+        audit_refusal_record(control=control, user=user, reason=str(exc), client_address=client_address,
+                             details={"recommendation": recommendation_id})
+        raise
+
+
 def _lock(recommendation_id: int) -> Recommendation:
     try:
         return (Recommendation.objects.select_for_update(of=("self",))
@@ -289,9 +325,11 @@ def _lock(recommendation_id: int) -> Recommendation:
 
 
 def _not_pending(recommendation: Recommendation, verb: str) -> RecommendationNotPending:
-    return RecommendationNotPending(
+    refusal = RecommendationNotPending(
         f"Recommendation #{recommendation.pk} is {recommendation.get_state_display().lower()}: "
         f"only a pending one can be {verb}.")
+    refusal.recommendation_id = recommendation.pk
+    return refusal
 
 
 def _refusal(recommendation: Recommendation, *, user, client_address, now) -> RecommendationError | None:

@@ -178,3 +178,26 @@ def test_fifty_concurrent_approvals_give_exactly_one_order(nq, trader):
     assert sorted(outcomes) == ["approved"] + ["not pending"] * 49
     assert Order.objects.filter(recommendation=recommendation).count() == 1
     assert AuditEvent.objects.filter(recommendation=recommendation, action="approve").count() == 1
+
+
+def test_approving_or_rejecting_a_decided_or_unknown_recommendation_leaves_a_refused_audit_row(nq, trader):
+    from trading.models import AuditEvent
+    from trading.services.recommendations import RecommendationError, RecommendationNotPending
+    from trading.tests.decisions import close_time, flat_bars, model_version, prediction
+
+    bars = flat_bars(nq, 2)
+    [recommendation] = services.recommendations_create_for_prediction(
+        prediction_id=prediction(bars[-1], model_version(nq), p=0.7).pk, now=close_time(bars[-1]))
+    services.recommendation_reject(recommendation_id=recommendation.pk, user=trader, client_address="10.0.0.9")
+    with pytest.raises(RecommendationNotPending):
+        services.recommendation_approve(recommendation_id=recommendation.pk, user=trader, client_address="10.0.0.9")
+    with pytest.raises(RecommendationNotPending):
+        services.recommendation_reject(recommendation_id=recommendation.pk, user=trader)
+    with pytest.raises(RecommendationError):
+        services.recommendation_approve(recommendation_id=987654, user=trader)
+    refused = list(AuditEvent.objects.filter(action=AuditEvent.Action.REFUSED).order_by("id"))
+    assert [(r.details["control"], r.details["recommendation"]) for r in refused] == [
+        ("approve", recommendation.pk), ("reject", recommendation.pk), ("approve", 987654)]
+    assert "rejected: only a pending one can be approved" in refused[0].details["reason"]
+    assert refused[0].account_id == recommendation.account_id and refused[0].client_address == "10.0.0.9"
+    assert refused[0].user == trader
