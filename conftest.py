@@ -11,3 +11,15 @@ def private_cache(settings):
     carry over from one test to the next nor cross parallel workers; every test client is 127.0.0.1."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     settings.CACHES = {name: {**conf, "KEY_PREFIX": prefix} for name, conf in django_settings.CACHES.items()}
+
+
+@pytest.fixture
+def eager_celery():
+    """Tasks run inline, as in embedded mode, also when REDIS_URL names a broker with no worker (the PostgreSQL
+    pass): for tests of the wiring, not of the workers."""
+    from minhos_site.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous

@@ -62,17 +62,6 @@ def model_cache():
 
 
 @pytest.fixture
-def eager_celery():
-    """Tasks run inline, as in embedded mode, also when REDIS_URL points at a broker with no worker."""
-    from minhos_site.celery import app
-
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
-
-
-@pytest.fixture
 def nq(db) -> Instrument:
     return InstrumentFactory(symbol="NQ")  # the row seeded by a migration
 

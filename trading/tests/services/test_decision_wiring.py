@@ -11,16 +11,6 @@ from trading.tests.decisions import close_time, flat_bars, model_version, predic
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 
 
-@pytest.fixture
-def eager_celery():
-    from minhos_site.celery import app
-
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
-
-
 def test_a_new_prediction_becomes_a_recommendation_through_the_event(nq, eager_celery, monkeypatch):
     bars = flat_bars(nq, 3)
     made = prediction(bars[-1], model_version(nq))

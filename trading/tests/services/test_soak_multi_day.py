@@ -41,18 +41,7 @@ PLANTED = SyntheticParams(**{**DEMO_SIGNAL, "signal_edge": 0.8})
 
 
 @pytest.fixture
-def eager_tasks():
-    """Tasks inline, as in embedded mode, also when REDIS_URL names a broker (the PostgreSQL pass)."""
-    from minhos_site.celery import app
-
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
-
-
-@pytest.fixture
-def market(settings, tmp_path, eager_tasks):
+def market(settings, tmp_path, eager_celery):
     """NQ 15m: history stored without events, a fast model trained on it and promoted; two accounts."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.VAR_DIR = tmp_path / "var"
