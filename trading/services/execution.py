@@ -52,7 +52,7 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
         try:
             fills += _settle_account(account_id, bar, prices)
         except Exception as exc:  # noqa: BLE001 - recorded on the account, logged and raised again below
-            reason = (f"bar {instrument.symbol} {bar.timeframe} {bar.timestamp:%Y-%m-%d %H:%M} UTC: "
+            reason = (f"{_fault_origin(instrument.symbol, bar.timeframe)}{bar.timestamp:%Y-%m-%d %H:%M} UTC: "
                       f"{type(exc).__name__}: {exc}")[:2000]
             logger.exception("Settling %s for account #%s failed; new entries are blocked until a bar settles",
                              reason, account_id)
@@ -76,7 +76,8 @@ def _settle_account(account_id: int, bar: Bar, prices: BarPrices) -> list[Fill]:
         fills = _fill_entries(account, bar, prices, costs)
         fills += _run_brackets(account, bar, prices, costs)
         marked = _mark_and_snapshot(account, bar, config)
-        recovered = bool(account.settlement_fault)
+        # Only a bar of the market that failed clears the mark: another market settling says nothing about it.
+        recovered = account.settlement_fault.startswith(_fault_origin(instrument.symbol, bar.timeframe))
         if recovered:
             logger.warning("Account %s settled bar %s again after a failure (%s); new entries are allowed again",
                            account.name, bar.timestamp, account.settlement_fault)
@@ -86,6 +87,11 @@ def _settle_account(account_id: int, bar: Bar, prices: BarPrices) -> list[Fill]:
         if fills or marked or recovered:
             _push_account(account, instrument.symbol, bar.timeframe)
     return fills
+
+
+def _fault_origin(symbol: str, timeframe: str) -> str:
+    """How a settlement fault's reason starts: the market whose bar failed."""
+    return f"bar {symbol} {timeframe} "
 
 
 def _settlement_fault_set(account_id: int, *, reason: str, at, symbol: str, timeframe: str) -> None:
@@ -152,8 +158,7 @@ def _run_brackets(account: Account, bar: Bar, prices: BarPrices, costs: FillCost
         side = "long" if entry.side == "buy" else "short"
         bracket = Bracket(side=side, entry=entry.fill.price, take_profit=entry.take_profit,
                           stop_loss=entry.stop_loss, horizon_bars=entry.horizon_bars)
-        for missed_or_this in _bars_to_run(entry, bar, prices):
-            bar_run, prices_run = missed_or_this
+        for bar_run, prices_run in _bars_to_run(entry, bar, prices):
             entry.bars_held += 1
             entry.last_bar_timestamp = bar_run.timestamp
             exit_ = bracket_exit(bracket, prices_run, entry.bars_held, costs)

@@ -101,3 +101,18 @@ def test_one_accounts_failure_does_not_stop_the_others_from_settling(nq, long_op
         services.broker_process_bar(bar_id=bar.pk)
     assert EquitySnapshot.objects.filter(account=other, timestamp=close_time(bar)).exists()
     assert Account.objects.get(pk=other.pk).settlement_fault == ""
+
+
+def test_a_bar_of_another_market_does_not_clear_the_mark(nq, long_open, monkeypatch):
+    from trading.tests.factories import InstrumentFactory
+
+    with monkeypatch.context() as patch:
+        _fail_marking(patch)
+        with pytest.raises(SettlementFailed):
+            services.broker_process_bar(bar_id=bar_at(nq, 3).pk)
+    es = InstrumentFactory(symbol="ES")
+    services.trading_config_get(account=Account.objects.get(name="paper"), instrument=es)
+    services.broker_process_bar(bar_id=bar_at(es, 3, open_="5000").pk)
+    assert "NQ 1m" in Account.objects.get(name="paper").settlement_fault
+    services.broker_process_bar(bar_id=bar_at(nq, 4).pk)
+    assert Account.objects.get(name="paper").settlement_fault == ""
