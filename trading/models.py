@@ -88,6 +88,56 @@ class FeedStatus(models.Model):
         return f"{self.instrument_id} {self.timeframe} feed ({'running' if self.running else 'stopped'})"
 
 
+class BarWorkflow(models.Model):
+    """A live bar's progress through the per-bar decision workflow (`trading.workflow`): stored, settled, decided.
+
+    Written in the transaction that stores the bar (an outbox), so a lost message, a dead worker or a Redis outage
+    delays a bar but never skips it: the sweeper re-drives every bar not done. The times are the hops of the bar's
+    way from the feed to the dashboards (`bench e2e` reads them).
+    """
+
+    class Stage(models.TextChoices):
+        STORED = "stored"  # waiting for settlement
+        SETTLED = "settled"  # fills, brackets, expiries, marks and equity applied; waiting for the decision
+        DONE = "done"  # predicted, sized and published (or nothing to predict with)
+
+    bar = models.OneToOneField(Bar, primary_key=True, on_delete=models.CASCADE, related_name="workflow")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="+")
+    timeframe = models.CharField(max_length=4, choices=TIMEFRAME_CHOICES)
+    timestamp = models.DateTimeField(help_text="The bar's open time (UTC), copied so the queue is read in bar order")
+    stage = models.CharField(max_length=8, choices=Stage.choices, default=Stage.STORED)
+    stored_at = models.DateTimeField(help_text="When the bar's row was written")
+    touched_at = models.DateTimeField(help_text="Last progress or dispatch; the sweeper re-drives idle bars")
+    settle_started_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    decide_started_at = models.DateTimeField(null=True, blank=True)
+    predicted_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    prediction = models.ForeignKey("mlcore.Prediction", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    recommendations = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Steps started, retries and re-drives included")
+    error = models.TextField(blank=True, help_text="The last failure of a step of this bar (empty once it passes)")
+
+    class Meta:
+        indexes = [models.Index(fields=["instrument", "timeframe", "stage", "timestamp"], name="bar_workflow_queue",
+                                condition=~models.Q(stage="done"))]
+
+    def __str__(self):
+        return f"{self.instrument_id} {self.timeframe} {self.timestamp:%Y-%m-%d %H:%M} {self.stage}"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last time a worker took a task from a queue: whether anyone serves it (beat sends one per queue)."""
+
+    queue = models.CharField(max_length=40, unique=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.queue} seen {self.seen_at:%H:%M:%S} ({self.hostname})"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Decisions and execution: accounts, configuration, recommendations, audit, orders, fills, positions, equity.
 # Money and prices are Decimal; positions change only through fills (services.execution applies them).
