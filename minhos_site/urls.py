@@ -5,11 +5,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from minhos_site.token_api import TokenObtainApi
-from trading import views as trading_views
+from trading import chart_views, views as trading_views
 
 urlpatterns = [
     path("", trading_views.dashboard, name="dashboard"),
     path("healthz", trading_views.healthz, name="healthz"),
+    path("chart/overlays/", chart_views.chart_overlays, name="chart-overlays"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -7,7 +7,7 @@ from django.shortcuts import render
 from mlcore import selectors as ml_selectors
 from mlcore import services as ml_services
 
-from . import realtime, selectors
+from . import chart, realtime, selectors
 from .domain.timeframes import TIMEFRAMES
 from .services.accounts import DEFAULT_ACCOUNT
 
@@ -52,6 +52,9 @@ def dashboard(request):
             "positions": [selectors.position_payload(position)
                           for position in selectors.position_list(account=account, open_only=True)] if account else [],
             "can_decide": request.user.has_perm(APPROVE_PERMISSION),
+            # Drawn over the candles: calls, the account's fills and open brackets, its equity curve.
+            "chart": chart.chart_overlays(instrument=instrument, timeframe=timeframe, account=account,
+                                          bar_times=[bar.timestamp for bar in bars]) if instrument else None,
         },
     }
     return render(request, "trading/dashboard.html", context)
