@@ -1,15 +1,46 @@
-"""Websocket consumer for live market data: authenticate, join one group, forward its messages."""
+"""Websocket consumer for live market data: authenticate, join one group, forward its messages; on request, send
+what a reconnecting client missed."""
+import asyncio
+import functools
+import json
+from datetime import UTC, datetime
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import realtime, selectors
+from . import realtime, selectors, stream_catchup
 
-# Application close codes (4000-4999): the browser can tell "log in again" from "no such market".
+# Application close codes (4000-4999): the browser can tell "log in again" from "no such market" from "the live
+# stream is down for now, try again later".
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_UNKNOWN_MARKET = 4404
+CLOSE_STREAM_UNAVAILABLE = 4503
 
 
 class MarketConsumer(AsyncJsonWebsocketConsumer):
+    joined = False
+    layer_error = None  # set once the channel layer failed this connection
+
+    # AsyncConsumer.__call__ sets `channel_receive` to the layer's receive for this connection and waits on it beside
+    # the client's messages; an error there would end the connection with a traceback (a handshake answered 500).
+    # Wrapped, an unreachable layer arrives as one "stream.unavailable" message, handled in order with the others.
+    @property
+    def channel_receive(self):
+        return self._channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive):
+        self._channel_receive = functools.partial(self._receive_from_layer, receive)
+
+    async def _receive_from_layer(self, receive):
+        if self.layer_error is None:
+            try:
+                return await receive()
+            except realtime.UNREACHABLE as error:
+                self.layer_error = error
+                return {"type": "stream.unavailable"}
+        await asyncio.get_running_loop().create_future()  # nothing more from a failed layer: wait to be cancelled
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -21,18 +52,73 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNKNOWN_MARKET)
             return
         self.group = realtime.market_group(self.symbol, self.timeframe)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        if self.layer_error is None:
+            try:
+                await realtime.layer_call(self.channel_layer.group_add(self.group, self.channel_name))
+            except realtime.UNREACHABLE as error:
+                self.layer_error = error
+        if self.layer_error is not None:
+            await self._close_stream_unavailable()
+            return
+        self.joined = True
+        realtime.stream_up()
         await self.accept()
         status = await database_sync_to_async(selectors.feed_status_payload)(symbol=self.symbol, timeframe=self.timeframe)
         await self.send_json({"type": "feed.status", **status})
 
+    async def _close_stream_unavailable(self):
+        """Accepted, then closed: a refused handshake would hide the code from the browser."""
+        realtime.stream_down(self.layer_error, during="a websocket connection")
+        if not self.joined:
+            await self.accept()
+        await self.close(code=CLOSE_STREAM_UNAVAILABLE, reason="live stream unavailable")
+
+    async def stream_unavailable(self, event):
+        if self.joined:
+            await self._close_stream_unavailable()
+        # Before the handshake, connect() sees layer_error and refuses it.
+
     async def disconnect(self, code):
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.joined and self.layer_error is None:
+            try:
+                await realtime.layer_call(self.channel_layer.group_discard(self.group, self.channel_name))
+            except realtime.UNREACHABLE:
+                pass  # the group forgets members after its expiry anyway
+
+    # ---- from the client: only "resume" ---------------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if text_data is None:
+            await self._error("frame", "messages are JSON text frames, not binary")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self._error("frame", "the message is not JSON")
+            return
+        await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
-        # The stream is one-way; clients have nothing to send.
-        pass
+        if not isinstance(content, dict):
+            await self._error("type", 'a message is a JSON object with a "type"')
+            return
+        if content.get("type") != "resume":
+            await self._error("type", f'unknown message type {content.get("type")!r}: a client sends only "resume"')
+            return
+        since, problem = _parse_since(content.get("since"))
+        if problem:
+            await self._error("since", problem)
+            return
+        catchup = await database_sync_to_async(stream_catchup.stream_catchup_since)(
+            symbol=self.symbol, timeframe=self.timeframe, since=since)
+        for message_type, payload in catchup.messages:
+            await self.send_json({"type": message_type, **payload})
+        await self.send_json({"type": "resume.done", "bars": catchup.bars, "more": catchup.more})
+
+    async def _error(self, field, message):
+        await self.send_json({"type": "error", "field": field, "message": message})
+
+    # ---- from the channel layer -----------------------------------------------------------------------------------
 
     async def bar_closed(self, event):
         await self.send_json({"type": "bar.closed", **event["payload"]})
@@ -48,3 +134,16 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
 
     async def account_updated(self, event):
         await self.send_json({"type": "account.updated", **event["payload"]})
+
+
+def _parse_since(value) -> tuple[datetime | None, str | None]:
+    """(the time, None), or (None, what is wrong with it)."""
+    if not isinstance(value, str):
+        return None, '"since" is required: the ISO 8601 UTC time of the newest bar the client has'
+    try:
+        since = datetime.fromisoformat(value)
+    except ValueError:
+        return None, f'"since" is not an ISO 8601 time: {value[:40]!r}'
+    if since.tzinfo is None:
+        return None, f'"since" needs a time zone (e.g. 2024-05-06T13:31:00Z): {value[:40]!r}'
+    return since.astimezone(UTC), None

@@ -1,13 +1,12 @@
 """Server-rendered pages of the trading app: the dashboard."""
 from django.contrib.auth.decorators import login_required
-from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
 from mlcore import selectors as ml_selectors
 from mlcore import services as ml_services
 
-from . import chart, realtime, selectors
+from . import chart, health, realtime, selectors
 from .domain.timeframes import TIMEFRAMES
 from .services.accounts import DEFAULT_ACCOUNT
 
@@ -69,7 +68,7 @@ def _dashboard_account(recommendation):
 
 
 def healthz(request):
-    """Liveness for process managers and tests: answers once the database is reachable."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})
+    """For process managers, load balancers and the dashboard: 200 when the database, Redis (deployment) and the
+    workers' queues are up, else 503; both say each component's state."""
+    report = health.health_report()
+    return JsonResponse(report.as_dict(), status=200 if report.ok else 503)

@@ -1,0 +1,93 @@
+"""What /healthz reports: the database, Redis (deployment), the Celery queues' workers (from their heartbeats), and
+this process's view of the live stream. Each check is bounded in time and reports rather than raises."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from . import realtime
+from .models import WorkerHeartbeat
+
+REDIS_TIMEOUT_SECONDS = 1.0
+# Beat sends each queue a heartbeat task every 5 s (settings.CELERY_BEAT_SCHEDULE): six missed ones mean nobody
+# serves the queue.
+WORKER_STALE_SECONDS = 30.0
+
+_redis_clients: dict[str, redis.Redis] = {}
+_redis_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    components: dict[str, dict] = field(default_factory=dict)
+    stream: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(component["status"] != "down" for component in self.components.values())
+
+    def as_dict(self) -> dict:
+        return {"status": "ok" if self.ok else "down", "components": self.components, "stream": self.stream}
+
+
+def health_report() -> HealthReport:
+    components = {"database": _database()}
+    if settings.REDIS_URL:
+        components["redis"] = _redis(settings.REDIS_URL)
+    if not settings.CELERY_TASK_ALWAYS_EAGER:  # with eager tasks there are no workers to watch
+        components["workers"] = _workers(database_up=components["database"]["status"] == "ok")
+    return HealthReport(components=components, stream=realtime.stream_state().as_dict())
+
+
+def _database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as error:
+        return {"status": "down", "error": type(error).__name__}
+    return {"status": "ok"}
+
+
+def _redis(url: str) -> dict:
+    try:
+        _redis_client(url).ping()
+    except (redis.RedisError, OSError) as error:
+        return {"status": "down", "error": type(error).__name__}
+    return {"status": "ok"}
+
+
+def _redis_client(url: str) -> redis.Redis:
+    # One client (and connection pool: redis-py makes it again in a forked child) per URL, so a probe every few
+    # seconds does not open a connection each time.
+    with _redis_lock:
+        client = _redis_clients.get(url)
+        if client is None:
+            client = _redis_clients[url] = redis.Redis.from_url(
+                url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS)
+        return client
+
+
+def _workers(*, database_up: bool) -> dict:
+    """Per queue served: ok when a worker took its heartbeat task lately, down when not for WORKER_STALE_SECONDS,
+    unknown when none ever did (a fresh deployment, or beat not running yet)."""
+    if not database_up:
+        return {"status": "unknown", "error": "the database is down"}
+    now = timezone.now()
+    seen = {beat.queue: beat for beat in WorkerHeartbeat.objects.filter(queue__in=settings.CELERY_QUEUES_SERVED)}
+    queues = {}
+    for queue in settings.CELERY_QUEUES_SERVED:
+        beat = seen.get(queue)
+        if beat is None:
+            queues[queue] = {"status": "unknown"}
+            continue
+        age = (now - beat.seen_at).total_seconds()
+        queues[queue] = {"status": "ok" if age <= WORKER_STALE_SECONDS else "down", "hostname": beat.hostname,
+                         "seen_at": beat.seen_at.isoformat().replace("+00:00", "Z"), "age_seconds": round(age, 1)}
+    statuses = {q["status"] for q in queues.values()}
+    status = "down" if "down" in statuses else ("ok" if statuses == {"ok"} else "unknown")
+    return {"status": status, "queues": queues}
