@@ -13,12 +13,16 @@ def private_cache(settings):
     settings.CACHES = {name: {**conf, "KEY_PREFIX": prefix} for name, conf in django_settings.CACHES.items()}
 
 
-@pytest.fixture
-def eager_celery():
-    """Tasks run inline, as in embedded mode, also when REDIS_URL names a broker with no worker (the PostgreSQL
-    pass): for tests of the wiring, not of the workers."""
+@pytest.fixture(autouse=True)
+def eager_celery(request):
+    """Tasks run inline, as in embedded mode, also when REDIS_URL names a broker (the PostgreSQL pass): a step
+    queued by a test must never wait in the shared Redis for a worker of another test. Tests marked `workers` run
+    real Celery workers on queues of their own instead."""
     from minhos_site.celery import app
 
+    if request.node.get_closest_marker("workers"):
+        yield
+        return
     previous = app.conf.task_always_eager
     app.conf.task_always_eager = True
     yield

@@ -143,7 +143,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url_config(DATABASE_URL or f"sqlite:///{VAR_DIR / 'minhos.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# Connections are kept between requests and tasks in deployment (a new PostgreSQL connection costs ~10 ms, more than
+# a per-bar task's work) and checked before reuse, so a restarted database costs one retry, not an error per process.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0 if not DATABASE_URL else 300)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if EMBEDDED:
     # The web server, the feed and the periodic jobs share one SQLite file: wait for locks instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
@@ -209,14 +212,46 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
+# Nothing reads task results (the workflow's progress is in PostgreSQL): none are stored, and queueing a task never
+# waits on a result backend.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
 # Without a broker there is no worker: tasks run inline in the calling process.
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
+# One queue per kind of work, so a long training never holds up a prediction (the Procfile starts a worker each).
+CELERY_TASK_DEFAULT_QUEUE = "trading"
+CELERY_TASK_ROUTES = {
+    "trading.tasks.workflow_decide": {"queue": "inference"},
+    "mlcore.tasks.*": {"queue": "training"},
+}
+CELERY_QUEUES_SERVED = ("trading", "inference", "training")
+# Tasks are idempotent and acknowledged when done: a killed worker's task is delivered again, not lost. A worker
+# takes one task at a time per process, so a long one does not hold others it had prefetched.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis redelivers a task not acknowledged within the visibility timeout: it must outlast the longest task (a
+# training, limited to 3 h 5 min), or a running training would be started twice. Per-bar steps do not wait for it:
+# the workflow's sweeper re-drives a stalled bar within MINHOS_WORKFLOW_REDRIVE_SECONDS.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("MINHOS_VISIBILITY_TIMEOUT", default=4 * 3600),
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # a worker waits for Redis to come back rather than exiting
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+MINHOS_WORKFLOW_REDRIVE_SECONDS = env.float("MINHOS_WORKFLOW_REDRIVE_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "feed-status-broadcast": {"task": "trading.tasks.feed_status_broadcast", "schedule": 5.0},
+    "workflow-sweep": {"task": "trading.tasks.workflow_sweep", "schedule": 2.0},
+    **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat", "schedule": 5.0, "args": (queue,),
+                                     "options": {"queue": queue, "expires": 10}}
+       for queue in CELERY_QUEUES_SERVED},
 }
 
 

@@ -5,6 +5,3 @@ from django.apps import AppConfig
 class MlcoreConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "mlcore"
-
-    def ready(self):
-        from . import receivers  # noqa: F401  (predicts each closed bar)

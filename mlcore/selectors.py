@@ -1,7 +1,6 @@
 """Reads of the model registry and predictions."""
 import json
 from datetime import datetime, timezone
-from decimal import Decimal
 from functools import lru_cache
 
 from django.db import connection
@@ -9,6 +8,7 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 from .domain.labels import SIDES
+from .facts import PredictionFacts
 from .models import ModelVersion, Prediction
 
 
@@ -57,55 +57,45 @@ def model_version_summary(version: ModelVersion) -> dict:
     }
 
 
-_SIZING_COLUMNS = {
-    Prediction: ("id", "instrument_id", "bar_id", "version_id", "p_long", "p_short", "side", "confidence",
-                 "agreement", "atr", "atr_reference"),
-    "bar": ("bar__id", "bar__instrument_id", "bar__timeframe", "bar__timestamp", "bar__close"),
-    "instrument": ("instrument__id", "instrument__symbol", "instrument__tick_size", "instrument__point_value"),
-    "version": ("version__id", "version__label_settings", "version__payoff_ratio", "version__health_score"),
-}
+_FACT_COLUMNS = (
+    "id", "version_id", "bar_id", "instrument_id", "bar__timeframe", "bar__timestamp", "p_long", "p_short", "side",
+    "confidence", "agreement", "members", "latency_ms", "atr", "atr_reference", "version__payoff_ratio",
+    "version__label_settings", "version__health_score",
+)
 
 
 @lru_cache(maxsize=4)
-def _sizing_sql(vendor: str) -> str:
-    """The SQL of the sizing read, compiled once per database vendor: Django's compilation of a four-table read
+def _facts_sql(vendor: str) -> str:
+    """The SQL of the facts read, compiled once per database vendor: Django's compilation of a three-table read
     costs ~1 ms a call, more than the query itself (the pk is its only parameter)."""
-    columns = [c for group in _SIZING_COLUMNS.values() for c in group]
-    sql, params = Prediction.objects.filter(pk=-1).values(*columns).query.sql_with_params()
+    sql, params = Prediction.objects.filter(pk=-1).values(*_FACT_COLUMNS).query.sql_with_params()
     assert params == (-1,), params
     return sql
 
 
-def prediction_get(*, prediction_id: int) -> Prediction:
-    """A prediction with its bar, instrument and model version, holding only the columns sizing reads (the others
-    are deferred and load on access: the version's report and artifacts and the member outputs are the bulk)."""
-    from trading.models import Bar, Instrument
-
+def prediction_facts(*, prediction_id: int, created: bool = True) -> PredictionFacts:
+    """What trading needs of a stored prediction, read in one query, as a frozen value (see `mlcore.facts`)."""
     with connection.cursor() as cursor:
-        cursor.execute(_sizing_sql(connection.vendor), [prediction_id])
+        cursor.execute(_facts_sql(connection.vendor), [prediction_id])
         row = cursor.fetchone()
     if row is None:
         raise Prediction.DoesNotExist(f"There is no prediction #{prediction_id}.")
-    values = iter(row)
-    take = {key: [next(values) for _ in group] for key, group in _SIZING_COLUMNS.items()}
-    prediction = Prediction.from_db(connection.alias, list(_SIZING_COLUMNS[Prediction]), take[Prediction])
-    b_id, b_instrument, b_timeframe, b_timestamp, b_close = take["bar"]
-    prediction.bar = Bar.from_db(connection.alias, ["id", "instrument_id", "timeframe", "timestamp", "close"],
-                                 [b_id, b_instrument, b_timeframe, _aware(b_timestamp), _decimal(b_close)])
-    i_id, i_symbol, i_tick, i_point = take["instrument"]
-    prediction.instrument = Instrument.from_db(connection.alias, ["id", "symbol", "tick_size", "point_value"],
-                                               [i_id, i_symbol, _decimal(i_tick), _decimal(i_point)])
-    v_id, v_label, v_payoff, v_health = take["version"]
-    prediction.version = ModelVersion.from_db(connection.alias, ["id", "label_settings", "payoff_ratio",
-                                                                 "health_score"],
-                                              [v_id, json.loads(v_label) if isinstance(v_label, str) else v_label,
-                                               v_payoff, v_health])
-    return prediction
+    (pk, version_id, bar_id, instrument_id, timeframe, timestamp, p_long, p_short, side, confidence, agreement,
+     members, latency_ms, atr, atr_reference, payoff_ratio, label, health) = row
+    label, members = _json(label), _json(members)
+    return PredictionFacts(
+        prediction_id=pk, version_id=version_id, bar_id=bar_id, instrument_id=instrument_id, timeframe=timeframe,
+        bar_timestamp=_aware(timestamp), p_long=p_long, p_short=p_short, side=side, confidence=confidence,
+        agreement=agreement, members=len((members.get("members") or {}).get(side) or {}), latency_ms=latency_ms,
+        atr=atr, atr_reference=atr_reference, payoff_ratio=payoff_ratio, take_profit_atr=float(label["tp_atr"]),
+        stop_loss_atr=float(label["sl_atr"]), horizon_bars=int(label["horizon"]), model_health=health,
+        created=created,
+    )
 
 
-def _decimal(value) -> Decimal:
-    # PostgreSQL returns Decimal; SQLite a float or int of the stored text, whose shortest repr is the exact value.
-    return value if isinstance(value, Decimal) else Decimal(repr(value))
+def _json(value):
+    # PostgreSQL's driver decodes jsonb; SQLite hands back the text.
+    return json.loads(value) if isinstance(value, str) else (value or {})
 
 
 def _aware(value) -> datetime:
@@ -113,3 +103,8 @@ def _aware(value) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     parsed = parse_datetime(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def model_version_health(*, version_id: int) -> float | None:
+    """A version's current health score, 0-100 (None: not scored yet)."""
+    return ModelVersion.objects.filter(pk=version_id).values_list("health_score", flat=True).first()

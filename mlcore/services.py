@@ -1,4 +1,8 @@
-"""ML services: train a version (with the training lock), predict a bar with the cached active version."""
+"""ML services: train a version (with the training lock), predict a bar with the cached active version.
+
+The ML stack (Keras, the tree libraries) is imported only by the functions that train or predict, so processes that
+do neither (web, beat, the feed, trading workers) never load it.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,21 +11,25 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from trading import selectors as trading_selectors
-from trading import services as trading_services
 
 from . import registry, selectors
 from .domain.features import FeatureError
 from .domain.labels import LabelConfig
+from .errors import TrainingError
 from .events import prediction_created
-from .inference import LoadedModel
+from .facts import PredictionFacts
 from .models import ModelVersion, Prediction, TrainingRun
-from .training import TrainConfig, TrainedModel, TrainingError, train_model
+
+if TYPE_CHECKING:
+    from .inference import LoadedModel
+    from .training import TrainConfig, TrainedModel
 
 logger = logging.getLogger(__name__)
 STALE_TRAINING_HOURS = 6
@@ -45,6 +53,8 @@ def model_version_train(
 
     Refuses a second training of the same market while one runs. On any error nothing is saved.
     """
+    from .training import TrainConfig, train_model
+
     instrument = trading_selectors.instrument_get(symbol=symbol)
     config = TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())
     run = _training_run_start(instrument=instrument, timeframe=timeframe, preset=preset)
@@ -141,7 +151,7 @@ def loaded_model_get(*, instrument, timeframe: str) -> LoadedModel | None:
     loaded before keeps serving; with nothing loaded before, there is no model (None).
     """
     active = selectors.model_version_active(instrument=instrument, timeframe=timeframe)
-    key = (instrument.pk, timeframe)
+    key = (getattr(instrument, "pk", instrument), timeframe)  # an Instrument or its id
     current = _cache.get(key)
     if active is None:
         # No active version (e.g. retired by hand): nothing predicts, rather than a version nobody chose.
@@ -164,6 +174,8 @@ def loaded_model_get(*, instrument, timeframe: str) -> LoadedModel | None:
 
 
 def _load(version: ModelVersion) -> LoadedModel:
+    from .inference import LoadedModel
+
     cache_root = Path(settings.VAR_DIR) / "model-cache"
     cache_root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"v{version.pk}-", dir=cache_root))
@@ -179,30 +191,28 @@ def model_cache_clear() -> None:
         _cache.clear()
 
 
-def prediction_create(*, bar_id: int) -> Prediction | None:
-    """Predict a stored bar with the active version and store it (once per bar and version); None if no model."""
-    from trading.models import Bar  # the bar arrives by id from the event or a task
-
-    bar = Bar.objects.select_related("instrument").get(pk=bar_id)
-    instrument = bar.instrument
-    model = loaded_model_get(instrument=instrument, timeframe=bar.timeframe)
+def prediction_create(*, bar_id: int) -> PredictionFacts | None:
+    """Predict a stored bar with the active version and store it (once per bar and version); its facts, or None
+    when there is no model or too little history (a warning says which)."""
+    bar = trading_selectors.bar_key(bar_id=bar_id)
+    model = loaded_model_get(instrument=bar.instrument_id, timeframe=bar.timeframe)
     if model is None:
         return None
-    existing = Prediction.objects.filter(bar=bar, version_id=model.version_id).first()
+    existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=model.version_id).first()
     if existing is not None:
-        return existing
-    window = trading_selectors.bars_frame(instrument=instrument, timeframe=bar.timeframe, end_at=bar.timestamp,
+        return selectors.prediction_facts(prediction_id=existing.pk, created=False)
+    window = trading_selectors.bars_frame(instrument=bar.instrument_id, timeframe=bar.timeframe, end_at=bar.timestamp,
                                           last_n=model.bars_needed)
     try:
         result = model.predict(window)
     except FeatureError as exc:
-        logger.warning("no prediction for %s: %s", bar, exc)
+        logger.warning("no prediction for %s %s bar %s: %s", bar.symbol, bar.timeframe, bar.timestamp, exc)
         return None
     prediction, created = Prediction.objects.get_or_create(
-        bar=bar,
+        bar_id=bar.bar_id,
         version_id=model.version_id,
         defaults={
-            "instrument": instrument,
+            "instrument_id": bar.instrument_id,
             "p_long": result["p_long"],
             "p_short": result["p_short"],
             "side": result["side"],
@@ -214,25 +224,15 @@ def prediction_create(*, bar_id: int) -> Prediction | None:
             "atr_reference": result["atr_reference"],
         },
     )
-    trading_services.market_push(symbol=instrument.symbol, timeframe=bar.timeframe,
-                                 message_type="prediction.created", payload=prediction_payload(prediction))
     if created:
+        # For listeners such as monitoring; trading sizes through the workflow, from the facts returned here.
         for receiver, error in prediction_created.send_robust(sender=Prediction, prediction=prediction):
             if isinstance(error, Exception):
                 logger.error("prediction %s: receiver %s failed: %r", prediction.pk, receiver, error,
                              exc_info=(type(error), error, error.__traceback__))
-    return prediction
+    return selectors.prediction_facts(prediction_id=prediction.pk, created=created)
 
 
 def prediction_payload(prediction: Prediction) -> dict:
-    return {
-        "bar_timestamp": prediction.bar.timestamp.isoformat().replace("+00:00", "Z"),
-        "version": prediction.version_id,
-        "p_long": prediction.p_long,
-        "p_short": prediction.p_short,
-        "side": prediction.side,
-        "confidence": prediction.confidence,
-        "agreement": prediction.agreement,
-        "latency_ms": prediction.latency_ms,
-        "members": len((prediction.members.get("members") or {}).get(prediction.side) or {}),
-    }
+    """The dashboards' `prediction.created` payload of a stored prediction (the page's first paint)."""
+    return selectors.prediction_facts(prediction_id=prediction.pk).message()

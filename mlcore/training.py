@@ -50,16 +50,13 @@ from .domain.features import (
     compute_features,
 )
 from .domain.labels import SIDES, LabelConfig, triple_barrier_labels
+from .errors import TrainingError  # noqa: F401 - raised here, defined where light modules can catch it
 from .predictors import PRESETS
 from .predictors.ensemble import MEMBER_ORDER, SideModel, fit_members, make_sequences, predict_members
 from .predictors.stacking import MetaLearner
 
 logger = logging.getLogger(__name__)
 MIN_USABLE_BARS = 600
-
-
-class TrainingError(ValueError):
-    """Training cannot proceed on these bars or settings; the message says why. Nothing is saved."""
 
 
 @dataclass(frozen=True)

@@ -7,4 +7,4 @@ class TradingAppConfig(AppConfig):
     name = "trading"
 
     def ready(self):
-        from . import receivers  # noqa: F401  (bar-closed broadcast, broker, sizing of predictions)
+        from . import receivers  # noqa: F401  (a stored bar starts its workflow; orders go to the broker)

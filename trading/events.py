@@ -1,9 +1,10 @@
-"""The "bar closed" event: the one hook that prediction, sizing and monitoring subscribe to.
+"""Events of the trading app (Django signals, sent with `send_robust` once the change they announce has committed).
 
-Sent after the bar's transaction commits, in the process that stored the bar (the feed).
-Receivers must be quick; heavy work goes to a Celery task (eager in embedded mode).
-Keyword arguments: bar (trading.models.Bar).
+- `bar_closed` (bar: trading.models.Bar): a live bar was stored; its decision workflow has been started
+  (`trading.workflow`). For listeners such as monitoring; the workflow itself does not depend on it.
+- `order_placed` (order_id: int): an approved entry order was committed; the broker is told by a task.
 """
 from django.dispatch import Signal
 
 bar_closed = Signal()
+order_placed = Signal()

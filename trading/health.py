@@ -78,9 +78,11 @@ def _workers(*, database_up: bool) -> dict:
     if not database_up:
         return {"status": "unknown", "error": "the database is down"}
     now = timezone.now()
-    seen = {beat.queue: beat for beat in WorkerHeartbeat.objects.filter(queue__in=settings.CELERY_QUEUES_SERVED)}
+    served = getattr(settings, "CELERY_QUEUES_SERVED", None)  # without the list: every queue that has a heartbeat
+    beats = WorkerHeartbeat.objects.all() if served is None else WorkerHeartbeat.objects.filter(queue__in=served)
+    seen = {beat.queue: beat for beat in beats}
     queues = {}
-    for queue in settings.CELERY_QUEUES_SERVED:
+    for queue in served if served is not None else sorted(seen):
         beat = seen.get(queue)
         if beat is None:
             queues[queue] = {"status": "unknown"}

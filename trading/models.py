@@ -117,6 +117,7 @@ class BarWorkflow(models.Model):
                                    related_name="+")
     recommendations = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0, help_text="Steps started, retries and re-drives included")
+    decide_failures = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True, help_text="The last failure of a step of this bar (empty once it passes)")
 
     class Meta:

@@ -72,6 +72,25 @@ def bars_in_range(
     return bars.order_by("timestamp")
 
 
+@dataclass(frozen=True)
+class BarKey:
+    """Which bar, for other apps (mlcore predicts by it): ids and time, never the row."""
+
+    bar_id: int
+    instrument_id: int
+    symbol: str
+    timeframe: str
+    timestamp: datetime
+
+
+def bar_key(*, bar_id: int) -> BarKey:
+    row = (Bar.objects.filter(pk=bar_id)
+           .values_list("pk", "instrument_id", "instrument__symbol", "timeframe", "timestamp").first())
+    if row is None:
+        raise Bar.DoesNotExist(f"There is no bar #{bar_id}.")
+    return BarKey(*row)
+
+
 def bar_latest(*, instrument: Instrument, timeframe: str) -> Bar | None:
     return Bar.objects.filter(instrument=instrument, timeframe=timeframe).order_by("-timestamp").first()
 

@@ -1,12 +1,55 @@
-"""Celery tasks of the trading app; each loads what it needs and calls one service or selector."""
+"""Celery tasks of the trading app; each loads what it needs and calls one step, service or selector.
+
+Queues (settings.CELERY_TASK_ROUTES): `trading` settles bars and submits orders, `inference` decides (predicts and
+sizes) bars, `training` trains. Every task here is idempotent, so it is acknowledged only once done (`acks_late`):
+a worker killed mid-task leaves it to be delivered again, and the workflow's sweeper re-drives it sooner.
+"""
+import socket
+
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from . import realtime, selectors, services
+from . import realtime, selectors, workflow
 from .brokers import broker_get
-from .models import FeedStatus
+from .models import FeedStatus, Order, WorkerHeartbeat
+
+# Retried with backoff when the database is briefly unreachable (a restart, a failover); anything else is a bug or
+# a recorded fault and fails at once, visibly.
+_TRANSIENT = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": 1, "retry_backoff_max": 30,
+              "max_retries": 8, "acks_late": True}
+_PER_BAR_LIMITS = {"soft_time_limit": 60, "time_limit": 90}
 
 
-@shared_task(name="trading.tasks.feed_status_broadcast")
+@shared_task(name="trading.tasks.workflow_settle", **_TRANSIENT, **_PER_BAR_LIMITS)
+def workflow_settle(bar_id: int) -> int:
+    return len(workflow.settle(bar_id))
+
+
+@shared_task(name="trading.tasks.workflow_decide", **_TRANSIENT, **_PER_BAR_LIMITS)
+def workflow_decide(bar_id: int) -> int:
+    return len(workflow.decide(bar_id))
+
+
+@shared_task(name="trading.tasks.workflow_sweep", **_TRANSIENT, soft_time_limit=30, time_limit=60)
+def workflow_sweep(idle_seconds: float | None = None) -> int:
+    return workflow.sweep(idle_seconds=idle_seconds)
+
+
+@shared_task(name="trading.tasks.order_submit", **_TRANSIENT, soft_time_limit=30, time_limit=60)
+def order_submit(order_id: int) -> None:
+    """Hand a committed order to the broker (a second submission of the same order is the broker's no-op)."""
+    broker_get().submit(Order.objects.select_related("instrument", "account").get(pk=order_id))
+
+
+@shared_task(name="trading.tasks.worker_heartbeat", soft_time_limit=10, time_limit=20)
+def worker_heartbeat(queue: str) -> None:
+    """Beat sends one per queue: whoever takes it says the queue is served (the dashboard and /healthz read it)."""
+    WorkerHeartbeat.objects.update_or_create(queue=queue, defaults={"hostname": socket.gethostname(),
+                                                                    "seen_at": timezone.now()})
+
+
+@shared_task(name="trading.tasks.feed_status_broadcast", soft_time_limit=10, time_limit=20)
 def feed_status_broadcast() -> int:
     """Push every feed's status to the dashboards watching it (the strip shows stopped feeds too)."""
     pushed = 0
@@ -15,15 +58,3 @@ def feed_status_broadcast() -> int:
         realtime.broadcast(symbol, timeframe, "feed.status", payload)
         pushed += 1
     return pushed
-
-
-@shared_task(name="trading.tasks.broker_process_bar", acks_late=True)
-def broker_process_bar(bar_id: int) -> int:
-    """Fill approved entries, run brackets and mark equity on a closed bar; safe to retry (idempotent)."""
-    return len(broker_get().on_bar(bar_id))
-
-
-@shared_task(name="trading.tasks.size_prediction", acks_late=True)
-def size_prediction(prediction_id: int) -> list[int]:
-    """Turn a prediction into a recommendation per account; a retry finds the one already made."""
-    return [r.pk for r in services.recommendations_create_for_prediction(prediction_id=prediction_id)]

@@ -49,7 +49,7 @@ def _seed_market():
         prediction_id=prediction(bars[-1], version, p=0.7).pk, now=close_time(bars[-1]))
     services.recommendation_approve(recommendation_id=traded.pk, user=trader, now=close_time(bars[-1]))
     bars.append(bar_at(nq, 3, open_="18000.50", high="18001", low="17999", close="18000.75"))
-    services.broker_process_bar(bar_id=bars[-1].pk)
+    services.bar_settle(bar_id=bars[-1].pk)
     services.recommendations_create_for_prediction(prediction_id=prediction(bars[-1], version, side="short").pk,
                                                    now=close_time(bars[-1]))
 

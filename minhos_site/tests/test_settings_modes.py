@@ -36,6 +36,8 @@ print(json.dumps({
     "user": db.get("USER"), "password": db.get("PASSWORD"), "options": db.get("OPTIONS", {}),
     "layer": layer["BACKEND"], "layer_hosts": layer.get("CONFIG", {}).get("hosts"),
     "eager": s.CELERY_TASK_ALWAYS_EAGER, "broker": s.CELERY_BROKER_URL, "result_backend": s.CELERY_RESULT_BACKEND,
+    "ignore_result": s.CELERY_TASK_IGNORE_RESULT, "routes": s.CELERY_TASK_ROUTES, "default_queue": s.CELERY_TASK_DEFAULT_QUEUE,
+    "acks_late": s.CELERY_TASK_ACKS_LATE, "conn_max_age": db.get("CONN_MAX_AGE"),
     "debug": s.DEBUG, "secret_key": s.SECRET_KEY, "embedded": s.EMBEDDED, "allowed_hosts": s.ALLOWED_HOSTS,
     "https": [s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS],
     "proxy_ssl_header": s.SECURE_PROXY_SSL_HEADER,
@@ -75,7 +77,7 @@ def test_with_no_variables_it_runs_embedded_on_sqlite_in_the_var_dir_with_in_pro
     assert s["options"] == {"timeout": 20, "transaction_mode": "IMMEDIATE"}  # shared by web, feed and jobs
     assert s["layer"] == "channels.layers.InMemoryChannelLayer"
     assert s["eager"] is True
-    assert (s["broker"], s["result_backend"]) == ("memory://", "cache+memory://")
+    assert (s["broker"], s["result_backend"], s["ignore_result"]) == ("memory://", None, True)
     assert s["debug"] is False
 
 
@@ -113,7 +115,12 @@ def test_redis_url_selects_redis_for_channels_and_celery_and_turns_eager_off(tmp
 
     assert s["layer"] == "channels_redis.core.RedisChannelLayer"
     assert s["layer_hosts"] == [REDIS_URL]
-    assert s["broker"] == s["result_backend"] == REDIS_URL
+    assert s["broker"] == REDIS_URL
+    # Nothing reads task results: none are stored in Redis, and queueing never waits on a result backend.
+    assert (s["result_backend"], s["ignore_result"]) == (None, True)
+    assert s["routes"]["trading.tasks.workflow_decide"] == {"queue": "inference"}
+    assert s["routes"]["mlcore.tasks.*"] == {"queue": "training"} and s["default_queue"] == "trading"
+    assert (s["acks_late"], s["conn_max_age"]) == (True, 300)
     assert s["eager"] is False
 
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SIDES = ("long", "short")
+from trading.domain.sides import Side
+
+SIDES = tuple(side.value for side in Side)  # the one vocabulary of sides (trading.domain.sides)
 
 
 @dataclass(frozen=True)

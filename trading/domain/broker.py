@@ -45,8 +45,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from .checks import exact_decimal, whole_number
-
-SIDES = ("long", "short")
+from .sides import SIDES, Side
 EXIT_REASONS = ("take_profit", "stop_loss", "time")
 
 
@@ -129,12 +128,12 @@ class FillCosts:
 
 def entry_order_side(side: str) -> str:
     """The entry order's side: a long buys, a short sells."""
-    return "buy" if _check_side(side) == "long" else "sell"
+    return Side(_check_side(side)).order_side
 
 
 def exit_order_side(side: str) -> str:
     """An exit order's side: the opposite of the entry."""
-    return "sell" if _check_side(side) == "long" else "buy"
+    return Side(_check_side(side)).closing_order_side
 
 
 def entry_price(side: str, bar: BarPrices, costs: FillCosts) -> Decimal:
@@ -194,12 +193,28 @@ def bracket_for(
     tick_size: Decimal,
 ) -> Bracket:
     """The bracket around a fill at `entry`: levels `tp_atr` and `sl_atr` ATRs away, rounded away from the entry."""
+    atr = exact_decimal("atr", atr)
+    return bracket_at(side, entry, _multiple("tp_atr", tp_atr) * atr, _multiple("sl_atr", sl_atr) * atr,
+                      horizon_bars, tick_size)
+
+
+def bracket_at(
+    side: str,
+    entry: Decimal,
+    take_profit_distance: Decimal,
+    stop_distance: Decimal,
+    horizon_bars: int,
+    tick_size: Decimal,
+) -> Bracket:
+    """The bracket around a fill at `entry` with its levels these distances away, rounded away from the entry (the
+    distances a recommendation showed when it was approved)."""
     _check_side(side)
     entry = exact_decimal("entry", entry)
-    atr = exact_decimal("atr", atr)
+    take = exact_decimal("take_profit_distance", take_profit_distance)
+    stop = exact_decimal("stop_distance", stop_distance)
     tick_size = exact_decimal("tick_size", tick_size)
-    take = _multiple("tp_atr", tp_atr) * atr
-    stop = _multiple("sl_atr", sl_atr) * atr
+    if not (take > 0 and stop > 0):
+        raise ValueError(f"bracket distances must be > 0, got take-profit {take} and stop {stop}")
     if side == "long":
         take_profit = _round_to_tick(entry + take, tick_size, up=True)
         stop_loss = _round_to_tick(entry - stop, tick_size, up=False)

@@ -39,11 +39,13 @@ from .recommendations import (  # noqa: F401
     RecommendationStale,
     recommendation_approve,
     recommendation_reject,
+    recommendations_create,
     recommendations_create_for_prediction,
     recommendations_expire,
 )
 from .execution import (  # noqa: F401
     ReconcileReport,
+    SettlementFailed,
     account_reconcile,
-    broker_process_bar,
+    bar_settle,
 )

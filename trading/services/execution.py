@@ -1,9 +1,10 @@
-"""The paper broker at work: on each closed bar, fill approved entries at its open, run the brackets of open trades
-against it, mark positions to its close and snapshot equity; `account_reconcile` recomputes positions from fills.
+"""Settlement of a closed bar, broker-neutral: for each account trading the market, the broker reports its fills
+(`trading.brokers`), each fill is applied to the position (the only way a position changes, `domain.ledger`),
+positions are marked to the bar's close and equity is snapshot; `account_reconcile` recomputes positions from fills.
 
-Positions change only here, only by applying a fill (`domain.ledger`). Each step is idempotent, so a retried task
-or a bar delivered twice never fills twice: an order fills once (one-to-one fill), a trade's bracket is run once per
-bar (`last_bar_timestamp`), and one equity snapshot exists per account and bar time.
+Each step is idempotent, so a retried task or a bar delivered twice never fills twice: an order fills once
+(one-to-one fill), a trade's bracket is run once per bar (`last_bar_timestamp`), and one equity snapshot exists per
+account and bar time. The per-bar workflow (`trading.workflow`) calls `bar_settle` before the bar is predicted.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import realtime, selectors
-from ..domain.broker import BarPrices, Bracket, FillCosts, bracket_exit, bracket_for, commission, entry_price
+from ..brokers import broker_get
+from ..domain.broker import FillCosts, commission
 from ..domain.ledger import FillEvent, PositionState, replay
 from ..domain.timeframes import timeframe_delta
-from ..models import Account, Bar, EquitySnapshot, Fill, Order, Position, Recommendation, TradingConfig
+from ..models import Account, Bar, EquitySnapshot, Fill, Order, Position, TradingConfig
 from .accounts import circuit_breaker_trip, trading_config_get
-from .recommendations import recommendations_expire
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +30,16 @@ class SettlementFailed(RuntimeError):
     """Settling a bar failed for one or more accounts; each is marked (no new entries) and the error logged."""
 
 
-def broker_process_bar(*, bar_id: int) -> list[Fill]:
+def bar_settle(*, bar_id: int) -> list[Fill]:
     """Everything a closed bar means for the accounts trading its market; returns the fills it made.
 
     Each account settles in its own transaction. One that fails is rolled back, marked with the reason (the risk
     manager then blocks its new entries and the dashboard says why) and logged with the traceback; the others
-    still settle, and the call then raises SettlementFailed so the task fails visibly. The next bar that settles
-    the account clears the mark; brackets catch up on the bars they missed (see _run_brackets).
+    still settle, and the call then raises SettlementFailed so the step fails visibly. The next bar that settles
+    the account clears the mark; brackets catch up on the bars they missed.
     """
     bar = Bar.objects.select_related("instrument").get(pk=bar_id)
     instrument = bar.instrument
-    prices = BarPrices(timestamp=bar.timestamp, open=bar.open, high=bar.high, low=bar.low, close=bar.close)
     fills: list[Fill] = []
     failures: list[str] = []
     # Every account configured for this instrument (sizing gives each one a configuration before its first order),
@@ -50,7 +50,7 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
                        .values_list("account_id", flat=True))
     for account_id in sorted(account_ids):
         try:
-            fills += _settle_account(account_id, bar, prices)
+            fills += _settle_account(account_id, bar)
         except Exception as exc:  # noqa: BLE001 - recorded on the account, logged and raised again below
             reason = (f"{_fault_origin(instrument.symbol, bar.timeframe)}{bar.timestamp:%Y-%m-%d %H:%M} UTC: "
                       f"{type(exc).__name__}: {exc}")[:2000]
@@ -59,13 +59,12 @@ def broker_process_bar(*, bar_id: int) -> list[Fill]:
             _settlement_fault_set(account_id, reason=reason, at=timezone.now(), symbol=instrument.symbol,
                                   timeframe=bar.timeframe)
             failures.append(f"account #{account_id}: {reason}")
-    recommendations_expire(instrument=instrument, timeframe=bar.timeframe, latest_bar_timestamp=bar.timestamp)
     if failures:
         raise SettlementFailed("; ".join(failures))
     return fills
 
 
-def _settle_account(account_id: int, bar: Bar, prices: BarPrices) -> list[Fill]:
+def _settle_account(account_id: int, bar: Bar) -> list[Fill]:
     instrument = bar.instrument
     with transaction.atomic():
         # The account lock orders this bar's work against approvals and sizing on the same account.
@@ -73,8 +72,9 @@ def _settle_account(account_id: int, bar: Bar, prices: BarPrices) -> list[Fill]:
         config = trading_config_get(account=account, instrument=instrument)
         costs = FillCosts(tick_size=instrument.tick_size, slippage_ticks=config.slippage_ticks,
                           commission_per_contract=config.commission_per_contract)
-        fills = _fill_entries(account, bar, prices, costs)
-        fills += _run_brackets(account, bar, prices, costs)
+        fills = broker_get().on_bar(account=account, bar=bar, costs=costs,
+                                    record=lambda order, on_bar, price: _fill(order, bar=on_bar, price=price,
+                                                                              costs=costs))
         marked = _mark_and_snapshot(account, bar, config)
         # Only a bar of the market that failed clears the mark: another market settling says nothing about it.
         recovered = account.settlement_fault.startswith(_fault_origin(instrument.symbol, bar.timeframe))
@@ -103,94 +103,6 @@ def _settlement_fault_set(account_id: int, *, reason: str, at, symbol: str, time
         account.settlement_fault, account.settlement_fault_at = reason, at
         account.save(update_fields=["settlement_fault", "settlement_fault_at"])
         _push_account(account, symbol, timeframe)
-
-
-def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts) -> list[Fill]:
-    fills = []
-    entries = (Order.objects.select_for_update(of=("self",)).select_related("recommendation__model_version")
-               .filter(account=account, instrument=bar.instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY,
-                       status=Order.Status.PENDING, after_bar_timestamp__lt=bar.timestamp).order_by("id"))
-    step = timeframe_delta(bar.timeframe)
-    for order in entries:
-        recommendation = order.recommendation
-        # The next bar should follow the approval at once; one that comes after a gap (a feed outage, the weekend)
-        # opens in another market than the one the recommendation was sized for, so the entry is not taken.
-        if bar.timestamp > order.after_bar_timestamp + step:
-            _cancel_stale_entry(order, bar)
-            continue
-        side = "long" if order.side == "buy" else "short"
-        price = entry_price(side, prices, costs)
-        label = recommendation.model_version.label_settings
-        bracket = bracket_for(side, price, recommendation.atr, float(label["tp_atr"]), float(label["sl_atr"]),
-                              order.horizon_bars or recommendation.horizon_bars, bar.instrument.tick_size)
-        fills.append(_fill(order, bar=bar, price=price, costs=costs))
-        order.take_profit, order.stop_loss = bracket.take_profit, bracket.stop_loss
-        order.save(update_fields=["take_profit", "stop_loss"])
-        Recommendation.objects.filter(pk=recommendation.pk, state=Recommendation.State.APPROVED).update(
-            state=Recommendation.State.EXECUTED, executed_at=bar.timestamp)
-        _push_recommendation(recommendation.pk)
-    return fills
-
-
-def _cancel_stale_entry(order: Order, bar: Bar) -> None:
-    order.status = Order.Status.CANCELLED
-    order.save(update_fields=["status"])
-    gap = bar.timestamp - order.after_bar_timestamp
-    reason = (f"entry not taken: the next bar ({bar.timestamp:%Y-%m-%d %H:%M} UTC) came {gap} after the last one "
-              f"seen at approval, so its open is not the market the recommendation was sized for")
-    recommendation = Recommendation.objects.select_for_update().get(pk=order.recommendation_id)
-    if recommendation.state == Recommendation.State.APPROVED:
-        recommendation.state = Recommendation.State.EXPIRED
-        recommendation.reasons = [*recommendation.reasons, reason]
-        recommendation.save(update_fields=["state", "reasons"])
-        _push_recommendation(recommendation.pk)
-
-
-def _run_brackets(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts) -> list[Fill]:
-    fills = []
-    open_trades = (Order.objects.select_for_update(of=("self",))
-                   .filter(account=account, instrument=bar.instrument, timeframe=bar.timeframe,
-                           kind=Order.Kind.ENTRY, status=Order.Status.FILLED, closed=False)
-                   .select_related("fill").order_by("id"))
-    for entry in open_trades:
-        if entry.fill.timestamp > bar.timestamp or (entry.last_bar_timestamp and entry.last_bar_timestamp >= bar.timestamp):
-            continue  # this bar is before the entry, or was already run against this trade
-        side = "long" if entry.side == "buy" else "short"
-        bracket = Bracket(side=side, entry=entry.fill.price, take_profit=entry.take_profit,
-                          stop_loss=entry.stop_loss, horizon_bars=entry.horizon_bars)
-        for bar_run, prices_run in _bars_to_run(entry, bar, prices):
-            entry.bars_held += 1
-            entry.last_bar_timestamp = bar_run.timestamp
-            exit_ = bracket_exit(bracket, prices_run, entry.bars_held, costs)
-            if exit_ is not None:
-                order = Order.objects.create(
-                    account=account, instrument=bar.instrument, timeframe=bar.timeframe,
-                    recommendation_id=entry.recommendation_id, parent=entry, kind=exit_.reason,
-                    side="sell" if entry.side == "buy" else "buy", quantity=entry.quantity,
-                    idempotency_key=f"order-{entry.pk}-exit", after_bar_timestamp=bar_run.timestamp,
-                    take_profit=entry.take_profit, stop_loss=entry.stop_loss)
-                fills.append(_fill(order, bar=bar_run, price=exit_.price, costs=costs))
-                entry.closed = True
-                break
-        entry.save(update_fields=["bars_held", "last_bar_timestamp", "closed"])
-    return fills
-
-
-def _bars_to_run(entry: Order, bar: Bar, prices: BarPrices) -> list[tuple[Bar, BarPrices]]:
-    """The bars this trade's bracket has not seen, up to and including `bar`, oldest first.
-
-    Normally that is `bar` alone. After a settlement that failed, or bars settled out of order, the bars the
-    bracket missed are run first: a stop that was touched while settlement was down still fills at that bar.
-    """
-    step = timeframe_delta(bar.timeframe)
-    since = entry.last_bar_timestamp
-    if (since is None and entry.fill.timestamp == bar.timestamp) or (since is not None and since + step >= bar.timestamp):
-        return [(bar, prices)]
-    missed = Bar.objects.filter(instrument_id=bar.instrument_id, timeframe=bar.timeframe, timestamp__lt=bar.timestamp)
-    missed = missed.filter(timestamp__gt=since) if since is not None else missed.filter(
-        timestamp__gte=entry.fill.timestamp)
-    return [(b, BarPrices(timestamp=b.timestamp, open=b.open, high=b.high, low=b.low, close=b.close))
-            for b in missed.order_by("timestamp")] + [(bar, prices)]
 
 
 def _fill(order: Order, *, bar: Bar, price: Decimal, costs: FillCosts) -> Fill:
@@ -258,14 +170,6 @@ def _push_account(account: Account, symbol: str, timeframe: str) -> None:
         payload = {"account": selectors.account_summary(account=Account.objects.get(pk=account.pk)),
                    "positions": [selectors.position_payload(p) for p in selectors.position_list(account=account)]}
         realtime.broadcast(symbol, timeframe, "account.updated", payload)
-    transaction.on_commit(push, robust=True)
-
-
-def _push_recommendation(recommendation_id: int) -> None:
-    def push():
-        recommendation = Recommendation.objects.select_related("account", "instrument").get(pk=recommendation_id)
-        realtime.broadcast(recommendation.instrument.symbol, recommendation.timeframe, "recommendation.updated",
-                           selectors.recommendation_payload(recommendation))
     transaction.on_commit(push, robust=True)
 
 

@@ -23,7 +23,7 @@ from ..bulk import ChangedBar, upsert_bars
 from ..domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
 from ..domain.timeframes import timeframe_delta
 from ..events import bar_closed
-from ..models import Bar, FeedStatus, Instrument
+from ..models import Bar, BarWorkflow, FeedStatus, Instrument
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +195,11 @@ def bar_store_closed(*, instrument: Instrument, timeframe: str, bar: BarData, si
         stored = Bar.objects.select_related("instrument").get(
             instrument=instrument, timeframe=timeframe, timestamp=timestamp
         )
+        # The outbox of the decision workflow: written with the bar, so the bar is decided even if the message that
+        # starts its workflow is lost (trading.workflow).
+        now = timezone.now()
+        BarWorkflow.objects.create(bar=stored, instrument=instrument, timeframe=timeframe, timestamp=timestamp,
+                                   stored_at=now, touched_at=now)
         transaction.on_commit(lambda: bar_emit_closed(bar=stored))
     return stored
 
@@ -208,8 +213,9 @@ def _same_values(bar: Bar, row: pd.Series) -> bool:
 
 
 def bar_emit_closed(*, bar: Bar) -> None:
-    """Announce a stored bar as closed (feeds after storing it; the stored-bar replay without storing)."""
-    # One failing subscriber (say, prediction) must neither stop the feed nor starve the other subscribers.
+    """Announce a stored bar as closed (feeds after storing it; the stored-bar replay without storing): trading's
+    receiver shows it and starts its decision workflow."""
+    # One failing subscriber must neither stop the feed nor starve the other subscribers.
     for receiver, result in bar_closed.send_robust(sender=Bar, bar=bar):
         if isinstance(result, Exception):
             logger.error("bar_closed receiver %r failed for %s", receiver, bar, exc_info=result)

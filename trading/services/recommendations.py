@@ -1,7 +1,7 @@
 """The recommendation life cycle: a prediction sized by Kelly and checked by risk, then approved exactly once,
 rejected, expired or blocked.
 
-    proposed -> pending approval -> approved -> executed          (execution.broker_process_bar fills it)
+    proposed -> pending approval -> approved -> executed          (the broker fills it when the next bar settles)
              -> blocked by risk            pending -> rejected | expired (time to live) | blocked (risk says no now)
 
 "Proposed" lasts while Kelly and risk run, inside the transaction that stores the recommendation: it is committed
@@ -23,12 +23,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from mlcore import selectors as ml_selectors
+from mlcore.facts import PredictionFacts
 
 from .. import realtime, selectors
 from ..domain.kelly import KellyConfig, KellyInputs, kelly_size
 from ..domain.risk import Decision, Proposal, RiskContext, RiskLimits, RiskVerdict, TradingState, assess
+from ..domain.sides import Side
 from ..domain.timeframes import timeframe_delta
-from ..models import Account, AuditEvent, Instrument, Order, Recommendation, TradingConfig
+from ..events import order_placed
+from ..models import Account, AuditEvent, Bar, Instrument, Order, Recommendation, TradingConfig
 from .accounts import (
     _require,
     account_default_get,
@@ -58,17 +61,25 @@ class RecommendationRefusedByRisk(RecommendationError):
     pass
 
 
-def recommendations_create_for_prediction(*, prediction_id: int, now: datetime | None = None) -> list[Recommendation]:
+def recommendations_create(*, facts: PredictionFacts, now: datetime | None = None) -> list[Recommendation]:
     """Size a prediction for every account that trades its instrument (the default paper account if none does).
 
-    Idempotent: a retried task finds the recommendation it made before.
+    Idempotent: a retried step finds the recommendation it made before.
     """
-    prediction = ml_selectors.prediction_get(prediction_id=prediction_id)
+    bar = Bar.objects.select_related("instrument").only(
+        "id", "timeframe", "timestamp", "close", "instrument__id", "instrument__symbol", "instrument__tick_size",
+        "instrument__point_value").get(pk=facts.bar_id)
     configs = list(TradingConfig.objects.raw("SELECT * FROM trading_tradingconfig WHERE instrument_id = %s",
-                                             [prediction.instrument_id]))
+                                             [facts.instrument_id]))
     if not configs:
-        configs = [trading_config_get(account=account_default_get(), instrument=prediction.instrument)]
-    return [_recommend(prediction, config, now=now or timezone.now()) for config in configs]
+        configs = [trading_config_get(account=account_default_get(), instrument=bar.instrument)]
+    return [_recommend(facts, bar, config, now=now or timezone.now()) for config in configs]
+
+
+def recommendations_create_for_prediction(*, prediction_id: int, now: datetime | None = None) -> list[Recommendation]:
+    """`recommendations_create` for a stored prediction (by hand, in tests and benchmarks)."""
+    return recommendations_create(facts=ml_selectors.prediction_facts(prediction_id=prediction_id, created=False),
+                                  now=now)
 
 
 @dataclass(frozen=True)
@@ -79,24 +90,24 @@ class _Bracket:
     horizon_bars: int
 
 
-def _bracket(prediction) -> _Bracket | None:
-    """The bracket distances from the model version's label settings and the predicted bar's ATR (None if unknown)."""
-    label = prediction.version.label_settings
-    if prediction.atr is None or not prediction.atr > 0:
+def _bracket(facts: PredictionFacts) -> _Bracket | None:
+    """The bracket distances from the model's multiples and the predicted bar's ATR (None if the ATR is unknown)."""
+    if facts.atr is None or not facts.atr > 0:
         return None
-    atr = Decimal(repr(prediction.atr))
-    return _Bracket(atr=atr, stop_distance=atr * Decimal(repr(label["sl_atr"])),
-                    take_profit_distance=atr * Decimal(repr(label["tp_atr"])), horizon_bars=int(label["horizon"]))
+    atr = Decimal(repr(facts.atr))
+    return _Bracket(atr=atr, stop_distance=atr * Decimal(repr(facts.stop_loss_atr)),
+                    take_profit_distance=atr * Decimal(repr(facts.take_profit_atr)), horizon_bars=facts.horizon_bars)
 
 
-def _health(version) -> float:
-    return 1.0 if version.health_score is None else max(0.0, min(1.0, version.health_score / 100.0))
+def _health(score: float | None) -> float:
+    """The Kelly health factor from a version's 0-100 health score (1.0 while it is not scored)."""
+    return 1.0 if score is None else max(0.0, min(1.0, score / 100.0))
 
 
-def _volatility_ratio(prediction) -> float:
-    if not prediction.atr or not prediction.atr_reference:
+def _volatility_ratio(facts: PredictionFacts) -> float:
+    if not facts.atr or not facts.atr_reference:
         return 1.0
-    return prediction.atr / prediction.atr_reference
+    return facts.atr / facts.atr_reference
 
 
 def _limits(config: TradingConfig) -> RiskLimits:
@@ -141,29 +152,29 @@ def _risk_context(*, account: Account, day: selectors.DayFigures, timeframe: str
     return state, context
 
 
-def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommendation:
-    bar, version, instrument = prediction.bar, prediction.version, prediction.instrument
+def _recommend(facts: PredictionFacts, bar: Bar, config: TradingConfig, *, now: datetime) -> Recommendation:
+    instrument = bar.instrument
     market_now = bar.timestamp + timeframe_delta(bar.timeframe)
-    bracket = _bracket(prediction)
-    health = _health(version)
-    probability = prediction.p_long if prediction.side == "long" else prediction.p_short
+    bracket = _bracket(facts)
+    health = _health(facts.model_health)
+    probability = facts.probability
     with transaction.atomic():
         # One sizing at a time per account, so each one sees the exposure the previous one left.
         account, day = selectors.account_lock_for_decision(account_id=config.account_id, instrument=instrument,
                                                            timeframe=bar.timeframe, at=market_now,
-                                                           prediction_id=prediction.pk)
+                                                           prediction_id=facts.prediction_id)
         if day.existing_recommendation_id is not None:
             return Recommendation.objects.get(pk=day.existing_recommendation_id)
         state, context = _risk_context(account=account, day=day, instrument=instrument, timeframe=bar.timeframe,
-                                       market_now=market_now, wall_now=now, health=health, side=prediction.side)
+                                       market_now=market_now, wall_now=now, health=health, side=facts.side)
         kelly = kelly_size(
             KellyInputs(
                 probability=probability,
-                payoff_ratio=version.payoff_ratio,
-                confidence=prediction.confidence,
+                payoff_ratio=facts.payoff_ratio,
+                confidence=facts.confidence,
                 drawdown=state.drawdown,
                 model_health=health,
-                volatility_ratio=_volatility_ratio(prediction),
+                volatility_ratio=_volatility_ratio(facts),
                 equity=state.equity,
                 stop_distance=bracket.stop_distance if bracket else Decimal(0),
                 point_value=instrument.point_value,
@@ -171,7 +182,7 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
             KellyConfig(kelly_fraction=config.kelly_fraction, confidence_threshold=config.min_confidence,
                         max_contracts=config.max_contracts, max_drawdown=config.max_drawdown),
         )
-        verdict = assess(Proposal(side=prediction.side, contracts=kelly.contracts, confidence=prediction.confidence,
+        verdict = assess(Proposal(side=facts.side, contracts=kelly.contracts, confidence=facts.confidence,
                                   risk_per_contract=_stop_out_cost(bracket.stop_distance if bracket else None,
                                                                    instrument, config)),
                          context, _limits(config))
@@ -191,20 +202,20 @@ def _recommend(prediction, config: TradingConfig, *, now: datetime) -> Recommend
             account=account,
             instrument=instrument,
             timeframe=bar.timeframe,
-            prediction=prediction,
-            model_version=version,
+            prediction_id=facts.prediction_id,
+            model_version_id=facts.version_id,
             bar=bar,
             bar_timestamp=bar.timestamp,
-            side=prediction.side,
+            side=facts.side,
             probability=probability,
-            payoff_ratio=version.payoff_ratio,
-            confidence=prediction.confidence,
-            agreement=prediction.agreement,
+            payoff_ratio=facts.payoff_ratio,
+            confidence=facts.confidence,
+            agreement=facts.agreement,
             reference_price=bar.close,
             atr=bracket.atr if bracket else Decimal(0),
             stop_distance=bracket.stop_distance if bracket else Decimal(0),
             take_profit_distance=bracket.take_profit_distance if bracket else Decimal(0),
-            horizon_bars=bracket.horizon_bars if bracket else int(version.label_settings["horizon"]),
+            horizon_bars=facts.horizon_bars,
             kelly={**kelly.as_dict(), "max_contracts": config.max_contracts,
                    "confidence_threshold": config.min_confidence, "max_drawdown": config.max_drawdown},
             kelly_contracts=kelly.contracts,
@@ -369,7 +380,8 @@ def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: dat
                                                        timeframe=recommendation.timeframe, at=market_now)
     _, context = _risk_context(account=account, day=day, instrument=recommendation.instrument,
                                timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
-                               health=_health(recommendation.model_version), side=recommendation.side)
+                               health=_health(ml_selectors.model_version_health(version_id=recommendation.model_version_id)),
+                               side=recommendation.side)
     return assess(Proposal(side=recommendation.side, contracts=recommendation.contracts,
                            confidence=recommendation.confidence,
                            risk_per_contract=_stop_out_cost(recommendation.stop_distance, recommendation.instrument,
@@ -406,7 +418,7 @@ def _approve_locked(recommendation: Recommendation, *, user, contracts: int, ver
             "timeframe": recommendation.timeframe,
             "recommendation": recommendation,
             "kind": Order.Kind.ENTRY,
-            "side": "buy" if recommendation.side == "long" else "sell",
+            "side": Side(recommendation.side).order_side,
             "quantity": contracts,
             "after_bar_timestamp": latest.timestamp if latest else recommendation.bar_timestamp,
             "horizon_bars": recommendation.horizon_bars,
@@ -415,14 +427,9 @@ def _approve_locked(recommendation: Recommendation, *, user, contracts: int, ver
     audit_record(action=action, user=user, account=recommendation.account, recommendation=recommendation,
                  state_before=before, state_after=State.APPROVED, client_address=client_address,
                  details={"contracts": contracts, "order": order.pk, "risk": verdict.decision.value})
-    transaction.on_commit(lambda: _submit(order.pk))
+    # The broker hears of the order only once it is committed (a task on the trading queue submits it).
+    transaction.on_commit(lambda: order_placed.send_robust(sender=Order, order_id=order.pk), robust=True)
     return order
-
-
-def _submit(order_id: int) -> None:
-    from ..brokers import broker_get  # the broker module imports models and services: keep the cycle out
-
-    broker_get().submit(Order.objects.get(pk=order_id))
 
 
 def _push_on_commit(recommendation: Recommendation) -> None:

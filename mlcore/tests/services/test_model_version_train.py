@@ -8,7 +8,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from mlcore import services
+from mlcore import services, training
 from mlcore.models import ModelVersion, TrainingRun
 from mlcore.registry import artifacts_verify, model_version_promote
 from mlcore.services import TrainingAlreadyRunning, model_version_train
@@ -121,7 +121,7 @@ def test_a_training_started_while_another_one_fits_is_refused_and_the_first_comp
         refusals.append(str(refused.value))
         return trained
 
-    monkeypatch.setattr(services, "train_model", fit_while_a_second_training_starts)
+    monkeypatch.setattr(training, "train_model", fit_while_a_second_training_starts)
 
     version = model_version_train(symbol="NQ", preset="fast")
 
@@ -170,7 +170,7 @@ def fit_returns_trained(monkeypatch, trained):
         given.append((bars, config))
         return trained
 
-    monkeypatch.setattr(services, "train_model", fit)
+    monkeypatch.setattr(training, "train_model", fit)
     return given
 
 

@@ -1,4 +1,4 @@
-"""Predicting a closed bar: one Prediction per bar and version, made on the feed's "bar closed" event."""
+"""Predicting a closed bar: one Prediction per bar and version, made by the bar's decision workflow."""
 import logging
 
 import pytest
@@ -7,7 +7,6 @@ from mlcore.models import Prediction
 from mlcore.predictors import MEMBER_ORDER
 from mlcore.registry import model_version_promote
 from mlcore.services import prediction_create
-from mlcore.tasks import predict_bar
 from trading import services as trading_services
 from trading.tests.factories import BarFactory
 
@@ -61,9 +60,9 @@ def test_predicting_a_bar_again_does_not_create_a_second_prediction(register, st
     bar = store_live_bar()
     first = Prediction.objects.get(bar=bar)
 
-    again = predict_bar.apply(args=[bar.pk]).get()
+    again = prediction_create(bar_id=bar.pk)
 
-    assert again == first.pk
+    assert again.prediction_id == first.pk and not again.created
     assert Prediction.objects.filter(bar=bar).count() == 1
 
 
@@ -73,7 +72,7 @@ def test_a_new_active_version_predicts_the_same_bar_again_under_its_own_id(regis
     bar = store_live_bar()
 
     model_version_promote(version_id=second.pk)
-    predict_bar.apply(args=[bar.pk])
+    prediction_create(bar_id=bar.pk)
 
     assert sorted(Prediction.objects.filter(bar=bar).values_list("version_id", flat=True)) == [first.pk, second.pk]
 
@@ -87,7 +86,7 @@ def test_with_no_active_version_a_closed_bar_is_stored_and_nothing_is_predicted(
 
     assert bar is not None and bar.pk
     assert not Prediction.objects.exists()
-    assert predict_bar.apply(args=[bar.pk]).get() is None
+    assert prediction_create(bar_id=bar.pk) is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -201,7 +201,7 @@ async def test_recommendation_life_is_pushed_created_approved_executed_with_the_
             "recommendation.updated", recommendation.pk, "approved")
 
         def next_bar():
-            services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18001", close="18004.5").pk)
+            services.bar_settle(bar_id=bar_at(nq, 3, open_="18001", close="18004.5").pk)
             account = Account.objects.get(pk=recommendation.account_id)
             return (selectors.account_summary(account=account),
                     [selectors.position_payload(p) for p in selectors.position_list(account=account)])

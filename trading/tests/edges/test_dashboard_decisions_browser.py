@@ -151,7 +151,7 @@ def test_an_approver_approves_a_live_recommendation_and_sees_the_position_and_pn
     # The next bar: the broker fills the entry at its open (+1 tick) and marks it at its close, then pushes.
     def next_bar():
         bar = decisions.bar_at(nq, HISTORY, open_="18001.00", high="18006", low="17999", close="18004.50")
-        return services.broker_process_bar(bar_id=bar.pk)
+        return services.bar_settle(bar_id=bar.pk)
 
     fills = in_thread(next_bar)
     assert len(fills) == 1
@@ -249,7 +249,7 @@ def test_a_failed_settlement_shows_live_on_the_account_strip_and_clears_when_a_b
             if fail:
                 patch.setattr(execution, "_mark_and_snapshot", broken)
             try:
-                services.broker_process_bar(bar_id=bar.pk)
+                services.bar_settle(bar_id=bar.pk)
             except execution.SettlementFailed as exc:
                 return str(exc)
         return None

@@ -541,7 +541,7 @@ def test_account_figures_controls_and_open_positions_are_server_rendered(trader_
     services.recommendation_approve(recommendation_id=recommendation.pk, user=recommendation_approver(),
                                     now=close_time(recommendation.bar))
     entry_bar = bar_at(nq, 3, open_="18001.00", high="18006", low="17999", close="18004.50")
-    services.broker_process_bar(bar_id=entry_bar.pk)
+    services.bar_settle(bar_id=entry_bar.pk)
     position = Position.objects.get(instrument=nq)
     assert position.quantity == 5
 

@@ -74,7 +74,7 @@ def pending(nq):
 def traded(pending, nq, admin_user):
     """Approved and filled: an order, a fill, a position and an equity snapshot exist."""
     services.recommendation_approve(recommendation_id=pending.pk, user=admin_user)
-    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18001", close="18002").pk)
+    services.bar_settle(bar_id=bar_at(nq, 3, open_="18001", close="18002").pk)
     return pending
 
 

@@ -293,7 +293,7 @@ def test_deciding_an_unknown_recommendation_is_404(trader, decision):
 def traded(trader, pending, nq, account):
     """The pending recommendation approved and filled at the next bar's open: one order, one fill, a position."""
     assert trader.post(f"/api/recommendations/{pending.pk}/approve/").status_code == 200
-    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18001", close="18002").pk)
+    services.bar_settle(bar_id=bar_at(nq, 3, open_="18001", close="18002").pk)
     return pending
 
 
@@ -320,7 +320,7 @@ def test_order_fill_and_position_lists_filter_by_account(reader, traded):
 
 
 def test_open_only_positions_leave_out_flat_ones(reader, traded, nq):
-    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18002", high="18030", low="18001", close="18020").pk)
+    services.bar_settle(bar_id=bar_at(nq, 4, open_="18002", high="18030", low="18001", close="18020").pk)
 
     assert [p["quantity"] for p in reader.get("/api/positions/").json()] == [0]
     assert reader.get("/api/positions/", {"open_only": "true"}).json() == []
@@ -348,7 +348,7 @@ def test_account_list_and_detail_are_the_account_summary(reader, account):
 
 
 def test_the_equity_curve_comes_from_snapshots_oldest_first(reader, traded, account, nq):
-    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18002", close="18010").pk)
+    services.bar_settle(bar_id=bar_at(nq, 4, open_="18002", close="18010").pk)
 
     response = reader.get(f"/api/accounts/{account.pk}/equity/")
 

@@ -47,6 +47,9 @@ def test_redis_down_is_503_naming_redis_and_200_once_it_is_back(private_redis):
     assert (status, body["components"]["redis"]) == (200, {"status": "ok"})
 
 
+QUEUES = ("trading", "inference", "training")
+
+
 def beat(queue, seconds_ago):
     WorkerHeartbeat.objects.update_or_create(
         queue=queue, defaults={"hostname": f"worker-{queue}", "seen_at": timezone.now() - timedelta(seconds=seconds_ago)})
@@ -56,7 +59,8 @@ def beat(queue, seconds_ago):
 @pytest.mark.django_db
 def test_workers_every_queue_seen_lately_is_ok(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False  # as in deployment: workers serve the queues
-    for queue in settings.CELERY_QUEUES_SERVED:
+    settings.CELERY_QUEUES_SERVED = QUEUES
+    for queue in QUEUES:
         beat(queue, seconds_ago=3)
 
     status, body = get_health()
@@ -64,7 +68,7 @@ def test_workers_every_queue_seen_lately_is_ok(settings):
     assert status == 200
     workers = body["components"]["workers"]
     assert workers["status"] == "ok"
-    assert set(workers["queues"]) == set(settings.CELERY_QUEUES_SERVED)
+    assert set(workers["queues"]) == set(QUEUES)
     assert workers["queues"]["trading"]["hostname"] == "worker-trading"
     assert 2 <= workers["queues"]["trading"]["age_seconds"] < 30
 
@@ -73,6 +77,7 @@ def test_workers_every_queue_seen_lately_is_ok(settings):
 @pytest.mark.django_db
 def test_workers_a_queue_not_served_lately_is_503_naming_it(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.CELERY_QUEUES_SERVED = QUEUES
     beat("trading", seconds_ago=3)
     beat("inference", seconds_ago=health.WORKER_STALE_SECONDS + 60)
 
@@ -90,6 +95,7 @@ def test_workers_a_queue_not_served_lately_is_503_naming_it(settings):
 @pytest.mark.django_db
 def test_workers_never_seen_are_unknown_not_down(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.CELERY_QUEUES_SERVED = QUEUES
 
     status, body = get_health()
 
@@ -107,3 +113,19 @@ def test_embedded_mode_watches_no_workers(settings):
 
     assert status == 200
     assert "workers" not in body["components"]
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_workers_without_a_list_of_queues_reports_those_that_beat(settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    if hasattr(settings, "CELERY_QUEUES_SERVED"):
+        del settings.CELERY_QUEUES_SERVED
+    beat("trading", seconds_ago=3)
+    beat("inference", seconds_ago=health.WORKER_STALE_SECONDS + 60)
+
+    status, body = get_health()
+
+    assert status == 503
+    assert {q: v["status"] for q, v in body["components"]["workers"]["queues"].items()} == {
+        "inference": "down", "trading": "ok"}

@@ -23,15 +23,15 @@ def trade_twice(nq, trader):
             prediction_id=prediction(bars[-1], version, side=side, p=0.7).pk, now=close_time(bars[-1]))
         services.recommendation_approve(recommendation_id=recommendation.pk, user=trader, now=close_time(bars[-1]))
         bars.append(bar_at(nq, i, open_="18000.50", high="18001", low="17999", close="18000.75"))
-        services.broker_process_bar(bar_id=bars[-1].pk)
+        services.bar_settle(bar_id=bars[-1].pk)
         i += 1
         if side == "long" and i < 6:
             bars.append(bar_at(nq, i, open_="18001", high="18030", low="18000", close="18020"))  # take-profit
-            services.broker_process_bar(bar_id=bars[-1].pk)
+            services.bar_settle(bar_id=bars[-1].pk)
             i += 1
         elif side == "short":
             bars.append(bar_at(nq, i, open_="18001", high="18030", low="18000", close="18020"))  # stop
-            services.broker_process_bar(bar_id=bars[-1].pk)
+            services.bar_settle(bar_id=bars[-1].pk)
             i += 1
 
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from trading import services
+from trading import services, workflow
 from trading.models import Account, EquitySnapshot, Fill, Order, Position, Recommendation
 from trading.tests.decisions import bar_at, close_time, flat_bars, model_version, prediction
 
@@ -23,17 +23,17 @@ def approved(nq, trader, *, side="long", p=0.7, atr=10.0, label=None):
 
 def test_an_approved_entry_fills_at_the_open_of_the_next_bar_not_the_bar_it_was_made_on(nq, trader):
     recommendation = approved(nq, trader)
-    services.broker_process_bar(bar_id=recommendation.bar_id)  # the bar before the approval: nothing fills
+    services.bar_settle(bar_id=recommendation.bar_id)  # the bar before the approval: nothing fills
     assert not Fill.objects.exists()
-    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18010").pk)
+    services.bar_settle(bar_id=bar_at(nq, 3, open_="18010").pk)
     assert Fill.objects.get().price == Decimal("18010.25")
 
 
 def test_processing_the_same_bar_twice_fills_nothing_twice(nq, trader):
     recommendation = approved(nq, trader)
     entry_bar = bar_at(nq, 3, open_="18000")
-    first = services.broker_process_bar(bar_id=entry_bar.pk)
-    again = services.broker_process_bar(bar_id=entry_bar.pk)
+    first = services.bar_settle(bar_id=entry_bar.pk)
+    again = services.bar_settle(bar_id=entry_bar.pk)
     assert len(first) == 1 and again == []
     assert Position.objects.get(instrument=nq).quantity == recommendation.contracts
     assert Order.objects.get(kind="entry").bars_held == 1
@@ -42,10 +42,10 @@ def test_processing_the_same_bar_twice_fills_nothing_twice(nq, trader):
 def test_a_short_trade_hits_its_stop_and_loses_stop_distance_plus_slippage_and_commissions(nq, trader):
     recommendation = approved(nq, trader, side="short", p=0.7)
     contracts = recommendation.contracts
-    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
+    services.bar_settle(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
     entry = Order.objects.get(kind="entry")
     assert entry.fill.price == Decimal("17999.75") and entry.stop_loss == Decimal("18009.75")
-    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18001", high="18012", low="18000", close="18011").pk)
+    services.bar_settle(bar_id=bar_at(nq, 4, open_="18001", high="18012", low="18000", close="18011").pk)
     stop = Order.objects.get(parent=entry)
     assert stop.kind == "stop_loss" and stop.side == "buy"
     assert stop.fill.price == Decimal("18010.00")  # stop 18009.75 + one tick of slippage
@@ -57,8 +57,8 @@ def test_a_short_trade_hits_its_stop_and_loses_stop_distance_plus_slippage_and_c
 
 def test_one_bar_touching_both_barriers_exits_at_the_stop(nq, trader):
     approved(nq, trader)
-    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
-    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18000", high="18030", low="17980", close="18000").pk)
+    services.bar_settle(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
+    services.bar_settle(bar_id=bar_at(nq, 4, open_="18000", high="18030", low="17980", close="18000").pk)
     assert Order.objects.get(kind__in=["take_profit", "stop_loss"]).kind == "stop_loss"
 
 
@@ -66,7 +66,7 @@ def test_a_trade_that_touches_nothing_exits_at_the_close_of_its_horizon_bar(nq, 
     label = {"tp_atr": 1.5, "sl_atr": 1.0, "horizon": 3, "payoff_ratio": 1.5}
     approved(nq, trader, label=label)
     for i, close in ((3, "18000"), (4, "18001"), (5, "18002")):
-        services.broker_process_bar(bar_id=bar_at(nq, i, open_="18000", close=close).pk)
+        services.bar_settle(bar_id=bar_at(nq, i, open_="18000", close=close).pk)
     exit_order = Order.objects.get(kind="time")
     assert exit_order.fill.price == Decimal("18001.75")  # close of the third bar held, minus one tick
     assert Position.objects.get(instrument=nq).quantity == 0
@@ -75,7 +75,7 @@ def test_a_trade_that_touches_nothing_exits_at_the_close_of_its_horizon_bar(nq, 
 def test_an_open_position_is_marked_to_the_close_and_equity_is_snapshotted_per_bar(nq, trader):
     recommendation = approved(nq, trader)
     bar = bar_at(nq, 3, open_="18000", high="18005", low="17999", close="18004")
-    services.broker_process_bar(bar_id=bar.pk)
+    services.bar_settle(bar_id=bar.pk)
     position = Position.objects.get(instrument=nq)
     assert position.mark_price == Decimal("18004")
     assert position.unrealized_pnl == (Decimal("18004") - Decimal("18000.25")) * recommendation.contracts * 20
@@ -88,11 +88,11 @@ def test_pending_recommendations_expire_when_their_time_to_live_has_passed(nq):
     made = flat_bars(nq, 3)
     [recommendation] = services.recommendations_create_for_prediction(
         prediction_id=prediction(made[-1], model_version(nq)).pk, now=close_time(made[-1]))
-    services.broker_process_bar(bar_id=bar_at(nq, 3).pk)
-    services.broker_process_bar(bar_id=bar_at(nq, 4).pk)
+    workflow.settle(bar_at(nq, 3).pk)
+    workflow.settle(bar_at(nq, 4).pk)
     recommendation.refresh_from_db()
     assert recommendation.state == State.PENDING
-    services.broker_process_bar(bar_id=bar_at(nq, 5).pk)
+    workflow.settle(bar_at(nq, 5).pk)
     recommendation.refresh_from_db()
     assert recommendation.state == State.EXPIRED
 
@@ -103,9 +103,9 @@ def test_a_daily_loss_beyond_the_limit_trips_the_circuit_breaker_which_stays_tri
     recommendation = approved(nq, trader)
     # The loss budget sizes it so a stop-out stays inside the limit: $500 / ((10 + 0.25) x $20 + $5) = 2 contracts.
     assert recommendation.contracts == 2
-    services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
+    services.bar_settle(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999", close="18000").pk)
     # A gap through the stop fills at the open: 30.5 points x 2 x $20 = $1,220, beyond the limit.
-    services.broker_process_bar(bar_id=bar_at(nq, 4, open_="17970", high="17971", low="17960", close="17965").pk)
+    services.bar_settle(bar_id=bar_at(nq, 4, open_="17970", high="17971", low="17960", close="17965").pk)
     account.refresh_from_db()
     assert account.circuit_breaker_tripped and account.trading_state == "HALTED"
     assert "daily loss" in account.circuit_breaker_reason
@@ -119,7 +119,7 @@ def test_a_daily_loss_beyond_the_limit_trips_the_circuit_breaker_which_stays_tri
 
 def test_an_approved_entry_is_not_taken_when_the_next_bar_comes_after_a_gap(nq, trader):
     recommendation = approved(nq, trader)
-    services.broker_process_bar(bar_id=bar_at(nq, 60, open_="18100").pk)  # an hour later: another market
+    services.bar_settle(bar_id=bar_at(nq, 60, open_="18100").pk)  # an hour later: another market
     assert not Fill.objects.exists()
     assert Order.objects.get(kind="entry").status == "cancelled"
     recommendation.refresh_from_db()
@@ -139,14 +139,14 @@ def test_every_bar_that_re_marks_an_open_position_pushes_the_account_to_its_dash
 
     approved(nq, trader)
     with django_capture_on_commit_callbacks(execute=True):
-        services.broker_process_bar(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999",
+        services.bar_settle(bar_id=bar_at(nq, 3, open_="18000", high="18001", low="17999",
                                                   close="18000").pk)
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(market_group("NQ", "1m"), channel)
     # A bar with no fill: the position is only re-marked, and the dashboard must still hear the new P&L.
     with django_capture_on_commit_callbacks(execute=True):
-        fills = services.broker_process_bar(bar_id=bar_at(nq, 4, open_="18000", high="18003", low="17999",
+        fills = services.bar_settle(bar_id=bar_at(nq, 4, open_="18000", high="18003", low="17999",
                                                           close="18002").pk)
     assert fills == []
     async def next_account_update():

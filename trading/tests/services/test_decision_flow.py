@@ -32,7 +32,7 @@ def test_approve_fills_at_the_next_bar_open_and_the_bracket_takes_profit(nq, tra
     services.recommendation_approve(recommendation_id=recommendation.pk, user=trader, client_address="10.0.0.7",
                                     now=close_time(bars[-1]))
     entry_bar = bar_at(nq, 3, open_="18001.00", high="18003", low="17999", close="18002")
-    services.broker_process_bar(bar_id=entry_bar.pk)
+    services.bar_settle(bar_id=entry_bar.pk)
     recommendation.refresh_from_db()
     assert recommendation.state == Recommendation.State.EXECUTED
     entry = Order.objects.get(recommendation=recommendation, kind="entry")
@@ -40,7 +40,7 @@ def test_approve_fills_at_the_next_bar_open_and_the_bracket_takes_profit(nq, tra
     position = Position.objects.get(instrument=nq)
     assert position.quantity == 5
     exit_bar = bar_at(nq, 4, open_="18002", high="18020", low="18001", close="18015")
-    services.broker_process_bar(bar_id=exit_bar.pk)
+    services.bar_settle(bar_id=exit_bar.pk)
     position.refresh_from_db()
     assert position.quantity == 0
     take_profit = Order.objects.get(parent=entry)

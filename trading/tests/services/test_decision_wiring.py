@@ -1,24 +1,30 @@
-"""The events drive the decision path: a new prediction is sized, a closed bar runs the broker (tasks inline)."""
+"""The workflow drives the decision path: a settled bar's prediction is sized, a closed bar runs the broker (tasks
+inline)."""
 import pytest
 
-from mlcore.events import prediction_created
-from mlcore.models import Prediction
-from trading import services
+from mlcore import selectors as ml_selectors
+from trading import services, workflow
 from trading.domain.bars import BarData
-from trading.models import Fill, Recommendation
+from trading.models import BarWorkflow, Fill, Recommendation
 from trading.tests.decisions import close_time, flat_bars, model_version, prediction
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
 
 
-def test_a_new_prediction_becomes_a_recommendation_through_the_event(nq, eager_celery, monkeypatch):
+def test_a_settled_bar_is_predicted_and_its_prediction_becomes_a_recommendation(nq, eager_celery, monkeypatch):
     bars = flat_bars(nq, 3)
     made = prediction(bars[-1], model_version(nq))
-    # The event's receiver sizes with the wall clock; these bars are from 2024, so stop the clock at their close.
+    # The model is the test's: its stored prediction stands in for inference.
+    monkeypatch.setattr(workflow.ml_services, "prediction_create",
+                        lambda bar_id: ml_selectors.prediction_facts(prediction_id=made.pk))
+    # Sizing reads the wall clock for data freshness; these bars are from 2024, so stop it at their close.
     monkeypatch.setattr("django.utils.timezone.now", lambda: close_time(bars[-1]))
-    prediction_created.send_robust(sender=Prediction, prediction=made)
+    workflow.settle(bars[-1].pk)
     recommendation = Recommendation.objects.get(prediction=made)
     assert recommendation.state == Recommendation.State.PENDING
+    progress = BarWorkflow.objects.get(pk=bars[-1].pk)
+    assert (progress.stage, progress.prediction_id, progress.recommendations) == ("done", made.pk, 1)
+    assert progress.settled_at <= progress.decide_started_at <= progress.predicted_at <= progress.decided_at
 
 
 def test_a_closed_bar_fills_an_approved_entry_through_the_event(nq, trader, eager_celery, monkeypatch):

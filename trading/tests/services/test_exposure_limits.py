@@ -38,7 +38,7 @@ def test_two_approvals_in_one_bar_cannot_stack_beyond_the_position_limit(nq, tra
         services.recommendation_approve(recommendation_id=second.pk, user=trader, now=now)
     second.refresh_from_db()
     assert second.state == Recommendation.State.BLOCKED
-    services.broker_process_bar(bar_id=bar_at(nq, 3).pk)
+    services.bar_settle(bar_id=bar_at(nq, 3).pk)
     assert Position.objects.get(instrument=nq).quantity == 5
     assert Order.objects.filter(kind="entry").count() == 1
 
@@ -77,7 +77,7 @@ def test_an_open_trades_distance_to_its_stop_is_taken_from_the_loss_budget(nq, t
     TradingConfig.objects.update(daily_loss_limit=Decimal("1500"), max_position_contracts=10)
     services.recommendation_approve(recommendation_id=first.pk, user=trader, now=close_time(bars[1]))
     entry_bar = bar_at(nq, 2)  # fills at 18000.25, stop 17990.25, marked at 18000
-    services.broker_process_bar(bar_id=entry_bar.pk)
+    services.bar_settle(bar_id=entry_bar.pk)
     assert Position.objects.get(instrument=nq).quantity == 5
     second = _pending(entry_bar, version)
     # Marked 0.25 under the fill (-$25 today): 5 x ((9.75 + 0.25) x 20 + 2.50) = $1,012.50 to the stop.
@@ -117,5 +117,5 @@ def test_a_backlog_of_auto_approved_predictions_cannot_exceed_the_limits(nq):
     [again] = services.recommendations_create_for_prediction(
         prediction_id=prediction(bars[-1], other, side="short", p=0.7).pk, now=close_time(bars[-1]))
     assert again.state == Recommendation.State.BLOCKED
-    services.broker_process_bar(bar_id=bar_at(nq, 6).pk)
+    services.bar_settle(bar_id=bar_at(nq, 6).pk)
     assert Position.objects.get(instrument=nq).quantity == -5

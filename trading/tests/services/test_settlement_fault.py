@@ -20,12 +20,12 @@ def long_open(nq, trader):
     """A long of 5 filled at bar 2's open (18000.25; stop 17990.25, take-profit 18015.25), bars 0-2 settled."""
     bars = flat_bars(nq, 2)
     for bar in bars:
-        services.broker_process_bar(bar_id=bar.pk)
+        services.bar_settle(bar_id=bar.pk)
     version = model_version(nq)
     [recommendation] = services.recommendations_create_for_prediction(
         prediction_id=prediction(bars[-1], version, p=0.7).pk, now=close_time(bars[-1]))
     services.recommendation_approve(recommendation_id=recommendation.pk, user=trader, now=close_time(bars[-1]))
-    services.broker_process_bar(bar_id=bar_at(nq, 2).pk)
+    services.bar_settle(bar_id=bar_at(nq, 2).pk)
     assert Position.objects.get(instrument=nq).quantity == 5
     return version
 
@@ -41,7 +41,7 @@ def test_a_failed_settlement_marks_the_account_logs_and_raises(nq, long_open, mo
     stop_touched = bar_at(nq, 3, open_="18000", low="17980", close="17985")
     with caplog.at_level(logging.ERROR, logger="trading.services.execution"), \
             pytest.raises(SettlementFailed, match="RuntimeError: database went away"):
-        services.broker_process_bar(bar_id=stop_touched.pk)
+        services.bar_settle(bar_id=stop_touched.pk)
     account = Account.objects.get(name="paper")
     assert "2024-01-02 14:33 UTC" in account.settlement_fault and "database went away" in account.settlement_fault
     assert account.settlement_fault_at is not None
@@ -70,9 +70,9 @@ def test_the_next_bar_that_settles_clears_the_fault_and_fills_the_stop_the_faile
     with monkeypatch.context() as patch:
         _fail_marking(patch)
         with pytest.raises(SettlementFailed):
-            services.broker_process_bar(bar_id=stop_touched.pk)
+            services.bar_settle(bar_id=stop_touched.pk)
     recovered_bar = bar_at(nq, 4, open_="17990", high="17995", close="17992")
-    [stop] = services.broker_process_bar(bar_id=recovered_bar.pk)
+    [stop] = services.bar_settle(bar_id=recovered_bar.pk)
     # The stop filled at the bar that touched it, at the stop less one tick of slippage, not at a later price.
     assert stop.order.kind == "stop_loss"
     assert stop.timestamp == stop_touched.timestamp and stop.price == Decimal("17990.00")
@@ -98,7 +98,7 @@ def test_one_accounts_failure_does_not_stop_the_others_from_settling(nq, long_op
     monkeypatch.setattr(execution, "_mark_and_snapshot", fails_for_paper)
     bar = bar_at(nq, 3)
     with pytest.raises(SettlementFailed, match="only paper"):
-        services.broker_process_bar(bar_id=bar.pk)
+        services.bar_settle(bar_id=bar.pk)
     assert EquitySnapshot.objects.filter(account=other, timestamp=close_time(bar)).exists()
     assert Account.objects.get(pk=other.pk).settlement_fault == ""
 
@@ -109,10 +109,10 @@ def test_a_bar_of_another_market_does_not_clear_the_mark(nq, long_open, monkeypa
     with monkeypatch.context() as patch:
         _fail_marking(patch)
         with pytest.raises(SettlementFailed):
-            services.broker_process_bar(bar_id=bar_at(nq, 3).pk)
+            services.bar_settle(bar_id=bar_at(nq, 3).pk)
     es = InstrumentFactory(symbol="ES")
     services.trading_config_get(account=Account.objects.get(name="paper"), instrument=es)
-    services.broker_process_bar(bar_id=bar_at(es, 3, open_="5000").pk)
+    services.bar_settle(bar_id=bar_at(es, 3, open_="5000").pk)
     assert "NQ 1m" in Account.objects.get(name="paper").settlement_fault
-    services.broker_process_bar(bar_id=bar_at(nq, 4).pk)
+    services.bar_settle(bar_id=bar_at(nq, 4).pk)
     assert Account.objects.get(name="paper").settlement_fault == ""

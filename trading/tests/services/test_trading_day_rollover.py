@@ -22,12 +22,12 @@ def _settled_long_open_over_the_break(nq, trader) -> Order:
     """Bars 445..449 settled one by one; a long of 5 approved on bar 448 fills at bar 449's open (18000.25)."""
     bars = [bar_at(nq, i) for i in range(LAST_BEFORE_BREAK - 4, LAST_BEFORE_BREAK)]
     for bar in bars:
-        services.broker_process_bar(bar_id=bar.pk)
+        services.bar_settle(bar_id=bar.pk)
     version = model_version(nq)
     [recommendation] = services.recommendations_create_for_prediction(
         prediction_id=prediction(bars[-1], version, p=0.7).pk, now=close_time(bars[-1]))
     services.recommendation_approve(recommendation_id=recommendation.pk, user=trader, now=close_time(bars[-1]))
-    [fill] = services.broker_process_bar(bar_id=bar_at(nq, LAST_BEFORE_BREAK).pk)
+    [fill] = services.bar_settle(bar_id=bar_at(nq, LAST_BEFORE_BREAK).pk)
     assert fill.quantity == 5 and Position.objects.get(instrument=nq).quantity == 5
     return fill.order
 
@@ -37,12 +37,12 @@ def test_a_position_open_over_the_rollover_is_marked_and_stopped_out_on_the_next
     first = bar_at(nq, FIRST_OF_NEXT_DAY, open_="18001", close="18002")
     # Snapshots exist before the new trading day's start: the day's opening equity comes from the last of them.
     assert EquitySnapshot.objects.filter(timestamp__lt=trading_day_start(close_time(first))).exists()
-    assert services.broker_process_bar(bar_id=first.pk) == []
+    assert services.bar_settle(bar_id=first.pk) == []
     snapshot = EquitySnapshot.objects.get(account_id=entry.account_id, timestamp=close_time(first))
     assert Position.objects.get(instrument=nq).mark_price == Decimal("18002")
     # The stop (entry 18000.25 - 10 points) is honoured on the new trading day.
     stop_bar = bar_at(nq, FIRST_OF_NEXT_DAY + 1, open_="18000", low="17980", close="17985")
-    [stop] = services.broker_process_bar(bar_id=stop_bar.pk)
+    [stop] = services.bar_settle(bar_id=stop_bar.pk)
     assert stop.order.kind == "stop_loss" and stop.order.parent_id == entry.pk
     assert Position.objects.get(instrument=nq).quantity == 0
     assert snapshot.equity > 0 and services.account_reconcile().clean
@@ -52,7 +52,7 @@ def test_the_days_pnl_starts_from_the_last_snapshot_before_the_rollover(nq, trad
     entry = _settled_long_open_over_the_break(nq, trader)
     account = Account.objects.get(pk=entry.account_id)
     first = bar_at(nq, FIRST_OF_NEXT_DAY, open_="18001", close="18011")
-    services.broker_process_bar(bar_id=first.pk)
+    services.bar_settle(bar_id=first.pk)
     opening = EquitySnapshot.objects.filter(account=account, timestamp__lt=trading_day_start(close_time(first))
                                             ).latest("timestamp").equity
     state = selectors.account_state(account=account, at=close_time(first))
