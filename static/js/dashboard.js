@@ -350,6 +350,10 @@
       const wait = state.reconnectAt ? Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000)) : 0;
       setBadge(ui.wsState, "Reconnecting", "warn");
       ui.wsState.title = wait > 0 ? "Next attempt in " + wait + " s" : "Connecting…";
+    } else if (s === "down") {
+      const wait = state.reconnectAt ? Math.max(0, Math.ceil((state.reconnectAt - Date.now()) / 1000)) : 0;
+      setBadge(ui.wsState, "Stream: down", "down");
+      ui.wsState.title = (state.streamDownReason || "") + (wait > 0 ? " Next attempt in " + wait + " s." : " Connecting…");
     } else setBadge(ui.wsState, "Offline", "down");
   }
 
@@ -766,12 +770,27 @@
 
   function setWsState(s) { state.wsState = s; renderWsState(); }
 
+  const CLOSE_STREAM_UNAVAILABLE = 4503;  // trading/consumers.py
+  const HEALTH_POLL_MS = 5000;
+  const streamDetail = el("stream-detail");
+
   function handleMessage(msg) {
     state.lastHeardMs = Date.now();
     if (msg.type === "bar.closed" && msg.bar) {
       upsertBar(msg.bar);
-      state.lastBarReceivedMs = Date.now() + state.clockOffsetMs;
+      // A catch-up bar is drawn with the others at resume.done; it was not received now.
+      if (!state.resuming) {
+        state.lastBarReceivedMs = Date.now() + state.clockOffsetMs;
+        render();
+      }
+    } else if (msg.type === "resume.done") {
+      state.resuming = false;
+      strip.dataset.resumedBars = String(msg.bars);
       render();
+      if (msg.more) sendResume(state.ws);  // more than one page missed: ask from the newest bar we have now
+    } else if (msg.type === "error") {
+      state.resuming = false;
+      if (window.console) window.console.warn("stream refused a message:", msg.field, msg.message);
     } else if (msg.type === "feed.status") {
       applyStatus(msg);
     } else if (msg.type === "prediction.created") {
@@ -806,28 +825,42 @@
   function connect() {
     if (state.stopped) return;
     state.reconnectAt = null;
-    setWsState(state.retrying ? "reconnecting" : "connecting");
-    let opened = false;
+    state.reconnectTimer = null;
+    if (!state.streamDownReason) setWsState(state.retrying ? "reconnecting" : "connecting");
+    else renderWsState();
+    let opened = false, live = false;
     const ws = new WebSocket(socketUrl());
     state.ws = ws;
-    ws.onopen = function () {
-      opened = true;
-      state.attempts = 0;
-      notice("");
-      setWsState("open");
-      // Bars may have closed while we were away: fill the gap from the page's own data.
-      if (state.retrying) resync();
-      state.retrying = false;
-    };
+    ws.onopen = function () { opened = true; };
     ws.onmessage = function (event) {
       let msg;
       try { msg = JSON.parse(event.data); } catch (e) { return; }
+      // Live from the server's first message (its feed status): a socket accepted only to be closed with 4503
+      // sends none, and must neither show "Live" nor reset the backoff.
+      if (!live) {
+        live = true;
+        state.attempts = 0;
+        notice("");
+        streamUp();
+        setWsState("open");
+        // Bars may have closed since the page was made or while we were away: the stream sends what we missed.
+        sendResume(ws);
+        // The account and the model are not in the stream: read them from the page itself.
+        if (state.retrying) resync();
+        state.retrying = false;
+      }
       handleMessage(msg);
     };
     ws.onclose = function (event) {
       if (state.ws === ws) state.ws = null;
       if (event.code === 4401) return stopForGood("closed", 'Session expired. <a href="' + loginUrl() + '">Log in again</a>.');
       if (event.code === 4404) return stopForGood("closed", "This market is not available any more.");
+      state.resuming = false;
+      if (event.code === CLOSE_STREAM_UNAVAILABLE) {
+        streamDown("The server has no live stream for now (" + (event.reason || "stream unavailable") + ").");
+        return scheduleReconnect();
+      }
+      if (!opened) streamDown("Cannot connect to the live stream.");
       // Browsers hide the close code of a refused handshake: ask the page itself why before retrying.
       if (!opened) {
         resync().then(function (outcome) { if (outcome === "ok" || outcome === "error") scheduleReconnect(); });
@@ -844,8 +877,68 @@
     state.attempts += 1;
     state.reconnectAt = Date.now() + delay;
     state.retrying = true;
-    setWsState("reconnecting");
-    window.setTimeout(connect, delay);
+    setWsState(state.streamDownReason ? "down" : "reconnecting");
+    state.reconnectTimer = window.setTimeout(connect, delay);
+  }
+
+  /** Ask for what we missed since our newest bar; the answer comes as live messages, then resume.done. */
+  function sendResume(ws) {
+    const newest = state.bars[state.bars.length - 1];
+    if (!newest || !ws || ws.readyState !== WebSocket.OPEN) return;
+    state.resuming = true;
+    ws.send(JSON.stringify({ type: "resume", since: newest.t }));
+  }
+
+  // While the stream is down (closed with 4503, or no connection at all) /healthz says which part of the server is.
+  function streamDown(reason) {
+    state.streamDownReason = reason;
+    if (!state.healthTimer) {
+      pollHealth();
+      state.healthTimer = window.setInterval(pollHealth, HEALTH_POLL_MS);
+    }
+  }
+
+  function streamUp() {
+    state.streamDownReason = "";
+    if (state.healthTimer) window.clearInterval(state.healthTimer);
+    state.healthTimer = null;
+    showStreamDetail("");
+    delete strip.dataset.healthDown;
+  }
+
+  function showStreamDetail(text) {
+    if (!streamDetail) return;
+    streamDetail.textContent = text;
+    streamDetail.hidden = !text;
+  }
+
+  function pollHealth() {
+    if (state.stopped || !state.streamDownReason) return streamUp();
+    const url = (streamDetail && streamDetail.dataset.healthUrl) || "/healthz";
+    fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (response) { return response.json(); })
+      .then(function (health) {
+        if (!state.streamDownReason) return;  // it came back meanwhile
+        const components = health.components || {};
+        const down = Object.keys(components).filter(function (name) { return components[name].status === "down"; });
+        strip.dataset.healthDown = down.join(" ");
+        if (down.length) {
+          showStreamDetail("Down on the server: " + down.join(", ") + ".");
+        } else {
+          showStreamDetail("The server reports every part up: reconnecting.");
+          reconnectSoon();
+        }
+      })
+      .catch(function () {
+        if (state.streamDownReason) showStreamDetail("The server does not answer.");
+      });
+  }
+
+  /** The server is whole again: try now rather than at the end of a long backoff. */
+  function reconnectSoon() {
+    if (state.ws || !state.reconnectTimer || state.reconnectAt - Date.now() < HEALTH_POLL_MS) return;
+    window.clearTimeout(state.reconnectTimer);
+    connect();
   }
 
   /** Re-read bars and status from the dashboard page (no navigation). Resolves to ok | unauthorized | gone | error. */
