@@ -239,6 +239,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("MINHOS_VISIBILITY_TIMEOUT", default=4 * 3600),
     "socket_connect_timeout": 2,
     "socket_timeout": 10,
+    # Queueing a task tries the broker once rather than retrying for seconds: the feed must never wait on Redis
+    # (a step that cannot be queued is re-driven by the sweeper). Workers reconnect by their own settings below.
+    "max_retries": 1,
+    "interval_start": 0,
 }
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -1,114 +1,62 @@
-"""STYLE.md's layering, checked on the source: pure cores free of the frameworks, nothing imports monitoring."""
-import ast
+"""The shape of the code, checked: import contracts (.importlinter), no import cycle, and no ML stack in the
+processes that neither predict nor train."""
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
+import grimp
 import pytest
+from django.conf import settings
 
 pytestmark = pytest.mark.embedded
-
-BASE_DIR = Path(__file__).resolve().parents[2]
-PURE_PACKAGES = ("trading/domain", "mlcore/domain", "mlcore/predictors", "monitoring/domain")
-FRAMEWORKS = ("django", "rest_framework", "channels", "celery")
-APPS = ("trading", "mlcore", "monitoring", "minhos_site")
+PACKAGES = ("minhos_site", "trading", "mlcore", "monitoring")
+ML_STACK = {"keras", "jax", "jaxlib", "xgboost", "lightgbm", "catboost", "sklearn", "tensorflow", "torch"}
 
 
-def existing_pure_packages() -> list[Path]:
-    return [BASE_DIR / p for p in PURE_PACKAGES if (BASE_DIR / p / "__init__.py").exists()]
+def test_every_import_contract_is_kept():
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint), "--no-cache"], cwd=settings.BASE_DIR, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+    # The contracts the code's layout relies on are there (a deleted one would pass silently).
+    for name in ("The pure cores", "mlcore reads trading through its selectors", "Nothing imports monitoring",
+                 "without cycles"):
+        assert name in result.stdout
 
 
-def python_files(root: Path, *, skip_tests: bool) -> list[Path]:
-    files = sorted(root.rglob("*.py"))
-    if skip_tests:
-        files = [f for f in files if "tests" not in f.relative_to(BASE_DIR).parts]
-    return files
+def test_no_module_imports_itself_through_others():
+    """A cycle between modules, even one dodged by an import inside a function, is a design knot: refused."""
+    graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True)
+    cycles = set()
+    for module in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            back = graph.find_shortest_chain(importer=imported, imported=module)
+            if back:
+                cycles.add(" -> ".join((module, *back)))
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(BASE_DIR).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, absolute module name) for every import in the file; `from x import y` also yields x.y."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = module_name(path).split(".")
-    if path.name != "__init__.py":
-        package = package[:-1]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = ".".join(package[: len(package) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module
-            yield node.lineno, module
-            for alias in node.names:
-                if alias.name != "*":
-                    yield node.lineno, f"{module}.{alias.name}"
-
-
-def top_level(module: str) -> str:
-    return module.split(".")[0]
-
-
-def is_pure(module: str) -> bool:
-    return any(module == p.replace("/", ".") or module.startswith(p.replace("/", ".") + ".") for p in PURE_PACKAGES)
-
-
-def test_the_pure_core_packages_exist_and_have_modules_to_check():
-    # Guards the scans below against passing vacuously (a moved package, a wrong root).
-    packages = existing_pure_packages()
-    assert BASE_DIR / "trading/domain" in packages
-    assert len(python_files(BASE_DIR / "trading/domain", skip_tests=True)) >= 3
-
-
-def test_pure_cores_import_no_framework_and_no_app_module_outside_the_cores():
-    offences = []
-    for package in existing_pure_packages():
-        for path in python_files(package, skip_tests=True):
-            for line, module in imported_modules(path):
-                where = f"{path.relative_to(BASE_DIR)}:{line} imports {module}"
-                if top_level(module) in FRAMEWORKS:
-                    offences.append(where)
-                # trading.models, trading.services... would bring Django in through the back door.
-                elif top_level(module) in APPS and module not in APPS and not is_pure(module):
-                    offences.append(where)
-    assert offences == []
-
-
-def test_importing_every_pure_core_module_loads_no_framework():
-    modules = [module_name(path) for package in existing_pure_packages()
-               for path in python_files(package, skip_tests=True)]
-    probe = (
-        "import importlib, json, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r})))\n"
+@pytest.mark.parametrize("role, modules", [
+    ("web", ["minhos_site.asgi"]),
+    ("feed and beat", ["trading.management.commands.run_feed", "minhos_site.celery"]),
+    ("trading worker", ["trading.tasks", "trading.workflow"]),
+])
+def test_processes_that_neither_predict_nor_train_do_not_load_the_ml_stack(role, modules, tmp_path):
+    script = (
+        "import importlib, json, os, sys, django\n"
+        "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'minhos_site.settings')\n"
+        "django.setup()\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "from django.urls import get_resolver; get_resolver().url_patterns\n"  # every view module
+        "from minhos_site.celery import app; app.loader.import_default_modules()\n"  # every task module
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-
-    process = subprocess.run([sys.executable, "-c", probe], cwd=BASE_DIR, env=env, capture_output=True, text=True,
-                             timeout=120)
-
-    assert process.returncode == 0, process.stderr
-    assert "trading.domain" in modules
-    assert json.loads(process.stdout.strip().splitlines()[-1]) == []
-
-
-def test_nothing_in_trading_or_mlcore_imports_monitoring():
-    offences = [
-        f"{path.relative_to(BASE_DIR)}:{line} imports {module}"
-        for app in ("trading", "mlcore")
-        for path in python_files(BASE_DIR / app, skip_tests=False)
-        for line, module in imported_modules(path)
-        if top_level(module) == "monitoring"
-    ]
-    assert offences == []
+    env = {"PATH": "/usr/bin:/bin", "MINHOS_VAR_DIR": str(tmp_path), "PYTHONPATH": str(settings.BASE_DIR)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "django" in loaded and "celery" in loaded  # the probe did load the role's code
+    assert not loaded & ML_STACK, f"the {role} process loads {sorted(loaded & ML_STACK)}"

@@ -1,1 +1,2 @@
-"""Pure trading cores: no Django imports here (checked by the import-linter test)."""
+"""Pure trading cores: no Django, DRF, Channels or Celery here (the contracts in .importlinter, checked by
+minhos_site/tests/test_architecture.py)."""
