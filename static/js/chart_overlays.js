@@ -27,6 +27,23 @@
     return breaks;
   }
 
+  /** How many ticks to ask Plotly for over `range` (two plot-time strings): Plotly spaces them over the whole
+      range, closed hours included, so a weekend in view would leave one label for hours of candles. Asking for
+      more in proportion to the hidden time spaces them over the open hours instead. */
+  function nticks(range, bars, stepMs, widthPx) {
+    const lo = Date.parse(String(range[0]).slice(0, 19).replace(" ", "T") + "Z");
+    const hi = Date.parse(String(range[1]).slice(0, 19).replace(" ", "T") + "Z");
+    const wanted = Math.max(4, Math.min(9, widthPx / 80)) + 1;  // Plotly's own default for a date axis
+    if (!isFinite(lo) || !isFinite(hi) || hi <= lo) return Math.round(wanted);
+    let hidden = 0;
+    for (let i = 1; i < bars.length; i++) {
+      const from = Math.max(lo, bars[i - 1].ms + stepMs), to = Math.min(hi, bars[i].ms);
+      if (to > from) hidden += to - from;
+    }
+    const open = Math.max(hi - lo - hidden, stepMs);
+    return Math.min(500, Math.round(wanted * (hi - lo) / open));
+  }
+
   const clamp01 = function (x) { return Math.max(0, Math.min(1, +x || 0)); };
   const pct = function (p) { return (100 * p).toFixed(1) + "%"; };
 
@@ -176,7 +193,8 @@
   }
 
   window.MinhOSChart = {
-    plotTime: plotTime, barIndexAt: barIndexAt, rangebreaks: rangebreaks, predictionTraces: predictionTraces,
+    plotTime: plotTime, barIndexAt: barIndexAt, rangebreaks: rangebreaks, nticks: nticks,
+    predictionTraces: predictionTraces,
     tradeTraces: tradeTraces, bracketShapes: bracketShapes, equityTrace: equityTrace,
   };
 })();
