@@ -10,7 +10,10 @@ BENCHMARKS = {
     "inference": "mlcore.benchmarks:bench_inference",
     "train": "mlcore.benchmarks:bench_train",
     "sizing": "trading.benchmarks:bench_sizing",
+    "e2e": "trading.bench_e2e:bench_e2e",
 }
+# e2e's own options, passed on when given.
+E2E_OPTIONS = ("clients", "pace", "warmup", "redis_db", "flush", "concurrency", "pool", "preset", "keep")
 
 
 class Command(BaseCommand):
@@ -20,9 +23,22 @@ class Command(BaseCommand):
         parser.add_argument("name", choices=sorted(BENCHMARKS))
         parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
         parser.add_argument("--rows", type=int, help="ingest: number of bars (default 1,000,000)")
-        parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000)")
+        parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000); "
+                                                     "e2e: bars streamed per run (200)")
         parser.add_argument("--fast", action="store_true", help="train / inference: the fast preset")
         parser.add_argument("--predictions", type=int, help="sizing: predictions sized through the service (300)")
+        parser.add_argument("--clients", help="e2e: websocket clients of each run, comma-separated (1,100)")
+        parser.add_argument("--pace", type=float, help="e2e: seconds between bars (0.3)")
+        parser.add_argument("--warmup", type=int, help="e2e: bars streamed first and not measured (10)")
+        parser.add_argument("--redis-db", type=int,
+                            help="e2e: its own Redis logical database, refused unless empty (14)")
+        parser.add_argument("--flush", action="store_true", default=None,
+                            help="e2e: empty that Redis database first if it is not")
+        parser.add_argument("--concurrency", help="e2e: worker processes of the trading and inference queues (1,2)")
+        parser.add_argument("--pool", choices=("prefork", "threads", "solo"), help="e2e: the workers' pool (prefork)")
+        parser.add_argument("--preset", choices=("fast", "full"), help="e2e: the model trained for it (fast)")
+        parser.add_argument("--keep", action="store_true", default=None,
+                            help="e2e: keep its database and logs afterwards")
 
     def handle(self, *args, name, json: bool = False, rows=None, **options):
         module_name, function_name = BENCHMARKS[name].split(":")
@@ -34,6 +50,8 @@ class Command(BaseCommand):
             kwargs["predictions"] = options["predictions"]
         if options.get("fast"):
             kwargs["preset"] = "fast"
+        if name == "e2e":
+            kwargs.update({key: options[key] for key in E2E_OPTIONS if options.get(key) is not None})
         result = bench(**kwargs)
         if json:
             self.stdout.write(jsonlib.dumps(result))
