@@ -1,4 +1,5 @@
-/* MinhOS dashboard: live candlestick + volume chart, the status strip, the latest ML prediction, the pending
+/* MinhOS dashboard: live candlestick + volume chart (with the model's calls, the account's trades, its open
+   brackets and equity drawn on it; see chart_overlays.js), the status strip, the latest ML prediction, the pending
    recommendation (Approve / Reject) and the account's P&L and positions, fed by the market websocket. */
 (function () {
   "use strict";
@@ -14,13 +15,14 @@
   const initialEl = document.getElementById("dashboard-initial");
   const chart = document.getElementById("chart");
   const strip = document.getElementById("status-strip");
-  if (!initialEl || !chart || !strip || typeof window.Plotly === "undefined") return;
+  if (!initialEl || !chart || !strip || typeof window.Plotly === "undefined" || !window.MinhOSChart) return;
+  const overlays = window.MinhOSChart;
   const initial = JSON.parse(initialEl.textContent);
   if (!initial || !initial.symbol || !initial.status) return;
 
   const COLORS = {
     up: "#26a69a", down: "#ef5350", text: "#d7dce5", muted: "#7d8799",
-    grid: "#1b2130", axis: "#222938", bg: "#0b0e14", spike: "#5d6679",
+    grid: "#1b2130", axis: "#222938", bg: "#0b0e14", spike: "#5d6679", accent: "#4f8cff",
   };
   const FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif';
   // The server broadcasts feed status every few seconds: silence much longer than that means trouble.
@@ -109,6 +111,14 @@
     account: initial.account || null,                // the account the page shows (its figures and controls)
     positions: openPositions(initial.positions),
     deciding: false,          // an Approve / Reject request is in flight
+    calls: {},                // bar open ms -> the newest prediction of that bar (chart markers)
+    fills: [],                // the shown account's fills in this instrument, oldest first
+    brackets: [],             // its open trades: entry, stop, target
+    equity: [],               // its equity at the shown bars' closes
+    overlaysAccount: null,    // the account the fills, brackets and equity are of
+    overlaysFetch: null,      // "idle" | "running" | "again": one refetch at a time, the last request wins
+    overlaysAsked: 0,         // reads of the overlays started (refetches and page re-reads), and the newest
+    overlaysShown: 0,         // one applied: an older read that answers late must not undo a newer one
   };
 
   // ---- bars -------------------------------------------------------------------------------------
@@ -137,8 +147,17 @@
 
   // ---- chart ------------------------------------------------------------------------------------
 
-  // Plotly draws date strings as given; UTC wall-clock strings keep the axis in UTC whatever the browser's zone.
-  function plotTime(ms) { return new Date(ms).toISOString().slice(0, 19).replace("T", " "); }
+  const plotTime = overlays.plotTime;
+
+  function overlayOptions() {
+    return {
+      stepMs: stepMs, tick: parseFloat(chart.dataset.tickSize || "0.01"), colors: COLORS, font: FONT,
+      fmtPrice: fmtPrice, fmtBarTime: fmtBarTime,
+    };
+  }
+
+  /** The equity panel is there whenever an account is shown, marks or not, so the chart does not jump. */
+  function showsEquity() { return state.overlaysAccount !== null; }
 
   function traces() {
     const bars = state.bars;
@@ -161,7 +180,11 @@
         marker: { color: bars.map(function (b) { return b.c >= b.o ? COLORS.up : COLORS.down; }), line: { width: 0 } },
         hovertemplate: "Vol %{y:,.0f}<extra></extra>",
       },
-    ];
+    ].concat(
+      overlays.predictionTraces(bars, state.calls, overlayOptions()),
+      overlays.tradeTraces(bars, state.fills, overlayOptions()),
+      showsEquity() ? [overlays.equityTrace(bars, state.equity, overlayOptions())] : []
+    );
   }
 
   function layout() {
@@ -173,7 +196,21 @@
     const axis = {
       visible: !!first, gridcolor: COLORS.grid, linecolor: COLORS.axis, zeroline: false, tickfont: { color: COLORS.muted },
     };
-    return {
+    const equity = showsEquity();
+    const brackets = overlays.bracketShapes(state.brackets, overlayOptions());
+    const lastShapes = last ? [{
+      type: "line", name: "last-price", xref: "paper", x0: 0, x1: 1, yref: "y", y0: last.c, y1: last.c,
+      line: { color: lastColor, width: 1, dash: "dot" },
+    }] : [];
+    const lastAnnotations = last ? [{
+      name: "last-price", xref: "paper", x: 1, xanchor: "left", yref: "y", y: last.c, yanchor: "middle",
+      text: fmtPrice(last.c), showarrow: false, bgcolor: lastColor, borderpad: 2,
+      font: { family: FONT, size: 11, color: "#ffffff" },
+    }] : [];
+    const xRange = !first ? undefined : state.follow || !chart.layout
+      ? [plotTime(first.ms - stepMs / 2), plotTime(last.ms + RIGHT_PAD_BARS * stepMs)]
+      : chart.layout.xaxis.range.slice();
+    const result = {
       paper_bgcolor: COLORS.bg, plot_bgcolor: COLORS.bg,
       font: { family: FONT, size: 11, color: COLORS.text },
       margin: { l: 10, r: 78, t: 10, b: 34 },
@@ -182,31 +219,37 @@
       uirevision: state.symbol + "/" + state.timeframe + "/" + state.view,
       datarevision: state.renders,
       xaxis: Object.assign({}, axis, {
-        type: "date", anchor: "y2", rangeslider: { visible: false },
+        type: "date", anchor: equity ? "y3" : "y2", rangeslider: { visible: false },
+        // Closed hours (weekends, the daily halt, holidays) take no room: one break per gap between the bars.
+        rangebreaks: overlays.rangebreaks(state.bars, stepMs),
         // Follows new bars until the user zooms or pans; then their view stays put (see onRelayout).
         autorange: !first,
-        range: !first ? undefined : state.follow || !chart.layout
-          ? [plotTime(first.ms - stepMs / 2), plotTime(last.ms + RIGHT_PAD_BARS * stepMs)]
-          : chart.layout.xaxis.range.slice(),
+        range: xRange,
+        nticks: xRange ? overlays.nticks(xRange, state.bars, stepMs, chart.clientWidth) : undefined,
         showspikes: true, spikemode: "across", spikesnap: "cursor", spikethickness: 1,
         spikedash: "dot", spikecolor: COLORS.spike,
       }),
       yaxis: Object.assign({}, axis, {
-        domain: [0.25, 1], side: "right", tickformat: ",." + decimals + "f", fixedrange: false,
+        domain: equity ? [0.4, 1] : [0.25, 1], side: "right", tickformat: ",." + decimals + "f", fixedrange: false,
         showspikes: true, spikemode: "across", spikesnap: "cursor", spikethickness: 1,
         spikedash: "dot", spikecolor: COLORS.spike,
       }),
-      yaxis2: Object.assign({}, axis, { domain: [0, 0.2], side: "right", showgrid: false, tickformat: "~s", nticks: 3 }),
-      shapes: last ? [{
-        type: "line", xref: "paper", x0: 0, x1: 1, yref: "y", y0: last.c, y1: last.c,
-        line: { color: lastColor, width: 1, dash: "dot" },
-      }] : [],
-      annotations: last ? [{
-        xref: "paper", x: 1, xanchor: "left", yref: "y", y: last.c, yanchor: "middle",
-        text: fmtPrice(last.c), showarrow: false, bgcolor: lastColor, borderpad: 2,
-        font: { family: FONT, size: 11, color: "#ffffff" },
-      }] : [],
+      yaxis2: Object.assign({}, axis, {
+        domain: equity ? [0.245, 0.365] : [0, 0.2], side: "right", showgrid: false, tickformat: "~s", nticks: 3,
+      }),
+      shapes: lastShapes.concat(brackets.shapes),
+      annotations: lastAnnotations.concat(brackets.annotations, equity && first ? [{
+        name: "equity-title", xref: "paper", x: 0, xanchor: "left", yref: "y3 domain", y: 1, yanchor: "top",
+        text: state.equity.length ? "Equity" + (state.account ? " · " + state.account.name : "")
+          : "Equity · no marks for these bars yet",
+        showarrow: false, font: { family: FONT, size: 10, color: COLORS.muted },
+      }] : []),
     };
+    // Only when there is one: Plotly reads every "yaxisN" key, an undefined one included.
+    if (equity) {
+      result.yaxis3 = Object.assign({}, axis, { domain: [0, 0.2], side: "right", tickformat: ",.0f", nticks: 3 });
+    }
+    return result;
   }
 
   const plotConfig = {
@@ -219,6 +262,10 @@
       backToLive();  // double-click
     } else if ("xaxis.range[0]" in change || "xaxis.range" in change) {
       setFollow(false);
+      // Zoomed or panned: as many time labels for the hours now in view (closed ones do not count).
+      const range = chart.layout.xaxis.range;
+      const n = overlays.nticks(range, state.bars, stepMs, chart.clientWidth);
+      if (n !== chart.layout.xaxis.nticks) window.Plotly.relayout(chart, { "xaxis.nticks": n });
     }
   }
 
@@ -236,6 +283,7 @@
 
   function render() {
     state.renders += 1;
+    pruneCalls();
     const done = window.Plotly.react(chart, traces(), layout(), plotConfig);
     const last = state.bars[state.bars.length - 1];
     // Stable hooks for tests and tooling, set after Plotly holds the same data.
@@ -243,10 +291,81 @@
     chart.dataset.lastBarTime = last ? last.t : "";
     chart.dataset.lastClose = last ? String(last.c) : "";
     chart.dataset.renders = String(state.renders);
+    chart.dataset.calls = String(Object.keys(state.calls).length);
     ui.empty.hidden = state.bars.length > 0;
     renderBarFacts();
     renderPredictionAge();
     return done;
+  }
+
+  // ---- chart overlays: calls, fills, open brackets, equity ----------------------------------------
+
+  /** A call for a bar: the newest one heard of replaces an earlier one of the same bar (a newer version's). */
+  function addCall(p) {
+    const ms = p ? Date.parse(p.bar_timestamp) : NaN;
+    if (!isFinite(ms) || (p.side !== "long" && p.side !== "short")) return false;
+    state.calls[ms] = {
+      bar_timestamp: p.bar_timestamp, side: p.side, confidence: +p.confidence, p_long: +p.p_long,
+      p_short: +p.p_short, version: p.version,
+    };
+    return true;
+  }
+
+  /** Calls of bars that scrolled out of the window are dropped: the map stays as small as the chart. */
+  function pruneCalls() {
+    const first = state.bars[0];
+    if (!first) return;
+    Object.keys(state.calls).forEach(function (ms) { if (Number(ms) < first.ms) delete state.calls[ms]; });
+  }
+
+  /** The server's overlay read (the page's initial data, a refetch, or a resync): replaces what was shown,
+      unless a read started later has already been applied. */
+  function applyOverlays(data, asked) {
+    if (!data || (asked || 0) < state.overlaysShown) return false;
+    state.overlaysShown = asked || 0;
+    (data.predictions || []).forEach(addCall);
+    state.overlaysAccount = data.account === undefined ? null : data.account;
+    state.fills = data.fills || [];
+    state.brackets = data.brackets || [];
+    state.equity = data.equity || [];
+    chart.dataset.overlaysAccount = state.overlaysAccount === null ? "" : String(state.overlaysAccount);
+    chart.dataset.fills = String(state.fills.length);
+    chart.dataset.brackets = String(state.brackets.length);
+    chart.dataset.equityPoints = String(state.equity.length);
+    return true;
+  }
+
+  /** Fills, brackets and equity changed (an account.updated push): read them again, one request at a time; a
+      push that arrives meanwhile asks for one more read once this one is done, so the last state always shows. */
+  function refetchOverlays() {
+    if (state.overlaysFetch === "running" || state.overlaysFetch === "again") {
+      state.overlaysFetch = "again";
+      return;
+    }
+    state.overlaysFetch = "running";
+    const asked = ++state.overlaysAsked;
+    const account = state.account ? state.account.id : state.overlaysAccount;
+    const url = (chart.dataset.overlaysUrl || "/chart/overlays/") + "?" + new URLSearchParams({
+      symbol: state.symbol, timeframe: state.timeframe, account: account === null ? "" : String(account),
+    }).toString();
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok || response.redirected) return null;
+        return response.json();
+      })
+      .then(function (data) {
+        if (data && (state.account ? state.account.id : state.overlaysAccount) === data.account &&
+            applyOverlays(data, asked)) {
+          chart.dataset.overlaysFetched = String(Number(chart.dataset.overlaysFetched || "0") + 1);
+          render();
+        }
+      })
+      .catch(function () { /* the next push or the reconnect's resync reads them again */ })
+      .then(function () {
+        const again = state.overlaysFetch === "again";
+        state.overlaysFetch = "idle";
+        if (again) refetchOverlays();
+      });
   }
 
   // ---- status strip -----------------------------------------------------------------------------
@@ -794,6 +913,7 @@
     } else if (msg.type === "feed.status") {
       applyStatus(msg);
     } else if (msg.type === "prediction.created") {
+      if (addCall(msg) && !state.resuming) render();
       applyPrediction(msg);
     } else if (msg.type === "recommendation.updated") {
       // The last recommendation heard of, shown or not (a hook for tests and for reading the page's state).
@@ -801,6 +921,8 @@
       applyRecommendation(withoutType(msg));
     } else if (msg.type === "account.updated") {
       applyAccount(msg);
+      // Its fills, brackets and equity are not in the push: read them for the shown account.
+      if (msg.account && state.account && msg.account.id === state.account.id) refetchOverlays();
     }
     tick();
   }
@@ -943,6 +1065,7 @@
 
   /** Re-read bars and status from the dashboard page (no navigation). Resolves to ok | unauthorized | gone | error. */
   function resync() {
+    const asked = ++state.overlaysAsked;
     return fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) {
         if (response.redirected && new URL(response.url).pathname === (chart.dataset.loginUrl || "/accounts/login/")) {
@@ -962,6 +1085,7 @@
           (fresh.bars || []).forEach(upsertBar);
           if (fresh.status) applyStatus(fresh.status);
           if ("model" in fresh) state.model = fresh.model;
+          if (fresh.chart) applyOverlays(fresh.chart, asked);
           if (fresh.prediction) applyPrediction(fresh.prediction);
           renderPrediction();
           // The page's own choice (pending first) is the truth after a gap in the stream.
@@ -990,6 +1114,7 @@
   }
 
   initial.bars.forEach(upsertBar);
+  applyOverlays(initial.chart);
   applyStatus(initial.status);
   renderPrediction();
   renderRecommendation();
