@@ -93,3 +93,13 @@ def _workers(*, database_up: bool) -> dict:
     statuses = {q["status"] for q in queues.values()}
     status = "down" if "down" in statuses else ("ok" if statuses == {"ok"} else "unknown")
     return {"status": status, "queues": queues}
+
+
+def workers_brief() -> dict | None:
+    """What the dashboard's status strip shows of the workers: None with eager tasks (embedded mode: no workers),
+    else the overall status and the queues nobody serves."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return None
+    workers = _workers(database_up=True)
+    return {"status": workers["status"],
+            "down": sorted(q for q, state in workers["queues"].items() if state["status"] == "down")}

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import health
 from .domain.calendar import trading_day_start
 from .domain.exposure import EntryExposure, Exposure, exposure, open_trade_loss, working_entry_loss
 from .domain.timeframes import TIMEFRAMES, timeframe_delta
@@ -118,6 +119,8 @@ def feed_status_payload(*, symbol: str, timeframe: str, now: datetime | None = N
         "last_bar_timestamp": status.last_bar_timestamp.isoformat() if status and status.last_bar_timestamp else None,
         "last_bar_age_seconds": round((now - received).total_seconds(), 1) if received else None,
         "server_time": now.isoformat(),
+        # Whether the bars will be decided: a live feed with no worker on a queue is not a working system.
+        "workers": health.workers_brief(),
     }
 
 

@@ -129,3 +129,19 @@ def test_workers_without_a_list_of_queues_reports_those_that_beat(settings):
     assert status == 503
     assert {q: v["status"] for q, v in body["components"]["workers"]["queues"].items()} == {
         "inference": "down", "trading": "ok"}
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+def test_the_feed_status_pushed_to_dashboards_names_the_queues_nobody_serves(settings):
+    from trading import selectors
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.CELERY_QUEUES_SERVED = QUEUES
+    beat("trading", seconds_ago=3)
+    beat("inference", seconds_ago=health.WORKER_STALE_SECONDS + 60)
+
+    assert selectors.feed_status_payload(symbol="NQ", timeframe="1m")["workers"] == {"status": "down",
+                                                                                     "down": ["inference"]}
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # embedded mode: no workers to report
+    assert selectors.feed_status_payload(symbol="NQ", timeframe="1m")["workers"] is None
