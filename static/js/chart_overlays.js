@@ -147,6 +147,8 @@
     const shapes = [], annotations = [];
     brackets.forEach(function (b) {
       const qty = (b.side === "long" ? "+" : "−") + b.quantity;
+      // The highest line's label goes under it: at the top of an autoranged axis it would be cut off above.
+      const top = Math.max.apply(null, [b.price, b.stop_loss, b.take_profit].filter(isFinite));
       [
         { name: "position-entry", y: b.price, color: o.colors.accent, dash: "solid", label: "Entry " + qty },
         { name: "position-stop", y: b.stop_loss, color: o.colors.down, dash: "dash", label: "Stop" },
@@ -158,7 +160,8 @@
           xref: "paper", x0: 0, x1: 1, yref: "y", y0: line.y, y1: line.y, layer: "above",
           line: { color: line.color, width: 1, dash: line.dash },
           label: {
-            text: line.label + " " + o.fmtPrice(line.y), textposition: "start", yanchor: "bottom",
+            text: line.label + " " + o.fmtPrice(line.y), textposition: "start",
+            yanchor: line.y === top ? "top" : "bottom",
             font: { family: o.font, size: 10, color: line.color },
           },
         });

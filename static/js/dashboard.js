@@ -187,7 +187,8 @@
     );
   }
 
-  function layout() {
+  /** `equityPoints`: how many marks the equity panel draws (none: its axis has nothing to say). */
+  function layout(equityPoints) {
     const first = state.bars[0];
     const last = state.bars[state.bars.length - 1];
     const prev = state.bars[state.bars.length - 2];
@@ -240,14 +241,17 @@
       shapes: lastShapes.concat(brackets.shapes),
       annotations: lastAnnotations.concat(brackets.annotations, equity && first ? [{
         name: "equity-title", xref: "paper", x: 0, xanchor: "left", yref: "y3 domain", y: 1, yanchor: "top",
-        text: state.equity.length ? "Equity" + (state.account ? " · " + state.account.name : "")
+        text: equityPoints ? "Equity" + (state.account ? " · " + state.account.name : "")
           : "Equity · no marks for these bars yet",
         showarrow: false, font: { family: FONT, size: 10, color: COLORS.muted },
       }] : []),
     };
     // Only when there is one: Plotly reads every "yaxisN" key, an undefined one included.
     if (equity) {
-      result.yaxis3 = Object.assign({}, axis, { domain: [0, 0.2], side: "right", tickformat: ",.0f", nticks: 3 });
+      result.yaxis3 = Object.assign({}, axis, {
+        domain: [0, 0.2], side: "right", tickformat: ",.0f", nticks: 3, showticklabels: !!equityPoints,
+        showgrid: !!equityPoints,
+      });
     }
     return result;
   }
@@ -284,7 +288,9 @@
   function render() {
     state.renders += 1;
     pruneCalls();
-    const done = window.Plotly.react(chart, traces(), layout(), plotConfig);
+    const data = traces();
+    const equityTrace = data.find(function (t) { return t.meta && t.meta.overlay === "equity"; });
+    const done = window.Plotly.react(chart, data, layout(equityTrace ? equityTrace.x.length : 0), plotConfig);
     const last = state.bars[state.bars.length - 1];
     // Stable hooks for tests and tooling, set after Plotly holds the same data.
     chart.dataset.barCount = String(state.bars.length);

@@ -194,6 +194,8 @@ def test_calls_trades_bracket_lines_and_equity_are_drawn_and_follow_live_pushes(
     domains = page.evaluate("""() => { const l = document.getElementById('chart')._fullLayout;
         return [l.yaxis.domain, l.yaxis2.domain, l.yaxis3.domain]; }""")
     assert domains[2][1] < domains[1][0] < domains[1][1] < domains[0][0], "equity under volume under price"
+    assert page.evaluate("""() => document.getElementById('chart').layout.annotations
+        .filter(a => a.name === 'equity-title').map(a => a.text)""") == ["Equity · paper"]
 
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS_DIR / "dashboard-chart-overlays.png"))
