@@ -113,16 +113,16 @@ def bench_e2e(
         env = _child_env(database_url=_url_with_database(server, database), redis_url=redis_url, var_dir=logs,
                          prefix=prefix)
 
-        say(f"setting up database {database} (migrate, {history_days} days of history, a {preset} model)...")
-        sessions_file = logs / "sessions.json"
-        stack.run("setup", [sys.executable, "-m", "trading.bench_e2e", "setup", "--days", str(history_days),
-                            "--seed", str(seed), "--preset", preset, "--sessions", str(max(client_counts)),
-                            "--out", str(sessions_file)], env=env, timeout=900)
-        sessions = json.loads(sessions_file.read_text())
+        phases = {}
+        clock = time.monotonic()
+        say(f"migrating database {database}...")
+        stack.run("migrate", [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env=env, timeout=600)
+        phases["migrate"] = _lap(clock)
 
+        clock = time.monotonic()
         port = _free_port()
         say(f"starting web :{port}, workers (trading x{trading_concurrency}, inference x{inference_concurrency}, "
-            f"{pool} pool), beat...")
+            f"{pool} pool), beat; meanwhile {history_days} days of history and a {preset} model...")
         stack.start("web", [sys.executable, "-m", "uvicorn", "minhos_site.asgi:application", "--host", "127.0.0.1",
                             "--port", str(port), "--no-access-log", "--forwarded-allow-ips", ""], env=env)
         for queue, count in (("trading", trading_concurrency), ("inference", inference_concurrency)):
@@ -131,22 +131,34 @@ def bench_e2e(
                                             "-n", f"{queue}-{prefix}@%h"], env=env)
         stack.start("beat", [_celery(), "-A", "minhos_site", "beat", "--loglevel", "INFO",
                              "--schedule", str(logs / "celerybeat-schedule")], env=env)
+        # The processes start while the market and its model are made (they load the model on their first bar).
+        sessions_file = logs / "sessions.json"
+        stack.run("setup", [sys.executable, "-m", "trading.bench_e2e", "setup", "--days", str(history_days),
+                            "--seed", str(seed), "--preset", preset, "--sessions", str(max(client_counts)),
+                            "--out", str(sessions_file)], env=env, timeout=900)
+        sessions = json.loads(sessions_file.read_text())
+        phases["history_and_model"] = _lap(clock)
         _wait_ready(f"http://127.0.0.1:{port}", stack)
+        phases["ready"] = _lap(clock)
 
         reader = _Reader(server, database)
         stack.reader = reader
         feed = [sys.executable, "manage.py", "run_feed", "--symbol", SYMBOL, "--timeframe", TIMEFRAME, "--source",
                 "synthetic", "--demo-signal", "--seed", str(seed), "--pace", str(pace)]
         if warmup:
+            clock = time.monotonic()
             say(f"warm-up: {warmup} bars (each worker process loads the model on its first bar)")
             _stream(stack, reader, env, feed, bars=warmup, pace=pace, name="feed-warmup", progress=progress)
+            phases["warmup"] = _lap(clock)
 
         runs, all_rows, all_receipts = [], [], []
         for count in client_counts:
+            clock = time.monotonic()
             say(f"{count} client(s): streaming {bars} bars every {pace}s...")
             run, rows, receipts = _measured_run(stack, reader, env, feed, port=port, sessions=sessions[:count],
                                                 bars=bars, pace=pace, progress=progress)
             runs.append(run)
+            phases[f"run_{count}_clients"] = _lap(clock)
             all_rows.extend(rows)
             all_receipts.extend(receipts)
         result = {
@@ -159,7 +171,7 @@ def bench_e2e(
                                                                 "inference": inference_concurrency, "pool": pool},
                       "cpus": os.cpu_count(), "load_avg_before": [round(v, 2) for v in load_before],
                       "load_avg_after": [round(v, 2) for v in os.getloadavg()],
-                      "seconds": round(time.monotonic() - started, 1)},
+                      "seconds": round(time.monotonic() - started, 1), "phases_s": phases},
         }
         reader.close()
         succeeded = True
@@ -167,7 +179,8 @@ def bench_e2e(
     except CommandError:
         raise
     except Exception as exc:
-        raise CommandError(f"bench e2e failed: {type(exc).__name__}: {exc}\n(logs kept in {logs})") from exc
+        kept = f"\n(logs kept in {logs})" if stack.processes else ""
+        raise CommandError(f"bench e2e failed: {type(exc).__name__}: {exc}{kept}") from exc
     finally:
         stack.stop_all()
         if redis_claimed:
@@ -176,10 +189,14 @@ def bench_e2e(
         if database_made and not keep:
             with contextlib.suppress(Exception):
                 _database_drop(server, database)
-        if succeeded and not keep:
+        if (succeeded and not keep) or not stack.processes:  # logs are kept when there is something to read
             shutil.rmtree(logs, ignore_errors=True)
         elif progress:
             print(f"bench e2e: logs in {logs}", file=sys.stderr)
+
+
+def _lap(since: float) -> float:
+    return round(time.monotonic() - since, 1)
 
 
 # --- one measured run ----------------------------------------------------------------------------------------------
@@ -632,7 +649,8 @@ def _parse_concurrency(text: str) -> tuple[int, int]:
 # --- child process: set up the fresh database ----------------------------------------------------------------------
 
 def _setup_main(args) -> None:
-    """Migrate, store the demo market's history, train and promote a model, sign in one user N times."""
+    """Store the demo market's history, train and promote a model, sign in one user N times (on a migrated
+    database)."""
     import django
 
     django.setup()
@@ -644,7 +662,6 @@ def _setup_main(args) -> None:
 
     from trading import selectors, services
 
-    call_command("migrate", interactive=False, verbosity=0)
     call_command("generate_bars", "--symbol", SYMBOL, "--timeframe", TIMEFRAME, "--days", str(args.days),
                  "--seed", str(args.seed), "--demo-signal")
     call_command("train", "--symbol", SYMBOL, "--timeframe", TIMEFRAME, "--seed", str(args.seed), "--promote",
