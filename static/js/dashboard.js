@@ -440,6 +440,19 @@
     if (isFinite(received)) state.lastBarReceivedMs = received;
     ui.feedSource.textContent = status.source || "";
     ui.feedBadge.title = "Feed source: " + (status.source || "none");
+    applyWorkers(status.workers);
+  }
+
+  /** Deployment only (embedded mode has no workers): whether every queue has a worker taking its tasks. */
+  function applyWorkers(workers) {
+    const item = el("workers-item"), badge = el("workers-badge");
+    if (!item || !badge) return;
+    item.hidden = !workers;
+    if (!workers) return;
+    if (workers.status === "ok") setBadge(badge, "Up", "up");
+    else if (workers.status === "down") setBadge(badge, "Down: " + workers.down.join(", "), "down");
+    else setBadge(badge, "Unknown", "warn");
+    item.dataset.workers = workers.status;
   }
 
   /** Runs every second: ages tick on the browser clock, corrected by the server's offset. */

@@ -626,3 +626,26 @@ def test_a_settled_account_shows_no_settlement_warning(trader_client, nq):
     html = account_panel(trader_client.get(reverse("dashboard"), {"symbol": "NQ"}).content.decode())
     assert text_of(html, "account-settlement") == "OK"
     assert not visible(html, "account-settlement-fault")
+
+
+def test_the_status_strip_names_a_queue_no_worker_serves_and_hides_workers_in_embedded_mode(user_client, nq,
+                                                                                            settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from trading.models import WorkerHeartbeat
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # deployment: workers serve the queues
+    settings.CELERY_QUEUES_SERVED = ("trading", "inference")
+    WorkerHeartbeat.objects.create(queue="trading", hostname="a", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(queue="inference", hostname="b", seen_at=timezone.now() - timedelta(minutes=5))
+
+    page = user_client.get(reverse("dashboard")).content.decode()
+    item = re.search(r'<div class="strip-item" id="workers-item"(.*?)</div>', page, re.S).group(1)
+    assert "hidden" not in item.split(">")[0]
+    assert re.search(r'id="workers-badge" class="badge badge-down">Down: inference<', item)
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # embedded: nothing to show
+    page = user_client.get(reverse("dashboard")).content.decode()
+    assert re.search(r'id="workers-item"\s+hidden', page) or 'id="workers-item" hidden' in page
