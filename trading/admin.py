@@ -15,6 +15,7 @@ from .models import (
     Account,
     AuditEvent,
     Bar,
+    BarWorkflow,
     EquitySnapshot,
     FeedStatus,
     Fill,
@@ -25,6 +26,7 @@ from .models import (
     Recommendation,
     TradingConfig,
     TradingState,
+    WorkerHeartbeat,
 )
 
 
@@ -422,3 +424,32 @@ class EquitySnapshotAdmin(ReadOnlyAdmin):
     list_filter = ("account",)
     list_select_related = ("account",)
     date_hierarchy = "timestamp"
+
+
+@admin.register(BarWorkflow)
+class BarWorkflowAdmin(ReadOnlyAdmin):
+    """Each live bar's way through the decision workflow: where it is, each hop's time, the last error."""
+
+    list_display = ("timestamp", "instrument", "timeframe", "stage", "settle_ms", "decide_ms", "recommendations",
+                    "attempts", "error")
+    list_filter = ("stage", "instrument", "timeframe")
+    list_select_related = ("instrument",)
+    date_hierarchy = "timestamp"
+    search_fields = ("error",)
+
+    @admin.display(description="stored → settled (ms)")
+    def settle_ms(self, obj):
+        return _milliseconds(obj.stored_at, obj.settled_at)
+
+    @admin.display(description="settled → decided (ms)")
+    def decide_ms(self, obj):
+        return _milliseconds(obj.settled_at, obj.decided_at)
+
+
+def _milliseconds(start, end):
+    return round((end - start).total_seconds() * 1000, 1) if start and end else None
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ("queue", "hostname", "seen_at")

@@ -177,3 +177,20 @@ def test_feed_status_alive_column_distrusts_a_running_flag_without_a_recent_hear
     feed_status.heartbeat_at = timezone.now() - timedelta(hours=1)
 
     assert model_admin.alive(feed_status) is False
+
+
+def test_the_admin_lists_each_bars_workflow_with_its_hops_read_only(admin_client):
+    from trading.models import BarWorkflow
+
+    bar = BarFactory(instrument=InstrumentFactory(symbol="NQ"))
+    stored = timezone.now()
+    BarWorkflow.objects.create(bar=bar, instrument=bar.instrument, timeframe=bar.timeframe, timestamp=bar.timestamp,
+                               stage="done", stored_at=stored, touched_at=stored,
+                               settled_at=stored + timedelta(milliseconds=12),
+                               decided_at=stored + timedelta(milliseconds=40), error="decide: boom")
+
+    listing = admin_client.get("/admin/trading/barworkflow/?stage__exact=done").content.decode()
+
+    assert "12.0" in listing and "28.0" in listing and "decide: boom" in listing
+    assert admin_client.get("/admin/trading/barworkflow/add/").status_code == 403
+    assert admin_client.get("/admin/trading/workerheartbeat/").status_code == 200
