@@ -1,0 +1,150 @@
+"""The per-bar workflow through faults, with real processes: a worker killed outright while bars keep coming, and
+Redis gone while the feed keeps storing bars. Either way every bar stored meanwhile ends settled and decided exactly
+once, in bar order, against the settled position; what was superseded meanwhile expired rather than traded; no
+order filled twice; reconcile is clean.
+"""
+import re
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from trading import services
+from trading.models import BarWorkflow, FeedStatus, Recommendation
+from trading.tests.processes import (  # noqa: F401  (fixtures)
+    SUPERSEDED,
+    assert_decided_once,
+    assert_limits_held,
+    assert_settled_and_decided_in_bar_order,
+    assert_sized_against_settled_positions,
+    assert_stale_recommendations_expired,
+    live_workflows,
+    market,
+    process_stack,
+    wait_until_every_bar_is_done,
+)
+
+pytestmark = [pytest.mark.deployment, pytest.mark.workers, pytest.mark.django_db(transaction=True)]
+
+PACE_SECONDS = 0.25
+
+
+def _assert_the_workflow_came_through(market, rows):
+    assert_settled_and_decided_in_bar_order(rows)
+    assert_decided_once(market, rows)
+    assert_stale_recommendations_expired(market, rows)
+    assert_sized_against_settled_positions(market, rows)
+    assert_limits_held(market, rows)
+    assert services.account_reconcile().clean
+
+
+def _in_flight():
+    """A bar whose step has started and not finished (settling, or deciding)."""
+    return (BarWorkflow.objects.filter(stage=BarWorkflow.Stage.STORED, settle_started_at__isnull=False).first()
+            or BarWorkflow.objects.filter(stage=BarWorkflow.Stage.SETTLED, decide_started_at__isnull=False).first())
+
+
+def _superseded_expired(market, bar_ids) -> list:
+    """The recommendations of these bars that are not expired as superseded (expected: none)."""
+    return [(r.bar_timestamp.strftime("%H:%M"), r.account.name, r.state, r.reasons[:1])
+            for r in Recommendation.objects.filter(bar_id__in=bar_ids).select_related("account")
+            if not (r.state == Recommendation.State.EXPIRED and r.reasons and r.reasons[0].startswith(SUPERSEDED))]
+
+
+def test_a_worker_killed_mid_step_while_bars_keep_coming_loses_and_repeats_nothing(process_stack, market):
+    stack = process_stack
+    stack.beat()
+    # One worker serving both queues: killing it stops settling and deciding together.
+    worker = stack.worker(("trading", "inference"), concurrency=2)
+    for i in range(8):  # one at a time: the model is loaded and positions open
+        market.store(i)
+        wait_until_every_bar_is_done(stack, market, expected=i + 1, timeout=60)
+
+    next_bar = 8
+    for _ in range(6):  # back to back, so steps queue up; the kill comes while one of them runs
+        market.store(next_bar)
+        next_bar += 1
+    running = stack.wait_for(_in_flight, 10, "no step was seen running")
+    worker.kill()
+    killed_at = timezone.now()
+
+    down = []
+    for _ in range(16):  # the feed goes on while no worker runs (beat keeps queueing sweeps)
+        down.append(market.store(next_bar).pk)
+        next_bar += 1
+        time.sleep(PACE_SECONDS)
+    assert not BarWorkflow.objects.filter(bar_id__in=down).exclude(stage=BarWorkflow.Stage.STORED).exists()
+
+    stack.worker(("trading", "inference"), concurrency=2)
+    for _ in range(16):
+        market.store(next_bar)
+        next_bar += 1
+        time.sleep(PACE_SECONDS)
+    rows = wait_until_every_bar_is_done(stack, market, expected=next_bar, timeout=60)
+
+    _assert_the_workflow_came_through(market, rows)
+    # The step the kill interrupted ran again to its end (its bar's steps started more than once each).
+    running.refresh_from_db()
+    assert running.attempts > 2, f"bar {running.timestamp:%H:%M} was in flight at the kill, then {running}"
+    # Every bar stored while no worker ran, but the last, was decided after a later bar had come: expired.
+    assert _superseded_expired(market, down[:-1]) == []
+    assert all(r.settle_started_at > killed_at for r in rows if r.bar_id in down)
+    assert "Traceback" not in stack.logs("worker"), stack.logs("worker")[-5000:]
+
+
+FEED_PACE = 0.2
+OUTAGE_BARS = 20  # bars the feed must store while Redis is down (about 5 s at its pace)
+
+
+def test_redis_down_the_feed_keeps_storing_and_every_bar_is_settled_and_decided_once_it_is_back(process_stack,
+                                                                                                  market):
+    stack = process_stack
+    nq = market.instrument
+    stack.beat()
+    workers = [stack.worker(["trading"], concurrency=2), stack.worker(["inference"], concurrency=2)]
+    feed = stack.feed("--symbol", "NQ", "--timeframe", "1m", "--source", "synthetic", "--pace", str(FEED_PACE),
+                      "--seed", "7")
+
+    def done_count():
+        return BarWorkflow.objects.filter(instrument=nq, stage=BarWorkflow.Stage.DONE).count()
+
+    stack.wait_for(lambda: done_count() >= 10, 60, lambda: f"only {done_count()} bars done before the outage")
+
+    status = FeedStatus.objects.get(instrument=nq, timeframe="1m")
+    stack.redis.stop()
+    down_at = timezone.now()
+    stored_before = BarWorkflow.objects.filter(instrument=nq).count()
+
+    def stored_since(moment):
+        return BarWorkflow.objects.filter(instrument=nq, stored_at__gt=moment).count()
+
+    stack.wait_for(lambda: stored_since(down_at) >= OUTAGE_BARS, 20,
+                   lambda: f"the feed stored {stored_since(down_at)} bars while Redis was down")
+    beat_during = FeedStatus.objects.get(pk=status.pk).heartbeat_at
+    stack.redis.start()
+    up_at = timezone.now()
+    outage = (up_at - down_at).total_seconds()
+    during = stored_since(down_at)
+
+    stack.wait_for(lambda: stored_since(up_at) >= 10, 20, "the feed stored no bars after Redis came back")
+    feed.stop()  # SIGTERM: the feed stops cleanly
+    rows = wait_until_every_bar_is_done(stack, market, expected=BarWorkflow.objects.filter(instrument=nq).count(),
+                                        timeout=60)
+
+    # The feed stored at its pace throughout, its heartbeat moving, nothing waiting on Redis.
+    assert during >= 0.6 * outage / FEED_PACE, f"{during} bars stored in {outage:.1f} s of outage"
+    assert beat_during > down_at + timedelta(seconds=1)
+    _assert_the_workflow_came_through(market, rows)
+    outage_bars = [r.bar_id for r in rows if down_at < r.stored_at < up_at]
+    assert len(outage_bars) == during and stored_before + during <= len(rows)
+    # Each was decided after Redis came back, by then superseded by a later bar: expired, not offered.
+    assert _superseded_expired(market, outage_bars[:-1]) == []
+    assert all(r.settle_started_at > down_at for r in rows if r.bar_id in outage_bars)
+    # The outage is in the feed's log a bounded number of times, not once per bar.
+    log = stack.logs("feed")
+    mentions = [line for line in log.splitlines()
+                if re.search(r"redis|broker|channel layer|connection|queue", line, re.IGNORECASE)]
+    assert 1 <= len(mentions) <= 6, "\n".join(mentions[:40])
+    assert "Traceback" not in log, log[-5000:]
+    assert all(worker.alive() for worker in workers)
