@@ -64,6 +64,8 @@ class ManagedProcess(LiveServer):
     def __init__(self, *, name: str, ready_line: str, **kwargs):
         self.name = name
         self.ready_line = ready_line
+        self.ended_by_test = False  # killed or stopped on purpose, not exited by itself
+        self.restart: Callable[[], ManagedProcess] | None = None
         super().__init__(**kwargs)
 
     def state(self) -> str:
@@ -79,8 +81,13 @@ class ManagedProcess(LiveServer):
         if not self.alive():
             raise AssertionError(f"{self.name} exited before it was ready\n{log_tails([self])}")
 
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.ended_by_test = True
+        return super().stop(sig)
+
     def kill(self) -> None:
         """SIGKILL the whole process group (the Celery parent and its pool children together), as a crash would."""
+        self.ended_by_test = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
@@ -97,6 +104,7 @@ class ProcessStack:
         self.redis_url = redis_url
         self.processes: list[ManagedProcess] = []
         self._starts: dict[str, int] = {}
+        self.exits: list[str] = []  # workers that exited by themselves, with the lines that say why
 
     def env(self) -> dict[str, str]:
         return {
@@ -110,7 +118,7 @@ class ProcessStack:
             "CHANNELS_PREFIX": f"test-{self.tmp_path.name[-12:]}",
         }
 
-    def _start(self, name: str, command: list[str], ready_line: str) -> ManagedProcess:
+    def _start(self, name: str, command: list[str], ready_line: str, wait: bool) -> ManagedProcess:
         count = self._starts[name] = self._starts.get(name, 0) + 1
         process = ManagedProcess(
             name=f"{name}#{count}", ready_line=ready_line, command=command, env=self.env(),
@@ -119,26 +127,51 @@ class ProcessStack:
             remove_env=("CONN_MAX_AGE",),
         )
         self.processes.append(process)
-        process.wait_ready()
+        if wait:
+            process.wait_ready()
         return process
 
-    def worker(self, queues: Iterable[str] = ("trading", "inference"), *, concurrency: int = 2) -> ManagedProcess:
-        """A Celery worker serving `queues` with `concurrency` pool processes, once it says it is ready."""
-        return self._start("worker", [
+    def worker(self, queues: Iterable[str], *, concurrency: int = 2, wait: bool = True) -> ManagedProcess:
+        """A Celery worker serving `queues` with `concurrency` pool processes (once it says it is ready)."""
+        queues = list(queues)
+        process = self._start("worker", [
             sys.executable, "-m", "celery", "-A", "minhos_site", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "-Q", ",".join(queues), "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
             "--without-mingle",  # nobody else on this Redis to synchronise with: a second quicker start
-        ], ready_line=" ready.")
+        ], ready_line=" ready.", wait=wait)
+        process.restart = lambda: self.worker(queues, concurrency=concurrency, wait=False)
+        return process
 
-    def beat(self) -> ManagedProcess:
+    def restart_exited_workers(self) -> None:
+        """What the process supervisor does in production (a role that dies is started again): a worker that exited
+        by itself is replaced, and its exit recorded in `exits` with the log lines saying why, for the test to
+        report once it has checked that the workflow recovered."""
+        for process in list(self.processes):
+            if process.restart is not None and not process.ended_by_test and not process.alive():
+                process.ended_by_test = True  # replaced once
+                log = process.log_text().splitlines()
+                why = [line for line in log if "CRITICAL" in line or "Unrecoverable" in line] or log[-5:]
+                self.exits.append(f"{process.name} exited with code {process.process.returncode}: "
+                                  + " | ".join(why[:5]) + f" (log: {process.log_path})")
+                process.restart()
+
+    def workers(self, *queue_lists: Iterable[str], concurrency: int = 2) -> list[ManagedProcess]:
+        """One worker per list of queues, started together, once all are ready."""
+        started = [self.worker(queues, concurrency=concurrency, wait=False) for queues in queue_lists]
+        for process in started:
+            process.wait_ready()
+        return started
+
+    def beat(self, *, wait: bool = True) -> ManagedProcess:
         return self._start("beat", [
             sys.executable, "-m", "celery", "-A", "minhos_site", "beat", "--loglevel", "INFO",
             "--pidfile", str(self.tmp_path / "beat.pid"), "--schedule", str(self.tmp_path / "beat-schedule"),
-        ], ready_line="beat: Starting...")
+        ], ready_line="beat: Starting...", wait=wait)
 
-    def feed(self, *arguments: str) -> ManagedProcess:
-        """`manage.py run_feed` with these arguments, once it has said what it feeds."""
-        return self._start("feed", [sys.executable, "manage.py", "run_feed", *arguments], ready_line="feed ")
+    def feed(self, *arguments: str, wait: bool = True) -> ManagedProcess:
+        """`manage.py run_feed` with these arguments (once it has said what it feeds)."""
+        return self._start("feed", [sys.executable, "manage.py", "run_feed", *arguments], ready_line="feed ",
+                           wait=wait)
 
     def wait_for(self, condition: Callable[[], object], timeout: float, message: str | Callable[[], str]) -> object:
         return wait_for(condition, timeout, message, processes=self.processes)
@@ -148,11 +181,15 @@ class ProcessStack:
         return "\n".join(p.log_text() for p in self.processes if p.name.split("#")[0] == name)
 
     def stop_all(self) -> None:
-        for process in reversed(self.processes):
+        """SIGTERM every process still running at once (they shut down together), then wait for each; stragglers
+        of each process group are killed and the logs closed (see LiveServer.stop)."""
+        for process in self.processes:
+            process.ended_by_test = True
             if process.alive():
-                process.stop()
-            else:
-                process.stop()  # closes the log; kills stragglers of the group, if any
+                with contextlib.suppress(ProcessLookupError):
+                    process.process.send_signal(signal.SIGTERM)
+        for process in reversed(self.processes):
+            process.stop()
 
 
 @contextlib.contextmanager
@@ -321,10 +358,15 @@ def live_workflows(market: Market) -> list:
     return list(BarWorkflow.objects.filter(instrument=market.instrument, timeframe="1m").order_by("timestamp"))
 
 
-def wait_until_every_bar_is_done(stack: ProcessStack, market: Market, *, expected: int, timeout: float) -> list:
+def wait_until_every_bar_is_done(stack: ProcessStack, market: Market, *, expected: int, timeout: float,
+                                 supervise: bool = False) -> list:
+    """The live bars' workflow rows once `expected` bars are stored and every one is done; with `supervise`, a
+    worker that exits meanwhile is started again (ProcessStack.restart_exited_workers)."""
     from trading.models import BarWorkflow
 
     def done():
+        if supervise:
+            stack.restart_exited_workers()
         rows = BarWorkflow.objects.filter(instrument=market.instrument, timeframe="1m")
         return rows.count() == expected and not rows.exclude(stage=BarWorkflow.Stage.DONE).exists()
 

@@ -39,10 +39,10 @@ def _assert_the_workflow_came_through(market, rows):
     assert services.account_reconcile().clean
 
 
-def _in_flight():
-    """A bar whose step has started and not finished (settling, or deciding)."""
-    return (BarWorkflow.objects.filter(stage=BarWorkflow.Stage.STORED, settle_started_at__isnull=False).first()
-            or BarWorkflow.objects.filter(stage=BarWorkflow.Stage.SETTLED, decide_started_at__isnull=False).first())
+def _in_flight() -> list:
+    """The bars whose step has started and not finished (settling, or deciding)."""
+    return list(BarWorkflow.objects.filter(stage=BarWorkflow.Stage.STORED, settle_started_at__isnull=False)
+                | BarWorkflow.objects.filter(stage=BarWorkflow.Stage.SETTLED, decide_started_at__isnull=False))
 
 
 def _superseded_expired(market, bar_ids) -> list:
@@ -52,22 +52,25 @@ def _superseded_expired(market, bar_ids) -> list:
             if not (r.state == Recommendation.State.EXPIRED and r.reasons and r.reasons[0].startswith(SUPERSEDED))]
 
 
-def test_a_worker_killed_mid_step_while_bars_keep_coming_loses_and_repeats_nothing(process_stack, market):
+def test_workers_killed_mid_step_while_bars_keep_coming_lose_and_repeat_nothing(process_stack, market):
     stack = process_stack
-    stack.beat()
-    # One worker serving both queues: killing it stops settling and deciding together.
-    worker = stack.worker(("trading", "inference"), concurrency=2)
+    beat = stack.beat(wait=False)
+    workers = stack.workers(["trading"], ["inference"], concurrency=2)
+    beat.wait_ready()
     for i in range(8):  # one at a time: the model is loaded and positions open
         market.store(i)
         wait_until_every_bar_is_done(stack, market, expected=i + 1, timeout=60)
 
     next_bar = 8
-    for _ in range(6):  # back to back, so steps queue up; the kill comes while one of them runs
+    for _ in range(6):  # back to back, so steps queue up; the kill comes while some of them run
         market.store(next_bar)
         next_bar += 1
-    running = stack.wait_for(_in_flight, 10, "no step was seen running")
-    worker.kill()
+    stack.wait_for(_in_flight, 10, "no step was seen running")
+    for worker in workers:  # the machine dies: both workers, each with its pool, at once
+        worker.kill()
     killed_at = timezone.now()
+    interrupted = _in_flight()  # nothing runs any more: what is in flight now was cut off mid-step
+    assert interrupted, "the kill came between steps"
 
     down = []
     for _ in range(16):  # the feed goes on while no worker runs (beat keeps queueing sweeps)
@@ -76,7 +79,7 @@ def test_a_worker_killed_mid_step_while_bars_keep_coming_loses_and_repeats_nothi
         time.sleep(PACE_SECONDS)
     assert not BarWorkflow.objects.filter(bar_id__in=down).exclude(stage=BarWorkflow.Stage.STORED).exists()
 
-    stack.worker(("trading", "inference"), concurrency=2)
+    workers = stack.workers(["trading"], ["inference"], concurrency=2)
     for _ in range(16):
         market.store(next_bar)
         next_bar += 1
@@ -84,12 +87,14 @@ def test_a_worker_killed_mid_step_while_bars_keep_coming_loses_and_repeats_nothi
     rows = wait_until_every_bar_is_done(stack, market, expected=next_bar, timeout=60)
 
     _assert_the_workflow_came_through(market, rows)
-    # The step the kill interrupted ran again to its end (its bar's steps started more than once each).
-    running.refresh_from_db()
-    assert running.attempts > 2, f"bar {running.timestamp:%H:%M} was in flight at the kill, then {running}"
+    # Each step the kill cut off ran again, to its end (its bar's steps started more than once each).
+    for row in interrupted:
+        row.refresh_from_db()
+        assert row.attempts > 2, f"bar {row.timestamp:%H:%M} was cut off mid-step, then {row} ({row.attempts})"
     # Every bar stored while no worker ran, but the last, was decided after a later bar had come: expired.
     assert _superseded_expired(market, down[:-1]) == []
     assert all(r.settle_started_at > killed_at for r in rows if r.bar_id in down)
+    assert all(worker.alive() for worker in workers)
     assert "Traceback" not in stack.logs("worker"), stack.logs("worker")[-5000:]
 
 
@@ -101,8 +106,9 @@ def test_redis_down_the_feed_keeps_storing_and_every_bar_is_settled_and_decided_
                                                                                                   market):
     stack = process_stack
     nq = market.instrument
-    stack.beat()
-    workers = [stack.worker(["trading"], concurrency=2), stack.worker(["inference"], concurrency=2)]
+    beat = stack.beat(wait=False)
+    workers = stack.workers(["trading"], ["inference"], concurrency=2)
+    beat.wait_ready()
     feed = stack.feed("--symbol", "NQ", "--timeframe", "1m", "--source", "synthetic", "--pace", str(FEED_PACE),
                       "--seed", "7")
 
@@ -129,8 +135,9 @@ def test_redis_down_the_feed_keeps_storing_and_every_bar_is_settled_and_decided_
 
     stack.wait_for(lambda: stored_since(up_at) >= 10, 20, "the feed stored no bars after Redis came back")
     feed.stop()  # SIGTERM: the feed stops cleanly
+    # A worker that exits meanwhile is started again, as the supervisor does in production; reported below.
     rows = wait_until_every_bar_is_done(stack, market, expected=BarWorkflow.objects.filter(instrument=nq).count(),
-                                        timeout=60)
+                                        timeout=60, supervise=True)
 
     # The feed stored at its pace throughout, its heartbeat moving, nothing waiting on Redis.
     assert during >= 0.6 * outage / FEED_PACE, f"{during} bars stored in {outage:.1f} s of outage"
@@ -147,4 +154,10 @@ def test_redis_down_the_feed_keeps_storing_and_every_bar_is_settled_and_decided_
                 if re.search(r"redis|broker|channel layer|connection|queue", line, re.IGNORECASE)]
     assert 1 <= len(mentions) <= 6, "\n".join(mentions[:40])
     assert "Traceback" not in log, log[-5000:]
+    # The workers rode out the outage (reconnected) rather than exiting. Known to fail about every other run: a
+    # worker whose consumer was waiting in BRPOP with a task unacknowledged (acks_late) when Redis went away exits
+    # with "Unrecoverable error: AttributeError('NoneType' object has no attribute 'hostname')" (kombu's Redis
+    # Channel.close raises on the pending BRPOP read, and the second close restores the unacknowledged messages
+    # through a transport the connection's collect() has already cleared).
+    assert stack.exits == [], "\n".join(stack.exits)
     assert all(worker.alive() for worker in workers)

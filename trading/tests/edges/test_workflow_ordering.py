@@ -36,9 +36,10 @@ BURST = range(40, 52)  # ...except for these, stored back to back: the steps of 
 
 def test_real_workers_settle_and_decide_every_bar_in_order_against_the_settled_position(process_stack, market):
     stack = process_stack
-    stack.beat()
+    beat = stack.beat(wait=False)
     # As the Procfile runs them: one worker per queue, two pool processes each.
-    workers = [stack.worker(["trading"], concurrency=2), stack.worker(["inference"], concurrency=2)]
+    workers = stack.workers(["trading"], ["inference"], concurrency=2)
+    beat.wait_ready()
     for i in range(WARM_UP):
         market.store(i)
         wait_until_every_bar_is_done(stack, market, expected=i + 1, timeout=60)
