@@ -19,7 +19,6 @@ from trading.tests.processes import (  # noqa: F401  (fixtures)
     assert_settled_and_decided_in_bar_order,
     assert_sized_against_settled_positions,
     assert_stale_recommendations_expired,
-    live_workflows,
     market,
     process_stack,
     wait_until_every_bar_is_done,
@@ -66,8 +65,7 @@ def test_workers_killed_mid_step_while_bars_keep_coming_lose_and_repeat_nothing(
         market.store(next_bar)
         next_bar += 1
     stack.wait_for(_in_flight, 10, "no step was seen running")
-    for worker in workers:  # the machine dies: both workers, each with its pool, at once
-        worker.kill()
+    stack.kill(*workers)  # the machine dies: both workers, each with its pool, at once
     killed_at = timezone.now()
     interrupted = _in_flight()  # nothing runs any more: what is in flight now was cut off mid-step
     assert interrupted, "the kill came between steps"
@@ -120,39 +118,36 @@ def test_redis_down_the_feed_keeps_storing_and_every_bar_is_settled_and_decided_
     status = FeedStatus.objects.get(instrument=nq, timeframe="1m")
     stack.redis.stop()
     down_at = timezone.now()
-    stored_before = BarWorkflow.objects.filter(instrument=nq).count()
 
     def stored_since(moment):
         return BarWorkflow.objects.filter(instrument=nq, stored_at__gt=moment).count()
 
     stack.wait_for(lambda: stored_since(down_at) >= OUTAGE_BARS, 20,
                    lambda: f"the feed stored {stored_since(down_at)} bars while Redis was down")
-    beat_during = FeedStatus.objects.get(pk=status.pk).heartbeat_at
+    heartbeat_during = FeedStatus.objects.get(pk=status.pk).heartbeat_at
+    restart_at = timezone.now()
     stack.redis.start()
-    up_at = timezone.now()
-    outage = (up_at - down_at).total_seconds()
-    during = stored_since(down_at)
 
-    stack.wait_for(lambda: stored_since(up_at) >= 10, 20, "the feed stored no bars after Redis came back")
+    stack.wait_for(lambda: stored_since(restart_at) >= 10, 20, "the feed stored no bars after Redis came back")
     feed.stop()  # SIGTERM: the feed stops cleanly
     # A worker that exits meanwhile is started again, as the supervisor does in production; reported below.
     rows = wait_until_every_bar_is_done(stack, market, expected=BarWorkflow.objects.filter(instrument=nq).count(),
                                         timeout=60, supervise=True)
 
-    # The feed stored at its pace throughout, its heartbeat moving, nothing waiting on Redis.
-    assert during >= 0.6 * outage / FEED_PACE, f"{during} bars stored in {outage:.1f} s of outage"
-    assert beat_during > down_at + timedelta(seconds=1)
+    # The feed stored bars at its pace while Redis was down, its heartbeat moving: nothing waited on Redis.
+    outage = (restart_at - down_at).total_seconds()
+    outage_bars = [r.bar_id for r in rows if down_at < r.stored_at <= restart_at]
+    assert len(outage_bars) >= 0.6 * outage / FEED_PACE, f"{len(outage_bars)} bars stored in {outage:.1f} s down"
+    assert heartbeat_during > down_at + timedelta(seconds=1)
     _assert_the_workflow_came_through(market, rows)
-    outage_bars = [r.bar_id for r in rows if down_at < r.stored_at < up_at]
-    assert len(outage_bars) == during and stored_before + during <= len(rows)
-    # Each was decided after Redis came back, by then superseded by a later bar: expired, not offered.
+    # Each was settled once Redis was back, and decided once a later bar had come: expired, not offered.
+    assert all(r.settle_started_at > restart_at for r in rows if r.bar_id in outage_bars)
     assert _superseded_expired(market, outage_bars[:-1]) == []
-    assert all(r.settle_started_at > down_at for r in rows if r.bar_id in outage_bars)
     # The outage is in the feed's log a bounded number of times, not once per bar.
     log = stack.logs("feed")
     mentions = [line for line in log.splitlines()
                 if re.search(r"redis|broker|channel layer|connection|queue", line, re.IGNORECASE)]
-    assert 1 <= len(mentions) <= 6, "\n".join(mentions[:40])
+    assert 2 <= len(mentions) <= 6, "\n".join(mentions[:40])
     assert "Traceback" not in log, log[-5000:]
     # The workers rode out the outage (reconnected) rather than exiting. Known to fail about every other run: a
     # worker whose consumer was waiting in BRPOP with a task unacknowledged (acks_late) when Redis went away exits
