@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 SYMBOL, TIMEFRAME = "NQ", "1m"
-# Message type -> (key in the result, where the bar's time is in the message).
+# Message type -> its latency's name in the result.
 WATCHED = {
     "bar.closed": "bar",
     "prediction.created": "prediction",
@@ -76,6 +76,7 @@ def bench_e2e(
     redis_url: str | None = None,
     keep: bool = False,
     progress: bool | None = None,
+    deflate: bool = True,
 ) -> dict:
     """Bring up deployment mode, stream `warmup` then, per client count, `bars` bars, and return the figures.
 
@@ -83,6 +84,7 @@ def bench_e2e(
     inference queue ("1,2"); `pool`: Celery's pool (prefork, threads, solo); `database_url` / `redis_url`: the
     servers (default: the configured ones), on which it makes the database `database` and uses Redis database
     `redis_db`, refusing one that is not empty unless `flush`. `keep` leaves the database and the logs behind.
+    `deflate`: the clients offer per-message compression, as browsers do.
     """
     from django.core.management.base import CommandError
 
@@ -104,6 +106,7 @@ def bench_e2e(
     redis_claimed = database_made = False
     load_before = os.getloadavg()
     started = time.monotonic()
+    previous_sigterm = _stop_cleanly_on_sigterm()
     try:
         _redis_claim(redis_url, flush=flush)
         redis_claimed = True
@@ -156,7 +159,7 @@ def bench_e2e(
             clock = time.monotonic()
             say(f"{count} client(s): streaming {bars} bars every {pace}s...")
             run, rows, receipts = _measured_run(stack, reader, env, feed, port=port, sessions=sessions[:count],
-                                                bars=bars, pace=pace, progress=progress)
+                                                bars=bars, pace=pace, progress=progress, deflate=deflate)
             runs.append(run)
             phases[f"run_{count}_clients"] = _lap(clock)
             all_rows.extend(rows)
@@ -193,6 +196,22 @@ def bench_e2e(
             shutil.rmtree(logs, ignore_errors=True)
         elif progress:
             print(f"bench e2e: logs in {logs}", file=sys.stderr)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _stop_cleanly_on_sigterm():
+    """SIGTERM ends the bench through its clean-up (Python's default would leave its processes running); returns
+    the handler it replaced (None off the main thread, where handlers cannot be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _lap(since: float) -> float:
@@ -201,28 +220,38 @@ def _lap(since: float) -> float:
 
 # --- one measured run ----------------------------------------------------------------------------------------------
 
-def _measured_run(stack, reader, env, feed, *, port, sessions, bars, pace, progress):
+def _measured_run(stack, reader, env, feed, *, port, sessions, bars, pace, progress, deflate):
     clients_out = stack.logs / f"clients-{len(sessions)}.json"
     sessions_file = stack.logs / f"sessions-{len(sessions)}.json"
     sessions_file.write_text(json.dumps(sessions))
     watcher = stack.start(f"clients-{len(sessions)}", [
         sys.executable, "-m", "trading.bench_e2e", "clients", "--url", f"ws://127.0.0.1:{port}/ws/market/{SYMBOL}/"
         f"{TIMEFRAME}/", "--origin", f"http://127.0.0.1:{port}", "--sessions", str(sessions_file),
-        "--out", str(clients_out)], env=env, stdout_pipe=True)
+        "--out", str(clients_out), *([] if deflate else ["--no-deflate"])], env=env, stdout_pipe=True)
     watcher.wait_for_line("ready", CLIENTS_TIMEOUT)
     after = reader.latest_timestamp()
-    _stream(stack, reader, env, feed, bars=bars, pace=pace, name=f"feed-{len(sessions)}", progress=progress)
+    cpu_before, wall = stack.cpu(), time.monotonic()
+    feed_cpu = _stream(stack, reader, env, feed, bars=bars, pace=pace, name=f"feed-{len(sessions)}",
+                       progress=progress)
     time.sleep(GRACE_SECONDS)
+    cpu_after, wall = stack.cpu(), time.monotonic() - wall
     watcher.stop(sig=signal.SIGINT, timeout=30)
     if not clients_out.exists():
         raise RuntimeError(f"the websocket clients wrote no results:\n{watcher.tail()}")
     watched = _load_watched(clients_out)
     rows = reader.rows(after=after)
-    return _run_figures(len(sessions), rows, watched), rows, _receipts(rows, watched)
+    figures = _run_figures(len(sessions), rows, watched)
+    # CPU seconds each process used while the bars streamed (two cores give 2 s per second of wall time).
+    cpu = {"clients" if name.startswith("clients") else name: round(cpu_after[name] - cpu_before.get(name, 0.0), 1)
+           for name in cpu_after}
+    figures["cpu_s"] = {"wall": round(wall, 1), **cpu, "feed": round(feed_cpu, 1)}
+    figures["client_process"] = watched.get("process")
+    return figures, rows, _receipts(rows, watched)
 
 
-def _stream(stack, reader, env, feed, *, bars, pace, name, progress):
-    """Run the feed for `bars` bars, then wait until every bar's workflow has finished (bounded)."""
+def _stream(stack, reader, env, feed, *, bars, pace, name, progress) -> float:
+    """Run the feed for `bars` bars, then wait until every bar's workflow has finished (bounded); returns the
+    feed's CPU seconds (sampled while it runs)."""
     from tqdm import tqdm
 
     after = reader.latest_timestamp()
@@ -230,10 +259,12 @@ def _stream(stack, reader, env, feed, *, bars, pace, name, progress):
     bar = tqdm(total=bars, desc=name, unit="bar", file=sys.stderr, disable=not progress, leave=False)
     deadline = time.monotonic() + bars * pace + 120
     finished_at = None
+    feed_cpu = 0.0
     try:
         while True:
             done, total = reader.progress(after=after)
             bar.update(done - bar.n)
+            feed_cpu = max(feed_cpu, _cpu_seconds(process.process.pid))
             code = process.process.poll()
             if code is not None and code != 0:
                 raise RuntimeError(f"the feed exited with code {code}:\n{process.tail()}")
@@ -242,7 +273,7 @@ def _stream(stack, reader, env, feed, *, bars, pace, name, progress):
                 if total < bars:
                     raise RuntimeError(f"the feed stopped after {total} of {bars} bars:\n{process.tail()}")
                 if done >= total or time.monotonic() - finished_at > SETTLE_TIMEOUT:
-                    return
+                    return feed_cpu
             if time.monotonic() > deadline + SETTLE_TIMEOUT:
                 raise RuntimeError(f"{name}: {done} of {bars} bars decided before the deadline:\n"
                                    f"{stack.tails()}")
@@ -432,6 +463,11 @@ class _Stack:
         if code != 0:
             raise RuntimeError(f"{name} exited with code {code}:\n{process.tail()}")
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each running process group (web, workers with their pool, beat, clients)."""
+        return {p.name: _cpu_seconds(p.process.pid) for p in self.processes if p.process.poll() is None
+                and not p.name.startswith("feed")}
+
     def tails(self) -> str:
         return "\n".join(process.tail(15) for process in self.processes if process.process.poll() is None)
 
@@ -441,6 +477,23 @@ class _Stack:
             self.reader.close()
         for process in reversed(self.processes):
             process.stop()
+
+
+def _cpu_seconds(group: int) -> float:
+    """User + system CPU seconds of the live processes of a process group (Linux /proc; 0 elsewhere)."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it exited meanwhile
+            if int(fields[2]) == group:  # fields after the name: state, ppid, pgrp, ..., utime (12th), stime (13th)
+                total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def _celery() -> str:
@@ -457,7 +510,9 @@ def _child_env(*, database_url: str, redis_url: str, var_dir: Path, prefix: str)
     env = {key: value for key, value in os.environ.items() if key not in NOT_INHERITED}
     return {**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": secrets.token_urlsafe(50),
             "MINHOS_INSECURE_HTTP": "1", "MINHOS_VAR_DIR": str(var_dir), "CHANNELS_PREFIX": prefix,
-            "CACHE_PREFIX": prefix, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "minhos_site.settings"}
+            "CACHE_PREFIX": prefix, "PYTHONUNBUFFERED": "1",
+            # The caller's settings module (a variant under test), else the project's.
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "minhos_site.settings")}
 
 
 def _wait_ready(url: str, stack: _Stack) -> None:
@@ -518,9 +573,16 @@ def _url_with_database(server: dict, database: str) -> str:
 
 
 def _database_create(server: dict, database: str) -> None:
+    """The database, made afresh; refused while anything is connected to it (another bench e2e running)."""
+    from django.core.management.base import CommandError
     from psycopg import sql
 
     with _connect(server, "postgres") as connection:
+        sessions = connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                      [database]).fetchone()[0]
+        if sessions:
+            raise CommandError(f"database {database} has {sessions} open session(s): is another bench e2e running? "
+                               "It is dropped and made afresh, so it must be nobody else's.")
         connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
@@ -688,10 +750,10 @@ def _setup_main(args) -> None:
 
 def _clients_main(args) -> None:
     sessions = json.loads(Path(args.sessions).read_text())
-    asyncio.run(_watch(args.url, args.origin, sessions, Path(args.out)))
+    asyncio.run(_watch(args.url, args.origin, sessions, Path(args.out), deflate=not args.no_deflate))
 
 
-async def _watch(url: str, origin: str, sessions: list[str], out: Path) -> None:
+async def _watch(url: str, origin: str, sessions: list[str], out: Path, *, deflate: bool = True) -> None:
     """Open one websocket per session, say "ready", record each message's receipt until SIGINT/SIGTERM, write them.
 
     Per client and message type, the first receipt of each bar (later messages of a bar, such as its recommendation
@@ -714,7 +776,7 @@ async def _watch(url: str, origin: str, sessions: list[str], out: Path) -> None:
             # Like a browser: the session cookie and the page's origin; no proxy; per-message deflate on.
             sockets[index] = socket_ = await connect(
                 url, additional_headers={"Cookie": f"sessionid={sessions[index]}", "Origin": origin}, proxy=None,
-                open_timeout=CLIENTS_TIMEOUT, max_queue=None)
+                open_timeout=CLIENTS_TIMEOUT, max_queue=None, compression="deflate" if deflate else None)
             greeting = json.loads(await asyncio.wait_for(socket_.recv(), CLIENTS_TIMEOUT))
             if greeting.get("type") != "feed.status":
                 raise RuntimeError(f"unexpected first message {greeting.get('type')!r}")
@@ -739,13 +801,30 @@ async def _watch(url: str, origin: str, sessions: list[str], out: Path) -> None:
     await asyncio.gather(*(open_one(i) for i in range(len(sessions))))
     print(f"ready {len(sessions)} in {time.monotonic() - started:.1f}s", flush=True)
     listeners = [asyncio.create_task(listen(i)) for i in range(len(sessions))]
+    lags = []
+
+    async def lag_probe() -> None:
+        # How late this process's event loop wakes up: receipt times are late by as much when it is busy.
+        while True:
+            planned = time.monotonic() + 0.01
+            await asyncio.sleep(0.01)
+            lags.append((time.monotonic() - planned) * 1000)
+
+    probe = asyncio.create_task(lag_probe())
+    cpu, wall = time.process_time(), time.monotonic()
     await stop.wait()
-    for task in listeners:
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    for task in [*listeners, probe]:
         task.cancel()
     await asyncio.gather(*listeners, return_exceptions=True)
     await asyncio.gather(*(s.close() for s in sockets if s is not None), return_exceptions=True)
+    lags.sort()
     payload = {"clients": [{**c, "received": {t: list(v.items()) for t, v in c["received"].items()}}
-                           for c in clients]}
+                           for c in clients],
+               "process": {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "loop_lag_ms": {
+                   "p50": round(lags[len(lags) // 2], 1) if lags else None,
+                   "p99": round(lags[int(len(lags) * 0.99)], 1) if lags else None,
+                   "max": round(lags[-1], 1) if lags else None}}}
     out.write_text(json.dumps(payload))
 
 
@@ -770,6 +849,7 @@ def main(argv: list[str] | None = None) -> None:
     clients.add_argument("--origin", required=True)
     clients.add_argument("--sessions", required=True)
     clients.add_argument("--out", required=True)
+    clients.add_argument("--no-deflate", action="store_true")
     args = parser.parse_args(argv)
     (_setup_main if args.role == "setup" else _clients_main)(args)
 
