@@ -5,6 +5,24 @@ import pytest
 from django.conf import settings as django_settings
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n N` (xdist's default --dist load, as make test runs both passes): load, with the units and the
+    order of minhos_site/tests/xdist_scheduling.py. Any other --dist is xdist's own."""
+    if config.getvalue("dist") != "load":
+        return None
+    from minhos_site.tests.xdist_scheduling import SuiteScheduling
+
+    return SuiteScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)  # called before pytest-django's own (also tryfirst, registered before this file)
+def pytest_collection_modifyitems(items):
+    from minhos_site.tests.xdist_scheduling import order_items
+
+    order_items(items)
+
+
 @pytest.fixture(autouse=True)
 def private_cache(settings):
     """A cache key space of each test's own (the real backend: Redis in deployment mode), so throttle counts never
