@@ -9,7 +9,8 @@ import grimp
 import pytest
 from django.conf import settings
 
-pytestmark = pytest.mark.embedded
+# Not marked `embedded`: the checks read the source or start their own interpreter with an environment of their
+# own, so the mode of the pass running them changes nothing; they run once, in the deployment pass.
 PACKAGES = ("minhos_site", "trading", "mlcore", "monitoring")
 ML_STACK = {"keras", "jax", "jaxlib", "xgboost", "lightgbm", "catboost", "sklearn", "tensorflow", "torch"}
 

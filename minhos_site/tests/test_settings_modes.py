@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.embedded
+# Not marked `embedded`: every case starts its own interpreter with the variables it is about and none of the
+# suite's (see `start`), so the mode of the pass running it changes nothing; it runs once, in the deployment pass.
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 # Every variable settings.py reads: a case sets only the ones it is about.
