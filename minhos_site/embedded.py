@@ -12,17 +12,19 @@ logger = logging.getLogger(__name__)
 
 async def run_periodic_jobs(stop: asyncio.Event) -> None:
     """Run each entry of CELERY_BEAT_SCHEDULE with a numeric interval, inline, until `stop` is set."""
-    jobs = [(name, entry["task"], tuple(entry.get("args", ())), float(entry["schedule"]))
+    jobs = [(name, entry["task"], tuple(entry.get("args", ())), dict(entry.get("kwargs", {})),
+             float(entry["schedule"]))
             for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
             if isinstance(entry["schedule"], (int, float))]
-    await asyncio.gather(*(_every(name, task, args, seconds, stop) for name, task, args, seconds in jobs))
+    await asyncio.gather(*(_every(name, task, args, kwargs, seconds, stop)
+                           for name, task, args, kwargs, seconds in jobs))
 
 
-async def _every(name: str, task_name: str, args: tuple, seconds: float, stop: asyncio.Event) -> None:
+async def _every(name: str, task_name: str, args: tuple, kwargs: dict, seconds: float, stop: asyncio.Event) -> None:
     task = current_app.tasks[task_name]
     while not stop.is_set():
         try:
-            await database_sync_to_async(task.apply)(args=args, throw=True)
+            await database_sync_to_async(task.apply)(args=args, kwargs=kwargs, throw=True)
         except Exception:  # one failing run must not end the schedule; it is logged with its traceback
             logger.exception("periodic job %s failed", name)
         with contextlib.suppress(asyncio.TimeoutError):

@@ -255,7 +255,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 MINHOS_WORKFLOW_REDRIVE_SECONDS = env.float("MINHOS_WORKFLOW_REDRIVE_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "feed-status-broadcast": {"task": "trading.tasks.feed_status_broadcast", "schedule": 5.0},
-    "workflow-sweep": {"task": "trading.tasks.workflow_sweep", "schedule": 2.0},
+    # Each stage of the per-bar workflow is swept on the queue of the step it waits for.
+    "workflow-sweep-stored": {"task": "trading.tasks.workflow_sweep", "schedule": 2.0,
+                              "kwargs": {"stage": "stored"}, "options": {"queue": "trading", "expires": 10}},
+    "workflow-sweep-settled": {"task": "trading.tasks.workflow_sweep", "schedule": 2.0,
+                               "kwargs": {"stage": "settled"}, "options": {"queue": "inference", "expires": 10}},
     **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat", "schedule": 5.0, "args": (queue,),
                                      "options": {"queue": queue, "expires": 10}}
        for queue in CELERY_QUEUES_SERVED},

@@ -49,7 +49,12 @@ def broadcast(symbol: str, timeframe: str, message_type: str, payload: dict) -> 
         return False
     message = {"type": message_type, "payload": payload}
     try:
-        _group_send_from_sync(layer, market_group(symbol, timeframe), message)
+        try:
+            _group_send_from_sync(layer, market_group(symbol, timeframe), message)
+        except redis.exceptions.ConnectionError:
+            # After Redis restarts, the first push goes out on a pooled connection from before and fails; the pool
+            # then drops it, so one more try on a fresh connection tells a restarted Redis from one still down.
+            _group_send_from_sync(layer, market_group(symbol, timeframe), message)
     except UNREACHABLE as error:
         stream_down(error, during="a push", dropped=1)
         return False

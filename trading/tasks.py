@@ -32,8 +32,9 @@ def workflow_decide(bar_id: int) -> int:
 
 
 @shared_task(name="trading.tasks.workflow_sweep", **_TRANSIENT, soft_time_limit=30, time_limit=60)
-def workflow_sweep(idle_seconds: float | None = None) -> int:
-    return workflow.sweep(idle_seconds=idle_seconds)
+def workflow_sweep(idle_seconds: float | None = None, stage: str | None = None) -> int:
+    """Beat sends one per stage, to the queue of the step that stage waits for (see settings.CELERY_BEAT_SCHEDULE)."""
+    return workflow.sweep(idle_seconds=idle_seconds, stage=stage)
 
 
 @shared_task(name="trading.tasks.order_submit", **_TRANSIENT, soft_time_limit=30, time_limit=60)

@@ -31,7 +31,7 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Max
+from django.db.models import Case, F, Max, Value, When
 from django.utils import timezone
 
 from mlcore import services as ml_services
@@ -68,6 +68,17 @@ def settle(bar_id: int) -> list[int]:
     """
     target = _workflow_ensure(bar_id)
     settled, failures = [], []
+    try:
+        _settle_waiting(target, settled, failures)
+    finally:
+        if settled:
+            _dispatch(DECIDE_TASK, settled[-1])  # decides every settled bar up to it, in order
+    if failures:
+        raise services.SettlementFailed("; ".join(failures))
+    return settled
+
+
+def _settle_waiting(target: BarWorkflow, settled: list[int], failures: list[str]) -> None:
     with _market_lock("settle", target.instrument_id, target.timeframe):
         for pending in _waiting(target, Stage.STORED):
             _touch(pending.pk, settle_started_at=timezone.now())
@@ -86,11 +97,6 @@ def settle(bar_id: int) -> list[int]:
             BarWorkflow.objects.filter(pk=pending.pk).update(stage=Stage.SETTLED, settled_at=now, touched_at=now,
                                                              error=failure)
             settled.append(pending.pk)
-    if settled:
-        _dispatch(DECIDE_TASK, settled[-1])  # decides every settled bar up to it, in order
-    if failures:
-        raise services.SettlementFailed("; ".join(failures))
-    return settled
 
 
 # --- 2. decide --------------------------------------------------------------------------------------------------
@@ -132,7 +138,10 @@ def _decide_one(pending: BarWorkflow) -> None:
         raise
     now = timezone.now()
     BarWorkflow.objects.filter(pk=pending.pk).update(
-        stage=Stage.DONE, predicted_at=predicted_at, decided_at=now, touched_at=now, error="",
+        stage=Stage.DONE, predicted_at=predicted_at, decided_at=now, touched_at=now,
+        # A decision that passes clears its own earlier failure; a settlement fault on the bar stays on record.
+        error=Case(When(error__startswith="decide:", then=Value("")), default=F("error"),
+                   output_field=BarWorkflow._meta.get_field("error")),
         prediction_id=facts.prediction_id if facts else None, recommendations=len(recommendations))
 
 
@@ -148,14 +157,18 @@ def _symbol(instrument_id: int) -> str:
 
 # --- sweep ------------------------------------------------------------------------------------------------------
 
-def sweep(*, idle_seconds: float | None = None) -> int:
+def sweep(*, idle_seconds: float | None = None, stage: str | None = None) -> int:
     """Queue the step each stalled market is waiting for (idle for `idle_seconds`); returns the steps queued.
 
-    One message per market and stage: the step works through every earlier waiting bar itself.
+    One message per market and stage: the step works through every earlier waiting bar itself. `stage` limits the
+    sweep to bars waiting at that stage (beat sweeps each stage on its own step's queue, so bars already settled are
+    still decided while no trading worker runs).
     """
     idle = settings.MINHOS_WORKFLOW_REDRIVE_SECONDS if idle_seconds is None else idle_seconds
     now = timezone.now()
-    stalled = (BarWorkflow.objects.exclude(stage=Stage.DONE).filter(touched_at__lte=now - timedelta(seconds=idle))
+    waiting = BarWorkflow.objects.exclude(stage=Stage.DONE) if stage is None else BarWorkflow.objects.filter(
+        stage=Stage(stage))
+    stalled = (waiting.filter(touched_at__lte=now - timedelta(seconds=idle))
                .values("instrument_id", "timeframe", "stage").annotate(latest=Max("timestamp")))
     queued = 0
     for group in stalled:

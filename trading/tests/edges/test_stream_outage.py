@@ -84,6 +84,22 @@ def test_broadcast_with_redis_down_returns_at_once_without_raising_and_logs_once
     assert errors_logged(caplog) == []
 
 
+def test_the_first_push_after_redis_restarted_is_delivered_not_dropped(private_redis, stream_was_up, caplog):
+    caplog.set_level(logging.INFO)
+    join(MEMBER)
+    assert realtime.broadcast("NQ", "1m", "feed.status", {"n": 0}) is True  # the pool now holds a connection
+    assert receive_from_layer(MEMBER)["payload"] == {"n": 0}
+
+    private_redis.stop()  # restarted between two pushes: no push saw it down
+    private_redis.start()
+    join(MEMBER)  # a fresh Redis has forgotten the group
+
+    assert realtime.broadcast("NQ", "1m", "feed.status", {"n": 1}) is True
+    assert receive_from_layer(MEMBER)["payload"] == {"n": 1}
+    assert realtime_records(caplog, logging.WARNING) == []  # no outage reported for a stale pooled connection
+    assert realtime.stream_state().up
+
+
 def test_broadcast_to_a_redis_that_never_answers_gives_up_within_the_timeout(settings, stream_was_up, monkeypatch,
                                                                              caplog):
     caplog.set_level(logging.INFO)
