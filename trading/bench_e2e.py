@@ -66,7 +66,9 @@ def bench_e2e(
     warmup: int = 10,
     redis_db: int = 14,
     flush: bool = False,
-    concurrency: str = "1,2",
+    # Measured on 2 cores: a second process per queue does not help one market (its steps are serialised by the
+    # market's lock) and lengthens the tail (the processes compete for the cores; each loads the model).
+    concurrency: str = "1,1",
     pool: str = "prefork",
     preset: str = "fast",
     history_days: int = 5,
@@ -81,7 +83,7 @@ def bench_e2e(
     """Bring up deployment mode, stream `warmup` then, per client count, `bars` bars, and return the figures.
 
     `clients`: websocket clients per run ("1,100"); `concurrency`: worker processes of the trading and the
-    inference queue ("1,2"); `pool`: Celery's pool (prefork, threads, solo); `database_url` / `redis_url`: the
+    inference queue ("1,1"); `pool`: Celery's pool (prefork, threads, solo); `database_url` / `redis_url`: the
     servers (default: the configured ones), on which it makes the database `database` and uses Redis database
     `redis_db`, refusing one that is not empty unless `flush`. `keep` leaves the database and the logs behind.
     `deflate`: the clients offer per-message compression, as browsers do.
@@ -731,7 +733,8 @@ def _setup_main(args) -> None:
     # The default paper account, auto-trading off: recommendations wait for a person, as deployed.
     instrument = selectors.instrument_get(symbol=SYMBOL)
     config = services.trading_config_get(account=services.account_default_get(), instrument=instrument)
-    assert not config.account.auto_trading
+    if config.account.auto_trading:
+        raise SystemExit("the default account trades automatically: the bench measures recommendations that wait")
     user = get_user_model().objects.create_user(username="bench", password=secrets.token_urlsafe(24),
                                                 is_staff=True, is_superuser=True)
     store = import_module(settings.SESSION_ENGINE).SessionStore
@@ -773,7 +776,7 @@ async def _watch(url: str, origin: str, sessions: list[str], out: Path, *, defla
 
     async def open_one(index: int) -> None:
         async with opening:
-            # Like a browser: the session cookie and the page's origin; no proxy; per-message deflate on.
+            # Like a browser: the session cookie and the page's origin, no proxy, per-message deflate offered.
             sockets[index] = socket_ = await connect(
                 url, additional_headers={"Cookie": f"sessionid={sessions[index]}", "Origin": origin}, proxy=None,
                 open_timeout=CLIENTS_TIMEOUT, max_queue=None, compression="deflate" if deflate else None)

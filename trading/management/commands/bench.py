@@ -34,7 +34,7 @@ class Command(BaseCommand):
                             help="e2e: its own Redis logical database, refused unless empty (14)")
         parser.add_argument("--flush", action="store_true", default=None,
                             help="e2e: empty that Redis database first if it is not")
-        parser.add_argument("--concurrency", help="e2e: worker processes of the trading and inference queues (1,2)")
+        parser.add_argument("--concurrency", help="e2e: worker processes of the trading and inference queues (1,1)")
         parser.add_argument("--pool", choices=("prefork", "threads", "solo"), help="e2e: the workers' pool (prefork)")
         parser.add_argument("--preset", choices=("fast", "full"), help="e2e: the model trained for it (fast)")
         parser.add_argument("--keep", action="store_true", default=None,
