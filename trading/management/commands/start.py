@@ -142,7 +142,8 @@ def server_config(*, host: str, port: int) -> uvicorn.Config:
     uvicorn's own default trusts 127.0.0.1, so any local process could choose the audited client address)."""
     trusted = settings.MINHOS_TRUSTED_PROXIES
     return uvicorn.Config("minhos_site.asgi:application", host=host, port=port, log_level="warning", lifespan="off",
-                          proxy_headers=bool(trusted), forwarded_allow_ips=trusted)
+                          proxy_headers=bool(trusted), forwarded_allow_ips=trusted,
+                          ws_per_message_deflate=False)  # small JSON messages: compression costs more than it saves
 
 
 def _check_port_free(host: str, port: int) -> None:
