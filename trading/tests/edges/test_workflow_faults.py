@@ -61,10 +61,10 @@ def test_workers_killed_mid_step_while_bars_keep_coming_lose_and_repeat_nothing(
         wait_until_every_bar_is_done(stack, market, expected=i + 1, timeout=60)
 
     next_bar = 8
-    for _ in range(6):  # back to back, so steps queue up; the kill comes while some of them run
+    for _ in range(12):  # back to back, so steps queue up; the kill comes while some of them run
         market.store(next_bar)
         next_bar += 1
-    stack.wait_for(_in_flight, 10, "no step was seen running")
+    stack.wait_for(_in_flight, 30, "no step was seen running")
     stack.kill(*workers)  # the machine dies: both workers, each with its pool, at once
     killed_at = timezone.now()
     interrupted = _in_flight()  # nothing runs any more: what is in flight now was cut off mid-step
