@@ -1,4 +1,5 @@
-"""The "prediction created" event: trading sizes every new prediction into a recommendation; monitoring may listen.
+"""The "prediction created" event, for listeners such as monitoring (trading sizes predictions in its per-bar
+workflow, from the facts `prediction_create` returns, not through this event).
 
 Sent once per stored prediction, after it is committed, through `send_robust` (one failing receiver cannot stop
 the others or the prediction). Keyword arguments: prediction (mlcore.models.Prediction).

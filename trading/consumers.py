@@ -132,21 +132,6 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
             return
         await super().dispatch(message)
 
-    async def bar_closed(self, event):
-        await self.send_json({"type": "bar.closed", **event["payload"]})
-
-    async def feed_status(self, event):
-        await self.send_json({"type": "feed.status", **event["payload"]})
-
-    async def prediction_created(self, event):
-        await self.send_json({"type": "prediction.created", **event["payload"]})
-
-    async def recommendation_updated(self, event):
-        await self.send_json({"type": "recommendation.updated", **event["payload"]})
-
-    async def account_updated(self, event):
-        await self.send_json({"type": "account.updated", **event["payload"]})
-
 
 def _parse_since(value) -> tuple[datetime | None, str | None]:
     """(the time, None), or (None, what is wrong with it)."""
