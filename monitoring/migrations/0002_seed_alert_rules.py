@@ -1,0 +1,16 @@
+"""The alert rules MinhOS ships with (monitoring.defaults.RULES); existing rows are left as the user edited them."""
+from django.db import migrations
+
+from monitoring.defaults import RULES
+
+
+def seed(apps, schema_editor):
+    AlertRule = apps.get_model("monitoring", "AlertRule")
+    for code, (name, severity, threshold, description) in RULES.items():
+        AlertRule.objects.get_or_create(code=code, defaults={
+            "name": name, "severity": severity, "threshold": threshold, "description": description})
+
+
+class Migration(migrations.Migration):
+    dependencies = [("monitoring", "0001_initial")]
+    operations = [migrations.RunPython(seed, migrations.RunPython.noop)]
