@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('mlcore', '0003_modelversion_drift_reference_and_more'),
+        ('mlcore', '0003_prediction_outcomes_and_health'),
         ('trading', '0007_bar_workflow'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
