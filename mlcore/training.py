@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .domain.calibration import fit_calibrator
+from .domain.drift import reference_bins
 from .domain.evaluation import (
     baseline_probabilities,
     binary_metrics,
@@ -95,6 +96,9 @@ class TrainedModel:
     seq_len: int
     feature_names: tuple[str, ...] = FEATURE_NAMES
     feature_window: int = FEATURE_WINDOW
+    # What monitoring compares live data with (`mlcore.domain.drift`): decile bins of each feature over the
+    # training window W, of each side's calibrated probability on the evaluation fold Fk, and W's span.
+    drift_reference: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -157,6 +161,7 @@ def train_model(
     meta_c = PRESETS[config.preset]["meta"]["C"]
     member_seconds = dict.fromkeys(MEMBER_ORDER, 0.0)
     sides, report = {}, {}
+    evaluation_probabilities: dict[str, np.ndarray] = {}
 
     def fit(side: str, index: np.ndarray, what: str) -> list:
         y = data.labels[side][index]
@@ -203,6 +208,7 @@ def train_model(
         P = predict_members(shipped, data.rows[test_last], data.seqs[test_last])
         raw = meta.predict_proba(P)
         calibrated = calibrator.transform(raw)
+        evaluation_probabilities[side] = calibrated
         baselines = baseline_probabilities(data.rows[train_window], y_window, data.rows[test_last],
                                            momentum_col=FEATURE_NAMES.index(MOMENTUM_FEATURE), seed=config.seed)
         baseline_metrics = {name: binary_metrics(y_test, p) for name, p in baselines.items()}
@@ -225,6 +231,14 @@ def train_model(
     has_edge = any(report[s]["verdict"]["has_edge"] for s in SIDES)
     statement = " ".join(f"{s.capitalize()}: {report[s]['verdict']['statement']}" for s in SIDES)
     report["label_settings"] = config.label.to_dict()
+    window_bars = data.bar_index[train_window]
+    drift_reference = {
+        "features": {name: reference_bins(data.rows[train_window, j]) for j, name in enumerate(FEATURE_NAMES)},
+        "probability": {side: reference_bins(evaluation_probabilities[side]) for side in SIDES},
+        "window": {"start": bars["timestamp"].iloc[int(window_bars[0])].isoformat(),
+                   "end": bars["timestamp"].iloc[int(window_bars[-1])].isoformat(),
+                   "bars": int(len(train_window))},
+    }
     return TrainedModel(
         sides=sides,
         report=report,
@@ -236,4 +250,5 @@ def train_model(
         member_seconds={k: round(v, 3) for k, v in member_seconds.items()},
         seconds_total=time.perf_counter() - started,
         seq_len=config.seq_len,
+        drift_reference=drift_reference,
     )
