@@ -31,6 +31,8 @@ class PredictionFacts:
     stop_loss_atr: float
     horizon_bars: int
     model_health: float | None  # the version's health score, 0-100 (None: not scored yet)
+    version_has_edge: bool  # the version's out-of-sample verdict: an edge on at least one side
+    health_reason: str  # why the health score is what it is (monitoring's one line)
     created: bool  # False when the bar had been predicted by this version before (a retry or a re-drive)
 
     @property

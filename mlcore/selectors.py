@@ -60,7 +60,7 @@ def model_version_summary(version: ModelVersion) -> dict:
 _FACT_COLUMNS = (
     "id", "version_id", "bar_id", "instrument_id", "bar__timeframe", "bar__timestamp", "p_long", "p_short", "side",
     "confidence", "agreement", "members", "latency_ms", "atr", "atr_reference", "version__payoff_ratio",
-    "version__label_settings", "version__health_score",
+    "version__label_settings", "version__health_score", "version__has_edge", "version__health_reason",
 )
 
 
@@ -81,7 +81,7 @@ def prediction_facts(*, prediction_id: int, created: bool = True) -> PredictionF
     if row is None:
         raise Prediction.DoesNotExist(f"There is no prediction #{prediction_id}.")
     (pk, version_id, bar_id, instrument_id, timeframe, timestamp, p_long, p_short, side, confidence, agreement,
-     members, latency_ms, atr, atr_reference, payoff_ratio, label, health) = row
+     members, latency_ms, atr, atr_reference, payoff_ratio, label, health, has_edge, health_reason) = row
     label, members = _json(label), _json(members)
     return PredictionFacts(
         prediction_id=pk, version_id=version_id, bar_id=bar_id, instrument_id=instrument_id, timeframe=timeframe,
@@ -89,7 +89,7 @@ def prediction_facts(*, prediction_id: int, created: bool = True) -> PredictionF
         agreement=agreement, members=len((members.get("members") or {}).get(side) or {}), latency_ms=latency_ms,
         atr=atr, atr_reference=atr_reference, payoff_ratio=payoff_ratio, take_profit_atr=float(label["tp_atr"]),
         stop_loss_atr=float(label["sl_atr"]), horizon_bars=int(label["horizon"]), model_health=health,
-        created=created,
+        version_has_edge=bool(has_edge), health_reason=health_reason or "", created=created,
     )
 
 
@@ -105,6 +105,7 @@ def _aware(value) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def model_version_health(*, version_id: int) -> float | None:
-    """A version's current health score, 0-100 (None: not scored yet)."""
-    return ModelVersion.objects.filter(pk=version_id).values_list("health_score", flat=True).first()
+def model_version_health(*, version_id: int) -> tuple[float | None, bool]:
+    """A version's current health score, 0-100 (None: not scored yet), and whether it has a validated edge."""
+    row = ModelVersion.objects.filter(pk=version_id).values_list("health_score", "has_edge").first()
+    return (row[0], bool(row[1])) if row else (None, False)

@@ -5,23 +5,32 @@ do neither (web, beat, the feed, trading workers) never load it.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from trading import selectors as trading_selectors
+from trading.domain.synthetic import session_timestamps_between
+from trading.domain.timeframes import timeframe_delta
 
 from . import registry, selectors
 from .domain.features import FeatureError
-from .domain.labels import LabelConfig
+from .domain.labels import LabelConfig, barrier_outcome
 from .errors import TrainingError
 from .events import prediction_created
 from .facts import PredictionFacts
@@ -237,3 +246,119 @@ def prediction_create(*, bar_id: int) -> PredictionFacts | None:
 def prediction_payload(prediction: Prediction) -> dict:
     """The dashboards' `prediction.created` payload of a stored prediction (the page's first paint)."""
     return selectors.prediction_facts(prediction_id=prediction.pk).message()
+
+
+# ---------------------------------------------------------------------------------------------- outcomes
+
+OUTCOME_BATCH = 500  # pending predictions resolved per call at most (a backlog clears over the next bars)
+
+
+@dataclass(frozen=True)
+class OutcomeResolution:
+    resolved: int
+    unresolvable: int
+    pending: int  # left pending: their horizon has not passed yet (or the batch limit was reached)
+    notes: tuple[str, ...] = ()
+
+
+def prediction_outcomes_resolve(*, instrument_id: int, timeframe: str, through: datetime,
+                                now: datetime | None = None) -> OutcomeResolution:
+    """Resolve the outcome of every pending prediction of one market whose sides are decided by the bars stored up
+    to `through` (a bar timestamp), by the labels' triple-barrier rule (`labels.barrier_outcome`). Idempotent: only
+    pending rows are read and each is written once.
+
+    A prediction without a usable ATR, or whose path has a hole (bars missing inside the trading session) before
+    any barrier was touched, is marked unresolvable with the reason: its path is unknown. A barrier touched before
+    the hole still resolves it.
+    """
+    now = now or timezone.now()
+    pending = list(
+        Prediction.objects.filter(instrument_id=instrument_id, bar__timeframe=timeframe,
+                                  outcome_status=Prediction.OutcomeStatus.PENDING, bar__timestamp__lt=through)
+        .order_by("bar__timestamp", "id")
+        .values_list("id", "bar__timestamp", "bar__close", "atr", "version__label_settings")[:OUTCOME_BATCH]
+    )
+    if not pending:
+        return OutcomeResolution(0, 0, 0)
+    path = trading_selectors.bars_path(instrument_id=instrument_id, timeframe=timeframe,
+                                       after=_aware_ts(pending[0][1]), through=through)
+    stamps = path["timestamp"]
+    holes = _session_holes(stamps, timeframe=timeframe, after=_aware_ts(pending[0][1]))
+    updates, notes, still = [], [], 0
+    for pk, stamp, close, atr, label in pending:
+        stamp = _aware_ts(stamp)
+        config = LabelConfig.from_dict(label if isinstance(label, dict) else json.loads(label))
+        start = int(np.searchsorted(stamps, np.datetime64(stamp.replace(tzinfo=None)), side="right"))
+        row = Prediction(pk=pk, resolved_at=now)
+        if atr is None or not math.isfinite(atr) or atr <= 0:
+            row.outcome_status, row.outcome_note = Prediction.OutcomeStatus.UNRESOLVABLE, \
+                f"no usable ATR ({atr!r}) on the predicted bar: the bracket is unknown"
+            updates.append(row)
+            continue
+        stop_at = start + config.horizon
+        sides = barrier_outcome(float(close), float(atr), path["high"][start:stop_at], path["low"][start:stop_at],
+                                path["close"][start:stop_at], config)
+        hole = _first_hole(holes, stamp, stamps, start, stop_at)
+        if hole is not None:
+            decided_before = {side: o for side, o in sides.items()
+                              if o is not None and o.outcome != "timeout" and _aware_ts(stamps[start + o.exit_offset - 1]) <= hole[0]}
+            if len(decided_before) < len(sides):
+                row.outcome_status = Prediction.OutcomeStatus.UNRESOLVABLE
+                row.outcome_note = (f"{hole[2]} bar(s) missing between {_iso(hole[0])} and {_iso(hole[1])} inside "
+                                    "the horizon, before a barrier was touched: the path is unknown")
+                notes.append(f"prediction {pk}: {row.outcome_note}")
+                updates.append(row)
+                continue
+        if any(o is None for o in sides.values()):
+            still += 1
+            continue
+        row.outcome_status = Prediction.OutcomeStatus.RESOLVED
+        for side, o in sides.items():
+            setattr(row, f"outcome_{side}", o.outcome)
+            setattr(row, f"return_{side}", o.realised_return)
+            setattr(row, f"exit_{side}_at", _aware_ts(stamps[start + o.exit_offset - 1]))
+        updates.append(row)
+    if updates:
+        Prediction.objects.bulk_update(updates, ["outcome_status", "outcome_note", "resolved_at", "outcome_long",
+                                                 "outcome_short", "return_long", "return_short", "exit_long_at",
+                                                 "exit_short_at"])
+    unresolvable = sum(1 for u in updates if u.outcome_status == Prediction.OutcomeStatus.UNRESOLVABLE)
+    return OutcomeResolution(resolved=len(updates) - unresolvable, unresolvable=unresolvable, pending=still,
+                             notes=tuple(notes))
+
+
+def _aware_ts(value) -> datetime:
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value).to_pydatetime()
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    return value if value.tzinfo else value.replace(tzinfo=dt_timezone.utc)
+
+
+def _iso(value) -> str:
+    return _aware_ts(value).isoformat().replace("+00:00", "Z")
+
+
+def _session_holes(stamps: np.ndarray, *, timeframe: str, after: datetime) -> list[tuple]:
+    """(previous bar, next bar, bars missing) for each place the stored bars skip bars of the trading session
+    (intraday timeframes on the Globex grid; a holiday reads as a hole too, and says so by its count)."""
+    step = timeframe_delta(timeframe)
+    if step >= timedelta(days=1) or len(stamps) == 0:
+        return []
+    times = [after, *(_aware_ts(s) for s in stamps)]
+    holes = []
+    for previous, current in zip(times[:-1], times[1:]):
+        if current - previous > step:
+            missing = len(session_timestamps_between(previous + step, current, timeframe=timeframe))
+            if missing:
+                holes.append((previous, current, missing))
+    return holes
+
+
+def _first_hole(holes, stamp, stamps, start, stop_at):
+    """The first hole after the predicted bar and before the end of its horizon window (None when there is none)."""
+    end = min(stop_at, len(stamps))
+    if end <= start:
+        return None
+    last = _aware_ts(stamps[end - 1])
+    return next((hole for hole in holes if stamp <= hole[0] < last), None)

@@ -279,6 +279,10 @@ class TradingConfig(models.Model):
         default=180.0, **_setting("stale_after_seconds", "Risk blocks when the last bar arrived longer ago than this"))
     health_floor = models.FloatField(
         default=0.40, **_setting("health_floor", "Model health (0..1) under which risk blocks"))
+    health_full_size_floor = models.FloatField(
+        default=0.70, **_setting("health_full_size_floor",
+                                 "Model health (0..1) from which Kelly sizes in full; under it the size is scaled "
+                                 "down linearly to zero at the blocking floor"))
     recommendation_ttl_bars = models.PositiveIntegerField(
         default=2, **_setting("recommendation_ttl_bars",
                               "A recommendation can be approved until this many later bars exist"))

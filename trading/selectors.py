@@ -4,6 +4,7 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection
@@ -491,3 +492,15 @@ def trading_config_list(*, account: Account | None = None, symbol: str | None = 
 def kill_switch_get() -> KillSwitch:
     """The switch with who changed it, when and why (released if the row was never made)."""
     return KillSwitch.objects.select_related("changed_by").filter(pk=1).first() or KillSwitch(pk=1, engaged=False)
+
+
+def bars_path(*, instrument_id: int, timeframe: str, after: datetime, through: datetime) -> dict[str, np.ndarray]:
+    """The bars strictly after `after` up to and including `through`, oldest first, as arrays: timestamp
+    (datetime64[ns], UTC), high, low, close (float64). What outcome resolution walks."""
+    rows = list(Bar.objects.filter(instrument_id=instrument_id, timeframe=timeframe, timestamp__gt=after,
+                                   timestamp__lte=through).order_by("timestamp")
+                .values_list("timestamp", "high", "low", "close"))
+    stamps = np.array([pd.Timestamp(r[0]).tz_convert("UTC").tz_localize(None).to_datetime64() for r in rows],
+                      dtype="datetime64[ns]")
+    prices = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+    return {"timestamp": stamps, "high": prices[:, 0], "low": prices[:, 1], "close": prices[:, 2]}

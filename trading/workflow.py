@@ -4,7 +4,9 @@
                 never waits on Redis); once committed, the bar is pushed to the dashboards and `settle` is queued.
     1. settle   (trading queue; per market, strictly in bar order) the broker fills approved entries at the bar's
                 open and runs the brackets of open trades; pending recommendations past their time to live expire;
-                positions are marked to the close and equity is snapshot (`services.bar_settle`).
+                positions are marked to the close and equity is snapshot (`services.bar_settle`); the outcomes of
+                earlier predictions that this bar decides are resolved (`mlcore.services.
+                prediction_outcomes_resolve`, the labels' triple-barrier rule).
     2. decide   (inference queue; per market, in bar order, only bars already settled) the active model predicts the
                 bar (`mlcore.services.prediction_create`, which hands back a frozen `PredictionFacts`); the
                 prediction is published; Kelly and the risk manager size it for every account against the settled
@@ -93,6 +95,7 @@ def _settle_waiting(target: BarWorkflow, settled: list[int], failures: list[str]
                 raise  # the bar stays waiting; the task's retry or the sweeper settles it, before any later bar
             services.recommendations_expire(instrument=pending.instrument_id, timeframe=pending.timeframe,
                                             latest_bar_timestamp=pending.timestamp)
+            failure = _outcomes_resolve(pending, failure)
             now = timezone.now()
             BarWorkflow.objects.filter(pk=pending.pk).update(stage=Stage.SETTLED, settled_at=now, touched_at=now,
                                                              error=failure)
@@ -100,6 +103,19 @@ def _settle_waiting(target: BarWorkflow, settled: list[int], failures: list[str]
 
 
 # --- 2. decide --------------------------------------------------------------------------------------------------
+
+def _outcomes_resolve(pending: BarWorkflow, failure: str) -> str:
+    """Resolve the outcomes this bar decides. A failure here never holds up settlement: it is logged and kept on the
+    bar, and the predictions stay pending, so the next bar's settlement tries them again."""
+    try:
+        ml_services.prediction_outcomes_resolve(instrument_id=pending.instrument_id, timeframe=pending.timeframe,
+                                                through=pending.timestamp)
+    except Exception as exc:
+        logger.exception("outcomes of %s %s up to %s could not be resolved", pending.instrument_id,
+                         pending.timeframe, pending.timestamp)
+        return "; ".join(filter(None, [failure, f"outcomes: {type(exc).__name__}: {exc}"]))[:2000]
+    return failure
+
 
 def decide(bar_id: int) -> list[int]:
     """Predict, size and publish `bar_id` and every earlier settled bar of its market still waiting, oldest first.

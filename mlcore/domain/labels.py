@@ -115,3 +115,46 @@ def triple_barrier_labels(bars: pd.DataFrame, atr: np.ndarray, config: LabelConf
         won = first[f"{side}_tp"] < first[f"{side}_sl"]
         result[side] = np.where(usable, won.astype(np.float64), np.nan)
     return pd.DataFrame(result, index=bars.index, columns=list(SIDES))
+
+
+@dataclass(frozen=True)
+class SideOutcome:
+    outcome: str  # "take_profit", "stop" or "timeout"
+    exit_offset: int  # 1..horizon: the bar after the entry on which it resolved
+    realised_return: float  # fraction of the entry close, for this side (a short gains when the price falls)
+
+
+def barrier_outcome(entry: float, atr: float, high, low, close, config: LabelConfig) -> dict[str, SideOutcome | None]:
+    """Each side's outcome of one entry at `entry` (the predicted bar's close) by THE RULE of this module, from the
+    bars after it (`high`, `low`, `close`, oldest first; at most `config.horizon` of them are read).
+
+    A side is decided as soon as one of its barriers is touched (a later bar cannot change which came first; a
+    touch of both on one bar is the stop), or, untouched, once `horizon` bars have followed (a timeout, realised at
+    the last bar's close). A side still open with fewer bars is None (pending). `triple_barrier_labels` gives 1.0
+    exactly where this gives "take_profit" and 0.0 for "stop" and "timeout" (tested).
+    """
+    if not (math.isfinite(entry) and entry > 0):
+        raise ValueError(f"entry {entry!r} is not a finite positive price")
+    if not (math.isfinite(atr) and atr > 0):
+        raise ValueError(f"ATR {atr!r} is not a finite positive number")
+    horizon = int(config.horizon)
+    high, low, close = (np.asarray(v, dtype=np.float64)[:horizon] for v in (high, low, close))
+    take, stop = config.tp_atr * atr, config.sl_atr * atr
+    levels = {"long": (entry + take, entry - stop), "short": (entry - take, entry + stop)}
+    result: dict[str, SideOutcome | None] = {}
+    for side, (tp_level, sl_level) in levels.items():
+        sign = 1.0 if side == "long" else -1.0
+        tp_hit = high >= tp_level if side == "long" else low <= tp_level
+        sl_hit = low <= sl_level if side == "long" else high >= sl_level
+        touched = np.flatnonzero(tp_hit | sl_hit)
+        if len(touched):
+            k = int(touched[0])
+            if sl_hit[k]:
+                result[side] = SideOutcome("stop", k + 1, sign * (sl_level - entry) / entry)
+            else:
+                result[side] = SideOutcome("take_profit", k + 1, sign * (tp_level - entry) / entry)
+        elif len(close) >= horizon:
+            result[side] = SideOutcome("timeout", horizon, sign * (close[horizon - 1] - entry) / entry)
+        else:
+            result[side] = None
+    return result

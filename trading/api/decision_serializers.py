@@ -135,6 +135,8 @@ class TradingConfigUpdateInputSerializer(serializers.Serializer):
     max_trades_per_day = _setting_field("max_trades_per_day", "Entries per trading day")
     stale_after_seconds = _setting_field("stale_after_seconds", "Risk blocks when the last bar is older than this")
     health_floor = _setting_field("health_floor", "Model health under which risk blocks")
+    health_full_size_floor = _setting_field("health_full_size_floor",
+                                            "Model health from which Kelly sizes in full (scaled down under it)")
     recommendation_ttl_bars = _setting_field("recommendation_ttl_bars", "Bars a recommendation can be approved in")
     slippage_ticks = _setting_field("slippage_ticks", "Slippage of paper fills")
     commission_per_contract = _setting_field("commission_per_contract", "Commission per contract and fill")

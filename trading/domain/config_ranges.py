@@ -103,6 +103,7 @@ CONFIG_RANGES: dict[str, SettingRange] = {
     "max_trades_per_day": SettingRange(int, 1, 1000),
     "stale_after_seconds": SettingRange(float, 0.0, 86400.0, low_open=True, unit="seconds"),
     "health_floor": SettingRange(float, 0.0, 1.0),
+    "health_full_size_floor": SettingRange(float, 0.0, 1.0),
     "recommendation_ttl_bars": SettingRange(int, 1, 1440, unit="bars"),
     "slippage_ticks": SettingRange(int, 0, 100, unit="ticks"),
     "commission_per_contract": _money("1000.00"),

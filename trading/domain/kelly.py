@@ -7,8 +7,9 @@
     contracts           floor(raw contracts), capped at max_contracts
 
 The factors, each in [0, 1]: confidence 0 under confidence_threshold, else 0.5 at it rising linearly to 1 at
-certainty; drawdown 1 - drawdown / max_drawdown, 0 from max_drawdown on; health the health score clamped to
-[0, 1]; volatility min(1, 1 / (ATR / reference ATR)). A probability under confidence_threshold sizes to 0 too.
+certainty; drawdown 1 - drawdown / max_drawdown, 0 from max_drawdown on; health 1 from the full-size floor up
+(health_full_at), falling linearly to 0 at the blocking floor (health_zero_at); volatility min(1, 1 / (ATR /
+reference ATR)). A probability under confidence_threshold sizes to 0 too.
 
 Every factor is kept on the result so a person can see why the size is what it is. Degenerate input
 (NaN, infinities, a non-positive payoff, equity, stop or point value) sizes to 0 contracts with a reason
@@ -41,6 +42,9 @@ class KellyConfig:
     confidence_threshold: float = 0.60  # in [0.5, 1): below it the size is 0
     max_contracts: int = 5  # hard cap, >= 0
     max_drawdown: float = 0.10  # drawdown (fraction of peak equity) at which the drawdown factor reaches 0, in (0, 1]
+    # Model health (0..1) from which the size is full, and at which it reaches 0 (monitoring's degradation floors).
+    health_full_at: float = 0.70
+    health_zero_at: float = 0.40
 
     def __post_init__(self) -> None:
         if not is_real(self.kelly_fraction) or not 0 < self.kelly_fraction <= 1:
@@ -51,6 +55,10 @@ class KellyConfig:
             raise ValueError(f"max_contracts must be a whole number >= 0, got {self.max_contracts!r}")
         if not is_real(self.max_drawdown) or not 0 < self.max_drawdown <= 1:
             raise ValueError(f"max_drawdown must be in (0, 1], got {self.max_drawdown!r}")
+        for name in ("health_full_at", "health_zero_at"):
+            value = getattr(self, name)
+            if not is_real(value) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class KellyInputs:
     payoff_ratio: float  # b = take-profit distance / stop-loss distance
     confidence: float  # calibrated probability of the chosen side (usually == probability)
     drawdown: float  # current drawdown from peak equity, fraction in [0, 1]
-    model_health: float  # 0..1 (health score / 100); 1.0 when no score exists yet
+    model_health: float  # 0..1 (the version's health score / 100)
     volatility_ratio: float  # current ATR / reference ATR (> 0); 1.0 = normal
     equity: Decimal  # account equity in account currency
     stop_distance: Decimal  # stop-loss distance in price points, > 0
@@ -113,11 +121,14 @@ def drawdown_factor(drawdown: float, max_drawdown: float) -> float:
     return 1.0 - max(drawdown, 0.0) / max_drawdown
 
 
-def health_factor(model_health: float) -> float:
-    """The health score clamped to [0, 1]; 0 for NaN."""
-    if not model_health > 0.0:  # also NaN
+def health_factor(model_health: float, full_at: float = 0.70, zero_at: float = 0.40) -> float:
+    """1 at or above `full_at`; 0 at or under `zero_at` (and for NaN); linear between. With `full_at` at or under
+    `zero_at` it is a step at `full_at`."""
+    if not model_health > zero_at:  # also NaN
         return 0.0
-    return min(model_health, 1.0)
+    if model_health >= full_at:
+        return 1.0
+    return (model_health - zero_at) / (full_at - zero_at)
 
 
 def volatility_factor(volatility_ratio: float) -> float:
@@ -150,7 +161,7 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
     dd, health, vol = inputs.drawdown, inputs.model_health, inputs.volatility_ratio
     cf = confidence_factor(c, threshold)
     df = drawdown_factor(dd, config.max_drawdown) if is_real(dd) else 0.0
-    hf = health_factor(health) if is_real(health) else 0.0
+    hf = health_factor(health, config.health_full_at, config.health_zero_at) if is_real(health) else 0.0
     vf = volatility_factor(vol) if is_real(vol) else 0.0
     # The threshold gates the probability itself too: a long payoff ratio can give an edge at p = 0.3,
     # but a bet the calibrated model thinks is more likely to lose than the threshold allows is not taken.
@@ -203,7 +214,9 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
             reason = (f"drawdown {dd:.1%} reached the maximum {config.max_drawdown:.1%}" if is_real(dd)
                       else f"drawdown {dd!r} is not a number")
         elif hf == 0.0:
-            reason = f"model health {health!r} is zero or not a number"
+            reason = (f"model health {health * 100:.0f}/100 is at or under the blocking floor "
+                      f"{config.health_zero_at * 100:.0f}" if is_real(health)
+                      else f"model health {health!r} is not a number")
         elif vf == 0.0:
             reason = f"volatility ratio {vol!r} is not a finite positive number"
         elif config.max_contracts == 0:

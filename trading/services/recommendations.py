@@ -99,9 +99,26 @@ def _bracket(facts: PredictionFacts) -> _Bracket | None:
                     take_profit_distance=atr * Decimal(repr(facts.take_profit_atr)), horizon_bars=facts.horizon_bars)
 
 
-def _health(score: float | None) -> float:
-    """The Kelly health factor from a version's 0-100 health score (1.0 while it is not scored)."""
-    return 1.0 if score is None else max(0.0, min(1.0, score / 100.0))
+def _health(score: float | None, has_edge: bool) -> float:
+    """A version's health, 0..1, from its 0-100 score. Not scored yet (monitoring scores a version when it is
+    promoted, so this is rare): full health only for a version with a validated out-of-sample edge, none otherwise:
+    an unscored "No edge" version is never sized as if it were healthy."""
+    if score is None:
+        return 1.0 if has_edge else 0.0
+    return max(0.0, min(1.0, score / 100.0))
+
+
+def _health_note(facts: PredictionFacts, health: float, factor: float, config: TradingConfig) -> str | None:
+    """What the card says when model health shrank or stopped the size, and why (monitoring's reason)."""
+    if factor >= 1.0:
+        return None
+    why = f" ({facts.health_reason})" if facts.health_reason else (
+        " (not scored yet and no validated edge)" if facts.model_health is None else "")
+    if factor <= 0.0:
+        return (f"model health {health * 100:.0f}/100 is at or under the blocking floor "
+                f"{config.health_floor * 100:.0f}: no size{why}")
+    return (f"model health {health * 100:.0f}/100 is under the full-size floor {config.health_full_size_floor * 100:.0f}:"
+            f" size scaled x{factor:.2f}{why}")
 
 
 def _volatility_ratio(facts: PredictionFacts) -> float:
@@ -156,7 +173,7 @@ def _recommend(facts: PredictionFacts, bar: Bar, config: TradingConfig, *, now: 
     instrument = bar.instrument
     market_now = bar.timestamp + timeframe_delta(bar.timeframe)
     bracket = _bracket(facts)
-    health = _health(facts.model_health)
+    health = _health(facts.model_health, facts.version_has_edge)
     probability = facts.probability
     with transaction.atomic():
         # One sizing at a time per account, so each one sees the exposure the previous one left.
@@ -180,7 +197,8 @@ def _recommend(facts: PredictionFacts, bar: Bar, config: TradingConfig, *, now: 
                 point_value=instrument.point_value,
             ),
             KellyConfig(kelly_fraction=config.kelly_fraction, confidence_threshold=config.min_confidence,
-                        max_contracts=config.max_contracts, max_drawdown=config.max_drawdown),
+                        max_contracts=config.max_contracts, max_drawdown=config.max_drawdown,
+                        health_full_at=config.health_full_size_floor, health_zero_at=config.health_floor),
         )
         verdict = assess(Proposal(side=facts.side, contracts=kelly.contracts, confidence=facts.confidence,
                                   risk_per_contract=_stop_out_cost(bracket.stop_distance if bracket else None,
@@ -192,6 +210,9 @@ def _recommend(facts: PredictionFacts, bar: Bar, config: TradingConfig, *, now: 
         reasons = list(verdict.reasons)
         if kelly.contracts == 0 and kelly.reason and kelly.reason not in reasons:
             reasons.insert(0, kelly.reason)
+        health_note = _health_note(facts, health, kelly.health_factor, config)
+        if health_note:
+            reasons.append(health_note)
         # A prediction sized after a newer bar has closed (a worker backlog, a retry) is about a market that has
         # moved on: it is recorded, never offered or auto-approved.
         superseded = day.latest_bar_timestamp is not None and day.latest_bar_timestamp > bar.timestamp
@@ -380,7 +401,7 @@ def _reassess(recommendation: Recommendation, *, config: TradingConfig, now: dat
                                                        timeframe=recommendation.timeframe, at=market_now)
     _, context = _risk_context(account=account, day=day, instrument=recommendation.instrument,
                                timeframe=recommendation.timeframe, market_now=market_now, wall_now=now,
-                               health=_health(ml_selectors.model_version_health(version_id=recommendation.model_version_id)),
+                               health=_health(*ml_selectors.model_version_health(version_id=recommendation.model_version_id)),
                                side=recommendation.side)
     return assess(Proposal(side=recommendation.side, contracts=recommendation.contracts,
                            confidence=recommendation.confidence,

@@ -39,7 +39,7 @@ def close_time(bar: Bar) -> datetime:
     return bar.timestamp + ONE_MINUTE
 
 
-def model_version(instrument: Instrument, *, timeframe: str = "1m", health_score: float | None = None,
+def model_version(instrument: Instrument, *, timeframe: str = "1m", health_score: float | None = 100.0,
                   label: dict | None = None) -> ModelVersion:
     """A version row (no artifacts: it never predicts by itself), with the label bracket sizing reads."""
     label = label or LABEL

@@ -45,14 +45,14 @@ def test_default_kelly_fraction_is_a_quarter_of_full_kelly():
 
 
 def test_adjusted_fraction_is_the_kelly_fraction_of_full_kelly_times_every_factor():
-    size = kelly_size(_inputs(probability=0.7, payoff_ratio=1.5, drawdown=0.03, model_health=0.8,
+    size = kelly_size(_inputs(probability=0.7, payoff_ratio=1.5, drawdown=0.03, model_health=0.64,
                               volatility_ratio=1.25), KellyConfig(kelly_fraction=0.5))
     expected = size.full_kelly * 0.5 * size.confidence_factor * size.drawdown_factor * size.health_factor \
         * size.volatility_factor
     assert size.adjusted_fraction == pytest.approx(expected)
     assert size.confidence_factor == pytest.approx(0.5 + 0.5 * (0.7 - 0.6) / 0.4)
     assert size.drawdown_factor == pytest.approx(0.7)
-    assert size.health_factor == pytest.approx(0.8)
+    assert size.health_factor == pytest.approx(0.8)  # (0.64 - 0.40) / (0.70 - 0.40)
     assert size.volatility_factor == pytest.approx(0.8)
 
 
@@ -83,15 +83,29 @@ def test_size_is_zero_with_a_reason_when_drawdown_reaches_the_maximum():
     assert size.reason == "drawdown 10.0% reached the maximum 10.0%"
 
 
-def test_health_factor_is_the_model_health_clamped_to_zero_and_one():
-    factors = [kelly_size(_inputs(model_health=h), KellyConfig()).health_factor for h in (-0.5, 0.0, 0.4, 1.0, 1.7)]
-    assert factors == [0.0, 0.0, 0.4, 1.0, 1.0]
+def test_health_factor_is_one_from_the_full_size_floor_and_falls_linearly_to_zero_at_the_blocking_floor():
+    config = KellyConfig(health_full_at=0.70, health_zero_at=0.40)
+    healths = (-0.5, 0.0, 0.40, 0.49, 0.55, 0.6997, 0.70, 1.0, 1.7)
+    factors = [kelly_size(_inputs(model_health=h), config).health_factor for h in healths]
+    assert factors == pytest.approx([0.0, 0.0, 0.0, 0.3, 0.5, 0.999, 1.0, 1.0, 1.0])
 
 
-def test_size_is_zero_with_a_reason_when_model_health_is_zero():
-    size = kelly_size(_inputs(model_health=0.0), KellyConfig())
+def test_health_factor_is_a_step_when_the_full_size_floor_is_not_above_the_blocking_floor():
+    config = KellyConfig(health_full_at=0.5, health_zero_at=0.5)
+    assert [kelly_size(_inputs(model_health=h), config).health_factor for h in (0.49, 0.5, 0.51)] == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["health_full_at", "health_zero_at"])
+@pytest.mark.parametrize("value", [-0.1, 1.5, math.nan])
+def test_health_floors_outside_zero_and_one_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        KellyConfig(**{name: value})
+
+
+def test_size_is_zero_with_a_reason_when_model_health_is_at_the_blocking_floor():
+    size = kelly_size(_inputs(model_health=0.4), KellyConfig())
     assert size.contracts == 0
-    assert "model health" in size.reason
+    assert size.reason == "model health 40/100 is at or under the blocking floor 40"
 
 
 def test_volatility_factor_shrinks_size_when_volatility_is_above_normal_and_never_grows_it():

@@ -14,7 +14,7 @@ State = Recommendation.State
 
 def recommend(nq, *, now_offset=timedelta(0), start=0, **kwargs):
     made = flat_bars(nq, 3, start=start)
-    version = model_version(nq, health_score=kwargs.pop("health_score", None))
+    version = model_version(nq, health_score=kwargs.pop("health_score", 100.0))
     made_prediction = prediction(made[-1], version, **kwargs)
     [recommendation] = services.recommendations_create_for_prediction(
         prediction_id=made_prediction.pk, now=close_time(made[-1]) + now_offset)
@@ -50,11 +50,42 @@ def test_a_model_health_under_the_floor_blocks(nq):
     assert any("health" in reason.lower() for reason in recommendation.reasons)
 
 
-def test_model_health_scales_the_size_down(nq):
+def test_model_health_under_the_full_size_floor_scales_the_size_down_and_says_why(nq):
     healthy = recommend(nq, p=0.62)
     weaker = recommend(nq, p=0.62, health_score=50.0, start=3)
-    assert weaker.kelly["health_factor"] == pytest.approx(0.5)
+    # Linear from the full-size floor (70) down to the blocking floor (40): 50 is a third of the way up.
+    assert weaker.kelly["health_factor"] == pytest.approx(1 / 3)
     assert Decimal(weaker.kelly["raw_contracts"]) < Decimal(healthy.kelly["raw_contracts"])
+    assert any("under the full-size floor 70" in reason and "x0.33" in reason for reason in weaker.reasons)
+    assert not any("health" in reason for reason in healthy.reasons if "floor" in reason and "under" in reason)
+
+
+@pytest.mark.parametrize("score", [70.0, 85.0, 100.0])
+def test_model_health_at_or_above_the_full_size_floor_sizes_in_full(nq, score):
+    recommendation = recommend(nq, p=0.62, health_score=score)
+    assert recommendation.kelly["health_factor"] == 1.0
+
+
+def test_the_health_floors_are_the_accounts_settings(nq):
+    TradingConfig.objects.filter(instrument=nq).update(health_floor=0.2, health_full_size_floor=0.9)
+    recommendation = recommend(nq, p=0.62, health_score=55.0)
+    assert recommendation.kelly["health_factor"] == pytest.approx((0.55 - 0.2) / (0.9 - 0.2))
+
+
+def test_an_unscored_version_without_a_validated_edge_is_not_sized(nq):
+    recommendation = recommend(nq, health_score=None)  # the helper's version has has_edge False
+    assert recommendation.state == State.BLOCKED and recommendation.contracts == 0
+    assert any("not scored yet and no validated edge" in reason for reason in recommendation.reasons)
+
+
+def test_an_unscored_version_with_a_validated_edge_sizes_in_full(nq):
+    made = flat_bars(nq, 3)
+    version = model_version(nq, health_score=None)
+    version.has_edge = True
+    version.save(update_fields=["has_edge"])
+    [recommendation] = services.recommendations_create_for_prediction(
+        prediction_id=prediction(made[-1], version).pk, now=close_time(made[-1]))
+    assert recommendation.kelly["health_factor"] == 1.0 and recommendation.contracts > 0
 
 
 def test_a_volatility_spike_scales_the_size_down(nq):
