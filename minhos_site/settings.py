@@ -78,7 +78,8 @@ MINHOS_TRUSTED_PROXIES = env.list("MINHOS_TRUSTED_PROXIES", default=[])
 MINHOS_INSECURE_HTTP = not EMBEDDED and env.bool("MINHOS_INSECURE_HTTP", default=False)
 HTTPS_ONLY = not EMBEDDED and not MINHOS_INSECURE_HTTP
 SECURE_SSL_REDIRECT = HTTPS_ONLY
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # probes of process managers and load balancers talk to the app directly
+# Probes of process managers and load balancers, and Prometheus, talk to the app directly.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
 SECURE_HSTS_SECONDS = env.int("MINHOS_HSTS_SECONDS", default=31_536_000) if HTTPS_ONLY else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("MINHOS_HSTS_INCLUDE_SUBDOMAINS", default=True)
@@ -225,6 +226,7 @@ CELERY_TASK_DEFAULT_QUEUE = "trading"
 CELERY_TASK_ROUTES = {
     "trading.tasks.workflow_decide": {"queue": "inference"},
     "mlcore.tasks.*": {"queue": "training"},
+    "monitoring.tasks.*": {"queue": "monitoring"},
 }
 CELERY_QUEUES_SERVED = ("trading", "inference", "training")
 # Tasks are idempotent and acknowledged when done: a killed worker's task is delivered again, not lost. A worker
@@ -260,6 +262,10 @@ CELERY_BEAT_SCHEDULE = {
                               "kwargs": {"stage": "stored"}, "options": {"queue": "trading", "expires": 10}},
     "workflow-sweep-settled": {"task": "trading.tasks.workflow_sweep", "schedule": 2.0,
                                "kwargs": {"stage": "settled"}, "options": {"queue": "inference", "expires": 10}},
+    # Monitoring: a snapshot of every market's active version (health, metrics, drift, alerts).
+    "monitoring-snapshot": {"task": "monitoring.tasks.snapshot_all",
+                            "schedule": env.float("MINHOS_MONITOR_SNAPSHOT_SECONDS", default=60.0),
+                            "options": {"queue": "monitoring", "expires": 60}},
     **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat", "schedule": 5.0, "args": (queue,),
                                      "options": {"queue": queue, "expires": 10}}
        for queue in CELERY_QUEUES_SERVED},

@@ -10,6 +10,7 @@ from trading import chart_views, views as trading_views
 urlpatterns = [
     path("", trading_views.dashboard, name="dashboard"),
     path("healthz", trading_views.healthz, name="healthz"),
+    path("readyz", trading_views.readyz, name="readyz"),
     path("chart/overlays/", chart_views.chart_overlays, name="chart-overlays"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -53,3 +53,27 @@ class PredictionFacts:
             "latency_ms": self.latency_ms,
             "members": self.members,
         }
+
+
+@dataclass(frozen=True)
+class ActiveVersion:
+    """The active model version of one market, for readiness checks and metrics (no row, no JSON)."""
+
+    version_id: int
+    instrument_id: int
+    symbol: str
+    timeframe: str
+    artifacts: int  # how many artifact files are registered with their SHA-256 (0: it cannot be loaded)
+
+
+@dataclass(frozen=True)
+class PredictionTally:
+    """How many predictions one version made, for one combination of outcome status and per-side outcomes."""
+
+    version_id: int
+    symbol: str
+    timeframe: str
+    outcome_status: str  # pending, resolved or unresolvable
+    outcome_long: str  # take_profit, stop, timeout, or "" while pending
+    outcome_short: str
+    count: int

@@ -4,11 +4,11 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from .domain.labels import SIDES
-from .facts import PredictionFacts
+from .facts import ActiveVersion, PredictionFacts, PredictionTally
 from .models import ModelVersion, Prediction
 
 
@@ -27,6 +27,32 @@ def model_version_list(*, symbol: str | None = None, timeframe: str | None = Non
 def model_version_active(*, instrument, timeframe: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(instrument=instrument, timeframe=timeframe,
                                        status=ModelVersion.Status.ACTIVE).first()
+
+
+def model_version_active_list() -> list[ActiveVersion]:
+    """Every market's active version, in one query."""
+    rows = (ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)
+            .values_list("pk", "instrument_id", "instrument__symbol", "timeframe", "artifacts"))
+    return [ActiveVersion(version_id=pk, instrument_id=instrument_id, symbol=symbol, timeframe=timeframe,
+                          artifacts=len(artifacts or {}))
+            for pk, instrument_id, symbol, timeframe, artifacts in rows]
+
+
+def prediction_tallies() -> list[PredictionTally]:
+    """Predictions counted per version and outcome, in one aggregate query (the version's timeframe is its
+    predictions' timeframe, so no bar is read)."""
+    rows = (Prediction.objects.order_by()
+            .values_list("version_id", "version__instrument__symbol", "version__timeframe", "outcome_status",
+                         "outcome_long", "outcome_short")
+            .annotate(count=Count("pk")))
+    return [PredictionTally(*row) for row in rows]
+
+
+def prediction_latencies_recent(*, instrument_id: int, version_id: int, n: int = 1000) -> list[float]:
+    """The inference latencies (ms) of the version's newest n predictions (read along the instrument's
+    newest-first index)."""
+    return list(Prediction.objects.filter(instrument_id=instrument_id, version_id=version_id)
+                .order_by("-created_at").values_list("latency_ms", flat=True)[:n])
 
 
 def prediction_list(*, symbol: str | None = None, timeframe: str | None = None) -> QuerySet[Prediction]:

@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import health
 from .domain.calendar import trading_day_start
 from .domain.exposure import EntryExposure, Exposure, exposure, open_trade_loss, working_entry_loss
+from .domain.risk import RiskLimits, in_session
 from .domain.timeframes import TIMEFRAMES, timeframe_delta
 from .models import (
     Account,
@@ -344,6 +345,62 @@ def bar_age_seconds(*, received_at: datetime | None, latest_timestamp: datetime 
     if latest_timestamp is None:
         return float("inf")
     return max(0.0, (now - (latest_timestamp + timeframe_delta(timeframe))).total_seconds())
+
+
+# A market's newest bar is stale when it arrived longer ago than one bar's length plus this: the risk manager's and
+# the stale-data alert's default limit (180 s), with the bar's own length allowed for on slower timeframes.
+STALE_AFTER_SECONDS = 180.0
+# The weekly session the freshness check follows: CME Globex (the risk manager's default), holidays not modelled.
+SESSION = RiskLimits()
+
+
+@dataclass(frozen=True)
+class MarketFreshness:
+    """How old one market's newest bar is, and whether that is stale (never while the market is closed)."""
+
+    instrument_id: int
+    symbol: str
+    timeframe: str
+    latest_bar_timestamp: datetime
+    bar_received_at: datetime | None  # when the feed stored it (None: no feed reported this market)
+    age_seconds: float  # since it arrived (or, without a feed's record, since it closed)
+    stale_after_seconds: float
+    market_open: bool
+
+    @property
+    def stale(self) -> bool:
+        return self.market_open and self.age_seconds > self.stale_after_seconds
+
+
+def market_freshness_list(*, now: datetime | None = None) -> list[MarketFreshness]:
+    """Every active instrument and timeframe that has bars, with its newest bar's age. Two queries: the newest bar
+    of each timeframe per active instrument (a backward step along the bars' unique index each), and the feeds'
+    records of when their last bar arrived (replayed bars carry old market times: arrival is the honest age)."""
+    now = now or timezone.now()
+    newest = {
+        f"newest_{timeframe}": Subquery(Bar.objects.filter(instrument=OuterRef("pk"), timeframe=timeframe)
+                                        .order_by("-timestamp").values("timestamp")[:1])
+        for timeframe in TIMEFRAMES
+    }
+    instruments = list(Instrument.objects.filter(active=True).order_by("symbol")
+                       .annotate(**newest).values("pk", "symbol", *newest))
+    received = {(instrument_id, timeframe): at for instrument_id, timeframe, at in FeedStatus.objects.filter(
+        instrument__active=True).values_list("instrument_id", "timeframe", "last_bar_received_at")}
+    market_open = in_session(now, SESSION)
+    markets = []
+    for row in instruments:
+        for timeframe, length in TIMEFRAMES.items():
+            latest = row[f"newest_{timeframe}"]
+            if latest is None:
+                continue
+            arrived = received.get((row["pk"], timeframe))
+            markets.append(MarketFreshness(
+                instrument_id=row["pk"], symbol=row["symbol"], timeframe=timeframe, latest_bar_timestamp=latest,
+                bar_received_at=arrived,
+                age_seconds=bar_age_seconds(received_at=arrived, latest_timestamp=latest, timeframe=timeframe,
+                                            now=now),
+                stale_after_seconds=STALE_AFTER_SECONDS + length.total_seconds(), market_open=market_open))
+    return markets
 
 
 def account_summary(*, account: Account, at: datetime | None = None) -> dict:

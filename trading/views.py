@@ -6,7 +6,7 @@ from django.shortcuts import render
 from mlcore import selectors as ml_selectors
 from mlcore import services as ml_services
 
-from . import chart, health, realtime, selectors
+from . import chart, health, readiness, realtime, selectors
 from .domain.timeframes import TIMEFRAMES
 from .services.accounts import DEFAULT_ACCOUNT
 
@@ -71,4 +71,12 @@ def healthz(request):
     """For process managers, load balancers and the dashboard: 200 when the database, Redis (deployment) and the
     workers' queues are up, else 503; both say each component's state."""
     report = health.health_report()
+    return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
+
+
+def readyz(request):
+    """For load balancers and deploy scripts: 200 when this deployment can decide bars now (database, Redis when
+    configured, an active model for every market with bars, bars fresh while the market is open), else 503; both
+    name each check with ok and its reason."""
+    report = readiness.readiness_report()
     return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
