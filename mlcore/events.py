@@ -7,3 +7,7 @@ the others or the prediction). Keyword arguments: prediction (mlcore.models.Pred
 from django.dispatch import Signal
 
 prediction_created = Signal()
+
+# Sent once a version has become its market's active one (after the promotion committed), for listeners such as
+# monitoring, which scores it at once. Keyword arguments: version_id (int).
+model_version_promoted = Signal()

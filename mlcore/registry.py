@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from trading import services as trading_services
 
+from .events import model_version_promoted
 from .models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,15 @@ def model_version_promote(*, version_id: int, user=None, client_address: str | N
                before=market["before"], after=version_id, via=via, client_address=client_address, refused=reason)
         raise
     logger.info("promoted %s (%s)", version, via)
+    transaction.on_commit(lambda: _announce_promotion(version.pk))
     return version
+
+
+def _announce_promotion(version_id: int) -> None:
+    for receiver, error in model_version_promoted.send_robust(sender=ModelVersion, version_id=version_id):
+        if isinstance(error, Exception):
+            logger.error("promotion of v%s: receiver %s failed: %r", version_id, receiver, error,
+                         exc_info=(type(error), error, error.__traceback__))
 
 
 def model_version_rollback(*, instrument, timeframe: str, user=None, client_address: str | None = None,
@@ -183,4 +192,5 @@ def model_version_rollback(*, instrument, timeframe: str, user=None, client_addr
                after=versions["previous"], via=via, client_address=client_address, refused=str(exc))
         raise
     logger.info("rolled back %s %s from v%s to v%s (%s)", instrument, timeframe, current.pk, previous.pk, via)
+    transaction.on_commit(lambda: _announce_promotion(previous.pk))
     return previous

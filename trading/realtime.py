@@ -41,20 +41,33 @@ def bar_message(bar) -> dict:
     }
 
 
+# Every open page (not only a market's dashboard) listens here: alerts are shown wherever the user is.
+EVERYONE_GROUP = "everyone"
+
+
 def broadcast(symbol: str, timeframe: str, message_type: str, payload: dict) -> bool:
     """Push a message to a market's dashboards from sync code; False (logged once per outage) when the layer is
     unreachable, without raising."""
+    return _broadcast(market_group(symbol, timeframe), message_type, payload)
+
+
+def broadcast_all(message_type: str, payload: dict) -> bool:
+    """Push a message to every open page (alerts); like `broadcast`, never raises."""
+    return _broadcast(EVERYONE_GROUP, message_type, payload)
+
+
+def _broadcast(group: str, message_type: str, payload: dict) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
     message = {"type": message_type, "payload": payload}
     try:
         try:
-            _group_send_from_sync(layer, market_group(symbol, timeframe), message)
+            _group_send_from_sync(layer, group, message)
         except redis.exceptions.ConnectionError:
             # After Redis restarts, the first push goes out on a pooled connection from before and fails; the pool
             # then drops it, so one more try on a fresh connection tells a restarted Redis from one still down.
-            _group_send_from_sync(layer, market_group(symbol, timeframe), message)
+            _group_send_from_sync(layer, group, message)
     except UNREACHABLE as error:
         stream_down(error, during="a push", dropped=1)
         return False

@@ -1,0 +1,43 @@
+"""The population stability index on known shifts, with its sample-size guard."""
+import math
+
+import numpy as np
+import pytest
+
+from mlcore.domain import drift
+
+
+def test_psi_by_hand():
+    assert drift.psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(
+        (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.75 - 0.5) * math.log(0.75 / 0.5))
+    assert drift.psi([0.2] * 5, [0.2] * 5) == 0.0
+
+
+def test_the_same_distribution_is_stable_and_a_one_sd_shift_is_significant():
+    rng = np.random.default_rng(0)
+    reference = drift.reference_bins(rng.normal(size=20000))
+    assert sum(reference["shares"]) == pytest.approx(1.0) and len(reference["shares"]) == 10
+    assert reference["edges"] == sorted(reference["edges"])
+    same = drift.psi_report(rng.normal(size=2000), reference)
+    assert same["band"] == "stable" and same["psi"] < same["psi_noise"] * 3
+    moved = drift.psi_report(rng.normal(loc=1.0, size=2000), reference)
+    assert moved["band"] == "significant" and moved["psi"] > 0.25
+    wider = drift.psi_report(rng.normal(scale=4.0, size=2000), reference)  # a volatility shock
+    assert wider["band"] == "significant"
+
+
+def test_values_outside_the_training_range_land_in_the_end_bins():
+    reference = drift.reference_bins(np.arange(100.0))
+    shares, n = drift.shares_of([-1e9, 1e9], reference)
+    assert n == 2 and shares[0] == 0.5 and shares[-1] == 0.5
+
+
+def test_no_verdict_under_the_minimum_live_count():
+    reference = drift.reference_bins(np.arange(1000.0))
+    report = drift.psi_report(np.arange(50.0), reference, min_live=100)
+    assert report["psi"] is None and report["band"] == "insufficient" and report["n"] == 50
+
+
+def test_constant_and_empty_references():
+    assert drift.reference_bins([3.0, 3.0, 3.0])["shares"] == [1.0] or len(drift.reference_bins([3.0] * 3)["edges"]) <= 1
+    assert drift.reference_bins([math.nan])["n"] == 0

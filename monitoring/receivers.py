@@ -1,0 +1,20 @@
+"""Monitoring listens: a version that becomes active is scored at once (its health is what sizing reads)."""
+import logging
+
+from django.dispatch import receiver
+
+from mlcore.events import model_version_promoted
+
+logger = logging.getLogger("minhos.monitoring")
+
+
+@receiver(model_version_promoted, dispatch_uid="monitoring-score-promoted-version")
+def score_promoted_version(sender, *, version_id: int, **kwargs) -> None:
+    from . import tasks
+
+    # Eager in embedded mode (scored inline); in deployment, on the monitoring queue. A broker that is down only
+    # delays the score: the beat's next snapshot takes it.
+    try:
+        tasks.snapshot_version.apply_async(args=(version_id, "promotion"), retry=False)
+    except Exception as exc:
+        logger.error("could not queue the snapshot of promoted version %s: %s", version_id, exc)

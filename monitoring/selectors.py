@@ -1,0 +1,152 @@
+"""Reads for monitoring: the predictions and outcomes of a version, live bars for drift, operational figures."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.db.models import QuerySet
+
+from mlcore.models import ModelVersion, Prediction
+from trading import selectors as trading_selectors
+from trading.models import FeedStatus, Instrument, WorkerHeartbeat
+
+from .models import Alert, MetricSnapshot
+
+PER_BAR_QUEUES = ("trading", "inference")
+
+
+@dataclass(frozen=True)
+class OutcomeArrays:
+    """Resolved predictions of one version, oldest bar first, as arrays."""
+
+    bar_time: np.ndarray  # datetime64[ns] (UTC)
+    chosen_long: np.ndarray  # bool: the long side was the one chosen
+    p_long: np.ndarray
+    p_short: np.ndarray
+    y_long: np.ndarray  # 1.0 when the long take-profit came first
+    y_short: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.bar_time)
+
+    @property
+    def p_chosen(self) -> np.ndarray:
+        return np.where(self.chosen_long, self.p_long, self.p_short)
+
+    @property
+    def y_chosen(self) -> np.ndarray:
+        return np.where(self.chosen_long, self.y_long, self.y_short)
+
+    def tail(self, count: int) -> OutcomeArrays:
+        return self._take(slice(max(0, len(self) - count), None))
+
+    def since(self, start: np.datetime64) -> OutcomeArrays:
+        return self._take(slice(int(np.searchsorted(self.bar_time, start, side="left")), None))
+
+    def _take(self, index) -> OutcomeArrays:
+        return OutcomeArrays(*(getattr(self, f)[index] for f in
+                               ("bar_time", "chosen_long", "p_long", "p_short", "y_long", "y_short")))
+
+
+def outcomes_of(*, version_id: int) -> OutcomeArrays:
+    rows = list(Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
+                .order_by("bar__timestamp").values_list("bar__timestamp", "side", "p_long", "p_short",
+                                                         "outcome_long", "outcome_short"))
+    if not rows:
+        empty = np.array([], dtype=np.float64)
+        return OutcomeArrays(np.array([], dtype="datetime64[ns]"), np.array([], dtype=bool), empty, empty, empty,
+                             empty)
+    frame = pd.DataFrame(rows, columns=["t", "side", "p_long", "p_short", "o_long", "o_short"])
+    times = pd.to_datetime(frame["t"], utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return OutcomeArrays(
+        bar_time=times, chosen_long=(frame["side"] == "long").to_numpy(),
+        p_long=frame["p_long"].to_numpy(dtype=np.float64), p_short=frame["p_short"].to_numpy(dtype=np.float64),
+        y_long=(frame["o_long"] == Prediction.Outcome.TAKE_PROFIT).to_numpy(dtype=np.float64),
+        y_short=(frame["o_short"] == Prediction.Outcome.TAKE_PROFIT).to_numpy(dtype=np.float64),
+    )
+
+
+def pending_probabilities(*, version_id: int) -> np.ndarray:
+    """The chosen side's calibrated probability of every prediction still waiting for its outcome."""
+    rows = Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.PENDING) \
+        .values_list("side", "p_long", "p_short")
+    return np.array([p_long if side == "long" else p_short for side, p_long, p_short in rows], dtype=np.float64)
+
+
+def outcome_counts(*, version_id: int) -> dict[str, int]:
+    counts = dict.fromkeys(Prediction.OutcomeStatus.values, 0)
+    for status, in Prediction.objects.filter(version_id=version_id).values_list("outcome_status"):
+        counts[status] += 1
+    return counts
+
+
+def recent_predictions(*, version_id: int, count: int) -> pd.DataFrame:
+    """The newest `count` predictions of a version (for latency, rate and the probability drift), oldest first."""
+    rows = list(Prediction.objects.filter(version_id=version_id).order_by("-bar__timestamp")
+                .values_list("bar__timestamp", "created_at", "latency_ms", "side", "p_long", "p_short")[:count])
+    frame = pd.DataFrame(rows[::-1], columns=["bar_time", "created_at", "latency_ms", "side", "p_long", "p_short"])
+    return frame
+
+
+def live_bars(*, instrument: Instrument, timeframe: str, after: datetime, count: int, history: int) -> pd.DataFrame:
+    """The newest `count` bars after `after` (the version's training data end), with `history` bars before them so
+    their features can be computed; empty when no bar came after."""
+    frame = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe, last_n=count + history)
+    if frame.empty:
+        return frame
+    unseen = int((frame["timestamp"] > pd.Timestamp(after)).sum())
+    if unseen == 0:
+        return frame.iloc[0:0]
+    return frame.iloc[max(0, len(frame) - unseen - history):]
+
+
+def data_freshness_seconds(*, instrument: Instrument, timeframe: str, now: datetime) -> float | None:
+    status = FeedStatus.objects.filter(instrument=instrument, timeframe=timeframe).first()
+    latest = trading_selectors.bar_latest(instrument=instrument, timeframe=timeframe)
+    if status is None and latest is None:
+        return None
+    return trading_selectors.bar_age_seconds(received_at=status.last_bar_received_at if status else None,
+                                             latest_timestamp=latest.timestamp if latest else None,
+                                             timeframe=timeframe, now=now)
+
+
+def worker_ages(*, now: datetime) -> dict[str, float | None] | None:
+    """Seconds since each per-bar queue's worker last answered (beat's heartbeat); None in embedded mode."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return None
+    seen = {beat.queue: beat.seen_at for beat in WorkerHeartbeat.objects.filter(queue__in=PER_BAR_QUEUES)}
+    return {queue: (now - seen[queue]).total_seconds() if queue in seen else None for queue in PER_BAR_QUEUES}
+
+
+def markets_monitored() -> QuerySet[ModelVersion]:
+    """The active versions: one per market that monitoring scores."""
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("instrument")
+
+
+def snapshot_latest(*, instrument, timeframe: str) -> MetricSnapshot | None:
+    return MetricSnapshot.objects.filter(instrument=instrument, timeframe=timeframe).first()
+
+
+def snapshot_series(*, instrument, timeframe: str, since: datetime | None = None, limit: int = 500):
+    snapshots = MetricSnapshot.objects.filter(instrument=instrument, timeframe=timeframe)
+    if since is not None:
+        snapshots = snapshots.filter(taken_at__gte=since)
+    return list(snapshots.order_by("-taken_at")[:limit])[::-1]
+
+
+def alert_list(*, status: str | None = None, unresolved: bool = False, limit: int = 200) -> QuerySet[Alert]:
+    alerts = Alert.objects.select_related("rule", "instrument", "acknowledged_by").order_by("-opened_at", "-id")
+    if unresolved:
+        alerts = alerts.exclude(status=Alert.Status.RESOLVED)
+    elif status:
+        alerts = alerts.filter(status=status)
+    return alerts[:limit]
+
+
+def predictions_per_minute(*, version_id: int, now: datetime, minutes: int = 10) -> float:
+    since = now - timedelta(minutes=minutes)
+    return Prediction.objects.filter(version_id=version_id, created_at__gte=since).count() / minutes
+

@@ -1,0 +1,516 @@
+"""Monitoring's writes: take a snapshot of a market's active version (live metrics, drift, operations, the health
+score written where sizing reads it), evaluate the alert rules (open, refresh, resolve), acknowledge alerts, and
+queue a retraining when a rule asks for one (audited)."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from mlcore.domain import drift as drift_core
+from mlcore.domain.features import FEATURE_NAMES, FEATURE_WINDOW, compute_features
+from mlcore.domain.labels import SIDES
+from mlcore.models import ModelVersion
+from trading.domain.risk import RiskLimits, in_session
+from trading.models import Instrument
+
+from . import selectors
+from .domain import health as health_core
+from .domain import metrics as metrics_core
+from .models import Alert, AlertRule, MetricSnapshot, RetrainingRequest
+
+logger = logging.getLogger("minhos.monitoring")
+
+# Calendar features cannot match the training window's mix over a live window of hours, by construction: a drift
+# verdict on them would only say what time it is.
+CALENDAR_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    snapshot: MetricSnapshot
+    opened: tuple[int, ...]
+    resolved: tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------------- snapshots
+
+def snapshot_take(*, version: ModelVersion, trigger: str = MetricSnapshot.Trigger.SCHEDULE,
+                  now: datetime | None = None) -> SnapshotResult:
+    """Compute and store one snapshot of `version` (its market's figures), write its health score onto the version
+    (where sizing and the model_health risk check read it), and evaluate the alert rules."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    instrument, timeframe = version.instrument, version.timeframe
+    min_count = int(_setting("MINHOS_MONITOR_MIN_OUTCOMES", metrics_core.MIN_COUNT))
+
+    outcomes = selectors.outcomes_of(version_id=version.pk)
+    windows = _windows(outcomes, version=version, min_count=min_count)
+    chosen = windows["count"]["chosen"]
+    pending = selectors.pending_probabilities(version_id=version.pk)
+    metrics = {"windows": windows, "pending": metrics_core.expected_hit_rate(pending),
+               "counts": selectors.outcome_counts(version_id=version.pk),
+               "training": {side: _training_figures(version, side) for side in SIDES}}
+
+    drift = drift_measure(version=version)
+    operations = _operations(version=version, now=now)
+    freshness = operations["freshness_seconds"]
+    inputs = health_core.HealthInputs(
+        has_edge=version.has_edge, edge_statement=version.edge_statement,
+        calibration_p=chosen["calibration_test"]["p_value"] if chosen["sufficient"] else None,
+        accuracy_p=chosen["hit_rate"]["p_value"] if chosen["sufficient"] else None,
+        outcomes=chosen["n"], min_outcomes=min_count,
+        realised_rate=chosen["hit_rate"]["realised_rate"], expected_rate=chosen["hit_rate"]["expected_rate"],
+        drift_features={name: f["psi"] for name, f in drift["features"].items()},
+        drift_probability=drift["probability_max"],
+        latency_p99_ms=operations["latency"]["p99"],
+        latency_budget_ms=float(_setting("MINHOS_MONITOR_LATENCY_BUDGET_MS", 500.0)),
+        freshness_seconds=freshness, market_open=operations["market_open"],
+        stale_after_seconds=operations["stale_after_seconds"], workers=operations["workers"],
+    )
+    score = health_core.health_score(inputs, worker_timeout=float(_setting("MINHOS_MONITOR_WORKER_TIMEOUT", 30.0)))
+    with transaction.atomic():
+        snapshot = MetricSnapshot.objects.create(
+            instrument=instrument, timeframe=timeframe, version=version, taken_at=now, trigger=trigger,
+            health_score=score.score, health_components=[c.as_dict() for c in score.components],
+            health_caps=list(score.caps), metrics=_json_safe(metrics), drift=_json_safe(drift),
+            operations=_json_safe(operations), seconds=0.0)
+        ModelVersion.objects.filter(pk=version.pk).update(health_score=score.score, health_checked_at=now,
+                                                          health_reason=score.reason[:300])
+        opened, resolved = alerts_evaluate(snapshot=snapshot, version=version, score=score, inputs=inputs, now=now)
+        snapshot.seconds = round(time.perf_counter() - started, 4)
+        snapshot.save(update_fields=["seconds"])
+    logger.info("snapshot %s %s v%s: health %.1f (%s) in %.3fs", instrument.symbol, timeframe, version.pk,
+                score.score, score.reason, snapshot.seconds)
+    transaction.on_commit(lambda: _publish(snapshot, opened, resolved))
+    return SnapshotResult(snapshot=snapshot, opened=tuple(opened), resolved=tuple(resolved))
+
+
+def snapshot_all(*, trigger: str = MetricSnapshot.Trigger.SCHEDULE, now: datetime | None = None) -> list[SnapshotResult]:
+    """One snapshot per market with an active version. A market whose snapshot fails is logged and skipped, and
+    the failure raised at the end, so one bad market cannot hide the others' health."""
+    results, failures = [], []
+    for version in selectors.markets_monitored():
+        try:
+            results.append(snapshot_take(version=version, trigger=trigger, now=now))
+        except Exception as exc:
+            logger.exception("snapshot of %s %s failed", version.instrument.symbol, version.timeframe)
+            failures.append(f"{version.instrument.symbol} {version.timeframe}: {type(exc).__name__}: {exc}")
+    if failures:
+        raise RuntimeError("monitoring snapshot failed for " + "; ".join(failures))
+    return results
+
+
+def snapshot_for_market(*, symbol: str, timeframe: str, trigger: str = MetricSnapshot.Trigger.ON_DEMAND,
+                        now: datetime | None = None) -> SnapshotResult:
+    instrument = Instrument.objects.filter(symbol=symbol).first()
+    if instrument is None:
+        raise ValidationError(f"unknown symbol {symbol!r}")
+    version = ModelVersion.objects.filter(instrument=instrument, timeframe=timeframe,
+                                          status=ModelVersion.Status.ACTIVE).select_related("instrument").first()
+    if version is None:
+        raise ValidationError(f"{symbol} {timeframe} has no active model version to monitor")
+    return snapshot_take(version=version, trigger=trigger, now=now)
+
+
+def _windows(outcomes: selectors.OutcomeArrays, *, version: ModelVersion, min_count: int) -> dict:
+    """The rolling windows: the latest N outcomes, the last T hours of bars (market time), and the whole version."""
+    count = int(_setting("MINHOS_MONITOR_WINDOW_COUNT", 500))
+    hours = float(_setting("MINHOS_MONITOR_WINDOW_HOURS", 24.0))
+    selected = {"count": outcomes.tail(count)}
+    if len(outcomes):
+        start = outcomes.bar_time[-1] - np.timedelta64(int(hours * 3600), "s")
+        selected["time"] = outcomes.since(start)
+    else:
+        selected["time"] = outcomes
+    selected["version"] = outcomes
+    out = {}
+    for name, window in selected.items():
+        out[name] = {
+            "size": count if name == "count" else hours if name == "time" else None,
+            "chosen": metrics_core.window_metrics(window.y_chosen, window.p_chosen, min_count=min_count),
+            **{side: metrics_core.window_metrics(getattr(window, f"y_{side}"), getattr(window, f"p_{side}"),
+                                                 expected=_training_figures(version, side), min_count=min_count)
+               for side in SIDES},
+        }
+        if len(window):
+            out[name]["first_bar"] = _iso(window.bar_time[0])
+            out[name]["last_bar"] = _iso(window.bar_time[-1])
+    return out
+
+
+def _training_figures(version: ModelVersion, side: str) -> dict:
+    report = (version.metrics or {}).get(side) or {}
+    return dict(report.get("meta") or {})
+
+
+def drift_measure(*, version: ModelVersion) -> dict:
+    """PSI per feature of the live window (the newest bars after the version's training data, at most one window)
+    against the training window's reference bins, and of the predicted probabilities; with the sample-size guard."""
+    reference = version.drift_reference or {}
+    window = int(_setting("MINHOS_MONITOR_DRIFT_BARS", 1380))
+    min_live = int(_setting("MINHOS_MONITOR_DRIFT_MIN", drift_core.MIN_LIVE))
+    out = {"window_bars": window, "min_live": min_live, "features": {}, "probability": {}, "probability_max": None,
+           "excluded": list(CALENDAR_FEATURES), "reference_available": bool(reference.get("features"))}
+    if not reference.get("features"):
+        out["note"] = "this version was trained before reference bins were stored: no drift figures"
+        return out
+    bars = selectors.live_bars(instrument=version.instrument, timeframe=version.timeframe, after=version.data_end,
+                               count=window, history=FEATURE_WINDOW)
+    live_count = max(0, len(bars) - FEATURE_WINDOW) if len(bars) else 0
+    features = None
+    if len(bars) > FEATURE_WINDOW:
+        try:
+            features = compute_features(bars.reset_index(drop=True)).iloc[-min(window, live_count):]
+        except Exception as exc:  # a broken window must not stop the rest of the snapshot
+            out["note"] = f"features could not be computed: {type(exc).__name__}: {exc}"
+    out["live_bars"] = int(min(window, live_count))
+    for name in FEATURE_NAMES:
+        if name in CALENDAR_FEATURES or name not in reference["features"]:
+            continue
+        values = features[name].to_numpy() if features is not None else np.array([])
+        report = drift_core.psi_report(values, reference["features"][name], min_live=min_live)
+        out["features"][name] = {k: report[k] for k in ("psi", "band", "n", "psi_noise")}
+    recent = selectors.recent_predictions(version_id=version.pk, count=window)
+    probability_max = None
+    for side in SIDES:
+        ref = (reference.get("probability") or {}).get(side)
+        if not ref:
+            continue
+        values = recent[f"p_{side}"].to_numpy(dtype=np.float64) if len(recent) else np.array([])
+        report = drift_core.psi_report(values, ref, min_live=min_live)
+        out["probability"][side] = report
+        if report["psi"] is not None:
+            probability_max = max(probability_max or 0.0, report["psi"])
+    out["probability_max"] = probability_max
+    known = [(name, f["psi"]) for name, f in out["features"].items() if f["psi"] is not None]
+    out["max_feature"], out["max_psi"] = max(known, key=lambda item: item[1]) if known else (None, None)
+    return out
+
+
+def _operations(*, version: ModelVersion, now: datetime) -> dict:
+    recent = selectors.recent_predictions(version_id=version.pk, count=1000)
+    latency = metrics_core.latency_figures(recent["latency_ms"].to_numpy(dtype=np.float64) if len(recent) else [])
+    freshness = selectors.data_freshness_seconds(instrument=version.instrument, timeframe=version.timeframe, now=now)
+    config = _risk_limits(version)
+    return {
+        "latency": latency,
+        "predictions_per_minute": selectors.predictions_per_minute(version_id=version.pk, now=now),
+        "freshness_seconds": freshness,
+        "stale_after_seconds": config.stale_after_seconds,
+        "market_open": in_session(now, config),
+        "workers": selectors.worker_ages(now=now),
+        "queues": queue_depths(),
+    }
+
+
+def _risk_limits(version: ModelVersion) -> RiskLimits:
+    from trading.models import TradingConfig
+
+    config = TradingConfig.objects.filter(instrument=version.instrument).order_by("pk").first()
+    return RiskLimits(stale_after_seconds=config.stale_after_seconds) if config else RiskLimits()
+
+
+def queue_depths() -> dict[str, int | None]:
+    """Messages waiting per Celery queue (Redis list lengths); empty in embedded mode, None for a queue that could
+    not be read."""
+    url = getattr(settings, "REDIS_URL", None)
+    if not url or settings.CELERY_TASK_ALWAYS_EAGER:
+        return {}
+    import redis
+
+    queues = tuple(getattr(settings, "CELERY_QUEUES_SERVED", ())) + ("monitoring",)
+    try:
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+        pipe = client.pipeline()
+        for queue in queues:
+            pipe.llen(queue)
+        return dict(zip(queues, (int(v) for v in pipe.execute())))
+    except Exception as exc:
+        logger.warning("queue depths unavailable: %s", exc)
+        return dict.fromkeys(queues)
+
+
+# ------------------------------------------------------------------------------------------------------ alerts
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule's reading of a snapshot: firing or not, the value compared and what to say."""
+
+    code: str
+    firing: bool
+    value: float | None
+    message: str
+
+
+def _findings(rules: dict[str, AlertRule], *, score, inputs: health_core.HealthInputs, market: str) -> list[Finding]:
+    by_name = {c.name: c for c in score.components}
+    findings = []
+
+    def rule(code):
+        return rules.get(code)
+
+    if rule("health_low"):
+        r = rule("health_low")
+        findings.append(Finding("health_low", score.score < r.threshold, score.score,
+                                f"{market} health {score.score:.0f}/100 is under {r.threshold:.0f}: Kelly sizes are "
+                                f"scaled down. {score.reason}"))
+    if rule("health_critical"):
+        r = rule("health_critical")
+        findings.append(Finding("health_critical", score.score < r.threshold, score.score,
+                                f"{market} health {score.score:.0f}/100 is under {r.threshold:.0f}: sizing is zero "
+                                f"and the model_health check blocks. {score.reason}"))
+    if rule("no_edge"):
+        findings.append(Finding("no_edge", not inputs.has_edge, 0.0 if not inputs.has_edge else 1.0,
+                                f"{market}: the active version has no validated out-of-sample edge "
+                                f"({inputs.edge_statement or 'No edge'}); it is not sized"))
+    if rule("drift"):
+        r = rule("drift")
+        values = {k: v for k, v in inputs.drift_features.items() if v is not None}
+        if inputs.drift_probability is not None:
+            values["predicted probability"] = inputs.drift_probability
+        worst = max(values.items(), key=lambda kv: kv[1]) if values else (None, None)
+        over = sorted((k for k, v in values.items() if v >= r.threshold), key=lambda k: -values[k])
+        findings.append(Finding("drift", bool(over), worst[1],
+                                f"{market}: {len(over)} input(s) drifted to PSI >= {r.threshold:.2f} "
+                                f"({', '.join(f'{k} {values[k]:.2f}' for k in over[:5])}). "
+                                f"{by_name['drift'].detail}"))
+    if rule("calibration"):
+        r = rule("calibration")
+        p = inputs.calibration_p
+        findings.append(Finding("calibration", p is not None and p < r.threshold, p,
+                                f"{market}: live calibration is worse than the calibrated probabilities promise "
+                                f"({by_name['calibration'].detail})"))
+    if rule("accuracy"):
+        r = rule("accuracy")
+        p = inputs.accuracy_p
+        findings.append(Finding("accuracy", p is not None and p < r.threshold, p,
+                                f"{market}: live hit rate is under what was expected ({by_name['accuracy'].detail})"))
+    if rule("latency"):
+        r = rule("latency")
+        p99 = inputs.latency_p99_ms
+        findings.append(Finding("latency", p99 is not None and p99 > r.threshold, p99,
+                                f"{market}: inference p99 {p99 or 0:.0f} ms is over {r.threshold:.0f} ms"))
+    if rule("stale_data"):
+        r = rule("stale_data")
+        age = inputs.freshness_seconds
+        stale = inputs.market_open and (age is None or age > r.threshold)
+        findings.append(Finding("stale_data", stale, age,
+                                f"{market}: no bar for {'ever' if age is None else f'{age:.0f} s'} while the market "
+                                f"is open (limit {r.threshold:.0f} s)"))
+    if rule("workers") and inputs.workers is not None:
+        r = rule("workers")
+        dead = sorted(q for q, age in inputs.workers.items() if age is None or age > r.threshold)
+        ages = [age for age in inputs.workers.values() if age is not None]
+        findings.append(Finding("workers", bool(dead), max(ages) if ages else None,
+                                f"no live worker on queue(s) {', '.join(dead)} for over {r.threshold:.0f} s: bars "
+                                "are not being decided"))
+    return findings
+
+
+def alerts_evaluate(*, snapshot: MetricSnapshot, version: ModelVersion, score, inputs, now: datetime):
+    """Open an alert per firing rule and market (or refresh the one open), resolve the ones whose cause cleared.
+    Returns the ids opened and resolved."""
+    rules = {r.code: r for r in AlertRule.objects.filter(enabled=True)}
+    market = f"{version.instrument.symbol} {version.timeframe}"
+    opened, resolved = [], []
+    for finding in _findings(rules, score=score, inputs=inputs, market=market):
+        rule = rules[finding.code]
+        cause = f"{finding.code}:{market}" if finding.code != "workers" else "workers"
+        current = Alert.objects.select_for_update().filter(cause=cause).exclude(status=Alert.Status.RESOLVED).first()
+        if finding.firing:
+            if current is None:
+                alert = _alert_open(rule, cause=cause, version=version, finding=finding, now=now)
+                if alert is not None:
+                    opened.append(alert.pk)
+                    _on_open(alert, rule=rule, version=version, score=score, now=now)
+            else:
+                Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
+                                                           value=finding.value, message=finding.message)
+        elif current is not None:
+            Alert.objects.filter(pk=current.pk).update(
+                status=Alert.Status.RESOLVED, resolved_at=now,
+                resolution=f"cleared at snapshot {snapshot.pk} (value {_fmt(finding.value)})")
+            resolved.append(current.pk)
+            logger.warning("alert resolved: %s (%s)", cause, _fmt(finding.value))
+            _notify(current.pk, "resolved")
+    return opened, resolved
+
+
+def _alert_open(rule: AlertRule, *, cause: str, version: ModelVersion, finding: Finding, now: datetime):
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                rule=rule, cause=cause, instrument=version.instrument if rule.code != "workers" else None,
+                timeframe=version.timeframe if rule.code != "workers" else "", version=version,
+                severity=rule.severity, message=finding.message, value=finding.value, threshold=rule.threshold,
+                opened_at=now, last_seen_at=now)
+    except IntegrityError:  # a concurrent snapshot opened it first: one open alert per cause
+        return None
+    log = logger.critical if rule.severity == "critical" else logger.warning
+    log("alert opened [%s] %s: %s", rule.severity, cause, finding.message)
+    _notify(alert.pk, "opened")
+    return alert
+
+
+def _on_open(alert: Alert, *, rule: AlertRule, version: ModelVersion, score, now: datetime) -> None:
+    if rule.queue_retraining:
+        retraining_request(instrument=version.instrument, timeframe=version.timeframe, version=version, alert=alert,
+                           reason=f"alert {rule.code}: {alert.message}", requested_by="monitoring",
+                           cooldown=timedelta(minutes=rule.retraining_cooldown_minutes), now=now)
+
+
+def _notify(alert_id: int, event: str) -> None:
+    """Queue the webhook notice, if a webhook is configured, once the transaction commits (never inline)."""
+    if not getattr(settings, "MINHOS_ALERT_WEBHOOK_URL", ""):
+        return
+    try:
+        from . import webhooks
+    except ImportError:  # pragma: no cover - the webhook module ships with the app
+        return
+    webhooks.webhook_queue(alert_id=alert_id, event=event)
+
+
+def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | None = None) -> Alert:
+    """A person with monitoring.acknowledge_alert says they have seen an alert (audited: who, when, note). It stays
+    listed until its cause clears. Acknowledging twice keeps the first acknowledgement."""
+    if user is None or not user.has_perm("monitoring.acknowledge_alert"):
+        raise PermissionDenied("Acknowledging alerts needs the monitoring.acknowledge_alert permission")
+    note = (note or "").strip()
+    if len(note) > 2000:
+        raise ValidationError("the note is longer than 2000 characters")
+    now = now or timezone.now()
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().filter(pk=alert_id).first()
+        if alert is None:
+            raise ValidationError(f"there is no alert #{alert_id}")
+        if alert.status == Alert.Status.OPEN:
+            alert.status, alert.acknowledged_by, alert.acknowledged_at = Alert.Status.ACKNOWLEDGED, user, now
+            alert.acknowledgement_note = note
+            alert.save(update_fields=["status", "acknowledged_by", "acknowledged_at", "acknowledgement_note"])
+            logger.warning("alert acknowledged: %s by %s%s", alert.cause, user.get_username(),
+                           f" ({note})" if note else "")
+            transaction.on_commit(lambda: _publish_alert(alert, "alert.acknowledged"))
+    return alert
+
+
+# ------------------------------------------------------------------------------------------ retraining hook
+
+def retraining_request(*, instrument, timeframe: str, version: ModelVersion | None, reason: str, requested_by: str,
+                       alert: Alert | None = None, cooldown: timedelta = timedelta(hours=6),
+                       now: datetime | None = None) -> RetrainingRequest:
+    """Record a retraining request and queue the training (training queue), unless one for the market is already
+    queued or running, or the last automatic one is within the cooldown: then it is recorded as skipped, with why."""
+    now = now or timezone.now()
+    recent = RetrainingRequest.objects.filter(instrument=instrument, timeframe=timeframe,
+                                              status__in=[RetrainingRequest.Status.QUEUED,
+                                                          RetrainingRequest.Status.STARTED]).first()
+    last = RetrainingRequest.objects.filter(instrument=instrument, timeframe=timeframe,
+                                            requested_at__gte=now - cooldown).exclude(
+        status=RetrainingRequest.Status.SKIPPED).first()
+    request = RetrainingRequest(instrument=instrument, timeframe=timeframe, version=version, alert=alert,
+                                requested_by=requested_by, requested_at=now, reason=reason[:2000])
+    if recent is not None:
+        request.status, request.note = RetrainingRequest.Status.SKIPPED, f"request #{recent.pk} is still {recent.status}"
+    elif last is not None and requested_by == "monitoring":
+        request.status = RetrainingRequest.Status.SKIPPED
+        request.note = f"within the cooldown of {cooldown} after request #{last.pk}"
+    request.save()
+    if request.status == RetrainingRequest.Status.QUEUED:
+        preset = version.preset if version else "full"
+        seed = version.seed if version else 0
+        symbol = instrument.symbol
+
+        def queue():
+            from celery import current_app
+
+            try:
+                current_app.send_task("mlcore.tasks.train_version", args=(symbol, timeframe, preset, seed),
+                                      queue="training")
+            except Exception as exc:
+                RetrainingRequest.objects.filter(pk=request.pk).update(
+                    status=RetrainingRequest.Status.FAILED, note=f"could not be queued: {type(exc).__name__}: {exc}")
+                logger.error("retraining of %s %s could not be queued: %s", symbol, timeframe, exc)
+
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            transaction.on_commit(queue)
+        else:
+            request.note = "embedded mode: run `python manage.py train` (trainings are not run inside the web process)"
+            request.save(update_fields=["note"])
+    logger.warning("retraining of %s %s requested by %s: %s (%s)", instrument.symbol, timeframe, requested_by,
+                   request.status, request.note or reason)
+    return request
+
+
+# -------------------------------------------------------------------------------------------------- publishing
+
+def _publish(snapshot: MetricSnapshot, opened, resolved) -> None:
+    from trading import realtime
+
+    realtime.broadcast(snapshot.instrument.symbol, snapshot.timeframe, "monitoring.snapshot",
+                       snapshot_brief(snapshot))
+    for alert in Alert.objects.filter(pk__in=[*opened, *resolved]).select_related("instrument", "acknowledged_by"):
+        _publish_alert(alert, "alert.opened" if alert.pk in opened else "alert.resolved")
+
+
+def _publish_alert(alert: Alert, message_type: str) -> None:
+    from trading import realtime
+
+    realtime.broadcast_all(message_type, alert_payload(alert))
+
+
+def snapshot_brief(snapshot: MetricSnapshot) -> dict:
+    return {"id": snapshot.pk, "taken_at": _iso(snapshot.taken_at), "version": snapshot.version_id,
+            "health_score": snapshot.health_score, "components": snapshot.health_components,
+            "caps": snapshot.health_caps}
+
+
+def alert_payload(alert: Alert) -> dict:
+    return {
+        "id": alert.pk, "cause": alert.cause, "rule": alert.rule.code if alert.rule_id else None,
+        "severity": alert.severity, "status": alert.status, "message": alert.message, "value": alert.value,
+        "threshold": alert.threshold, "symbol": alert.instrument.symbol if alert.instrument_id else None,
+        "timeframe": alert.timeframe, "version": alert.version_id, "opened_at": _iso(alert.opened_at),
+        "last_seen_at": _iso(alert.last_seen_at), "times_seen": alert.times_seen,
+        "resolved_at": _iso(alert.resolved_at) if alert.resolved_at else None, "resolution": alert.resolution,
+        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by_id else None,
+        "acknowledged_at": _iso(alert.acknowledged_at) if alert.acknowledged_at else None,
+        "acknowledgement_note": alert.acknowledgement_note,
+    }
+
+
+def _iso(value) -> str:
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value).tz_localize("UTC").to_pydatetime()
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _fmt(value) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    return value
