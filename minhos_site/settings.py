@@ -226,6 +226,7 @@ CELERY_TASK_DEFAULT_QUEUE = "trading"
 CELERY_TASK_ROUTES = {
     "trading.tasks.workflow_decide": {"queue": "inference"},
     "mlcore.tasks.*": {"queue": "training"},
+    "monitoring.tasks.*": {"queue": "monitoring"},
 }
 CELERY_QUEUES_SERVED = ("trading", "inference", "training")
 # Tasks are idempotent and acknowledged when done: a killed worker's task is delivered again, not lost. A worker
@@ -261,6 +262,10 @@ CELERY_BEAT_SCHEDULE = {
                               "kwargs": {"stage": "stored"}, "options": {"queue": "trading", "expires": 10}},
     "workflow-sweep-settled": {"task": "trading.tasks.workflow_sweep", "schedule": 2.0,
                                "kwargs": {"stage": "settled"}, "options": {"queue": "inference", "expires": 10}},
+    # Monitoring: a snapshot of every market's active version (health, metrics, drift, alerts).
+    "monitoring-snapshot": {"task": "monitoring.tasks.snapshot_all",
+                            "schedule": env.float("MINHOS_MONITOR_SNAPSHOT_SECONDS", default=60.0),
+                            "options": {"queue": "monitoring", "expires": 60}},
     **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat", "schedule": 5.0, "args": (queue,),
                                      "options": {"queue": queue, "expires": 10}}
        for queue in CELERY_QUEUES_SERVED},
