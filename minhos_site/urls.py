@@ -1,4 +1,4 @@
-"""Root URLs: dashboard, auth, admin, REST API and its docs."""
+"""Root URLs: dashboard, probes and /metrics, auth, admin, REST API and its docs."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -11,6 +11,7 @@ urlpatterns = [
     path("", trading_views.dashboard, name="dashboard"),
     path("healthz", trading_views.healthz, name="healthz"),
     path("readyz", trading_views.readyz, name="readyz"),
+    path("", include("monitoring.urls")),
     path("chart/overlays/", chart_views.chart_overlays, name="chart-overlays"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
