@@ -74,7 +74,7 @@ def snapshot_take(*, version: ModelVersion, trigger: str = MetricSnapshot.Trigge
         accuracy_p=chosen["hit_rate"]["p_value"] if chosen["sufficient"] else None,
         outcomes=chosen["n"], min_outcomes=min_count,
         realised_rate=chosen["hit_rate"]["realised_rate"], expected_rate=chosen["hit_rate"]["expected_rate"],
-        drift_features={name: f["psi"] for name, f in drift["features"].items()},
+        drift_features={name: f["excess"] for name, f in drift["features"].items()},
         drift_probability=drift["probability_max"],
         latency_p99_ms=operations["latency"]["p99"],
         latency_budget_ms=float(_setting("MINHOS_MONITOR_LATENCY_BUDGET_MS", 500.0)),
@@ -183,7 +183,7 @@ def drift_measure(*, version: ModelVersion) -> dict:
             continue
         values = features[name].to_numpy() if features is not None else np.array([])
         report = drift_core.psi_report(values, reference["features"][name], min_live=min_live)
-        out["features"][name] = {k: report[k] for k in ("psi", "band", "n", "psi_noise")}
+        out["features"][name] = {k: report[k] for k in ("psi", "excess", "band", "n", "n_effective", "psi_noise")}
     recent = selectors.recent_predictions(version_id=version.pk, count=window)
     probability_max = None
     for side in SIDES:
@@ -193,10 +193,10 @@ def drift_measure(*, version: ModelVersion) -> dict:
         values = recent[f"p_{side}"].to_numpy(dtype=np.float64) if len(recent) else np.array([])
         report = drift_core.psi_report(values, ref, min_live=min_live)
         out["probability"][side] = report
-        if report["psi"] is not None:
-            probability_max = max(probability_max or 0.0, report["psi"])
+        if report["excess"] is not None:
+            probability_max = max(probability_max or 0.0, report["excess"])
     out["probability_max"] = probability_max
-    known = [(name, f["psi"]) for name, f in out["features"].items() if f["psi"] is not None]
+    known = [(name, f["excess"]) for name, f in out["features"].items() if f["excess"] is not None]
     out["max_feature"], out["max_psi"] = max(known, key=lambda item: item[1]) if known else (None, None)
     return out
 

@@ -9,8 +9,9 @@ both ends so live values outside the training range land in the first or last bi
 The usual reading (Siddiqi, "Credit risk scorecards"): under 0.1 stable, 0.1 to 0.25 moderate, 0.25 and over a
 significant shift. PSI has a positive bias on finite samples: with B bins, two samples of n and N drawn from the
 *same* distribution give about (B - 1) * (1/n + 1/N) on average (it is a chi-square statistic in disguise). Under
-`MIN_LIVE` live values no verdict is given, and `psi_noise` is reported beside each figure so a reader can see
-how much of it sampling alone explains. Pure: numpy only.
+`MIN_LIVE` live values (or `MIN_EFFECTIVE` effectively independent ones, since features computed over moving
+windows are strongly autocorrelated) no verdict is given; the band is read from the PSI less that noise level, so
+a verdict does not flip with the size of the window. Pure: numpy only.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 BINS = 10
 SHARE_FLOOR = 1e-4
 MIN_LIVE = 100  # no drift verdict under this many live values
+MIN_EFFECTIVE = 20.0  # nor under this many effectively independent ones (see effective_size)
 MODERATE, SIGNIFICANT = 0.1, 0.25
 
 
@@ -62,15 +64,37 @@ def band(value: float | None) -> str:
     return "significant" if value >= SIGNIFICANT else "moderate" if value >= MODERATE else "stable"
 
 
-def psi_report(values, reference: dict, *, min_live: int = MIN_LIVE) -> dict:
-    """PSI of `values` against `reference`, with its band, the live count, the sampling noise level and, under
-    `min_live` values, no verdict (psi None, band "insufficient")."""
+def effective_size(values) -> float:
+    """How many independent values a series is worth: n (1 - r) / (1 + r) with r its lag-1 autocorrelation (the
+    AR(1) rule; conservative for moving-window features, whose autocorrelation decays more slowly than r^k)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0:
+        return float(n)
+    centred = x - x.mean()
+    r = float(np.dot(centred[:-1], centred[1:]) / np.dot(centred, centred))
+    r = min(max(r, 0.0), 0.999)
+    return n * (1 - r) / (1 + r)
+
+
+def psi_report(values, reference: dict, *, min_live: int = MIN_LIVE, min_effective: float = MIN_EFFECTIVE) -> dict:
+    """PSI of `values` (in time order) against `reference`, with the live count, its effective size, the sampling
+    noise level and the bias-corrected figure `excess` = max(0, psi - noise) that the band is read from.
+
+    A slow feature (a 60-bar return, a 60-bar range position) barely moves within a few hundred bars, so a short
+    live window is a handful of independent draws and its raw PSI is large by chance alone: judged raw, a calm
+    market reads as drift. Under `min_live` values or `min_effective` effective ones there is no verdict
+    ("insufficient")."""
     shares, n = shares_of(values, reference)
     bins = len(reference["shares"])
-    noise = (bins - 1) * (1.0 / n + 1.0 / max(reference.get("n") or 1, 1)) if n else None
-    if n < min_live:
-        return {"psi": None, "band": "insufficient", "n": n, "min_n": min_live, "psi_noise": noise,
-                "live_shares": shares.tolist(), "reference_shares": list(reference["shares"])}
+    n_eff = effective_size(values) if n else 0.0
+    reference_n = max(reference.get("n") or 1, 1)
+    noise = (bins - 1) * (1.0 / n_eff + 1.0 / reference_n) if n_eff > 0 else None
+    out = {"n": n, "n_effective": round(n_eff, 1), "min_n": min_live, "psi_noise": noise,
+           "live_shares": shares.tolist(), "reference_shares": list(reference["shares"])}
+    if n < min_live or n_eff < min_effective:
+        return {**out, "psi": None, "excess": None, "band": "insufficient"}
     value = psi(reference["shares"], shares)
-    return {"psi": value, "band": band(value), "n": n, "min_n": min_live, "psi_noise": noise,
-            "live_shares": shares.tolist(), "reference_shares": list(reference["shares"])}
+    excess = max(0.0, value - (noise or 0.0))
+    return {**out, "psi": value, "excess": excess, "band": band(excess)}

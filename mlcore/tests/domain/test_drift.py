@@ -41,3 +41,16 @@ def test_no_verdict_under_the_minimum_live_count():
 def test_constant_and_empty_references():
     assert drift.reference_bins([3.0, 3.0, 3.0])["shares"] == [1.0] or len(drift.reference_bins([3.0] * 3)["edges"]) <= 1
     assert drift.reference_bins([math.nan])["n"] == 0
+
+
+def test_a_slow_feature_of_a_calm_market_is_not_called_drifted_on_a_short_window():
+    # A 60-bar moving sum of a stationary series: a few hundred bars are only a handful of independent draws.
+    rng = np.random.default_rng(3)
+    steps = rng.normal(size=60_000)
+    slow = np.convolve(steps, np.ones(60), mode="valid")
+    reference = drift.reference_bins(slow[:50_000])
+    window = slow[-400:]
+    report = drift.psi_report(window, reference)
+    assert report["n_effective"] < 40
+    assert report["band"] in ("insufficient", "stable", "moderate")  # never "significant" by chance alone
+    assert drift.effective_size(rng.normal(size=1000)) == pytest.approx(1000, rel=0.15)
