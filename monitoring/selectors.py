@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from celery import current_app
 from django.conf import settings
 from django.db.models import QuerySet
 
@@ -114,8 +115,9 @@ def data_freshness_seconds(*, instrument: Instrument, timeframe: str, now: datet
 
 
 def worker_ages(*, now: datetime) -> dict[str, float | None] | None:
-    """Seconds since each per-bar queue's worker last answered (beat's heartbeat); None in embedded mode."""
-    if settings.CELERY_TASK_ALWAYS_EAGER:
+    """Seconds since each per-bar queue's worker last answered (beat's heartbeat); None when tasks run inline
+    (embedded mode: there are no workers to lose)."""
+    if current_app.conf.task_always_eager:
         return None
     seen = {beat.queue: beat.seen_at for beat in WorkerHeartbeat.objects.filter(queue__in=PER_BAR_QUEUES)}
     return {queue: (now - seen[queue]).total_seconds() if queue in seen else None for queue in PER_BAR_QUEUES}
