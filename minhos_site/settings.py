@@ -317,6 +317,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # No call-outs: Swagger UI would otherwise send the schema URL to an online validator.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # A prediction's long and short outcomes share one set of values: one schema enum for both.
+    "ENUM_NAME_OVERRIDES": {"PredictionOutcomeEnum": "mlcore.models.Prediction.Outcome"},
 }
 
 # MinhOS's own knobs.

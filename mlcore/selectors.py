@@ -55,12 +55,28 @@ def prediction_latencies_recent(*, instrument_id: int, version_id: int, n: int =
                 .order_by("-created_at").values_list("latency_ms", flat=True)[:n])
 
 
-def prediction_list(*, symbol: str | None = None, timeframe: str | None = None) -> QuerySet[Prediction]:
+def prediction_list(*, symbol: str | None = None, timeframe: str | None = None, resolved: bool | None = None,
+                    outcome_status: str | None = None, version: int | None = None, since: datetime | None = None,
+                    until: datetime | None = None) -> QuerySet[Prediction]:
+    """Newest bar first. `resolved`: True for resolved outcomes only, False for predictions without one (pending or
+    unresolvable); `since` inclusive and `until` exclusive bounds on the bar time."""
     predictions = Prediction.objects.select_related("instrument", "bar").order_by("-bar__timestamp", "-id")
     if symbol:
         predictions = predictions.filter(instrument__symbol=symbol)
     if timeframe:
         predictions = predictions.filter(bar__timeframe=timeframe)
+    if resolved is True:
+        predictions = predictions.filter(outcome_status=Prediction.OutcomeStatus.RESOLVED)
+    elif resolved is False:
+        predictions = predictions.exclude(outcome_status=Prediction.OutcomeStatus.RESOLVED)
+    if outcome_status:
+        predictions = predictions.filter(outcome_status=outcome_status)
+    if version is not None:
+        predictions = predictions.filter(version_id=version)
+    if since is not None:
+        predictions = predictions.filter(bar__timestamp__gte=since)
+    if until is not None:
+        predictions = predictions.filter(bar__timestamp__lt=until)
     return predictions
 
 

@@ -1,9 +1,12 @@
 """Input and output shapes of the ML API."""
 from rest_framework import serializers
 
+from minhos_site.api_fields import AwareDateTimeField
 from trading.domain.timeframes import TIMEFRAMES
 
 from ..models import ModelVersion, Prediction
+
+MAX_ID = 2**63 - 1
 
 
 class ModelVersionFilterSerializer(serializers.Serializer):
@@ -31,6 +34,24 @@ class RollbackInputSerializer(serializers.Serializer):
 class PredictionFilterSerializer(serializers.Serializer):
     symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
+    # allow_null: an absent boolean in a query string would otherwise read as false (DRF's HTML-input rule).
+    resolved = serializers.BooleanField(
+        required=False, allow_null=True,
+        help_text="true: only predictions whose outcome is resolved; false: only those without one (pending or "
+                  "unresolvable).")
+    outcome_status = serializers.ChoiceField(choices=Prediction.OutcomeStatus.values, required=False)
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="Model version id.")
+    since = AwareDateTimeField(required=False, help_text="Inclusive lower bound on the bar time; ISO 8601 with offset "
+                                                         "or Z.")
+    until = AwareDateTimeField(required=False, help_text="Exclusive upper bound on the bar time; ISO 8601 with "
+                                                         "offset or Z.")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since >= until:
+            raise serializers.ValidationError(
+                {"until": ["until must be later than since (since is inclusive, until exclusive)."]})
+        return attrs
 
 
 class PredictionOutputSerializer(serializers.ModelSerializer):
@@ -41,4 +62,6 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Prediction
         fields = ["id", "symbol", "timeframe", "bar_timestamp", "version", "created_at", "p_long", "p_short", "side",
-                  "confidence", "agreement", "members", "latency_ms"]
+                  "confidence", "agreement", "members", "latency_ms", "outcome_status", "outcome_long",
+                  "outcome_short", "return_long", "return_short", "exit_long_at", "exit_short_at", "resolved_at",
+                  "outcome_note"]
