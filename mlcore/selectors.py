@@ -3,6 +3,7 @@ import json
 from datetime import datetime, timezone
 from functools import lru_cache
 
+import pandas as pd
 from django.db import connection
 from django.db.models import Count, QuerySet
 from django.utils.dateparse import parse_datetime
@@ -78,6 +79,35 @@ def prediction_list(*, symbol: str | None = None, timeframe: str | None = None, 
     if until is not None:
         predictions = predictions.filter(bar__timestamp__lt=until)
     return predictions
+
+
+EXPORT_COLUMNS = ("bar_time", "version", "side", "p_long", "p_short", "confidence", "agreement", "outcome_status",
+                  "outcome_long", "outcome_short", "realised_return", "return_long", "return_short", "exit_long_at",
+                  "exit_short_at", "resolved_at", "latency_ms", "created_at", "prediction_id")
+_EXPORT_FIELDS = ("bar__timestamp", "version_id", "side", "p_long", "p_short", "confidence", "agreement",
+                  "outcome_status", "outcome_long", "outcome_short", "return_long", "return_short", "exit_long_at",
+                  "exit_short_at", "resolved_at", "latency_ms", "created_at", "pk")
+
+
+def prediction_export_frame(*, symbol: str, timeframe: str, since: datetime | None = None,
+                            until: datetime | None = None) -> pd.DataFrame:
+    """One row per prediction of the market, oldest bar first, for analysis in pandas (EXPORT_COLUMNS).
+
+    `outcome_long` / `outcome_short` say take_profit, stop or timeout once resolved, else the status (pending or
+    unresolvable); `realised_return` is the chosen side's return, empty (NaN) without an outcome. Times are UTC."""
+    rows = (prediction_list(symbol=symbol, timeframe=timeframe, since=since, until=until)
+            .order_by("bar__timestamp", "pk").values_list(*_EXPORT_FIELDS))
+    frame = pd.DataFrame.from_records(list(rows.iterator(chunk_size=5000)), columns=list(_EXPORT_FIELDS))
+    frame = frame.rename(columns={"bar__timestamp": "bar_time", "version_id": "version", "pk": "prediction_id"})
+    resolved = frame["outcome_status"] == Prediction.OutcomeStatus.RESOLVED
+    for side in SIDES:
+        frame[f"outcome_{side}"] = frame[f"outcome_{side}"].where(resolved, frame["outcome_status"])
+        frame[f"return_{side}"] = frame[f"return_{side}"].astype("float64")
+    frame["realised_return"] = frame["return_long"].where(frame["side"] == "long", frame["return_short"])
+    frame["realised_return"] = frame["realised_return"].where(resolved)
+    for column in ("bar_time", "exit_long_at", "exit_short_at", "resolved_at", "created_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame[list(EXPORT_COLUMNS)]
 
 
 def prediction_latest(*, instrument, timeframe: str) -> Prediction | None:
