@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from celery import current_app
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 
 from mlcore.models import ModelVersion, Prediction
 from trading import selectors as trading_selectors
@@ -23,7 +23,6 @@ PER_BAR_QUEUES = ("trading", "inference")
 class OutcomeArrays:
     """Resolved predictions of one version, oldest bar first, as arrays."""
 
-    bar_time: np.ndarray  # datetime64[ns] (UTC)
     chosen_long: np.ndarray  # bool: the long side was the one chosen
     p_long: np.ndarray
     p_short: np.ndarray
@@ -31,7 +30,7 @@ class OutcomeArrays:
     y_short: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.bar_time)
+        return len(self.p_long)
 
     @property
     def p_chosen(self) -> np.ndarray:
@@ -42,32 +41,38 @@ class OutcomeArrays:
         return np.where(self.chosen_long, self.y_long, self.y_short)
 
     def tail(self, count: int) -> OutcomeArrays:
-        return self._take(slice(max(0, len(self) - count), None))
+        start = max(0, len(self) - count)
+        return OutcomeArrays(*(getattr(self, f)[start:] for f in
+                               ("chosen_long", "p_long", "p_short", "y_long", "y_short")))
 
-    def since(self, start: np.datetime64) -> OutcomeArrays:
-        return self._take(slice(int(np.searchsorted(self.bar_time, start, side="left")), None))
 
-    def _take(self, index) -> OutcomeArrays:
-        return OutcomeArrays(*(getattr(self, f)[index] for f in
-                               ("bar_time", "chosen_long", "p_long", "p_short", "y_long", "y_short")))
+def _resolved(version_id: int):
+    return Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
 
 
 def outcomes_of(*, version_id: int) -> OutcomeArrays:
-    rows = list(Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
-                .order_by("bar__timestamp").values_list("bar__timestamp", "side", "p_long", "p_short",
-                                                         "outcome_long", "outcome_short"))
-    if not rows:
-        empty = np.array([], dtype=np.float64)
-        return OutcomeArrays(np.array([], dtype="datetime64[ns]"), np.array([], dtype=bool), empty, empty, empty,
-                             empty)
-    frame = pd.DataFrame(rows, columns=["t", "side", "p_long", "p_short", "o_long", "o_short"])
-    times = pd.to_datetime(frame["t"], utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    """In the order they were made (by id: predictions are made bar after bar, in bar order), without timestamps or a
+    join (parsing 100,000 timestamps and sorting through the bars cost more than the rest of a snapshot): the time
+    window is cut by a count (`resolved_since`)."""
+    rows = list(_resolved(version_id).order_by("id")
+                .values_list("side", "p_long", "p_short", "outcome_long", "outcome_short"))
+    frame = pd.DataFrame(rows, columns=["side", "p_long", "p_short", "o_long", "o_short"])
     return OutcomeArrays(
-        bar_time=times, chosen_long=(frame["side"] == "long").to_numpy(),
+        chosen_long=(frame["side"] == "long").to_numpy(dtype=bool),
         p_long=frame["p_long"].to_numpy(dtype=np.float64), p_short=frame["p_short"].to_numpy(dtype=np.float64),
         y_long=(frame["o_long"] == Prediction.Outcome.TAKE_PROFIT).to_numpy(dtype=np.float64),
         y_short=(frame["o_short"] == Prediction.Outcome.TAKE_PROFIT).to_numpy(dtype=np.float64),
     )
+
+
+def resolved_span(*, version_id: int) -> tuple[datetime | None, datetime | None]:
+    """The first and last bar times of a version's resolved predictions."""
+    span = _resolved(version_id).aggregate(first=Min("bar__timestamp"), last=Max("bar__timestamp"))
+    return span["first"], span["last"]
+
+
+def resolved_since(*, version_id: int, since: datetime) -> int:
+    return _resolved(version_id).filter(bar__timestamp__gte=since).count()
 
 
 def pending_probabilities(*, version_id: int) -> np.ndarray:
@@ -79,17 +84,17 @@ def pending_probabilities(*, version_id: int) -> np.ndarray:
 
 def outcome_counts(*, version_id: int) -> dict[str, int]:
     counts = dict.fromkeys(Prediction.OutcomeStatus.values, 0)
-    for status, in Prediction.objects.filter(version_id=version_id).values_list("outcome_status"):
-        counts[status] += 1
+    for row in Prediction.objects.filter(version_id=version_id).values("outcome_status").annotate(n=Count("id")):
+        counts[row["outcome_status"]] = row["n"]
     return counts
 
 
 def recent_predictions(*, version_id: int, count: int) -> pd.DataFrame:
-    """The newest `count` predictions of a version (for latency, rate and the probability drift), oldest first."""
-    rows = list(Prediction.objects.filter(version_id=version_id).order_by("-bar__timestamp")
-                .values_list("bar__timestamp", "created_at", "latency_ms", "side", "p_long", "p_short")[:count])
-    frame = pd.DataFrame(rows[::-1], columns=["bar_time", "created_at", "latency_ms", "side", "p_long", "p_short"])
-    return frame
+    """The newest `count` predictions of a version (for latency and the probability drift), oldest first; newest
+    by id, the order they were made in (no join, no timestamp to parse)."""
+    rows = list(Prediction.objects.filter(version_id=version_id).order_by("-id")
+                .values_list("latency_ms", "side", "p_long", "p_short")[:count])
+    return pd.DataFrame(rows[::-1], columns=["latency_ms", "side", "p_long", "p_short"])
 
 
 def live_bars(*, instrument: Instrument, timeframe: str, after: datetime, count: int, history: int) -> pd.DataFrame:

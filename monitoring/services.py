@@ -127,16 +127,13 @@ def snapshot_for_market(*, symbol: str, timeframe: str, trigger: str = MetricSna
 
 
 def _windows(outcomes: selectors.OutcomeArrays, *, version: ModelVersion, min_count: int) -> dict:
-    """The rolling windows: the latest N outcomes, the last T hours of bars (market time), and the whole version."""
+    """The rolling windows: the latest N outcomes, the last T hours of bars (market time, up to the newest resolved
+    bar), and every outcome of the version."""
     count = int(_setting("MINHOS_MONITOR_WINDOW_COUNT", 500))
     hours = float(_setting("MINHOS_MONITOR_WINDOW_HOURS", 24.0))
-    selected = {"count": outcomes.tail(count)}
-    if len(outcomes):
-        start = outcomes.bar_time[-1] - np.timedelta64(int(hours * 3600), "s")
-        selected["time"] = outcomes.since(start)
-    else:
-        selected["time"] = outcomes
-    selected["version"] = outcomes
+    first, last = selectors.resolved_span(version_id=version.pk)
+    in_time = selectors.resolved_since(version_id=version.pk, since=last - timedelta(hours=hours)) if last else 0
+    selected = {"count": outcomes.tail(count), "time": outcomes.tail(in_time), "version": outcomes}
     out = {}
     for name, window in selected.items():
         out[name] = {
@@ -146,9 +143,9 @@ def _windows(outcomes: selectors.OutcomeArrays, *, version: ModelVersion, min_co
                                                  expected=_training_figures(version, side), min_count=min_count)
                for side in SIDES},
         }
-        if len(window):
-            out[name]["first_bar"] = _iso(window.bar_time[0])
-            out[name]["last_bar"] = _iso(window.bar_time[-1])
+    if last:
+        out["version"]["first_bar"], out["version"]["last_bar"] = _iso(first), _iso(last)
+        out["time"]["last_bar"] = _iso(last)
     return out
 
 

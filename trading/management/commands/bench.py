@@ -11,6 +11,7 @@ BENCHMARKS = {
     "train": "mlcore.benchmarks:bench_train",
     "sizing": "trading.benchmarks:bench_sizing",
     "e2e": "trading.bench_e2e:bench_e2e",
+    "monitor": "monitoring.benchmarks:bench_monitor",
 }
 # e2e's own options, passed on when given.
 E2E_OPTIONS = ("clients", "pace", "warmup", "redis_db", "flush", "concurrency", "pool", "preset", "keep")
@@ -26,7 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000); "
                                                      "e2e: bars streamed per run (200)")
         parser.add_argument("--fast", action="store_true", help="train / inference: the fast preset")
-        parser.add_argument("--predictions", type=int, help="sizing: predictions sized through the service (300)")
+        parser.add_argument("--predictions", type=int, help="sizing: predictions sized through the service (300); "
+                                                             "monitor: resolved predictions in the snapshot (100,000)")
         parser.add_argument("--clients", help="e2e: websocket clients of each run, comma-separated (1,100)")
         parser.add_argument("--pace", type=float, help="e2e: seconds between bars (0.3)")
         parser.add_argument("--warmup", type=int, help="e2e: bars streamed first and not measured (10)")
