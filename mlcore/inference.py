@@ -55,6 +55,9 @@ class LoadedModel:
             "agreement": agreement(np.fromiter(chosen["members"].values(), float), decision["confidence"]),
             "members": {side: out[side]["members"] for side in SIDES},
             "meta_raw": {side: out[side]["meta_raw"] for side in SIDES},
+            # Each member's time, both sides together (monitoring's member latency figures).
+            "member_ms": {name: sum(out[side]["member_ms"].get(name, 0.0) for side in SIDES)
+                          for name in out[SIDES[0]]["member_ms"]},
         }
         result["latency_ms"] = (time.perf_counter() - started) * 1000.0
         # Outside the timed path: the sizing inputs, not part of the prediction itself.

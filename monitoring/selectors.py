@@ -1,6 +1,8 @@
 """Reads for monitoring: the predictions and outcomes of a version, live bars for drift, operational figures."""
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -93,8 +95,19 @@ def recent_predictions(*, version_id: int, count: int) -> pd.DataFrame:
     """The newest `count` predictions of a version (for latency and the probability drift), oldest first; newest
     by id, the order they were made in (no join, no timestamp to parse)."""
     rows = list(Prediction.objects.filter(version_id=version_id).order_by("-id")
-                .values_list("latency_ms", "side", "p_long", "p_short")[:count])
-    return pd.DataFrame(rows[::-1], columns=["latency_ms", "side", "p_long", "p_short"])
+                .values_list("latency_ms", "side", "p_long", "p_short", "members")[:count])
+    return pd.DataFrame(rows[::-1], columns=["latency_ms", "side", "p_long", "p_short", "members"])
+
+
+def member_latencies(frame: pd.DataFrame) -> dict[str, list[float]]:
+    """Each member's milliseconds per prediction (both sides), from the predictions' stored member timings."""
+    out: dict[str, list[float]] = {}
+    for members in frame.get("members", []):
+        if isinstance(members, str):  # SQLite hands back the JSON text
+            members = json.loads(members)
+        for name, ms in ((members or {}).get("member_ms") or {}).items():
+            out.setdefault(name, []).append(float(ms))
+    return out
 
 
 def live_bars(*, instrument: Instrument, timeframe: str, after: datetime, count: int, history: int) -> pd.DataFrame:
@@ -157,3 +170,15 @@ def predictions_per_minute(*, version_id: int, now: datetime, minutes: int = 10)
     since = now - timedelta(minutes=minutes)
     return Prediction.objects.filter(version_id=version_id, created_at__gte=since).count() / minutes
 
+
+
+def workers_ping(*, timeout: float = 0.5) -> dict | None:
+    """Celery's ping of every worker (which hosts answered within `timeout`); None when tasks run inline. Queue
+    liveness is judged from the heartbeats (`worker_ages`): a ping says a worker is up, not which queue it serves."""
+    if current_app.conf.task_always_eager:
+        return None
+    try:
+        replies = current_app.control.ping(timeout=timeout) or []
+    except Exception as exc:  # the broker is down: say so, the snapshot goes on
+        return {"answered": [], "error": f"{type(exc).__name__}: {exc}"}
+    return {"answered": sorted(name for reply in replies for name in reply)}

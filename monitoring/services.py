@@ -49,9 +49,10 @@ class SnapshotResult:
 # --------------------------------------------------------------------------------------------------- snapshots
 
 def snapshot_take(*, version: ModelVersion, trigger: str = MetricSnapshot.Trigger.SCHEDULE,
-                  now: datetime | None = None) -> SnapshotResult:
+                  now: datetime | None = None, ping: bool = False) -> SnapshotResult:
     """Compute and store one snapshot of `version` (its market's figures), write its health score onto the version
-    (where sizing and the model_health risk check read it), and evaluate the alert rules."""
+    (where sizing and the model_health risk check read it), and evaluate the alert rules. `ping` adds Celery's ping
+    of the workers (half a second at most; the scheduled snapshot asks for it once per run)."""
     started = time.perf_counter()
     now = now or timezone.now()
     instrument, timeframe = version.instrument, version.timeframe
@@ -66,7 +67,7 @@ def snapshot_take(*, version: ModelVersion, trigger: str = MetricSnapshot.Trigge
                "training": {side: _training_figures(version, side) for side in SIDES}}
 
     drift = drift_measure(version=version)
-    operations = _operations(version=version, now=now)
+    operations = _operations(version=version, now=now, ping=ping)
     freshness = operations["freshness_seconds"]
     inputs = health_core.HealthInputs(
         has_edge=version.has_edge, edge_statement=version.edge_statement,
@@ -103,9 +104,9 @@ def snapshot_all(*, trigger: str = MetricSnapshot.Trigger.SCHEDULE, now: datetim
     """One snapshot per market with an active version. A market whose snapshot fails is logged and skipped, and
     the failure raised at the end, so one bad market cannot hide the others' health."""
     results, failures = [], []
-    for version in selectors.markets_monitored():
+    for i, version in enumerate(selectors.markets_monitored()):
         try:
-            results.append(snapshot_take(version=version, trigger=trigger, now=now))
+            results.append(snapshot_take(version=version, trigger=trigger, now=now, ping=i == 0))
         except Exception as exc:
             logger.exception("snapshot of %s %s failed", version.instrument.symbol, version.timeframe)
             failures.append(f"{version.instrument.symbol} {version.timeframe}: {type(exc).__name__}: {exc}")
@@ -198,9 +199,11 @@ def drift_measure(*, version: ModelVersion) -> dict:
     return out
 
 
-def _operations(*, version: ModelVersion, now: datetime) -> dict:
+def _operations(*, version: ModelVersion, now: datetime, ping: bool = False) -> dict:
     recent = selectors.recent_predictions(version_id=version.pk, count=1000)
     latency = metrics_core.latency_figures(recent["latency_ms"].to_numpy(dtype=np.float64) if len(recent) else [])
+    latency["members"] = {name: metrics_core.latency_figures(values)
+                          for name, values in selectors.member_latencies(recent).items()}
     freshness = selectors.data_freshness_seconds(instrument=version.instrument, timeframe=version.timeframe, now=now)
     config = _risk_limits(version)
     return {
@@ -210,6 +213,7 @@ def _operations(*, version: ModelVersion, now: datetime) -> dict:
         "stale_after_seconds": config.stale_after_seconds,
         "market_open": in_session(now, config),
         "workers": selectors.worker_ages(now=now),
+        "ping": selectors.workers_ping() if ping else None,
         "queues": queue_depths(),
     }
 

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import F, Q
 from django.utils.deconstruct import deconstructible
 
 from .domain.config_ranges import CONFIG_RANGES
@@ -297,10 +298,20 @@ class TradingConfig(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "instrument"], name="trading_config_unique"),
             *(_range_constraint(name) for name in CONFIG_RANGES),
+            models.CheckConstraint(condition=Q(health_full_size_floor__gte=F("health_floor")),
+                                   name="trading_config_health_floors_ordered"),
         ]
 
     def __str__(self):
         return f"{self.account} {self.instrument_id}"
+
+    def clean(self):
+        super().clean()
+        if self.health_full_size_floor is not None and self.health_floor is not None \
+                and self.health_full_size_floor < self.health_floor:
+            raise ValidationError({"health_full_size_floor": (
+                f"The full-size floor {self.health_full_size_floor} must be at or above the blocking floor "
+                f"health_floor {self.health_floor}: sizes shrink between the two.")})
 
 
 class Recommendation(models.Model):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -146,16 +147,20 @@ class SideModel:
         return p if self.calibrator is None else np.asarray(self.calibrator.transform(p), dtype=np.float64)
 
     def predict_one(self, x_row: np.ndarray, x_seq: np.ndarray | None) -> dict:
-        """One bar: {"members": {name: p}, "meta_raw": p, "calibrated": p}.
+        """One bar: {"members": {name: p}, "member_ms": {name: milliseconds}, "meta_raw": p, "calibrated": p}.
 
         `x_row` is the bar's feature row (1-D), `x_seq` the (seq_len, n_features) window ending at it.
         """
         p = np.empty(len(self.members), dtype=np.float64)
+        spent = np.empty(len(self.members), dtype=np.float64)
         for j, member in enumerate(self.members):
+            started = time.perf_counter()
             p[j] = member.predict_one(x_seq if member.kind == "sequence" else x_row)
+            spent[j] = (time.perf_counter() - started) * 1000.0
         raw = self.meta.predict_one(p)
         calibrated = raw if self.calibrator is None else float(self.calibrate(np.array([raw]))[0])
-        return {"members": dict(zip(self.member_names, p.tolist())), "meta_raw": raw, "calibrated": calibrated}
+        return {"members": dict(zip(self.member_names, p.tolist())),
+                "member_ms": dict(zip(self.member_names, spent.tolist())), "meta_raw": raw, "calibrated": calibrated}
 
     def predict_proba(self, X_rows: np.ndarray, X_seqs: np.ndarray) -> dict:
         """Batch: {"members": (n, m) array, "meta_raw": (n,), "calibrated": (n,)}."""

@@ -214,3 +214,15 @@ def test_the_monitor_command_stores_and_prints_a_snapshot(nq, capsys):
     assert MetricSnapshot.objects.filter(pk=report["snapshot"], trigger="on_demand").exists()
     with pytest.raises(CommandError, match="unknown symbol 'ZZ'"):
         call_command("monitor", "--symbol", "ZZ", "--timeframe", "1m")
+
+
+def test_member_and_total_latency_percentiles_come_from_the_stored_predictions(nq):
+    version = active_version(nq)
+    bars = resolved_predictions(nq, version, count=20)
+    for i, made in enumerate(Prediction.objects.filter(version=version).order_by("id")):
+        Prediction.objects.filter(pk=made.pk).update(
+            latency_ms=float(i + 1), members={"members": {}, "member_ms": {"lstm": 0.5 * (i + 1), "xgboost": 0.1}})
+    latency = snap(version, bars).snapshot.operations["latency"]
+    assert latency["n"] == 20 and latency["p50"] == pytest.approx(10.5)
+    assert latency["members"]["lstm"]["p50"] == pytest.approx(5.25)
+    assert latency["members"]["xgboost"]["p99"] == pytest.approx(0.1)

@@ -280,7 +280,7 @@ def test_accounts_cannot_be_deleted(admin, account):
 
 CONFIG_FORM = {"kelly_fraction": "0.25", "min_confidence": "0.6", "max_contracts": "5", "max_position_contracts": "5",
                "max_total_contracts": "10", "daily_loss_limit": "2000.00", "max_drawdown": "0.1",
-               "max_trades_per_day": "20", "stale_after_seconds": "180", "health_floor": "0.4",
+               "max_trades_per_day": "20", "stale_after_seconds": "180", "health_floor": "0.4", "health_full_size_floor": "0.7",
                "recommendation_ttl_bars": "2", "slippage_ticks": "1", "commission_per_contract": "2.50"}
 
 

@@ -204,6 +204,17 @@ def test_a_setting_outside_its_type_or_range_is_refused_and_nothing_changes(cont
     assert not AuditEvent.objects.filter(action="config_change").exists()
 
 
+@pytest.mark.parametrize("changes", [{"health_full_size_floor": 0.3}, {"health_floor": 0.8},
+                                     {"health_floor": 0.6, "health_full_size_floor": 0.5}])
+def test_a_full_size_floor_under_the_blocking_floor_is_refused_and_nothing_changes(controller, config, changes):
+    before = TradingConfig.objects.filter(pk=config.pk).values().get()
+    with pytest.raises(ValidationError) as refused:
+        services.trading_config_update(config_id=config.pk, changes=changes, user=controller)
+    assert list(refused.value.message_dict) == ["health_full_size_floor"]
+    assert "must be at or above the blocking floor" in refused.value.message_dict["health_full_size_floor"][0]
+    assert TradingConfig.objects.filter(pk=config.pk).values().get() == before
+
+
 def test_sizing_still_works_after_an_overflowing_time_to_live_was_refused(controller, config, nq):
     with pytest.raises(ValidationError):
         services.trading_config_update(config_id=config.pk, changes={"recommendation_ttl_bars": 2_000_000_000},
