@@ -329,6 +329,11 @@ MINHOS_BAR_EARLIEST = env.str("MINHOS_BAR_EARLIEST", default="1970-01-01")
 MINHOS_BAR_MAX_AHEAD_SECONDS = env.float("MINHOS_BAR_MAX_AHEAD_SECONDS", default=86_400.0)
 # The broker orders go to (a dotted path to a trading.brokers.Broker); the paper broker unless a live adapter is set.
 MINHOS_BROKER = env.str("MINHOS_BROKER", default="trading.brokers.PaperBroker")
+# Alert notices (opened, resolved) are posted as JSON to this URL (empty: off), signed with HMAC-SHA256 of the body
+# under the secret (X-MinHOS-Signature: sha256=<hex>; no header without a secret), each try given TIMEOUT seconds.
+MINHOS_ALERT_WEBHOOK_URL = env.str("MINHOS_ALERT_WEBHOOK_URL", default="")
+MINHOS_ALERT_WEBHOOK_SECRET = env.str("MINHOS_ALERT_WEBHOOK_SECRET", default="")
+MINHOS_ALERT_WEBHOOK_TIMEOUT = env.float("MINHOS_ALERT_WEBHOOK_TIMEOUT", default=5.0)
 
 LOGGING = {
     "version": 1,

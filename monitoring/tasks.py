@@ -1,5 +1,8 @@
 """Monitoring's Celery tasks: snapshots (and the webhook notices of alerts)."""
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from . import webhooks
 
 
 # --- snapshots (the "monitoring" queue: a snapshot never waits behind, or delays, a bar's settlement) ----------
@@ -21,3 +24,17 @@ def snapshot_version(version_id: int, trigger: str = "promotion") -> float | Non
     if version is None or version.status != ModelVersion.Status.ACTIVE:
         return None
     return services.snapshot_take(version=version, trigger=trigger).snapshot.health_score
+
+
+# --- alert webhooks (the "monitoring" queue; queued by monitoring.webhooks.webhook_queue after commit) ----------
+
+@shared_task(name="monitoring.tasks.alert_webhook_deliver", bind=True, acks_late=True, soft_time_limit=60,
+             time_limit=90, autoretry_for=(OperationalError, InterfaceError), retry_backoff=1, retry_backoff_max=30,
+             max_retries=webhooks.MAX_ATTEMPTS + 8)  # the webhook's retries, and a few for a database away briefly
+def alert_webhook_deliver(self, delivery_id: int) -> str:
+    """One try of the notice; a failed try is retried after 2, 4, 8, 16 and 32 s (the tries are counted on the
+    delivery's row, so a repeated message cannot add any), then given up."""
+    attempt = webhooks.webhook_deliver(delivery_id)
+    if attempt.retry_in is not None:
+        raise self.retry(countdown=attempt.retry_in)
+    return attempt.outcome
