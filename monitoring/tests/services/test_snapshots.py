@@ -226,3 +226,24 @@ def test_member_and_total_latency_percentiles_come_from_the_stored_predictions(n
     assert latency["n"] == 20 and latency["p50"] == pytest.approx(10.5)
     assert latency["members"]["lstm"]["p50"] == pytest.approx(5.25)
     assert latency["members"]["xgboost"]["p99"] == pytest.approx(0.1)
+
+
+def test_a_promoted_version_is_scored_at_once(nq, settings, tmp_path, django_capture_on_commit_callbacks):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from mlcore import registry
+
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                                                          "OPTIONS": {"location": str(tmp_path)}}}
+    version = model_version(nq, health_score=None)  # a candidate without an edge, never scored
+    import hashlib
+
+    default_storage.save("v/model.bin", ContentFile(b"weights"))
+    ModelVersion.objects.filter(pk=version.pk).update(
+        artifact_root="v", artifacts={"model.bin": hashlib.sha256(b"weights").hexdigest()})
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.model_version_promote(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.health_score is not None and version.health_score <= 30  # no edge: capped
+    assert MetricSnapshot.objects.filter(version=version, trigger="promotion").count() == 1
