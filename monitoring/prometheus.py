@@ -10,7 +10,8 @@ the same. Families (labels `instrument`, `timeframe`, `version` unless said):
 - `minhos_predictions_total` (counter), `minhos_predictions_by_status{outcome_status}` (pending, resolved,
   unresolvable) and `minhos_prediction_outcomes_total{side, outcome}` (take_profit, stop, timeout; resolved only);
 - `minhos_inference_latency_ms{quantile}` (0.5, 0.95, 0.99) of the active version: the latest snapshot's figures, or
-  computed from its newest 1000 predictions when no snapshot has any;
+  computed from its newest 1000 predictions when no snapshot has any; `minhos_member_inference_latency_ms{member,
+  quantile}`, each member model's, from the snapshot;
 - `minhos_data_freshness_seconds` and `minhos_data_stale` (instrument, timeframe): the newest bar's age and whether
   that is stale while the market is open (trading's freshness selector);
 - `minhos_alerts_open{severity, status}` (open and acknowledged alerts; every combination, zeros included);
@@ -61,6 +62,7 @@ class MinhosCollector:
         yield from _health_families(snapshots, now=now)
         yield from _prediction_families(ml_selectors.prediction_tallies())
         yield _latency_family(active, snapshots)
+        yield _member_latency_family(active, snapshots)
         yield from _freshness_families(freshness)
         yield _alerts_family()
         yield _queue_family(snapshots)
@@ -152,6 +154,23 @@ def _latency_family(active: dict, snapshots: dict):
         for quantile, key, _ in QUANTILES:
             latency.add_metric([symbol, timeframe, str(version.version_id), quantile], figures[key])
     return latency
+
+
+def _member_latency_family(active: dict, snapshots: dict):
+    members = GaugeMetricFamily("minhos_member_inference_latency_ms",
+                                "Inference latency of each member model of the market's active version (ms), from "
+                                "its latest snapshot.", labels=[*VERSION, "member", "quantile"])
+    for (symbol, timeframe), version in sorted(active.items()):
+        snapshot = snapshots.get((symbol, timeframe))
+        if snapshot is None or snapshot["version_id"] != version.version_id:
+            continue
+        per_member = ((snapshot["operations"] or {}).get("latency") or {}).get("members") or {}
+        for member, figures in sorted(per_member.items()):
+            for quantile, key, _ in QUANTILES:
+                if (figures or {}).get(key) is not None:
+                    members.add_metric([symbol, timeframe, str(version.version_id), member, quantile],
+                                       float(figures[key]))
+    return members
 
 
 def _snapshot_latency(snapshot: dict | None, *, version_id: int) -> dict | None:

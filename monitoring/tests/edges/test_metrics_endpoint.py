@@ -117,7 +117,9 @@ def test_health_score_components_and_snapshot_age_come_from_the_latest_snapshot(
                                   health_score=91.0, health_components=[])
     MetricSnapshot.objects.create(instrument=nq, timeframe="1m", version=active, taken_at=now - timedelta(seconds=20),
                                   health_score=58.5, health_components=COMPONENTS,
-                                  operations={"latency": {"n": 700, "p50": 3.5, "p95": 8.0, "p99": 12.25},
+                                  operations={"latency": {"n": 700, "p50": 3.5, "p95": 8.0, "p99": 12.25,
+                                                          "members": {"lightgbm": {"n": 700, "p50": 0.03,
+                                                                                   "p95": 0.05, "p99": 0.08}}},
                                               "queues": {"trading": 2, "inference": 0, "monitoring": None}})
 
     families = scrape()
@@ -136,6 +138,9 @@ def test_health_score_components_and_snapshot_age_come_from_the_latest_snapshot(
     # The snapshot's latency figures, not a recomputation (this version has no prediction at all).
     assert {dict(k[1])["quantile"]: v for k, v in families["minhos_inference_latency_ms"].items()} == {
         "0.5": 3.5, "0.95": 8.0, "0.99": 12.25}
+    assert families["minhos_member_inference_latency_ms"] == {
+        ("minhos_member_inference_latency_ms", labels(**version, member="lightgbm", quantile=q)): v
+        for q, v in (("0.5", 0.03), ("0.95", 0.05), ("0.99", 0.08))}
     assert families["minhos_queue_depth"] == {("minhos_queue_depth", labels(queue="trading")): 2,
                                               ("minhos_queue_depth", labels(queue="inference")): 0}
 
