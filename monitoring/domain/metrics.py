@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 MIN_COUNT = 50
 BUCKETS = 10
@@ -149,6 +148,10 @@ def window_metrics(y, p, *, expected: dict | None = None, min_count: int = MIN_C
     {"value", "low", "high", "expected", "verdict", "z"} against `expected` (training's out-of-sample figures for
     the same side: accuracy, log_loss, brier, ece, roc_auc, n), plus the reliability table, the hit-rate test and
     the Hosmer-Lemeshow test. Under `min_count` every verdict is "insufficient"."""
+    # Imported here: the web process and the trading worker load this module (alerts, the admin) and never the ML
+    # stack (minhos_site/tests/test_architecture.py).
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
     y, p = _pair(y, p)
     n = len(y)
     expected = expected or {}
