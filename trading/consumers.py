@@ -1,5 +1,5 @@
-"""Websocket consumer for live market data: authenticate, join one group, forward its messages; on request, send
-what a reconnecting client missed."""
+"""Websocket consumer for live market data: authenticate, join the market's group and the group every page joins
+(alerts), forward their messages; on request, send what a reconnecting client missed."""
 import asyncio
 import functools
 import json
@@ -54,7 +54,8 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
         self.group = realtime.market_group(self.symbol, self.timeframe)
         if self.layer_error is None:
             try:
-                await realtime.layer_call(self.channel_layer.group_add(self.group, self.channel_name))
+                for group in (self.group, realtime.EVERYONE_GROUP):
+                    await realtime.layer_call(self.channel_layer.group_add(group, self.channel_name))
             except realtime.UNREACHABLE as error:
                 self.layer_error = error
         if self.layer_error is not None:
@@ -81,7 +82,8 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if self.joined and self.layer_error is None:
             try:
-                await realtime.layer_call(self.channel_layer.group_discard(self.group, self.channel_name))
+                for group in (self.group, realtime.EVERYONE_GROUP):
+                    await realtime.layer_call(self.channel_layer.group_discard(group, self.channel_name))
             except realtime.UNREACHABLE:
                 pass  # the group forgets members after its expiry anyway
 
@@ -124,7 +126,9 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
     # thread to close old database connections, for every message to every socket (a fifth of the web process's
     # time with 100 dashboards open, measured by bench e2e).
     FORWARDED = frozenset({"bar.closed", "feed.status", "prediction.created", "recommendation.updated",
-                           "account.updated"})
+                           "account.updated", "monitoring.snapshot",
+                           # to every page (EVERYONE_GROUP), whatever its market
+                           "alert.opened", "alert.acknowledged", "alert.resolved"})
 
     async def dispatch(self, message):
         if message.get("type") in self.FORWARDED:

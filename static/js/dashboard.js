@@ -989,8 +989,11 @@
         // The account and the model are not in the stream: read them from the page itself.
         if (state.retrying) resync();
         state.retrying = false;
+        document.dispatchEvent(new CustomEvent("minhos:connected"));
       }
       handleMessage(msg);
+      // The page's other modules (the alerts strip) listen to the same socket.
+      document.dispatchEvent(new CustomEvent("minhos:message", { detail: msg }));
     };
     ws.onclose = function (event) {
       if (state.ws === ws) state.ws = null;

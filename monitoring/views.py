@@ -1,0 +1,154 @@
+"""The monitoring page (health, metrics, calibration, drift, operations, alerts), its JSON for live refreshes, the
+alerts strip's JSON, and the two actions it offers: acknowledge an alert, take a snapshot now."""
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.views.decorators.http import require_GET, require_POST
+
+from trading.domain.timeframes import TIMEFRAMES
+
+from . import page, services
+
+ACKNOWLEDGE_PERMISSION = "monitoring.acknowledge_alert"
+
+
+def can_take_snapshot(user) -> bool:
+    return bool(user.is_authenticated and (user.is_staff or user.has_perm(ACKNOWLEDGE_PERMISSION)))
+
+
+def _market(request):
+    try:
+        return page.market_resolve(symbol=request.GET.get("symbol"), timeframe=request.GET.get("timeframe"))
+    except LookupError as exc:
+        raise Http404(str(exc)) from None
+
+
+def _range(request) -> str:
+    value = request.GET.get("range", page.DEFAULT_RANGE)
+    return value if value in page.RANGES else page.DEFAULT_RANGE
+
+
+def monitoring_url(symbol: str | None = None, timeframe: str | None = None, range_key: str | None = None,
+                   anchor: str = "") -> str:
+    query = {k: v for k, v in (("symbol", symbol), ("timeframe", timeframe), ("range", range_key)) if v}
+    return reverse("monitoring") + (f"?{urlencode(query)}" if query else "") + (f"#{anchor}" if anchor else "")
+
+
+@require_GET
+@login_required
+def monitoring_page(request):
+    instruments, instrument, timeframe = _market(request)
+    range_key = _range(request)
+    view = page.market_view(instrument=instrument, timeframe=timeframe, range_key=range_key) if instrument else None
+    can_acknowledge = request.user.has_perm(ACKNOWLEDGE_PERMISSION)
+    context = {
+        "instruments": instruments, "instrument": instrument, "timeframe": timeframe, "timeframes": list(TIMEFRAMES),
+        "view": view, "alerts": page.alerts_view(), "can_acknowledge": can_acknowledge,
+        "can_snapshot": can_take_snapshot(request.user), "range": range_key,
+        "ranges": list(page.RANGES),
+        "here": request.get_full_path(),
+    }
+    context["initial"] = {
+        "symbol": instrument.symbol if instrument else None, "timeframe": timeframe, "range": range_key,
+        "view": view, "alerts": context["alerts"], "can_acknowledge": can_acknowledge,
+        "can_snapshot": context["can_snapshot"],
+    }
+    return render(request, "monitoring/page.html", context)
+
+
+@require_GET
+@login_required
+def monitoring_data(request):
+    """?symbol=&timeframe=&range=: the latest snapshot as the page shows it, the series over the range and the
+    alerts. With &after=<ISO time of the page's newest point>, the series holds only the newer points."""
+    _, instrument, timeframe = _market(request)
+    if instrument is None:
+        raise Http404("no active instrument")
+    range_key = _range(request)
+    view = page.market_view(instrument=instrument, timeframe=timeframe, range_key=range_key)
+    after = _parse_time(request.GET.get("after"))
+    if after is not None and view["snapshot"] is not None:
+        view["series"] = page.series_read(instrument=instrument, timeframe=timeframe,
+                                          since=page.range_since(range_key), after=after)
+        view["series_appended"] = True
+    return JsonResponse({"symbol": instrument.symbol, "timeframe": timeframe, "range": range_key, "view": view,
+                         "alerts": page.alerts_view()})
+
+
+@require_GET
+@login_required
+def alerts_summary(request):
+    """The alerts strip's figures (after a reconnect, the strip reads them again)."""
+    return JsonResponse(page.alerts_strip())
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def _back(request, fallback: str) -> HttpResponseRedirect:
+    target = request.POST.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                   require_https=request.is_secure()):
+        return HttpResponseRedirect(target)
+    return HttpResponseRedirect(fallback)
+
+
+def _refusal(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+@require_POST
+@login_required
+def alert_acknowledge(request, alert_id: int):
+    """Acknowledge one alert with an optional note (audited by the service: who, when, note). Without the
+    permission the service refuses: 403, nothing changes."""
+    try:
+        alert = services.alert_acknowledge(alert_id=alert_id, user=request.user, note=request.POST.get("note", ""))
+    except ValidationError as exc:
+        messages.error(request, f"Alert #{alert_id} was not acknowledged: {_refusal(exc)}")
+    else:
+        if alert.acknowledged_by_id == request.user.pk and alert.status == alert.Status.ACKNOWLEDGED:
+            messages.success(request, f"Alert #{alert.pk} acknowledged.")
+        elif alert.status == alert.Status.RESOLVED:
+            messages.info(request, f"Alert #{alert.pk} had already resolved.")
+        else:
+            who = alert.acknowledged_by.get_username() if alert.acknowledged_by_id else "someone"
+            messages.info(request, f"Alert #{alert.pk} was already acknowledged by {who}.")
+    return _back(request, monitoring_url(anchor="alerts"))
+
+
+@require_POST
+@login_required
+def snapshot_take(request):
+    """Take a snapshot of the posted market now (staff, or users who may acknowledge alerts)."""
+    if not can_take_snapshot(request.user):
+        raise PermissionDenied(f"Taking a snapshot needs staff status or the {ACKNOWLEDGE_PERMISSION} permission")
+    symbol, timeframe = request.POST.get("symbol", ""), request.POST.get("timeframe", "")
+    try:
+        result = services.snapshot_for_market(symbol=symbol, timeframe=timeframe)
+    except ValidationError as exc:
+        messages.error(request, f"No snapshot taken: {_refusal(exc)}")
+        try:
+            _, instrument, _ = page.market_resolve(symbol=symbol, timeframe=timeframe)
+        except LookupError:
+            return HttpResponseRedirect(monitoring_url())
+        return _back(request, monitoring_url(instrument.symbol if instrument else None, timeframe))
+    snapshot = result.snapshot
+    opened = f", {len(result.opened)} alert(s) opened" if result.opened else ""
+    resolved = f", {len(result.resolved)} resolved" if result.resolved else ""
+    messages.success(request, f"Snapshot #{snapshot.pk} of {symbol} {timeframe} taken in {snapshot.seconds:.2f} s: "
+                              f"health {snapshot.health_score:.1f}/100{opened}{resolved}.")
+    return _back(request, monitoring_url(symbol, timeframe))
