@@ -392,7 +392,9 @@ def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | No
         raise PermissionDenied("Acknowledging alerts needs the monitoring.acknowledge_alert permission")
     note = (note or "").strip()
     if len(note) > 2000:
-        raise ValidationError("the note is longer than 2000 characters")
+        raise ValidationError({"note": "The note is longer than 2000 characters."})
+    if "\x00" in note:
+        raise ValidationError({"note": "The note contains a NUL character."})
     now = now or timezone.now()
     with transaction.atomic():
         alert = Alert.objects.select_for_update().filter(pk=alert_id).first()

@@ -47,8 +47,20 @@ def audit_record(*, action: str, user=None, account: Account | None = None, reco
     return AuditEvent.objects.create(
         action=action, user=user if user is not None and user.is_authenticated else None, account=account,
         recommendation=recommendation, state_before=state_before, state_after=state_after,
-        client_address=client_address or None, details=details or {},
+        client_address=client_address or None, details=storable(details or {}),
     )
+
+
+def storable(value):
+    """`value` with every NUL character written out as the text "\\x00": PostgreSQL's text and jsonb cannot hold
+    one, and a refused request's body (a setting named "\\x00K") is recorded as it came, not turned into a 500."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {storable(k) if isinstance(k, str) else k: storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [storable(v) for v in value]
+    return value
 
 
 def audit_refusal_record(*, control: str, user, reason: str, account_id: int | None = None,
@@ -245,8 +257,9 @@ def kill_switch_set(*, engaged: bool, user, reason: str = "", client_address: st
                            details={"requested": _requested({"engaged": engaged})}):
         _permission_check(user, "trading.engage_kill_switch", "Engaging or releasing the kill switch")
         engaged = _boolean("engaged", engaged)
-        if not isinstance(reason, str) or len(reason) > KILL_SWITCH_REASON_MAX:
-            raise ValidationError({"reason": f"Must be text of at most {KILL_SWITCH_REASON_MAX} characters."})
+        if not isinstance(reason, str) or len(reason) > KILL_SWITCH_REASON_MAX or "\x00" in reason:
+            raise ValidationError({"reason": f"Must be text of at most {KILL_SWITCH_REASON_MAX} characters, "
+                                             "without NUL characters."})
         with transaction.atomic():
             switch, _ = KillSwitch.objects.select_for_update().get_or_create(pk=1)
             before = switch.engaged

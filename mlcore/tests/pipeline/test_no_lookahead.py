@@ -25,8 +25,8 @@ def model() -> LoadedModel:
 
 
 def _decision(prediction: dict) -> dict:
-    """Everything a prediction says, without its latency (a wall-clock figure)."""
-    return {key: value for key, value in prediction.items() if key != "latency_ms"}
+    """Everything a prediction says, without its latencies (wall-clock figures)."""
+    return {key: value for key, value in prediction.items() if key not in ("latency_ms", "member_ms")}
 
 
 def _window(bars, t: int, length: int):

@@ -204,6 +204,21 @@ def test_a_setting_outside_its_type_or_range_is_refused_and_nothing_changes(cont
     assert not AuditEvent.objects.filter(action="config_change").exists()
 
 
+def test_a_setting_name_with_a_nul_character_is_refused_and_recorded_not_a_server_error(controller, config):
+    # PostgreSQL's jsonb cannot hold NUL: the refusal's record writes it out (found by the API fuzz test).
+    with pytest.raises(ValidationError) as refused:
+        services.trading_config_update(config_id=config.pk, changes={"\x00K": 1, "kelly_fraction": "\x00"},
+                                       user=controller)
+    assert "\x00K" in refused.value.message_dict
+    [record] = refusals()
+    assert "\\x00K" in record.details["requested"] and record.details["requested"]["kelly_fraction"] == "'\\x00'"
+
+
+def test_a_kill_switch_reason_with_a_nul_character_is_refused(controller):
+    with pytest.raises(ValidationError, match="NUL"):
+        services.kill_switch_set(engaged=True, user=controller, reason="stop\x00")
+
+
 @pytest.mark.parametrize("changes", [{"health_full_size_floor": 0.3}, {"health_floor": 0.8},
                                      {"health_floor": 0.6, "health_full_size_floor": 0.5}])
 def test_a_full_size_floor_under_the_blocking_floor_is_refused_and_nothing_changes(controller, config, changes):
