@@ -9,8 +9,12 @@ from . import webhooks
 
 @shared_task(name="monitoring.tasks.snapshot_all", acks_late=True, soft_time_limit=120, time_limit=150)
 def snapshot_all() -> list[float | None]:
-    from . import services
+    from django.conf import settings
 
+    from . import services, webhooks
+
+    if getattr(settings, "MINHOS_ALERT_WEBHOOK_URL", ""):
+        webhooks.webhook_requeue_stalled()
     return [result.snapshot.health_score for result in services.snapshot_all()]
 
 

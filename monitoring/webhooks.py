@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -212,3 +212,15 @@ def _post(url: str, body: bytes, *, event: str, delivery_id: int) -> tuple[int |
     if 200 <= status < 300:
         return status, ""
     return status, f"HTTP {status} {response.reason}".strip()
+
+
+def webhook_requeue_stalled(*, older_than_seconds: float = 120.0) -> int:
+    """Hand over again every delivery still pending long after it was made (the broker was away when it was queued,
+    or a worker died with it): run by each scheduled snapshot. A delivery never goes out twice (each try claims
+    itself first), so a second hand-over of one still in flight costs nothing."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stalled = list(WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, created_at__lt=cutoff)
+                   .values_list("pk", flat=True)[:100])
+    for delivery_id in stalled:
+        _hand_over(delivery_id)
+    return len(stalled)

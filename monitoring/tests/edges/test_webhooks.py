@@ -353,3 +353,17 @@ def test_queueing_returns_before_a_hanging_webhook_answers(receiver_factory, set
     assert not worker.is_alive()
     row = fresh(delivery)
     assert (row.status, row.attempts, row.response_status) == ("sent", 1, 200)
+
+
+@pytest.mark.django_db
+def test_a_notice_left_pending_by_a_broker_outage_is_handed_over_again_by_the_scheduled_snapshot(
+        alert, settings, monkeypatch, deployment_celery):
+    from datetime import timedelta
+
+    settings.MINHOS_ALERT_WEBHOOK_URL = "http://127.0.0.1:9/hook"
+    stalled, recent = delivery_for(alert, "opened"), delivery_for(alert, "resolved")
+    WebhookDelivery.objects.filter(pk=stalled.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, args=(), **kwargs: sent.append((name, args)))
+    tasks.snapshot_all.run()
+    assert sent == [("monitoring.tasks.alert_webhook_deliver", (stalled.pk,))]  # the fresh one is left alone
