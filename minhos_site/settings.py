@@ -335,6 +335,28 @@ MINHOS_ALERT_WEBHOOK_URL = env.str("MINHOS_ALERT_WEBHOOK_URL", default="")
 MINHOS_ALERT_WEBHOOK_SECRET = env.str("MINHOS_ALERT_WEBHOOK_SECRET", default="")
 MINHOS_ALERT_WEBHOOK_TIMEOUT = env.float("MINHOS_ALERT_WEBHOOK_TIMEOUT", default=5.0)
 
+
+def _positive(variable: str, default: float, cast=float):
+    text = env.str(variable, default=str(default))
+    try:
+        value = cast(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        kind = "a whole number" if cast is int else "a number"
+        raise ImproperlyConfigured(f"{variable} must be {kind} > 0, not {text!r}")
+    return value
+
+
+# Monitoring (README: Monitoring): the rolling windows, the minimum counts before a verdict, the latency budget.
+MINHOS_MONITOR_WINDOW_COUNT = _positive("MINHOS_MONITOR_WINDOW_COUNT", 500, int)
+MINHOS_MONITOR_WINDOW_HOURS = _positive("MINHOS_MONITOR_WINDOW_HOURS", 24.0)
+MINHOS_MONITOR_MIN_OUTCOMES = _positive("MINHOS_MONITOR_MIN_OUTCOMES", 50, int)
+MINHOS_MONITOR_DRIFT_BARS = _positive("MINHOS_MONITOR_DRIFT_BARS", 1380, int)
+MINHOS_MONITOR_DRIFT_MIN = _positive("MINHOS_MONITOR_DRIFT_MIN", 100, int)
+MINHOS_MONITOR_LATENCY_BUDGET_MS = _positive("MINHOS_MONITOR_LATENCY_BUDGET_MS", 500.0)
+MINHOS_MONITOR_WORKER_TIMEOUT = _positive("MINHOS_MONITOR_WORKER_TIMEOUT", 30.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -199,3 +199,16 @@ def test_throttle_rates_come_from_the_environment_and_a_malformed_one_is_refused
     refused = start(tmp_path, "-c", probe, MINHOS_THROTTLE_ANON="lots")
     assert refused.returncode != 0
     assert "MINHOS_THROTTLE_ANON must look like 60/minute" in refused.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("MINHOS_MONITOR_WINDOW_COUNT", "abc", "MINHOS_MONITOR_WINDOW_COUNT must be a whole number > 0, not 'abc'"),
+    ("MINHOS_MONITOR_WINDOW_HOURS", "-1", "MINHOS_MONITOR_WINDOW_HOURS must be a number > 0, not '-1'"),
+    ("MINHOS_MONITOR_LATENCY_BUDGET_MS", "nan", "MINHOS_MONITOR_LATENCY_BUDGET_MS must be a number > 0, not 'nan'"),
+])
+def test_absurd_monitoring_settings_are_refused_naming_them(tmp_path, variable, value, message):
+    probe = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'minhos_site.settings'; django.setup(); "
+             "from django.conf import settings as s; print(s.MINHOS_MONITOR_WINDOW_COUNT)")
+    assert start(tmp_path, "-c", probe).stdout.strip().splitlines()[-1] == "500"
+    refused = start(tmp_path, "-c", probe, **{variable: value})
+    assert refused.returncode != 0 and message in refused.stderr
