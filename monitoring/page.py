@@ -14,6 +14,7 @@ from mlcore.domain import drift as drift_core
 from mlcore.models import ModelVersion
 from trading import selectors as trading_selectors
 from trading.domain import kelly
+from trading.domain.timeframes import TIMEFRAMES
 from trading.services.accounts import DEFAULT_ACCOUNT
 
 from . import selectors, services
@@ -98,8 +99,6 @@ def _iso(moment: datetime | None) -> str | None:
 def market_resolve(*, symbol: str | None, timeframe: str | None):
     """(active instruments, the chosen instrument or None, timeframe), the dashboard's default market when nothing
     is asked for. Raises LookupError naming what is unknown."""
-    from trading.domain.timeframes import TIMEFRAMES
-
     instruments = list(trading_selectors.instrument_list_active())
     timeframe = timeframe or "1m"
     if timeframe not in TIMEFRAMES:

@@ -42,10 +42,11 @@ function start(initial) {
     if (s && s.health.score !== null) needle.style.left = Math.max(0, Math.min(100, s.health.score)) + "%";
     show(needle, !!s);
     const version = $("health-version");
-    if (version && s) {
+    if (s) {
       setText(version, "v" + s.version);
       version.href = version.href.replace(/\/\d+\/change\/$/, "/" + s.version + "/change/");
     }
+    show(version, !!s);
     const when = $("snapshot-when");
     if (s) fill(when, [h("time", { datetime: s.taken_at, class: "ago", "data-ago": "" }, utc(s.taken_at))]);
     else setText(when, "none yet");
@@ -483,12 +484,9 @@ function start(initial) {
     root.dataset.wsState = status;
   }
 
-  let connectedOnce = false;
-  document.addEventListener("minhos:connected", function () {
-    // Snapshots taken or alerts changed while the socket was down are not replayed: read them.
-    if (connectedOnce) refresh();
-    connectedOnce = true;
-  });
+  // A snapshot taken or an alert changed before the socket joined (or while it was down) is not replayed: read the
+  // figures once each connection is live (only newer series points come back).
+  document.addEventListener("minhos:connected", function () { refresh(); });
   document.addEventListener("minhos:message", function (event) {
     const msg = event.detail || {};
     if (msg.type === "monitoring.snapshot") {

@@ -135,6 +135,12 @@ def test_the_monitoring_page_at_phone_width_draws_its_figures_and_follows_snapsh
 
     page.wait_for_selector('#monitoring[data-ws-state="open"]')
     page.wait_for_selector('#monitoring[data-charts-ready="true"]')
+    # Once live, the page reads its figures again and renders every section itself: the same rows as the server's.
+    page.wait_for_selector('#monitoring[data-refreshed="1"]')
+    assert page.locator("#breakdown-rows tr").count() == 7
+    assert page.locator("#windows .window").count() == 3
+    assert page.locator('#windows .window[data-window="count"] tbody tr').count() == 6
+    assert page.locator("#drift-rows tr").count() == 7  # two predicted-probability rows and five inputs
     assert page.is_visible("#health-score")
     assert page.text_content("#health-score") == "81.2"
     assert page.text_content("#health-action") == "Sizing in full"
