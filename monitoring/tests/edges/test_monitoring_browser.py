@@ -234,3 +234,33 @@ def test_the_dashboards_strip_hears_alerts_over_the_dashboards_socket(live_serve
     assert no_sideways_scroll(page)
     page.screenshot(path=str(ARTIFACTS_DIR / "monitoring-1440.png"), full_page=True)
     assert errors == []
+
+
+def first_snapshot_of_5m(nq) -> int:
+    version = active_version(nq, timeframe="5m")
+    snapshot = make_snapshot(nq, version, timeframe="5m", seed=5)
+    assert realtime.broadcast("NQ", "5m", "monitoring.snapshot", services.snapshot_brief(snapshot))
+    return snapshot.pk
+
+
+def test_a_market_without_snapshots_fills_in_when_its_first_one_is_taken(live_server_process, market, browser):
+    server = live_server_process
+    nq, _ = market
+    errors, requests = [], []
+    page = new_page(browser, errors, requests, PHONE)
+    log_in(page, server, "/monitoring/?symbol=NQ&timeframe=5m")
+    page.wait_for_selector('#monitoring[data-ws-state="open"]')
+    assert page.get_attribute("#monitoring", "data-state") == "empty"
+    assert page.is_visible("#mon-empty") and not page.is_visible("#mon-body")
+    assert page.text_content("#mon-empty h1") == "No snapshot of NQ 5m yet"
+
+    snapshot_id = in_thread(first_snapshot_of_5m, nq)
+
+    page.wait_for_selector(f'#monitoring[data-state="ready"][data-snapshot-id="{snapshot_id}"]')
+    assert not page.is_visible("#mon-empty") and page.is_visible("#mon-body")
+    page.wait_for_function("() => document.getElementById('chart-health').dataset.ready === 'true'")
+    assert page.evaluate("document.getElementById('chart-health').data[0].y.length") == 1
+    assert page.locator("#breakdown-rows tr").count() == 7
+    assert page.text_content("#health-score") != "—"
+    assert no_sideways_scroll(page) and overlapping_cards(page) == []
+    assert errors == []
