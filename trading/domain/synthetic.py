@@ -20,6 +20,16 @@ Optionally (off by default) a planted, learnable pattern, for demos and tests of
                     close, and sets the drift of the next `signal_persist` bars to signal * signal_edge * sigma_t
                     (a later signal replaces an earlier one).
 
+Optionally (off by default) a regime shift the history never showed, for demonstrating drift monitoring
+(`RegimeShift`, applied by `SyntheticBarSource` from its `after_bars`-th bar on):
+
+    volatility-shock  sigma_t (and the gaps) times `vol_factor` (4), volume times vol_factor**elasticity;
+    trend             a drift of `trend_sigmas` (0.3) times sigma_t added to every bar's return (upwards).
+
+The shift transforms the bars, not the draws: the random streams are those of the unshifted process, so a shifted
+feed is the normal feed with exactly that volatility factor or that drift applied (and a planted signal keeps
+working, its drift scaled by the new sigma_t).
+
 With a planted signal the draws are made bar by bar in order (and the signal in force is part of the state),
 so a series cut anywhere and continued from its state (`generate_bars_with_state`, `SyntheticBarSource(state=)`)
 is exactly the series generated in one go. Without one the original batch layout is kept, so existing seeds
@@ -155,6 +165,53 @@ class SyntheticParams:
 # days of it (seed 42) gave 26 live predictions per 100 bars with confidence >= 0.60 (max 0.78); with
 # rate 0.04 and edge 0.4 it was about 4 per 100.
 DEMO_SIGNAL = dict(signal_rate=0.05, signal_edge=0.45, signal_persist=20, signal_volume=8.0)
+
+REGIME_SHIFTS = ("normal", "volatility-shock", "trend")
+
+
+@dataclass(frozen=True)
+class RegimeShift:
+    """A market the history never showed, from the `after_bars`-th bar a source yields on (0: from its first).
+
+    "volatility-shock": every bar's volatility (and the gaps) times `vol_factor`, its volume times
+    vol_factor**volume_vol_elasticity; "trend": `trend_sigmas` of the bar's volatility added to each bar's log
+    return (a persistent upward drift: at 0.3 an hour drifts 18 sigmas against ~7.7 of noise); "normal": none.
+    """
+
+    kind: str = "normal"
+    after_bars: int = 0
+    vol_factor: float = 4.0
+    trend_sigmas: float = 0.3
+
+    def __post_init__(self):
+        if self.kind not in REGIME_SHIFTS:
+            raise ValueError(f"unknown regime {self.kind!r}; use one of {', '.join(REGIME_SHIFTS)}")
+        if isinstance(self.after_bars, bool) or not isinstance(self.after_bars, numbers.Integral) \
+                or self.after_bars < 0:
+            raise ValueError(f"after_bars must be a whole number of bars >= 0, got {self.after_bars!r}")
+        if not (isinstance(self.vol_factor, numbers.Real) and math.isfinite(self.vol_factor) and self.vol_factor > 0):
+            raise ValueError(f"vol_factor must be a finite number > 0, got {self.vol_factor!r}")
+        if not (isinstance(self.trend_sigmas, numbers.Real) and math.isfinite(self.trend_sigmas)):
+            raise ValueError(f"trend_sigmas must be a finite number, got {self.trend_sigmas!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "normal"
+
+    def describe(self) -> str:
+        when = "from the first bar" if not self.after_bars else f"after {self.after_bars} bars"
+        if self.kind == "volatility-shock":
+            return f"volatility shock ({self.vol_factor:g}x the usual volatility) {when}"
+        if self.kind == "trend":
+            return f"persistent trend ({self.trend_sigmas:+g} sigma a bar) {when}"
+        return "normal (no regime shift)"
+
+    def factors(self, first: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(volatility multiplier, drift in units of sigma) of bars first .. first + n - 1 of a source."""
+        on = (first + np.arange(n)) >= self.after_bars
+        scale = np.where(on & (self.kind == "volatility-shock"), float(self.vol_factor), 1.0)
+        trend = np.where(on & (self.kind == "trend"), float(self.trend_sigmas), 0.0)
+        return scale, trend
 
 
 # ----------------------------------------------------------------------------------------------- session grid
@@ -386,8 +443,10 @@ def _simulate(
     params: SyntheticParams,
     step: int,
     carry: _Carry | None = None,
+    shift: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, _Carry | None]:
-    """The bars and the state to continue from."""
+    """The bars and the state to continue from; `shift` is (volatility multiplier, drift in sigmas) per bar
+    (`RegimeShift.factors`)."""
     n = len(stamps)
     planted = params.planted
     if planted and carry is not None and carry.rng_states is not None:
@@ -417,6 +476,10 @@ def _simulate(
     log_vol = lfilter([1.0], [1.0, -phi], innovations, zi=[phi * h0])[0] if n else np.zeros(0)
     level = regime_vol * np.exp(log_vol - sd**2)  # E[level^2] = regime_vol^2
     sigma = params.base_vol * np.sqrt(activity) * level
+    vol_scale = shift[0] if shift is not None else np.ones(n)
+    if shift is not None:
+        sigma = sigma * vol_scale
+        drift = drift + shift[1] * sigma
 
     df = params.tail_df
     shocks = rngs["shocks"].standard_t(df, n) * math.sqrt((df - 2.0) / df)
@@ -424,7 +487,8 @@ def _simulate(
     is_gap = layout.gap_minutes > 0.5
     gaps = np.where(
         is_gap,
-        rngs["gaps"].standard_normal(n) * params.gap_vol_per_sqrt_hour * np.sqrt(layout.gap_minutes / 60) * regime_vol,
+        rngs["gaps"].standard_normal(n) * params.gap_vol_per_sqrt_hour * np.sqrt(layout.gap_minutes / 60) * regime_vol
+        * vol_scale,
         0.0,
     )
 
@@ -464,7 +528,7 @@ def _simulate(
     low_ticks = np.maximum(np.minimum(np.floor(low_raw), np.minimum(open_ticks, close_ticks)), 1.0)
 
     noise_sd = params.volume_noise_sd
-    volume_level = (regime_vol * np.exp(log_vol - sd**2 / 2.0)) ** params.volume_vol_elasticity
+    volume_level = (regime_vol * vol_scale * np.exp(log_vol - sd**2 / 2.0)) ** params.volume_vol_elasticity
     noise = np.exp(rngs["volume"].standard_normal(n) * noise_sd - noise_sd**2 / 2.0)
     volume = np.rint(params.base_volume * activity * volume_level * noise * np.where(spikes, params.signal_volume, 1.0))
 
@@ -645,6 +709,7 @@ class SyntheticBarSource:
     With one, the random streams themselves are carried from chunk to chunk, so the bars do not depend on
     `chunk`; and given the `state` of a series (`generate_bars_with_state`), the source continues that series
     exactly as generating it longer in one go would (then `after` and `last_close` are taken from the state).
+    A `shift` (`RegimeShift`) changes the market from its `after_bars`-th bar on; the draws stay the same.
     """
 
     name = "synthetic"
@@ -660,6 +725,7 @@ class SyntheticBarSource:
         chunk: int = 500,
         params: SyntheticParams = SyntheticParams(),
         state: SyntheticState | None = None,
+        shift: RegimeShift | None = None,
     ):
         if not isinstance(chunk, numbers.Integral) or isinstance(chunk, bool) or chunk < 1:
             raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
@@ -680,6 +746,9 @@ class SyntheticBarSource:
         self.timeframe = timeframe
         self.chunk = int(chunk)
         self.state = state
+        if shift is not None and not isinstance(shift, RegimeShift):
+            raise ValueError(f"shift must be a RegimeShift, got {type(shift).__name__}")
+        self.shift = shift if shift is not None else RegimeShift()
 
     def __iter__(self) -> Iterator[BarData]:
         step = _step_minutes(self.timeframe)
@@ -696,6 +765,7 @@ class SyntheticBarSource:
                 params=self.params,
                 step=step,
                 carry=carry,
+                shift=self.shift.factors(index * self.chunk, len(stamps)) if self.shift.active else None,
             )
             for bar in frame.itertuples(index=False):
                 yield BarData(

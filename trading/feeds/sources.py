@@ -10,7 +10,7 @@ import pandas as pd
 from trading import selectors, services
 from trading.domain.bars import BarData, read_bar_file, validate_bars
 from trading.domain.synthetic import SyntheticBarSource as _SyntheticBarSource
-from trading.domain.synthetic import SyntheticParams, generate_bars_with_state
+from trading.domain.synthetic import RegimeShift, SyntheticParams, generate_bars_with_state
 from trading.models import Instrument
 
 DEFAULT_START_PRICE = 18_000.0
@@ -32,7 +32,8 @@ class SyntheticSource(_SyntheticBarSource):
 
     @classmethod
     def continuing(cls, *, instrument: Instrument, timeframe: str, seed: int, now: datetime,
-                   params: SyntheticParams = SyntheticParams()) -> SyntheticSource:
+                   params: SyntheticParams = SyntheticParams(),
+                   shift: RegimeShift | None = None) -> SyntheticSource:
         latest = selectors.bar_latest(instrument=instrument, timeframe=timeframe)
         tick_size = float(instrument.tick_size)
         state = _stored_series_state(instrument=instrument, timeframe=timeframe, seed=seed, params=params,
@@ -45,6 +46,7 @@ class SyntheticSource(_SyntheticBarSource):
             timeframe=timeframe,
             params=params,
             state=state,
+            shift=shift,
         )
         source.continues_exactly = state is not None
         return source

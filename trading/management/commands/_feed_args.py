@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from trading import selectors
 from trading.domain.bars import BarFileError, InvalidBars
-from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams
+from trading.domain.synthetic import DEMO_SIGNAL, REGIME_SHIFTS, RegimeShift, SyntheticParams
 from trading.domain.timeframes import TIMEFRAMES
 from trading.feeds.sources import FileBarSource, StoredBarSource, SyntheticSource
 
@@ -21,6 +21,16 @@ DEMO_SIGNAL_HELP = (
     f"{DEMO_SIGNAL['signal_persist']} bars the same way), so a model finds a real edge and the decision loop has "
     "confident predictions to show. The pattern is made up: it says nothing about real markets"
 )
+
+
+def _bar_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of bars >= 0, got {text!r}")
+    return value
 
 
 def add_feed_arguments(parser, *, default_pace: float = 1.0, demo_signal: bool = False) -> None:
@@ -38,11 +48,27 @@ def add_feed_arguments(parser, *, default_pace: float = 1.0, demo_signal: bool =
     parser.add_argument("--max-bars", type=int, help="stop after this many bars")
     parser.add_argument("--demo-signal", action=argparse.BooleanOptionalAction, default=demo_signal,
                         help=f"{DEMO_SIGNAL_HELP} (default {'on' if demo_signal else 'off'})")
+    default_shift = RegimeShift()
+    parser.add_argument("--regime", default="normal", choices=REGIME_SHIFTS,
+                        help="synthetic source: a market the stored history never showed, to see drift monitoring "
+                             f"react: volatility-shock ({default_shift.vol_factor:g}x the usual volatility and more "
+                             f"volume) or trend (a persistent upward drift of {default_shift.trend_sigmas:g} sigma a "
+                             "bar); default normal")
+    parser.add_argument("--regime-after", type=_bar_count, default=0, metavar="N",
+                        help="synthetic source: start the --regime after N bars of this feed (default 0: at once)")
 
 
 def synthetic_params(options) -> SyntheticParams:
     """The synthetic process the options ask for: with or without the demo's planted pattern."""
     return SyntheticParams(**DEMO_SIGNAL) if options.get("demo_signal") else SyntheticParams()
+
+
+def regime_shift(options) -> RegimeShift:
+    """The regime shift the options ask for (normal: none), or a CommandError."""
+    try:
+        return RegimeShift(kind=options.get("regime") or "normal", after_bars=options.get("regime_after") or 0)
+    except ValueError as exc:
+        raise CommandError(f"--regime / --regime-after: {exc}") from None
 
 
 def _aware(text: str | None, name: str) -> datetime | None:
@@ -71,9 +97,13 @@ def build_source(options):
     for key, (flag, source_kind) in belongs_to.items():
         if options.get(key) is not None and kind != source_kind:
             raise CommandError(f"{flag} applies to --source {source_kind} only (this feed's source is {kind})")
+    shift = regime_shift(options)
+    if kind != "synthetic" and (shift.active or shift.after_bars):
+        raise CommandError(f"--regime and --regime-after apply to --source synthetic only (this feed's source is "
+                           f"{kind})")
     if kind == "synthetic":
         source = SyntheticSource.continuing(instrument=instrument, timeframe=timeframe, seed=options["seed"],
-                                            now=timezone.now(), params=synthetic_params(options))
+                                            now=timezone.now(), params=synthetic_params(options), shift=shift)
     elif kind == "stored":
         source = StoredBarSource(instrument=instrument, timeframe=timeframe, start=_aware(options["start"], "--from"))
     else:

@@ -19,6 +19,10 @@ class Command(BaseCommand):
         instrument, source = build_source(options)
         self.stdout.write(f"feed {instrument} {options['timeframe']} from {source.name}, one bar every "
                           f"{options['pace']}s")
+        shift = getattr(source, "shift", None)
+        if shift is not None and shift.active:
+            self.stdout.write(self.style.WARNING(f"market regime: {shift.describe()} (a market the model's "
+                                                 "training history never showed)"))
         emitted = asyncio.run(self._run(instrument, source, options))
         self.stdout.write(f"feed stopped after {emitted} bars")
 

@@ -67,6 +67,9 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Demo market: synthetic bars without a planted pattern (a random process: expect the "
                               "model to find no edge and the risk manager to block its recommendations).")
+        if source.shift.active:
+            self.stdout.write(self.style.WARNING(f"Market regime: {source.shift.describe()}: a market the model's "
+                                                 "training history never showed (--regime)."))
 
     def _ensure_demo_user(self):
         user, password = services.demo_user_ensure()

@@ -1,8 +1,12 @@
 """`manage.py run_feed`: runs a feed from the command line and refuses bad input with a message saying what is wrong."""
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 
+import numpy as np
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from trading.domain.synthetic import (
@@ -136,3 +140,82 @@ def test_demo_signal_is_off_by_default_for_run_feed(nq):
     from trading.management.commands.run_feed import Command
 
     assert Command().create_parser("manage.py", "run_feed").parse_args([]).demo_signal is False
+
+
+def test_a_volatility_shock_after_n_bars_continues_the_history_then_moves_four_times_as_much(nq):
+    end = datetime(2024, 3, 6, tzinfo=UTC)
+    call_command("generate_bars", "--symbol", "NQ", "--days", "1", "--seed", "7", "--end", "2024-03-06T00:00:00Z",
+                 "--demo-signal", stdout=StringIO())
+    history = session_timestamps_between(end - timedelta(days=1), end)
+
+    output = run("--pace", "0", "--max-bars", "60", "--seed", "7", "--demo-signal", "--regime", "volatility-shock",
+                 "--regime-after", "20")
+
+    assert "market regime: volatility shock (4x the usual volatility) after 20 bars" in output
+    assert "feed stopped after 60 bars" in output
+    # The bars the normal market would have brought: the history generated longer in one go.
+    stamps = history.append(session_timestamps(history[-1], 60))
+    normal = generate_bars(stamps, seed=7, start_price=18_000.0, tick_size=float(nq.tick_size),
+                           params=SyntheticParams(**DEMO_SIGNAL)).iloc[len(history):]
+    fed = list(Bar.objects.filter(instrument=nq, timeframe="1m", timestamp__gt=history[-1]).order_by("timestamp"))
+    assert [b.timestamp for b in fed] == list(normal["timestamp"].dt.to_pydatetime())
+    closes = np.array([float(b.close) for b in fed])
+    assert closes[:20].tolist() == normal["close"].tolist()[:20]  # unchanged before the shock
+    moved, usual = np.diff(np.log(closes))[20:], np.diff(np.log(normal["close"].to_numpy()))[20:]
+    assert np.std(moved) / np.std(usual) == pytest.approx(4.0, rel=0.05)
+
+
+def test_run_feed_takes_a_regime_and_normal_is_the_default(nq):
+    from trading.management.commands.run_feed import Command
+
+    parser = Command().create_parser("manage.py", "run_feed")
+    assert (parser.parse_args([]).regime, parser.parse_args([]).regime_after) == ("normal", 0)
+    assert parser.parse_args(["--regime", "trend"]).regime == "trend"
+
+    output = run("--pace", "0", "--max-bars", "3", "--regime", "trend")
+
+    assert "market regime: persistent trend (+0.3 sigma a bar) from the first bar" in output
+    assert Bar.objects.filter(instrument=nq).count() == 3
+
+
+def test_an_unknown_regime_is_refused_naming_the_choices(nq):
+    with pytest.raises(CommandError, match=r"argument --regime: invalid choice: 'crash' \(choose from "
+                                           r"'?normal'?, '?volatility-shock'?, '?trend'?\)"):
+        run("--pace", "0", "--max-bars", "1", "--regime", "crash")
+
+    assert not Bar.objects.exists()
+
+
+def test_a_negative_regime_start_is_refused(nq):
+    with pytest.raises(CommandError, match="argument --regime-after: must be a whole number of bars >= 0, got '-1'"):
+        run("--pace", "0", "--max-bars", "1", "--regime", "trend", "--regime-after", "-1")
+
+    assert not FeedStatus.objects.exists()
+
+
+def test_a_regime_is_refused_for_a_feed_that_does_not_generate_its_bars(nq):
+    BarFactory.create_series(3, instrument=nq)
+
+    with pytest.raises(CommandError, match="--regime and --regime-after apply to --source synthetic only "
+                                           r"\(this feed's source is stored\)"):
+        run("--source", "stored", "--pace", "0", "--regime", "volatility-shock")
+
+
+@pytest.mark.parametrize("env, regime, after", [
+    ({}, "normal", 0),
+    ({"FEED_REGIME": "volatility-shock"}, "volatility-shock", 0),
+    ({"FEED_REGIME": "trend", "FEED_REGIME_AFTER": "150"}, "trend", 150),
+])
+def test_the_procfile_feed_takes_its_regime_from_feed_regime_and_is_normal_without_it(env, regime, after):
+    from trading.management.commands.run_feed import Command
+
+    line = next(line for line in (settings.BASE_DIR / "Procfile").read_text().splitlines() if line.startswith("feed:"))
+    command = line.split(":", 1)[1].strip()
+    prefix = ".venv/bin/python manage.py run_feed "
+    assert command.startswith(prefix)
+    # The words the shell (honcho runs each line with sh -c) hands to run_feed.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FEED_")}
+    words = subprocess.run(["sh", "-c", f'set -- {command[len(prefix):]}; printf "%s\\n" "$@"'],
+                           env={**clean, **env}, capture_output=True, text=True, check=True).stdout.splitlines()
+    options = Command().create_parser("manage.py", "run_feed").parse_args(words)
+    assert (options.regime, options.regime_after, options.source) == (regime, after, "synthetic")

@@ -198,6 +198,25 @@ def test_start_plants_the_demo_pattern_unless_told_not_to_and_says_so_in_its_hel
     assert "planted" in " ".join(parser.format_help().split())
 
 
+@pytest.mark.parametrize(("regime", "said"), [("normal", None), ("volatility-shock", "Market regime: volatility shock (4x")])
+def test_start_takes_the_feeds_regime_and_says_when_it_is_not_normal(regime, said):
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from trading.domain.synthetic import DEMO_SIGNAL, RegimeShift, SyntheticParams
+    from trading.management.commands.start import Command
+
+    assert Command().create_parser("manage.py", "start").parse_args(["--regime", regime]).regime == regime
+    out = StringIO()
+    source = SimpleNamespace(params=SyntheticParams(**DEMO_SIGNAL), shift=RegimeShift(kind=regime),
+                             continues_exactly=True)
+    Command(stdout=out)._describe_market({"demo_signal": True}, source)
+    if said:
+        assert said in out.getvalue()
+    else:
+        assert "regime" not in out.getvalue().lower()
+
+
 def _asgi_client_seen(config, headers):
     """The client address the application behind `config`'s server stack is handed for one HTTP request."""
     seen = {}
