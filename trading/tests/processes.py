@@ -268,7 +268,7 @@ def _series() -> pd.DataFrame:
     edge and most bars get a confident prediction (the live bars sit inside one session, no daily break)."""
     from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams, generate_bars, session_timestamps
 
-    params = SyntheticParams(**{**DEMO_SIGNAL, "signal_edge": 0.8})
+    params = SyntheticParams(**{**DEMO_SIGNAL, "signal_edge": 0.8, "signal_persist": 20})  # the demo's earlier drift
     return generate_bars(session_timestamps(SERIES_START, HISTORY_BARS + LIVE_BARS_MAX), seed=SERIES_SEED,
                          start_price=START_PRICE, tick_size=0.25, params=params)
 

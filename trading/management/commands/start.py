@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from minhos_site.embedded import run_periodic_jobs
 from trading import selectors, services
+from trading.domain.synthetic import DEMO_HISTORY_DAYS
 from trading.feeds.runner import run_feed
 
 from ._feed_args import add_feed_arguments, build_source
@@ -31,8 +32,10 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-feed", action="store_true", help="serve without the replay feed")
-        parser.add_argument("--history-days", type=int, default=5,
-                            help="synthetic history generated on first start when the market has no bars")
+        parser.add_argument("--history-days", type=int, default=DEMO_HISTORY_DAYS,
+                            help="synthetic history generated on first start when the market has no bars "
+                                 f"(default {DEMO_HISTORY_DAYS} days: what the first --fast model needs to find "
+                                 "the demo's planted edge reliably)")
         parser.add_argument("--no-train", action="store_true",
                             help="do not train a --fast model version on start when none is active")
         # Five seconds a bar: a recommendation lives two bars, so a person has ~10 s to read it and decide.

@@ -62,7 +62,9 @@ def test_a_volatility_shock_multiplies_the_realised_volatility_by_its_factor_fro
     r_normal, r_shocked = log_returns(normal)[start:], log_returns(shocked)[start:]
     assert np.std(r_shocked) / np.std(r_normal) == pytest.approx(shock.vol_factor, rel=0.02)
     ranges = [(f["high"] - f["low"]).to_numpy()[start:].mean() for f in (normal, shocked)]
-    assert ranges[1] / ranges[0] == pytest.approx(shock.vol_factor, rel=0.05)
+    # Within 10%: highs and lows are rounded outwards to the tick, and with the planted signal a spike bar that
+    # closed at its open in the normal series (no signal) moves, and so drifts the next bars, in the shocked one.
+    assert ranges[1] / ranges[0] == pytest.approx(shock.vol_factor, rel=0.1)
     # Volume follows the volatility level (elasticity 1).
     volume = shocked["volume"].to_numpy()[start:] / normal["volume"].to_numpy()[start:]
     assert np.median(volume) == pytest.approx(shock.vol_factor ** params.volume_vol_elasticity, rel=0.02)

@@ -19,12 +19,13 @@ import urllib.request
 import pytest
 import websockets
 
+from trading.domain.synthetic import DEMO_HISTORY_DAYS
 from trading.tests.live import LiveServer
 
 DEPLOYMENT_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER")
 WAIT_SECONDS = 180
-# The demo's five days of planted history: what `make run` trains its first --fast model on.
-HISTORY_DAYS = "5"
+# The demo's planted history: what `make run` trains its first --fast model on (start's default, spelled out).
+HISTORY_DAYS = str(DEMO_HISTORY_DAYS)
 
 
 def start(var_dir, port=None):

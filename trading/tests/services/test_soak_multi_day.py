@@ -35,9 +35,10 @@ HISTORY_BARS = 1600  # ~17 sessions of 15-minute bars to train on
 SOAK_SESSIONS = 6  # Wed evening .. the next Wed: a weekend inside
 BARS_PER_SESSION = 92  # 23 hours of 15-minute bars
 SERIES_START = datetime(2024, 1, 3, tzinfo=UTC)
-# The demo's planted pattern, stronger: on 15-minute bars and this little history the demo's own strength (0.45)
-# leaves the fast model without an edge, and a soak with no trades would test nothing.
-PLANTED = SyntheticParams(**{**DEMO_SIGNAL, "signal_edge": 0.8})
+# The demo's earlier planted pattern (20 bars of drift), stronger: on 15-minute bars and this little history its own
+# strength (0.45) left the fast model without an edge, and a soak with no trades would test nothing. Spelled out:
+# with the demo's current one (10 bars at 0.7 sigma, or at 0.8) the desk made no trade.
+PLANTED = SyntheticParams(**{**DEMO_SIGNAL, "signal_edge": 0.8, "signal_persist": 20})
 
 
 @pytest.fixture
