@@ -10,8 +10,9 @@ RULES = {
     "no_edge": ("No validated edge", "critical", 0.0,
                 "The active version's out-of-sample verdict is \"No edge\" on both sides (threshold unused)."),
     "drift": ("Feature drift", "warning", 0.25,
-              "The largest population stability index of a feature or of the predicted probabilities, live window "
-              "against the training window, is at or above this (0.1 moderate, 0.25 significant)."),
+              "A quarter of the features, or the predicted probabilities, have a population stability index (live "
+              "window against the training window, less its sampling noise) at or above this (0.1 moderate, 0.25 "
+              "significant)."),
     "calibration": ("Live calibration worse than expected", "warning", 0.01,
                     "The Hosmer-Lemeshow test of the live outcomes against the calibrated probabilities has a "
                     "p-value under this (needs the minimum count)."),

@@ -285,7 +285,12 @@ def _findings(rules: dict[str, AlertRule], *, score, inputs: health_core.HealthI
             values["predicted probability"] = inputs.drift_probability
         worst = max(values.items(), key=lambda kv: kv[1]) if values else (None, None)
         over = sorted((k for k, v in values.items() if v >= r.threshold), key=lambda k: -values[k])
-        findings.append(Finding("drift", bool(over), worst[1],
+        features = [k for k in values if k != "predicted probability"]
+        share = sum(1 for k in over if k != "predicted probability") / len(features) if features else 0.0
+        # One volatility feature off on a quiet day is not a new market: the alert wants a broad shift (the share
+        # that makes the drift component fail) or the model's own outputs moving.
+        firing = share >= health_core.DRIFT_FAILING_SHARE or "predicted probability" in over
+        findings.append(Finding("drift", firing, worst[1],
                                 f"{market}: {len(over)} input(s) drifted to PSI >= {r.threshold:.2f} "
                                 f"({', '.join(f'{k} {values[k]:.2f}' for k in over[:5])}). "
                                 f"{by_name['drift'].detail}"))
