@@ -27,15 +27,17 @@ MODERATE, SIGNIFICANT = 0.1, 0.25
 
 
 def reference_bins(values, *, bins: int = BINS) -> dict:
-    """{"edges": inner edges (ascending, unique), "shares": share of the values per bin, "n": count} of the finite
-    values; edges are empty (one bin) when the values are constant or there are none."""
+    """{"edges": inner edges (ascending, unique), "shares": share of the values per bin, "n": count, "tau": the
+    series' integrated autocorrelation time} of the finite values, given in time order; edges are empty (one bin)
+    when the values are constant or there are none."""
     x = np.asarray(values, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     if len(x) == 0:
-        return {"edges": [], "shares": [1.0], "n": 0}
+        return {"edges": [], "shares": [1.0], "n": 0, "tau": 1.0}
     inner = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(inner, x, side="right"), minlength=len(inner) + 1)
-    return {"edges": [float(e) for e in inner], "shares": (counts / len(x)).tolist(), "n": int(len(x))}
+    return {"edges": [float(e) for e in inner], "shares": (counts / len(x)).tolist(), "n": int(len(x)),
+            "tau": round(autocorrelation_time(x), 3)}
 
 
 def shares_of(values, reference: dict) -> tuple[np.ndarray, int]:
@@ -64,15 +66,15 @@ def band(value: float | None) -> str:
     return "significant" if value >= SIGNIFICANT else "moderate" if value >= MODERATE else "stable"
 
 
-def effective_size(values, *, max_lag: int = 300) -> float:
-    """How many independent values a series is worth: n / tau, with tau = 1 + 2 * sum of its autocorrelations
-    rho_1, rho_2, ... up to the first lag where rho falls under 0.05 (the integrated autocorrelation time, truncated
-    as in Sokal's windowing). A feature over a 14-bar window has tau near 14, one over 60 bars near 60."""
+def autocorrelation_time(values, *, max_lag: int = 300) -> float:
+    """tau = 1 + 2 * (rho_1 + rho_2 + ...), summed up to the first lag where the autocorrelation falls under 0.05
+    (Sokal's windowing): a series is worth n / tau independent values. A feature over a 14-bar window has tau near
+    14, one over 60 bars near 60."""
     x = np.asarray(values, dtype=np.float64).ravel()
     x = x[np.isfinite(x)]
     n = len(x)
     if n < 3 or np.ptp(x) == 0:
-        return float(n)
+        return 1.0
     centred = x - x.mean()
     size = 1 << int(np.ceil(np.log2(2 * n)))
     spectrum = np.fft.rfft(centred, size)
@@ -80,8 +82,15 @@ def effective_size(values, *, max_lag: int = 300) -> float:
     acf = acf / acf[0]
     below = np.flatnonzero(acf[1:] < 0.05)
     cut = int(below[0]) if len(below) else len(acf) - 1
-    tau = 1.0 + 2.0 * float(acf[1:cut + 1].sum())
-    return float(n / max(tau, 1.0))
+    return max(1.0, 1.0 + 2.0 * float(acf[1:cut + 1].sum()))
+
+
+def effective_size(values, *, tau: float | None = None) -> float:
+    """How many independent values a series is worth: n / tau. Give the reference's tau: measured on a live window
+    that drifted, the autocorrelation mostly measures the drift itself (the level shift), and would hide it."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    n = int(np.isfinite(x).sum())
+    return float(n / (tau if tau and tau >= 1.0 else autocorrelation_time(x)))
 
 
 def psi_report(values, reference: dict, *, min_live: int = MIN_LIVE, min_effective: float = MIN_EFFECTIVE) -> dict:
@@ -94,7 +103,7 @@ def psi_report(values, reference: dict, *, min_live: int = MIN_LIVE, min_effecti
     ("insufficient")."""
     shares, n = shares_of(values, reference)
     bins = len(reference["shares"])
-    n_eff = effective_size(values) if n else 0.0
+    n_eff = effective_size(values, tau=reference.get("tau")) if n else 0.0
     reference_n = max(reference.get("n") or 1, 1)
     noise = (bins - 1) * (1.0 / n_eff + 1.0 / reference_n) if n_eff > 0 else None
     out = {"n": n, "n_effective": round(n_eff, 1), "min_n": min_live, "psi_noise": noise,

@@ -54,3 +54,22 @@ def test_a_slow_feature_of_a_calm_market_is_not_called_drifted_on_a_short_window
     assert report["n_effective"] < 40
     assert report["band"] in ("insufficient", "stable", "moderate")  # never "significant" by chance alone
     assert drift.effective_size(rng.normal(size=1000)) == pytest.approx(1000, rel=0.15)
+
+
+def test_the_autocorrelation_time_of_a_moving_average_is_about_its_window():
+    rng = np.random.default_rng(4)
+    smooth = np.convolve(rng.normal(size=30_000), np.ones(14) / 14, mode="valid")
+    assert 10 <= drift.autocorrelation_time(smooth) <= 18
+    assert drift.reference_bins(smooth)["tau"] == pytest.approx(drift.autocorrelation_time(smooth), abs=1e-3)
+
+
+def test_a_shift_inside_the_live_window_is_judged_with_the_references_dependence_not_its_own():
+    # A 14-bar smoothed level that jumps fourfold halfway through the live window: measured on the live window, the
+    # jump itself looks like dependence (a handful of effective values: no verdict); the reference's tau sees it.
+    rng = np.random.default_rng(5)
+    smooth = np.convolve(np.abs(rng.normal(size=40_000)), np.ones(14) / 14, mode="valid")
+    reference = drift.reference_bins(smooth[:30_000])
+    live = np.r_[smooth[30_000:30_600], 4 * smooth[30_600:31_200]]
+    assert drift.effective_size(live) < 20  # the live estimate alone would withhold the verdict
+    report = drift.psi_report(live, reference)
+    assert report["band"] == "significant" and report["n_effective"] > 40
