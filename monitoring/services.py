@@ -33,6 +33,10 @@ logger = logging.getLogger("minhos.monitoring")
 # Calendar features cannot match the training window's mix over a live window of hours, by construction: a drift
 # verdict on them would only say what time it is.
 CALENDAR_FEATURES = ("tod_sin", "tod_cos", "dow_sin", "dow_cos")
+# Hysteresis of alerts: a health alert resolves HEALTH_MARGIN points above its threshold, a p-value alert once the
+# p-value is P_VALUE_MARGIN times its threshold, a latency alert under 80% of its.
+HEALTH_MARGIN = 5.0
+P_VALUE_MARGIN = 5.0
 
 
 def _setting(name: str, default):
@@ -255,6 +259,13 @@ class Finding:
     firing: bool
     value: float | None
     message: str
+    # Whether an open alert may resolve: clear of the threshold by a margin (hysteresis), so a figure hovering
+    # around it does not open and resolve the same alert on every snapshot. None: exactly when not firing.
+    clear: bool | None = None
+
+    @property
+    def resolves(self) -> bool:
+        return not self.firing if self.clear is None else self.clear
 
 
 def _findings(rules: dict[str, AlertRule], *, score, inputs: health_core.HealthInputs, market: str) -> list[Finding]:
@@ -268,12 +279,13 @@ def _findings(rules: dict[str, AlertRule], *, score, inputs: health_core.HealthI
         r = rule("health_low")
         findings.append(Finding("health_low", score.score < r.threshold, score.score,
                                 f"{market} health {score.score:.0f}/100 is under {r.threshold:.0f}: Kelly sizes are "
-                                f"scaled down. {score.reason}"))
+                                f"scaled down. {score.reason}", clear=score.score >= r.threshold + HEALTH_MARGIN))
     if rule("health_critical"):
         r = rule("health_critical")
         findings.append(Finding("health_critical", score.score < r.threshold, score.score,
                                 f"{market} health {score.score:.0f}/100 is under {r.threshold:.0f}: sizing is zero "
-                                f"and the model_health check blocks. {score.reason}"))
+                                f"and the model_health check blocks. {score.reason}",
+                                clear=score.score >= r.threshold + HEALTH_MARGIN))
     if rule("no_edge"):
         findings.append(Finding("no_edge", not inputs.has_edge, 0.0 if not inputs.has_edge else 1.0,
                                 f"{market}: the active version has no validated out-of-sample edge "
@@ -299,17 +311,20 @@ def _findings(rules: dict[str, AlertRule], *, score, inputs: health_core.HealthI
         p = inputs.calibration_p
         findings.append(Finding("calibration", p is not None and p < r.threshold, p,
                                 f"{market}: live calibration is worse than the calibrated probabilities promise "
-                                f"({by_name['calibration'].detail})"))
+                                f"({by_name['calibration'].detail})",
+                                clear=p is None or p >= r.threshold * P_VALUE_MARGIN))
     if rule("accuracy"):
         r = rule("accuracy")
         p = inputs.accuracy_p
         findings.append(Finding("accuracy", p is not None and p < r.threshold, p,
-                                f"{market}: live hit rate is under what was expected ({by_name['accuracy'].detail})"))
+                                f"{market}: live hit rate is under what was expected ({by_name['accuracy'].detail})",
+                                clear=p is None or p >= r.threshold * P_VALUE_MARGIN))
     if rule("latency"):
         r = rule("latency")
         p99 = inputs.latency_p99_ms
         findings.append(Finding("latency", p99 is not None and p99 > r.threshold, p99,
-                                f"{market}: inference p99 {p99 or 0:.0f} ms is over {r.threshold:.0f} ms"))
+                                f"{market}: inference p99 {p99 or 0:.0f} ms is over {r.threshold:.0f} ms",
+                                clear=p99 is None or p99 <= r.threshold * 0.8))
     if rule("stale_data"):
         r = rule("stale_data")
         age = inputs.freshness_seconds
@@ -346,7 +361,7 @@ def alerts_evaluate(*, snapshot: MetricSnapshot, version: ModelVersion, score, i
             else:
                 Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
                                                            value=finding.value, message=finding.message)
-        elif current is not None:
+        elif current is not None and finding.resolves:
             Alert.objects.filter(pk=current.pk).update(
                 status=Alert.Status.RESOLVED, resolved_at=now,
                 resolution=f"cleared at snapshot {snapshot.pk} (value {_fmt(finding.value)})")

@@ -247,3 +247,20 @@ def test_a_promoted_version_is_scored_at_once(nq, settings, tmp_path, django_cap
     version.refresh_from_db()
     assert version.health_score is not None and version.health_score <= 30  # no edge: capped
     assert MetricSnapshot.objects.filter(version=version, trigger="promotion").count() == 1
+
+
+def test_an_alert_hovering_around_its_threshold_stays_open_until_clear_by_the_margin(nq):
+    version = active_version(nq)
+    bars = resolved_predictions(nq, version, p=0.7, hit_share=0.3)
+    snap(version, bars)
+    alert = Alert.objects.get(rule__code="accuracy", status="open")
+    rule = AlertRule.objects.get(code="accuracy")
+    # The same outcomes, a rule threshold moved just under the p-value: not firing any more, but not clear by the
+    # margin (5x the threshold) either: the alert stays open.
+    p_value = alert.value
+    AlertRule.objects.filter(pk=rule.pk).update(threshold=p_value / 2)
+    snap(version, bars)
+    assert Alert.objects.get(pk=alert.pk).status == "open"
+    AlertRule.objects.filter(pk=rule.pk).update(threshold=p_value / 10)
+    snap(version, bars)
+    assert Alert.objects.get(pk=alert.pk).status == "resolved"
