@@ -9,9 +9,9 @@ both ends so live values outside the training range land in the first or last bi
 The usual reading (Siddiqi, "Credit risk scorecards"): under 0.1 stable, 0.1 to 0.25 moderate, 0.25 and over a
 significant shift. PSI has a positive bias on finite samples: with B bins, two samples of n and N drawn from the
 *same* distribution give about (B - 1) * (1/n + 1/N) on average (it is a chi-square statistic in disguise). Under
-`MIN_LIVE` live values (or `MIN_EFFECTIVE` effectively independent ones, since features computed over moving
-windows are strongly autocorrelated) no verdict is given; the band is read from the PSI less that noise level, so
-a verdict does not flip with the size of the window. Pure: numpy only.
+`MIN_LIVE` live values no verdict is given; the band is read from the PSI less the level the training series' own
+windows of the same length reach (see `null_quantiles`), so a verdict does not flip with the size of the window.
+Pure: numpy only.
 """
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ import numpy as np
 BINS = 10
 SHARE_FLOOR = 1e-4
 MIN_LIVE = 100  # no drift verdict under this many live values
-MIN_EFFECTIVE = 20.0  # nor under this many effectively independent ones (see effective_size)
+MIN_EFFECTIVE = 3.0  # nor under this many effectively independent ones (see effective_size)
+NULL_LENGTHS = (100, 200, 400, 800, 1380, 2760)
+NULL_WINDOWS = 40
 MODERATE, SIGNIFICANT = 0.1, 0.25
 
 
@@ -36,8 +38,42 @@ def reference_bins(values, *, bins: int = BINS) -> dict:
         return {"edges": [], "shares": [1.0], "n": 0, "tau": 1.0}
     inner = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(inner, x, side="right"), minlength=len(inner) + 1)
-    return {"edges": [float(e) for e in inner], "shares": (counts / len(x)).tolist(), "n": int(len(x)),
-            "tau": round(autocorrelation_time(x), 3)}
+    reference = {"edges": [float(e) for e in inner], "shares": (counts / len(x)).tolist(), "n": int(len(x)),
+                 "tau": round(autocorrelation_time(x), 3)}
+    reference["null"] = null_quantiles(x, reference)
+    return reference
+
+
+def null_quantiles(x: np.ndarray, reference: dict) -> list[list[float]]:
+    """[[window length, median PSI, 95th percentile PSI], ...]: the PSI that windows of the training series itself
+    reach against its whole, for a few window lengths (NULL_WINDOWS windows each, evenly spaced).
+
+    This is the yardstick a live window is read against: it carries everything that moves a feature without any
+    change of market (its autocorrelation, volatility clustering, the time-of-day cycle of a window of hours), at
+    the live window's own length, so a verdict does not flip with the window's size."""
+    out = []
+    for length in NULL_LENGTHS:
+        if length * 3 > len(x):
+            break
+        starts = np.linspace(0, len(x) - length, NULL_WINDOWS).astype(np.int64)
+        values = [psi(reference["shares"], shares_of(x[start:start + length], reference)[0]) for start in starts]
+        out.append([length, float(np.median(values)), float(np.quantile(values, 0.95))])
+    return out
+
+
+def null_level(reference: dict, n: int) -> float | None:
+    """The 95th percentile of the training series' own PSI at window length n (interpolated on log length; under
+    the shortest length measured, scaled up as 1/n; over the longest, the longest's); None without the figures."""
+    table = reference.get("null") or []
+    if not table or n <= 0:
+        return None
+    lengths = np.log([row[0] for row in table])
+    levels = [row[2] for row in table]
+    if n <= table[0][0]:
+        return levels[0] * table[0][0] / n
+    if n >= table[-1][0]:
+        return levels[-1]
+    return float(np.interp(np.log(n), lengths, levels))
 
 
 def shares_of(values, reference: dict) -> tuple[np.ndarray, int]:
@@ -94,18 +130,22 @@ def effective_size(values, *, tau: float | None = None) -> float:
 
 
 def psi_report(values, reference: dict, *, min_live: int = MIN_LIVE, min_effective: float = MIN_EFFECTIVE) -> dict:
-    """PSI of `values` (in time order) against `reference`, with the live count, its effective size, the sampling
-    noise level and the bias-corrected figure `excess` = max(0, psi - noise) that the band is read from.
+    """PSI of `values` (in time order) against `reference`, with the live count and effective size, the level
+    sampling alone reaches (`psi_noise`), and the figure the band is read from: `excess` = max(0, psi - noise).
 
-    A slow feature (a 60-bar return, a 60-bar range position) barely moves within a few hundred bars, so a short
-    live window is a handful of independent draws and its raw PSI is large by chance alone: judged raw, a calm
-    market reads as drift. Under `min_live` values or `min_effective` effective ones there is no verdict
-    ("insufficient")."""
+    The noise level is, when the reference has them, the 95th percentile of the PSI of the training series' own
+    windows of the live window's length (`null_quantiles`); else the chi-square mean (bins - 1) (1 / n_eff +
+    1 / N) with n_eff from the reference's autocorrelation time. A slow feature (a 60-bar return) barely moves
+    within a few hundred bars, and volatility follows the clock, so a short live window's raw PSI is large by chance
+    alone: judged raw, a calm market reads as drift. Under `min_live` values (or `min_effective` effective ones)
+    there is no verdict ("insufficient")."""
     shares, n = shares_of(values, reference)
     bins = len(reference["shares"])
     n_eff = effective_size(values, tau=reference.get("tau")) if n else 0.0
-    reference_n = max(reference.get("n") or 1, 1)
-    noise = (bins - 1) * (1.0 / n_eff + 1.0 / reference_n) if n_eff > 0 else None
+    noise = null_level(reference, n)
+    if noise is None and n_eff > 0:
+        reference_n = max(reference.get("n") or 1, 1) / max(reference.get("tau") or 1.0, 1.0)
+        noise = (bins - 1) * (1.0 / n_eff + 1.0 / reference_n)
     out = {"n": n, "n_effective": round(n_eff, 1), "min_n": min_live, "psi_noise": noise,
            "live_shares": shares.tolist(), "reference_shares": list(reference["shares"])}
     if n < min_live or n_eff < min_effective:

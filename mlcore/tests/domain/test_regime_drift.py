@@ -100,3 +100,22 @@ def test_a_trend_drives_the_psi_of_trend_features_past_significant(live, referen
     # Two thirds of the session beyond the training window's top decile (sigma-scaled, the drift is smallest in the
     # quiet hours, where a 60-bar move of 18 sigma is still within the busy hours' range).
     assert _top_share(live["trend"], reference, name, SESSION) >= 0.5
+
+
+def test_psi_verdicts_read_against_the_training_series_own_windows_flag_a_shock_and_not_a_normal_session(history,
+                                                                                                         live):
+    from mlcore.domain.drift import psi_report
+    from mlcore.domain.features import FEATURE_NAMES
+
+    features = compute_features(history[0])
+    judged = [name for name in FEATURE_NAMES if not name.startswith(("tod_", "dow_"))]
+    references = {name: reference_bins(features[name].to_numpy()) for name in judged}
+
+    def significant(kind):
+        return [name for name in judged
+                if psi_report(live[kind][name].to_numpy(), references[name])["band"] == "significant"]
+
+    assert significant("normal") == []  # a calm session is not called drifted, whatever its time of day
+    shocked = significant("volatility-shock")
+    assert {"atr_pct", "rvol_20"} <= set(shocked) and len(shocked) / len(judged) >= 0.25, shocked
+    assert len(significant("trend")) / len(judged) >= 0.25
