@@ -234,6 +234,11 @@ _process_locks: dict[tuple, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
 
 
+def market_lock_key(step: str, instrument_id: int, timeframe: str) -> int:
+    """The PostgreSQL advisory lock key of one market's step (tests hold it to make a backlog on purpose)."""
+    return zlib.crc32(f"minhos.workflow:{step}:{instrument_id}:{timeframe}".encode()) - 2**31
+
+
 @contextmanager
 def _market_lock(step: str, instrument_id: int, timeframe: str):
     """One `step` at a time per market: across threads of this process, and on PostgreSQL across processes and
@@ -245,7 +250,7 @@ def _market_lock(step: str, instrument_id: int, timeframe: str):
         if connection.vendor != "postgresql":
             yield  # SQLite: one process, and its writes are serialised anyway
             return
-        advisory = zlib.crc32(f"minhos.workflow:{step}:{instrument_id}:{timeframe}".encode()) - 2**31
+        advisory = market_lock_key(step, instrument_id, timeframe)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", [advisory])
         try:

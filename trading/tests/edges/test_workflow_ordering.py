@@ -11,8 +11,10 @@ reconcile is clean.
 import time
 
 import pytest
+from django.db import connection
 
-from trading import services
+from trading import services, workflow
+from trading.models import BarWorkflow
 from trading.tests.processes import (  # noqa: F401  (fixtures)
     assert_decided_once,
     assert_limits_held,
@@ -31,7 +33,7 @@ BARS = 72
 # fill as a fully sequential run would open and fill them (at least three entries filled on this series).
 WARM_UP = 12
 PACE_SECONDS = 0.25  # then a bar every 0.25 s (about what two cores settle and decide)...
-BURST = range(40, 52)  # ...except for these, stored back to back: the steps of several bars queue up together
+BURST = range(40, 52)  # ...except for these, stored back to back while their decisions are held: a backlog
 
 
 def test_real_workers_settle_and_decide_every_bar_in_order_against_the_settled_position(process_stack, market):
@@ -44,10 +46,23 @@ def test_real_workers_settle_and_decide_every_bar_in_order_against_the_settled_p
         market.store(i)
         wait_until_every_bar_is_done(stack, market, expected=i + 1, timeout=60)
 
-    for i in range(WARM_UP, BARS):
+    for i in range(WARM_UP, BURST.start):
         market.store(i)
-        if i not in BURST:
-            time.sleep(PACE_SECONDS)  # the feed's pace between bars, not a wait for an outcome
+        time.sleep(PACE_SECONDS)  # the feed's pace between bars, not a wait for an outcome
+    # The burst: its bars settle while their decisions wait (the test holds the market's decide lock, as a slow
+    # decision would), so a backlog forms however fast the machine is; then the decisions work through it in order.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [workflow.market_lock_key("decide", market.instrument.pk, "1m")])
+        try:
+            burst = [market.store(i).pk for i in BURST]
+            stack.wait_for(lambda: BarWorkflow.objects.filter(pk__in=burst, stage=BarWorkflow.Stage.SETTLED)
+                           .count() == len(burst), 60, "the burst's bars were not all settled while decisions waited")
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s)",
+                           [workflow.market_lock_key("decide", market.instrument.pk, "1m")])
+    for i in range(BURST.stop, BARS):
+        market.store(i)
+        time.sleep(PACE_SECONDS)
     rows = wait_until_every_bar_is_done(stack, market, expected=BARS, timeout=60)
 
     assert_settled_and_decided_in_bar_order(rows)
