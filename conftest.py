@@ -49,7 +49,12 @@ def eager_celery(request):
     from minhos_site.celery import app
 
     if request.node.get_closest_marker("workers"):
+        # Queued, never inline, whatever an earlier test in this process left behind: run inline in the test
+        # process, a workers test sees no step in flight and no backlog (it failed that way in a fresh-clone run).
+        previous = app.conf.task_always_eager
+        app.conf.task_always_eager = False
         yield
+        app.conf.task_always_eager = previous
         return
     previous = app.conf.task_always_eager
     app.conf.task_always_eager = True
