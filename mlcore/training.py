@@ -16,6 +16,12 @@ F1 .. Fk (k >= 3) and a purge/embargo gap of H bars (the label horizon):
   momentum sign, logistic regression, fitted on W).
 The version that ships is exactly what was scored: W's members, that meta-learner and that calibrator.
 
+The unit of work is one member fit (`FitUnit`: a side, a fit set — W, or block k's training set — and a member):
+`training_plan` builds the dataset, the splits and the list of units; `fit_unit` fits one; `training_assemble`
+does everything after the fits. `train_model` runs the units one after the other in this process; `mlcore.distributed`
+runs them as Celery tasks, on any number of training workers, with the same result (each fit is seeded by the
+config alone, never by what ran before it in the process).
+
 Why cross-fitted rather than stacked fold after fold (meta-learner on F1, calibrator on F2, members refitted for
 Fk): the later layers then learned from the outputs of members fitted on a half or a third of the data the
 shipped members see, so they mapped weaker, differently scaled outputs, and a calibrator fitted on one fold
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,7 +59,8 @@ from .domain.features import (
 from .domain.labels import SIDES, LabelConfig, triple_barrier_labels
 from .errors import TrainingError  # noqa: F401 - raised here, defined where light modules can catch it
 from .predictors import PRESETS
-from .predictors.ensemble import MEMBER_ORDER, SideModel, fit_members, make_sequences, predict_members
+from .predictors.base import Member
+from .predictors.ensemble import MEMBER_ORDER, MEMBER_TYPES, SideModel, fit_member, make_sequences
 from .predictors.stacking import MetaLearner
 
 logger = logging.getLogger(__name__)
@@ -111,6 +118,12 @@ class Dataset:
 
 def build_dataset(bars: pd.DataFrame, config: TrainConfig) -> Dataset:
     """Features, sequences and triple-barrier labels of every bar that has all three."""
+    features, labels, usable = _features_and_labels(bars, config)
+    return dataset_from_features(features, labels, usable, seq_len=config.seq_len)
+
+
+def _features_and_labels(bars: pd.DataFrame, config: TrainConfig):
+    """Every bar's feature row, the labels of the usable bars (side -> 0/1) and the positions of those bars."""
     try:
         check_bars_usable(bars)
     except FeatureError as exc:
@@ -129,23 +142,117 @@ def build_dataset(bars: pd.DataFrame, config: TrainConfig) -> Dataset:
             f"(need {MIN_USABLE_BARS}; features need {FEATURE_WINDOW} bars of history and labels "
             f"{config.label.horizon} bars of future)"
         )
+    return features, {side: labels[side].to_numpy()[usable].astype(np.int64) for side in SIDES}, usable
+
+
+def dataset_from_features(features: np.ndarray, labels: dict[str, np.ndarray], usable: np.ndarray, *,
+                          seq_len: int) -> Dataset:
+    """The dataset of the usable bars, from every bar's feature row (what a stored training plan keeps)."""
     # float32 before the windows are gathered: the copy is half the size (the LSTM works in float32 anyway).
     safe = np.nan_to_num(features).astype(np.float32)  # rows outside `usable` may hold NaN; never selected
     sequences = make_sequences(safe, seq_len)[usable - seq_len + 1]
-    return Dataset(
-        rows=features[usable],
-        seqs=np.ascontiguousarray(sequences),
-        labels={side: labels[side].to_numpy()[usable].astype(np.int64) for side in SIDES},
-        bar_index=usable,
-    )
+    return Dataset(rows=features[usable], seqs=np.ascontiguousarray(sequences), labels=labels, bar_index=usable)
 
 
-def train_model(
-    bars: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] | None = None
-) -> TrainedModel:
-    started = time.perf_counter()
-    data = build_dataset(bars, config)
-    n = len(data.rows)
+# ---------------------------------------------------------------------------------------------- the plan
+
+SHIPPED = "shipped"
+
+
+@dataclass(frozen=True)
+class FitUnit:
+    """One member fit, the unit of work of a training: `member` of `side`, fitted on the training window W
+    (block 0: the member that ships, it predicts the evaluation fold) or on cross-fitting block `block`'s training
+    set (block >= 1: it predicts that block, the out-of-fold column the meta-learner learns from)."""
+
+    side: str
+    block: int
+    member: str
+
+    @property
+    def fit_set(self) -> str:
+        return SHIPPED if self.block == 0 else f"block-{self.block}"
+
+    @property
+    def key(self) -> str:
+        """"long/shipped/lstm", "short/block-2/catboost": unique within a plan, safe in a file path."""
+        return f"{self.side}/{self.fit_set}/{self.member}"
+
+    @classmethod
+    def from_key(cls, key: str) -> FitUnit:
+        side, fit_set, member = key.split("/")
+        return cls(side=side, block=0 if fit_set == SHIPPED else int(fit_set.removeprefix("block-")), member=member)
+
+    @property
+    def fit_set_name(self) -> str:
+        """What its fit set is called in the one-class refusal."""
+        return "training window" if self.block == 0 else f"cross-fitting block {self.block}'s training set"
+
+
+@dataclass
+class TrainingPlan:
+    """Everything a training fits on, and the list of its member fits in a fixed order (for each side: the members
+    that ship, then each cross-fitting block's members; members in MEMBER_ORDER). Any process holding an equal plan
+    fits any unit to the same member (`fit_unit`); `training_plan_facts` / `training_plan_arrays` /
+    `training_plan_restore` carry it between processes."""
+
+    config: TrainConfig
+    data: Dataset
+    features: np.ndarray  # every bar's feature row: what `data` is rebuilt from (`dataset_from_features`)
+    train_window: np.ndarray  # W: samples 0 .. end - 1
+    test_last: np.ndarray  # the evaluation fold Fk
+    blocks: list[tuple[np.ndarray, np.ndarray]]  # cross-fitting (training set, block) pairs over W
+    units: tuple[FitUnit, ...]
+    n_bars: int
+    data_start: pd.Timestamp
+    data_end: pd.Timestamp
+    window: dict  # W's first and last bar times and size, for the drift reference
+    started_at: float  # time.time() when planning began: the training's wall time counts from here
+
+    def fit_index(self, unit: FitUnit) -> np.ndarray:
+        """The samples `unit`'s member is fitted on."""
+        return self.train_window if unit.block == 0 else self.blocks[unit.block - 1][0]
+
+    def predict_index(self, unit: FitUnit) -> np.ndarray:
+        """The samples it predicts for the assembly: the evaluation fold (shipped) or its block (out of fold)."""
+        return self.test_last if unit.block == 0 else self.blocks[unit.block - 1][1]
+
+    def unit(self, key: str) -> FitUnit:
+        unit = FitUnit.from_key(key)
+        if unit not in self.units:
+            raise TrainingError(f"no member fit {key!r} in this training plan")
+        return unit
+
+
+@dataclass
+class UnitResult:
+    """One fitted member and what the assembly needs of it."""
+
+    unit: FitUnit
+    member: Member | None  # needed for the members that ship; a block's member may be dropped once it predicted
+    fit_seconds: float
+    predictions: np.ndarray  # float64, on plan.predict_index(unit)
+
+
+def training_plan(bars: pd.DataFrame, config: TrainConfig) -> TrainingPlan:
+    """The dataset, the walk-forward and cross-fitting splits and the member fits of a training of `bars`.
+
+    Refuses (TrainingError) what `train_model` refuses before fitting anything: unusable or too few bars, too few
+    for the folds or the blocks, a fit set whose labels are one class.
+    """
+    started_at = time.time()
+    features, labels, usable = _features_and_labels(bars, config)
+    data = dataset_from_features(features, labels, usable, seq_len=config.seq_len)
+    stamps = bars["timestamp"]
+    plan = _plan(config, data, features, n_bars=len(bars), data_start=stamps.iloc[0], data_end=stamps.iloc[-1],
+                 window={}, started_at=started_at)
+    window_bars = data.bar_index[plan.train_window]
+    plan.window = {"start": stamps.iloc[int(window_bars[0])].isoformat(),
+                   "end": stamps.iloc[int(window_bars[-1])].isoformat(), "bars": int(len(window_bars))}
+    return plan
+
+
+def _splits(n: int, config: TrainConfig):
     horizon = config.label.horizon
     try:
         splits = walk_forward_splits(n, n_folds=config.n_folds, gap=horizon, min_train=max(n // 4, 200))
@@ -158,38 +265,124 @@ def train_model(
         blocks = purged_block_splits(bounds, gap=horizon)
     except ValueError as exc:
         raise TrainingError(f"too few bars to cross-fit the meta-learner: {exc}") from exc
+    return train_window, test_last, blocks
+
+
+def _plan(config: TrainConfig, data: Dataset, features: np.ndarray, **facts) -> TrainingPlan:
+    train_window, test_last, blocks = _splits(len(data.rows), config)
+    units = tuple(FitUnit(side=side, block=block, member=name)
+                  for side in SIDES for block in range(len(blocks) + 1) for name in MEMBER_ORDER)
+    plan = TrainingPlan(config=config, data=data, features=features, train_window=train_window, test_last=test_last,
+                        blocks=blocks, units=units, **facts)
+    for unit in units:  # each fit set once, in the order the fits run
+        if unit.member == MEMBER_ORDER[0]:
+            _two_classes_check(plan, unit)
+    return plan
+
+
+def _two_classes_check(plan: TrainingPlan, unit: FitUnit) -> None:
+    index = plan.fit_index(unit)
+    y = plan.data.labels[unit.side][index]
+    if np.unique(y).size < 2:
+        raise TrainingError(f"{unit.side} labels of the {unit.fit_set_name} ({len(index)} bars) are all {y[0]}: "
+                            "no signal to learn (is the price series flat or too short?)")
+
+
+PLAN_FORMAT = 1
+
+
+def training_plan_facts(plan: TrainingPlan) -> dict:
+    """The plan's settings and facts, JSON-ready (its arrays: `training_plan_arrays`)."""
+    config = plan.config
+    return {
+        "format": PLAN_FORMAT,
+        "config": {"preset": config.preset, "seed": config.seed, "n_folds": config.n_folds,
+                   "label": config.label.to_dict()},
+        "n_bars": plan.n_bars,
+        "data_start": plan.data_start.isoformat(),
+        "data_end": plan.data_end.isoformat(),
+        "window": plan.window,
+        "started_at": plan.started_at,
+        "units": [unit.key for unit in plan.units],
+    }
+
+
+def training_plan_arrays(plan: TrainingPlan) -> dict[str, np.ndarray]:
+    """The arrays the plan is rebuilt from (a few MB for 100,000 bars: the sequences are rebuilt, not kept)."""
+    return {"features": plan.features, "usable": plan.data.bar_index,
+            **{f"labels_{side}": plan.data.labels[side] for side in SIDES}}
+
+
+def training_plan_restore(facts: dict, arrays: Mapping[str, np.ndarray]) -> TrainingPlan:
+    """The plan that `training_plan_facts` and `training_plan_arrays` were taken from (equal arrays, same units)."""
+    if facts.get("format") != PLAN_FORMAT:
+        raise TrainingError(f"unsupported training plan format {facts.get('format')!r}")
+    settings = facts["config"]
+    config = TrainConfig(preset=settings["preset"], seed=int(settings["seed"]), n_folds=int(settings["n_folds"]),
+                         label=LabelConfig.from_dict(settings["label"]))
+    features = np.asarray(arrays["features"])
+    usable = np.asarray(arrays["usable"])
+    labels = {side: np.asarray(arrays[f"labels_{side}"]) for side in SIDES}
+    data = dataset_from_features(features, labels, usable, seq_len=config.seq_len)
+    plan = _plan(config, data, features, n_bars=int(facts["n_bars"]), data_start=pd.Timestamp(facts["data_start"]),
+                 data_end=pd.Timestamp(facts["data_end"]), window=dict(facts["window"]),
+                 started_at=float(facts["started_at"]))
+    if [unit.key for unit in plan.units] != list(facts["units"]):
+        raise TrainingError("the restored training plan's member fits differ from the stored ones")
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------- fit, assemble
+
+def fit_unit(plan: TrainingPlan, unit: FitUnit) -> UnitResult:
+    """Fit one member on its unit's samples and predict the samples the assembly needs from it."""
+    _two_classes_check(plan, unit)
+    config, data = plan.config, plan.data
+    index = plan.fit_index(unit)
+    sequence = MEMBER_TYPES[unit.member].kind == "sequence"
+    member = fit_member(unit.member, None if sequence else data.rows[index], data.seqs[index] if sequence else None,
+                        data.labels[unit.side][index], preset=config.preset, seed=config.seed)
+    where = plan.predict_index(unit)
+    predictions = np.asarray(member.predict_proba(data.seqs[where] if sequence else data.rows[where]),
+                             dtype=np.float64)
+    return UnitResult(unit=unit, member=member, fit_seconds=float(member.fit_seconds or 0.0), predictions=predictions)
+
+
+def training_assemble(
+    plan: TrainingPlan, results: Iterable[UnitResult], progress: Callable[[str], None] | None = None
+) -> TrainedModel:
+    """From every unit's result: each side's meta-learner and calibrator (cross-fitted over the blocks), the
+    evaluation on Fk against the baselines, the report and the drift reference."""
+    by_key = {result.unit.key: result for result in results}
+    missing = [unit.key for unit in plan.units if unit.key not in by_key]
+    if missing:
+        raise TrainingError(f"no result for {len(missing)} of the plan's {len(plan.units)} member fits: "
+                            f"{', '.join(missing[:5])}")
+    config, data = plan.config, plan.data
+    train_window, test_last, blocks = plan.train_window, plan.test_last, plan.blocks
+    end = len(train_window)
     meta_c = PRESETS[config.preset]["meta"]["C"]
     member_seconds = dict.fromkeys(MEMBER_ORDER, 0.0)
+    for unit in plan.units:
+        member_seconds[unit.member] += by_key[unit.key].fit_seconds or 0.0
+    names = list(MEMBER_ORDER)
     sides, report = {}, {}
     evaluation_probabilities: dict[str, np.ndarray] = {}
 
-    def fit(side: str, index: np.ndarray, what: str) -> list:
-        y = data.labels[side][index]
-        if np.unique(y).size < 2:
-            raise TrainingError(f"{side} labels of the {what} ({len(index)} bars) are all {y[0]}: no signal to "
-                                "learn (is the price series flat or too short?)")
-        members = fit_members(data.rows[index], data.seqs[index], y, preset=config.preset, seed=config.seed)
-        for member in members:
-            member_seconds[member.name] += member.fit_seconds or 0.0
-        return members
-
     for side in SIDES:
+        if progress:
+            progress(f"{side}: fitting the meta-learner and the calibrator")
         y = data.labels[side]
         y_window, y_test = y[:end], y[test_last]
-        if progress:
-            progress(f"{side}: fitting the members that ship on {end} bars")
-        shipped = fit(side, train_window, "training window")
-        names = [m.name for m in shipped]
-        oof = np.empty((end, len(shipped)))
+        shipped = [by_key[FitUnit(side=side, block=0, member=name).key] for name in names]
+        oof = np.empty((end, len(names)))
         fold_reports = []
         for k, (train, block) in enumerate(blocks, start=1):
-            if progress:
-                progress(f"{side}: cross-fitting block {k}/{len(blocks)} — fitting members on {len(train)} bars")
-            members = fit(side, train, f"cross-fitting block {k}'s training set")
-            oof[block] = predict_members(members, data.rows[block], data.seqs[block])
+            for j, name in enumerate(names):
+                oof[block, j] = by_key[FitUnit(side=side, block=k, member=name).key].predictions
             fold_reports.append({
                 "fold": k, "train_bars": int(len(train)), "test_bars": int(len(block)),
-                "members": {m.name: binary_metrics(y[block], oof[block, j]) for j, m in enumerate(members)},
+                "members": {name: binary_metrics(y[block], oof[block, j]) for j, name in enumerate(names)},
             })
         if np.unique(y_window).size < 2:
             raise TrainingError(f"{side}: the training window holds one class only")
@@ -205,7 +398,9 @@ def train_model(
         except ValueError as exc:
             raise TrainingError(f"{side}: cannot fit the calibrator: {exc}") from exc
 
-        P = predict_members(shipped, data.rows[test_last], data.seqs[test_last])
+        P = np.empty((len(test_last), len(names)), dtype=np.float64)
+        for j, result in enumerate(shipped):
+            P[:, j] = result.predictions
         raw = meta.predict_proba(P)
         calibrated = calibrator.transform(raw)
         evaluation_probabilities[side] = calibrated
@@ -226,29 +421,49 @@ def train_model(
             "verdict": verdict,
             "folds": fold_reports,
         }
-        sides[side] = SideModel(shipped, meta, calibrator, side=side, preset=config.preset,
+        members = [result.member for result in shipped]
+        if any(member is None for member in members):
+            raise TrainingError(f"{side}: a member that ships came without its fitted model")
+        sides[side] = SideModel(members, meta, calibrator, side=side, preset=config.preset,
                                 n_features=len(FEATURE_NAMES))
     has_edge = any(report[s]["verdict"]["has_edge"] for s in SIDES)
     statement = " ".join(f"{s.capitalize()}: {report[s]['verdict']['statement']}" for s in SIDES)
     report["label_settings"] = config.label.to_dict()
-    window_bars = data.bar_index[train_window]
     drift_reference = {
         "features": {name: reference_bins(data.rows[train_window, j]) for j, name in enumerate(FEATURE_NAMES)},
         "probability": {side: reference_bins(evaluation_probabilities[side]) for side in SIDES},
-        "window": {"start": bars["timestamp"].iloc[int(window_bars[0])].isoformat(),
-                   "end": bars["timestamp"].iloc[int(window_bars[-1])].isoformat(),
-                   "bars": int(len(train_window))},
+        "window": dict(plan.window),
     }
     return TrainedModel(
         sides=sides,
         report=report,
         has_edge=has_edge,
         statement=statement,
-        n_bars=len(bars),
-        data_start=bars["timestamp"].iloc[0],
-        data_end=bars["timestamp"].iloc[-1],
+        n_bars=plan.n_bars,
+        data_start=plan.data_start,
+        data_end=plan.data_end,
         member_seconds={k: round(v, 3) for k, v in member_seconds.items()},
-        seconds_total=time.perf_counter() - started,
+        seconds_total=time.time() - plan.started_at,
         seq_len=config.seq_len,
         drift_reference=drift_reference,
     )
+
+
+def train_model(
+    bars: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] | None = None
+) -> TrainedModel:
+    """The whole training in this process: the plan, every member fit in the plan's order, the assembly."""
+    plan = training_plan(bars, config)
+    results = []
+    for unit in plan.units:
+        if progress and unit.member == MEMBER_ORDER[0]:
+            progress(_fit_set_message(plan, unit))
+        results.append(fit_unit(plan, unit))
+    return training_assemble(plan, results, progress=progress)
+
+
+def _fit_set_message(plan: TrainingPlan, unit: FitUnit) -> str:
+    if unit.block == 0:
+        return f"{unit.side}: fitting the members that ship on {len(plan.train_window)} bars"
+    return (f"{unit.side}: cross-fitting block {unit.block}/{len(plan.blocks)} — fitting members on "
+            f"{len(plan.fit_index(unit))} bars")

@@ -23,9 +23,10 @@ from xdist.scheduler import LoadScopeScheduling
 UNITS = {
     "mlcore/tests/pipeline/test_planted_signal.py": "planted-signal model",
     "mlcore/tests/pipeline/test_random_walk.py": "random-walk model",
-    # Both use small_model(0), cached per process.
+    # They use small_model(0), cached per process.
     "mlcore/tests/pipeline/test_determinism.py": "small pipeline model",
     "mlcore/tests/pipeline/test_no_lookahead.py": "small pipeline model",
+    "mlcore/tests/pipeline/test_training_units.py": "small pipeline model",
     # The session's `trained` model (mlcore/tests/conftest.py); test_training_queue, transactional, stays out.
     "mlcore/tests/services/": "session model",
     "mlcore/tests/edges/test_admin.py": "session model",

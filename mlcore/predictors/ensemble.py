@@ -86,13 +86,30 @@ def fit_members(
     """
     _check_aligned(X_rows, X_seqs, len(y))
     overrides = overrides or {}
-    members = []
-    for name in names:
-        member = make_member(name, preset, overrides.get(name))
-        member.fit(X_seqs if member.kind == "sequence" else X_rows, y, seed=seed)
-        logger.info("fitted %s (%s preset) on %d samples in %.2f s", name, preset, len(y), member.fit_seconds)
-        members.append(member)
-    return members
+    return [fit_member(name, X_rows, X_seqs, y, preset=preset, seed=seed, overrides=overrides.get(name))
+            for name in names]
+
+
+def fit_member(
+    name: str,
+    X_rows: np.ndarray | None,
+    X_seqs: np.ndarray | None,
+    y: np.ndarray,
+    *,
+    preset: str = "full",
+    seed: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> Member:
+    """Fit one member, as `fit_members` fits each: a row member needs only `X_rows`, a sequence member only
+    `X_seqs` (the other may be None, so a caller fitting one member need not gather both)."""
+    member = make_member(name, preset, overrides)
+    X = X_seqs if member.kind == "sequence" else X_rows
+    if X is None:
+        needed = "X_seqs" if member.kind == "sequence" else "X_rows"
+        raise ValueError(f"{name} is a {member.kind} member: it needs {needed}")
+    member.fit(X, y, seed=seed)
+    logger.info("fitted %s (%s preset) on %d samples in %.2f s", name, preset, len(y), member.fit_seconds)
+    return member
 
 
 def predict_members(members: Sequence[Member], X_rows: np.ndarray, X_seqs: np.ndarray) -> np.ndarray:
@@ -238,6 +255,7 @@ __all__ = [
     "MEMBER_TYPES",
     "Calibrator",
     "SideModel",
+    "fit_member",
     "fit_members",
     "fit_seconds",
     "make_member",
