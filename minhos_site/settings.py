@@ -213,9 +213,10 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-# Nothing reads task results (the workflow's progress is in PostgreSQL): none are stored, and queueing a task never
-# waits on a result backend.
-CELERY_RESULT_BACKEND = None
+# Task results are not stored (the workflow's progress is in PostgreSQL), except the member fits of a distributed
+# training (mlcore.distributed, `ignore_result=False`), which their chord joins in Redis; queueing a task never waits
+# on the result backend (minhos_site/celery_results.py). Embedded mode has none: its chords run inline.
+CELERY_RESULT_BACKEND = f"minhos_site.celery_results.ChordRedisBackend+{REDIS_URL}" if REDIS_URL else None
 CELERY_TASK_IGNORE_RESULT = True
 # Without a broker there is no worker: tasks run inline in the calling process.
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
