@@ -209,20 +209,25 @@ def _unit_result(plan: TrainingPlan, stored: dict) -> UnitResult:
 
 # ---------------------------------------------------------------------------------------------- dispatch, collect
 
-def training_dispatch(plan: TrainingPlan, *, then) -> str:
+def training_dispatch(plan: TrainingPlan, *, then, queue: str | None = None) -> str:
     """Store the plan and queue one `fit_member_unit` per unit on the training queue, as a chord whose body is
     `then` (a Celery signature): it is called with the list of unit results first and `plan_key=<key>`, and should
     call `training_collect(plan_key, results)`. Returns the plan's key without waiting for anything.
 
     When a unit fails, the body does not run: its error callbacks (`then.on_error(...)`, new-style: request, exc,
     traceback, then their own arguments) are called, and the plan is removed. With Celery eager (embedded mode) the
-    units and then the body run here, in order, before this returns.
+    units and then the body run here, in order, before this returns. `queue` sends the units and the body to that
+    queue rather than `training` (the benchmark's own workers).
     """
     training_plans_prune()
     key = training_plan_store(plan)
     body = then.clone(kwargs={"plan_key": key})
     body.link_error(training_plan_discard.s(key))
     header = [fit_member_unit.si(key, unit.key) for unit in plan.units]
+    if queue:
+        body.set(queue=queue)
+        for task in header:
+            task.set(queue=queue)
     if fit_member_unit.app.conf.task_always_eager:
         _run_inline(header, body)
     else:
@@ -261,6 +266,19 @@ def training_plan_discard(request, exc, traceback, plan_key: str) -> None:
     """Error callback of a dispatched training's body: the plan's files go."""
     logger.warning("training plan %s failed (%s: %s): removing it", plan_key, type(exc).__name__, exc)
     training_plan_remove(plan_key)
+
+
+@shared_task(name="mlcore.tasks.training_bench_finish", ignore_result=False, soft_time_limit=UNIT_SOFT_TIME_LIMIT,
+             time_limit=UNIT_SOFT_TIME_LIMIT + 300)
+def training_bench_finish(results: list[dict], *, plan_key: str) -> dict:
+    """The body of `bench train`'s distributed runs: assemble, and tell the benchmark (which waits on this result)
+    the report and who fitted what; nothing is registered."""
+    trained = training_collect(plan_key, results)
+    fits: dict[str, int] = {}
+    for stored in results:
+        fits[stored["worker"]] = fits.get(stored["worker"], 0) + 1
+    return {"report": services._json_safe(trained.report), "has_edge": trained.has_edge,
+            "seconds_total": trained.seconds_total, "member_seconds": trained.member_seconds, "fits_per_worker": fits}
 
 
 # ---------------------------------------------------------------------------------------------- train a version
@@ -347,6 +365,7 @@ def train_version_abandon(request, exc, traceback, run_id: int) -> None:
 
 __all__ = [
     "fit_member_unit",
+    "training_bench_finish",
     "model_version_train_dispatch",
     "model_version_train_finish",
     "training_collect",

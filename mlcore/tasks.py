@@ -15,5 +15,6 @@ from .distributed import (  # noqa: E402, F401
     train_version_abandon,
     train_version_distributed,
     train_version_finish,
+    training_bench_finish,
     training_plan_discard,
 )

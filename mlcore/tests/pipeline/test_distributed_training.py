@@ -124,3 +124,13 @@ def test_a_plan_left_behind_is_pruned_once_old(training_bars):
     assert restored.units == plan.units
     distributed.training_plan_remove(recent)
     assert no_plan_left()
+
+
+@pytest.mark.embedded
+def test_the_distributed_training_bench_says_it_needs_deployment_mode_without_redis(settings):
+    from mlcore.benchmarks import bench_train_distributed
+
+    settings.REDIS_URL = ""
+    result = bench_train_distributed(pd.DataFrame(), TRAIN_CONFIG, workers=(1, 2))
+    assert result == {"skipped": "needs deployment mode (DATABASE_URL and REDIS_URL): the member fits run on Celery "
+                                 "workers through Redis"}

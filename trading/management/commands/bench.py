@@ -27,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000); "
                                                      "e2e: bars streamed per run (200)")
         parser.add_argument("--fast", action="store_true", help="train / inference: the fast preset")
+        parser.add_argument("--workers", help="train: training worker counts of the distributed runs, comma-separated "
+                                              "(1,2; 0 for none); they need REDIS_URL and DATABASE_URL")
         parser.add_argument("--predictions", type=int, help="sizing: predictions sized through the service (300); "
                                                              "monitor: resolved predictions in the snapshot (100,000)")
         parser.add_argument("--clients", help="e2e: websocket clients of each run, comma-separated (1,100)")
@@ -52,6 +54,8 @@ class Command(BaseCommand):
             kwargs["predictions"] = options["predictions"]
         if options.get("fast"):
             kwargs["preset"] = "fast"
+        if name == "train" and options.get("workers") is not None:
+            kwargs["workers"] = tuple(int(n) for n in options["workers"].split(",") if int(n) > 0)
         if name == "e2e":
             kwargs.update({key: options[key] for key in E2E_OPTIONS if options.get(key) is not None})
         result = bench(**kwargs)
