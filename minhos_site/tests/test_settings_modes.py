@@ -117,8 +117,10 @@ def test_redis_url_selects_redis_for_channels_and_celery_and_turns_eager_off(tmp
     assert s["layer"] == "channels_redis.core.RedisChannelLayer"
     assert s["layer_hosts"] == [REDIS_URL]
     assert s["broker"] == REDIS_URL
-    # Nothing reads task results: none are stored in Redis, and queueing never waits on a result backend.
-    assert (s["result_backend"], s["ignore_result"]) == (None, True)
+    # Only a distributed training's member fits store their results (for their chord, joined in Redis); every other
+    # task ignores its own, and queueing never waits on the backend (minhos_site/celery_results.py).
+    assert (s["result_backend"], s["ignore_result"]) == (
+        f"minhos_site.celery_results.ChordRedisBackend+{REDIS_URL}", True)
     assert s["routes"]["trading.tasks.workflow_decide"] == {"queue": "inference"}
     assert s["routes"]["mlcore.tasks.*"] == {"queue": "training"} and s["default_queue"] == "trading"
     assert (s["acks_late"], s["conn_max_age"]) == (True, 300)
