@@ -228,6 +228,9 @@ CELERY_TASK_ROUTES = {
     "trading.tasks.workflow_decide": {"queue": "inference"},
     "mlcore.tasks.*": {"queue": "training"},
     "monitoring.tasks.*": {"queue": "monitoring"},
+    # Short: they record requests and decisions (the trainings they start go to the training queue).
+    "mlcore.tasks.retrain_scheduled": {"queue": "monitoring"},
+    "mlcore.tasks.shadow_advance": {"queue": "monitoring"},
 }
 CELERY_QUEUES_SERVED = ("trading", "inference", "training")
 # Tasks are idempotent and acknowledged when done: a killed worker's task is delivered again, not lost. A worker
@@ -267,6 +270,11 @@ CELERY_BEAT_SCHEDULE = {
     "monitoring-snapshot": {"task": "monitoring.tasks.snapshot_all",
                             "schedule": env.float("MINHOS_MONITOR_SNAPSHOT_SECONDS", default=60.0),
                             "options": {"queue": "monitoring", "expires": 60}},
+    # Retraining: shadow runs whose live record is complete are decided. (The nightly retraining itself is a
+    # database entry, "retrain-nightly", made by a migration so its time can be edited in the admin.)
+    "retraining-shadow-advance": {"task": "mlcore.tasks.shadow_advance",
+                                  "schedule": env.float("MINHOS_SHADOW_ADVANCE_SECONDS", default=60.0),
+                                  "options": {"queue": "monitoring", "expires": 60}},
     **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat", "schedule": 5.0, "args": (queue,),
                                      "options": {"queue": queue, "expires": 10}}
        for queue in CELERY_QUEUES_SERVED},
@@ -357,6 +365,11 @@ MINHOS_MONITOR_DRIFT_BARS = _positive("MINHOS_MONITOR_DRIFT_BARS", 1380, int)
 MINHOS_MONITOR_DRIFT_MIN = _positive("MINHOS_MONITOR_DRIFT_MIN", 100, int)
 MINHOS_MONITOR_LATENCY_BUDGET_MS = _positive("MINHOS_MONITOR_LATENCY_BUDGET_MS", 500.0)
 MINHOS_MONITOR_WORKER_TIMEOUT = _positive("MINHOS_MONITOR_WORKER_TIMEOUT", 30.0)
+# Retraining (README: Retraining): the preset of a market's first model when a retraining finds no champion to copy
+# (otherwise the champion's settings are kept). The per-market windows and the policy are RetrainingPolicy rows.
+MINHOS_RETRAIN_PRESET = env.str("MINHOS_RETRAIN_PRESET", default="full")
+if MINHOS_RETRAIN_PRESET not in ("fast", "full"):
+    raise ImproperlyConfigured(f"MINHOS_RETRAIN_PRESET must be fast or full, not {MINHOS_RETRAIN_PRESET!r}")
 
 LOGGING = {
     "version": 1,

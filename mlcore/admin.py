@@ -7,8 +7,8 @@ from django.utils.html import format_html
 
 from minhos_site.client_address import client_address
 
-from . import registry
-from .models import ModelVersion, Prediction, TrainingRun
+from . import registry, retraining
+from .models import ModelVersion, Prediction, Retraining, RetrainingPolicy, TrainingRun
 
 
 @admin.register(ModelVersion)
@@ -79,3 +79,64 @@ class PredictionAdmin(admin.ModelAdmin):
     raw_id_fields = ("bar", "version")
     show_full_result_count = False
     readonly_fields = [f.name for f in Prediction._meta.fields]
+
+
+@admin.register(RetrainingPolicy)
+class RetrainingPolicyAdmin(admin.ModelAdmin):
+    list_display = ("instrument", "timeframe", "promotion", "scheduled", "window_bars", "holdout_bars", "min_new_bars",
+                    "shadow_bars", "cooldown_minutes", "updated_at")
+    list_filter = ("promotion", "scheduled", "instrument")
+    list_select_related = ("instrument",)
+
+
+@admin.register(Retraining)
+class RetrainingAdmin(admin.ModelAdmin):
+    """Every retraining and its decision (read only); a proposed promotion is approved or rejected here too."""
+
+    list_display = ("id", "instrument", "timeframe", "trigger", "requested_by", "requested_at", "status", "champion",
+                    "challenger", "decision", "decided_by")
+    list_filter = ("status", "trigger", "instrument", "timeframe")
+    list_select_related = ("instrument",)
+    date_hierarchy = "requested_at"
+    actions = ("approve", "reject")
+    readonly_fields = [f.name for f in Retraining._meta.fields if f.name not in ("scores", "window", "shadow")] + [
+        "figures"]
+    exclude = ("scores", "window", "shadow")
+
+    def has_add_permission(self, request):
+        return False  # started by the schedule, monitoring, the page, the API or the command
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="scores, window and shadow record")
+    def figures(self, obj):
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", json.dumps(
+            {"window": obj.window, "scores": obj.scores, "shadow": obj.shadow}, indent=2))
+
+    @admin.action(description="Approve the proposed promotion (one)", permissions=["promote"])
+    def approve(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one retraining to approve.", messages.ERROR)
+            return
+        try:
+            record = retraining.retraining_approve(retraining_id=queryset.get().pk, user=request.user,
+                                                   client_address=client_address(request), via="admin")
+        except (retraining.RetrainingRefused, PermissionDenied) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        level = messages.SUCCESS if record.status == Retraining.Status.PROMOTED else messages.ERROR
+        self.message_user(request, f"Retraining #{record.pk}: {record.status} {record.error}".strip(), level)
+
+    @admin.action(description="Reject the proposed promotion", permissions=["promote"])
+    def reject(self, request, queryset):
+        for record in queryset:
+            try:
+                retraining.retraining_reject(retraining_id=record.pk, user=request.user, note="rejected in the admin")
+            except (retraining.RetrainingRefused, PermissionDenied) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"Retraining #{record.pk} rejected.")
+
+    def has_promote_permission(self, request):
+        return request.user.has_perm(registry.PROMOTE_PERMISSION)

@@ -11,3 +11,8 @@ prediction_created = Signal()
 # Sent once a version has become its market's active one (after the promotion committed), for listeners such as
 # monitoring, which scores it at once. Keyword arguments: version_id (int).
 model_version_promoted = Signal()
+
+# Sent when a retraining reaches a decision or an end (kept, proposed, promoted, rejected, failed, skipped), after it
+# committed, for listeners such as monitoring (an alert when one failed or was refused). Keyword arguments:
+# retraining_id (int).
+retraining_decided = Signal()

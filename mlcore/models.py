@@ -1,4 +1,5 @@
 """The model registry (versions, artifacts, training runs) and persisted predictions."""
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -8,6 +9,8 @@ class ModelVersion(models.Model):
         CANDIDATE = "candidate"
         ACTIVE = "active"
         RETIRED = "retired"
+        # A challenger predicting live bars beside the active version (stored as shadow predictions, never sized).
+        SHADOW = "shadow"
 
     instrument = models.ForeignKey("trading.Instrument", on_delete=models.PROTECT, related_name="model_versions")
     timeframe = models.CharField(max_length=4)
@@ -108,6 +111,9 @@ class Prediction(models.Model):
     agreement = models.FloatField()
     members = models.JSONField()
     latency_ms = models.FloatField()
+    # A shadow prediction: a challenger's, made beside the active version's for its promotion record. It is never
+    # sized, traded or shown as the market's prediction.
+    shadow = models.BooleanField(default=False, db_default=False)
     # ATR of the predicted bar (price points) and the median ATR of the window it was read from: the bracket and
     # the position size are built from the same ATR the labels used, and the ratio scales size down in spikes.
     atr = models.FloatField(null=True, blank=True)
@@ -133,3 +139,117 @@ class Prediction(models.Model):
 
     def __str__(self):
         return f"{self.instrument_id} {self.side} {self.confidence:.2f} (v{self.version_id})"
+
+
+class RetrainingPolicy(models.Model):
+    """How one market retrains: its windows, its shadow run and whether a decision to promote is applied at once
+    (automatic) or proposed to a person holding mlcore.promote_modelversion (manual, the default)."""
+
+    class Promotion(models.TextChoices):
+        MANUAL = "manual"
+        AUTOMATIC = "automatic"
+
+    instrument = models.ForeignKey("trading.Instrument", on_delete=models.CASCADE, related_name="retraining_policies")
+    timeframe = models.CharField(max_length=4)
+    promotion = models.CharField(max_length=10, choices=Promotion.choices, default=Promotion.MANUAL)
+    scheduled = models.BooleanField(default=True, help_text="The nightly schedule retrains this market.")
+    window_bars = models.PositiveIntegerField(
+        default=20_000, validators=[MinValueValidator(1_000), MaxValueValidator(2_000_000)],
+        help_text="Bars the challenger trains on: the latest ones before the comparison stretch (1,000-2,000,000).")
+    holdout_bars = models.PositiveIntegerField(
+        default=2_000, validators=[MinValueValidator(200), MaxValueValidator(200_000)],
+        help_text="At most this many of the newest bars, unseen by both models, score champion against challenger "
+                  "(200-200,000).")
+    min_new_bars = models.PositiveIntegerField(
+        default=600, validators=[MinValueValidator(100), MaxValueValidator(1_000_000)],
+        help_text="Bars needed after the champion's last training bar before a retraining runs (100-1,000,000).")
+    shadow_bars = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(100_000)],
+        help_text="Live bars a challenger worth promoting first predicts in shadow (0: no shadow run; at most "
+                  "100,000).")
+    cooldown_minutes = models.PositiveIntegerField(
+        default=360, validators=[MaxValueValidator(7 * 24 * 60)],
+        help_text="Minutes between two retrainings started by monitoring's degradation hook (at most a week).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "timeframe"], name="one_retraining_policy_per_market"),
+            models.CheckConstraint(condition=Q(window_bars__gte=1_000) & Q(window_bars__lte=2_000_000),
+                                   name="retraining_window_bars_range"),
+            models.CheckConstraint(condition=Q(holdout_bars__gte=200) & Q(holdout_bars__lte=200_000),
+                                   name="retraining_holdout_bars_range"),
+            models.CheckConstraint(condition=Q(min_new_bars__gte=100) & Q(min_new_bars__lte=1_000_000),
+                                   name="retraining_min_new_bars_range"),
+            models.CheckConstraint(condition=Q(shadow_bars__lte=100_000), name="retraining_shadow_bars_range"),
+            models.CheckConstraint(condition=Q(cooldown_minutes__lte=7 * 24 * 60),
+                                   name="retraining_cooldown_range"),
+        ]
+        verbose_name_plural = "retraining policies"
+
+    def __str__(self):
+        return f"{self.instrument.symbol} {self.timeframe}: {self.promotion}"
+
+
+class Retraining(models.Model):
+    """One retraining from its trigger to its decision: the challenger, both models' scores on the same unseen bars,
+    the rule applied and why, who decided. Kept for audit, whatever became of it."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule"
+        DEGRADATION = "degradation"
+        MANUAL = "manual"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        TRAINING = "training"
+        SHADOW = "shadow"  # the challenger predicts live bars beside the champion until its record is long enough
+        PROPOSED = "proposed"  # the rule says promote; a person decides (manual policy)
+        PROMOTED = "promoted"
+        KEPT = "kept"  # the rule says keep the champion
+        REJECTED = "rejected"  # a person turned a proposal down, or the promotion was refused (e.g. a bad artifact)
+        ROLLED_BACK = "rolled_back"  # promoted, then rolled back
+        FAILED = "failed"  # the training or the scoring failed: nothing was promoted
+        SKIPPED = "skipped"  # not started: one in flight, the cooldown, too few new bars
+
+    IN_FLIGHT = (Status.QUEUED, Status.TRAINING, Status.SHADOW)
+
+    instrument = models.ForeignKey("trading.Instrument", on_delete=models.CASCADE, related_name="retrainings")
+    timeframe = models.CharField(max_length=4)
+    trigger = models.CharField(max_length=12, choices=Trigger.choices)
+    requested_by = models.CharField(max_length=150, help_text='"schedule", "monitoring" or the username')
+    requested_at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    champion = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    challenger = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="retrainings")
+    policy = models.JSONField(default=dict, help_text="The market's policy when the retraining was requested.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    trained_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # The bars: the challenger's training window and the stretch both were scored on (ISO times, counts).
+    window = models.JSONField(default=dict)
+    # Per side: both models' metrics on the stretch, the challenger's verdict against the baselines, the paired test.
+    scores = models.JSONField(default=dict)
+    shadow = models.JSONField(default=dict)
+    rule = models.TextField(blank=True)
+    rule_version = models.PositiveSmallIntegerField(default=0)
+    decision = models.CharField(max_length=20, blank=True, help_text="What the rule said: promote, or the code of "
+                                                                      "why not")
+    decision_reason = models.TextField(blank=True)
+    decided_by = models.CharField(max_length=150, blank=True, help_text='"automatic" or the username')
+    note = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "timeframe"],
+                                    condition=Q(status__in=["queued", "training", "shadow"]),
+                                    name="one_retraining_in_flight_per_market"),
+        ]
+        indexes = [models.Index(fields=["instrument", "timeframe", "-requested_at"], name="retraining_market_recent")]
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self):
+        return f"retraining #{self.pk} {self.instrument.symbol} {self.timeframe} ({self.status})"

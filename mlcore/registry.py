@@ -21,7 +21,7 @@ from django.utils import timezone
 from trading import services as trading_services
 
 from .events import model_version_promoted
-from .models import ModelVersion
+from .models import ModelVersion, Retraining
 
 logger = logging.getLogger(__name__)
 PROMOTE_PERMISSION = "mlcore.promote_modelversion"
@@ -187,6 +187,11 @@ def model_version_rollback(*, instrument, timeframe: str, user=None, client_addr
             previous.save(update_fields=["status", "retired_at"])
             _audit("rollback", user=user, instrument=instrument, timeframe=timeframe, before=current.pk,
                    after=previous.pk, via=via, client_address=client_address)
+            # The retraining that promoted the version rolled back from keeps the fact on its record.
+            who = getattr(user, "get_username", lambda: "the system")()
+            Retraining.objects.filter(challenger_id=current.pk, status=Retraining.Status.PROMOTED).update(
+                status=Retraining.Status.ROLLED_BACK,
+                note=f"rolled back to v{previous.pk} by {who} via {via} at {now:%Y-%m-%d %H:%M:%S} UTC")
     except (PermissionDenied, RegistryError) as exc:
         _audit("rollback", user=user, instrument=instrument, timeframe=timeframe, before=versions["current"],
                after=versions["previous"], via=via, client_address=client_address, refused=str(exc))

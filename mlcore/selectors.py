@@ -58,10 +58,13 @@ def prediction_latencies_recent(*, instrument_id: int, version_id: int, n: int =
 
 def prediction_list(*, symbol: str | None = None, timeframe: str | None = None, resolved: bool | None = None,
                     outcome_status: str | None = None, version: int | None = None, since: datetime | None = None,
-                    until: datetime | None = None) -> QuerySet[Prediction]:
+                    until: datetime | None = None, shadow: bool | None = False) -> QuerySet[Prediction]:
     """Newest bar first. `resolved`: True for resolved outcomes only, False for predictions without one (pending or
-    unresolvable); `since` inclusive and `until` exclusive bounds on the bar time."""
+    unresolvable); `since` inclusive and `until` exclusive bounds on the bar time. `shadow`: False (the default)
+    leaves out challengers' shadow predictions, which are not the market's; True gives only those; None both."""
     predictions = Prediction.objects.select_related("instrument", "bar").order_by("-bar__timestamp", "-id")
+    if shadow is not None:
+        predictions = predictions.filter(shadow=shadow)
     if symbol:
         predictions = predictions.filter(instrument__symbol=symbol)
     if timeframe:

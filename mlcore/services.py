@@ -244,6 +244,46 @@ def prediction_create(*, bar_id: int) -> PredictionFacts | None:
     return selectors.prediction_facts(prediction_id=prediction.pk, created=created)
 
 
+_shadow_cache: dict[int, LoadedModel] = {}
+
+
+def shadow_predictions_create(*, bar_id: int) -> int:
+    """Predict a stored bar with every version running in shadow for its market (a challenger beside the active
+    version): stored with shadow=True, resolved like any prediction, never sized, traded or pushed. Called after the
+    bar's own decision, so it never delays a recommendation. A shadow version that cannot load or predict is logged
+    and skipped. Returns how many were stored."""
+    bar = trading_selectors.bar_key(bar_id=bar_id)
+    versions = list(ModelVersion.objects.filter(instrument_id=bar.instrument_id, timeframe=bar.timeframe,
+                                                status=ModelVersion.Status.SHADOW))
+    for stale in set(_shadow_cache) - {v.pk for v in versions}:
+        _shadow_cache.pop(stale, None)
+    stored = 0
+    for version in versions:
+        if Prediction.objects.filter(bar_id=bar.bar_id, version_id=version.pk).exists():
+            continue
+        try:
+            model = _shadow_cache.get(version.pk)
+            if model is None:
+                model = _shadow_cache[version.pk] = _load(version)
+            window = trading_selectors.bars_frame(instrument=bar.instrument_id, timeframe=bar.timeframe,
+                                                  end_at=bar.timestamp, last_n=model.bars_needed)
+            result = model.predict(window)
+        except Exception as exc:
+            logger.error("shadow v%s: no prediction for %s %s bar %s: %s", version.pk, bar.symbol, bar.timeframe,
+                         bar.timestamp, exc)
+            continue
+        _, created = Prediction.objects.get_or_create(
+            bar_id=bar.bar_id, version_id=version.pk,
+            defaults={"instrument_id": bar.instrument_id, "shadow": True, "p_long": result["p_long"],
+                      "p_short": result["p_short"], "side": result["side"], "confidence": result["confidence"],
+                      "agreement": result["agreement"], "latency_ms": result["latency_ms"], "atr": result["atr"],
+                      "atr_reference": result["atr_reference"],
+                      "members": {"members": result["members"], "meta_raw": result["meta_raw"],
+                                  "member_ms": result.get("member_ms", {})}})
+        stored += int(created)
+    return stored
+
+
 def prediction_payload(prediction: Prediction) -> dict:
     """The dashboards' `prediction.created` payload of a stored prediction (the page's first paint)."""
     return selectors.prediction_facts(prediction_id=prediction.pk).message()

@@ -9,6 +9,30 @@ def train_version(symbol: str, timeframe: str = "1m", preset: str = "full", seed
     return services.model_version_train(symbol=symbol, timeframe=timeframe, preset=preset, seed=seed).pk
 
 
+@shared_task(name="mlcore.tasks.retrain", acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
+def retrain(retraining_id: int) -> str:
+    """One retraining: the challenger trained, scored against the champion, decided (see mlcore.retraining)."""
+    from . import retraining
+
+    return retraining.retraining_run(retraining_id=retraining_id).status
+
+
+@shared_task(name="mlcore.tasks.retrain_scheduled", acks_late=True)
+def retrain_scheduled() -> list[int]:
+    """The nightly trigger (a django-celery-beat entry, editable in the admin): one request per market."""
+    from . import retraining
+
+    return [record.pk for record in retraining.scheduled_retrainings()]
+
+
+@shared_task(name="mlcore.tasks.shadow_advance", acks_late=True)
+def shadow_advance() -> list[int]:
+    """Decide the shadow runs whose live record is long enough."""
+    from . import retraining
+
+    return [record.pk for record in retraining.shadow_advance()]
+
+
 # Distributed training (one task per member fit, a chord; see mlcore.distributed): registered with this module.
 from .distributed import (  # noqa: E402, F401
     fit_member_unit,

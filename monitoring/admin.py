@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from . import services
-from .models import Alert, AlertRule, MetricSnapshot, RetrainingRequest, WebhookDelivery
+from .models import Alert, AlertRule, MetricSnapshot, WebhookDelivery
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -26,13 +26,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "severity", "threshold", "enabled", "queue_retraining",
-                    "retraining_cooldown_minutes")
-    list_editable = ("severity", "threshold", "enabled", "queue_retraining", "retraining_cooldown_minutes")
+    list_display = ("code", "name", "severity", "threshold", "enabled", "queue_retraining")
+    list_editable = ("severity", "threshold", "enabled", "queue_retraining")
     list_filter = ("severity", "enabled", "queue_retraining")
     search_fields = ("code", "name", "description")
-    fields = ("code", "name", "description", "severity", "threshold", "enabled", "queue_retraining",
-              "retraining_cooldown_minutes")
+    fields = ("code", "name", "description", "severity", "threshold", "enabled", "queue_retraining")
 
     def get_readonly_fields(self, request, obj=None):
         # Monitoring evaluates each code by name: renaming one would silently switch its alert off.
@@ -103,12 +101,3 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_filter = ("status", "event")
     list_select_related = ("alert",)
     search_fields = ("url", "last_error")
-
-
-@admin.register(RetrainingRequest)
-class RetrainingRequestAdmin(ReadOnlyAdmin):
-    list_display = ("requested_at", "instrument", "timeframe", "version", "requested_by", "status", "alert",
-                    "reason")
-    list_filter = ("status", "instrument", "timeframe", "requested_by")
-    list_select_related = ("instrument", "version", "alert")
-    date_hierarchy = "requested_at"

@@ -22,6 +22,10 @@ RULES = {
     "latency": ("Slow inference", "warning", 500.0, "The p99 of the total inference latency, in ms, is above this."),
     "stale_data": ("Stale market data", "critical", 180.0,
                    "Seconds since the newest bar arrived, while the market is open, are above this."),
+    "retraining_failed": ("Retraining failed", "critical", 0.0,
+                          "A retraining of the market failed, or its promotion was refused (an artifact that fails "
+                          "its hash check); the champion keeps serving. Resolved by the market's next retraining that "
+                          "reaches a decision (threshold unused)."),
     "workers": ("Worker down", "critical", 30.0,
                 "Seconds since a per-bar queue's worker last answered are above this (deployment mode)."),
 }

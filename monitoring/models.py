@@ -54,9 +54,9 @@ class AlertRule(models.Model):
     threshold = models.FloatField(help_text="What the rule compares against; its description says the unit.")
     enabled = models.BooleanField(default=True)
     queue_retraining = models.BooleanField(
-        default=False, help_text="Queue a retraining of the market when this alert opens (audited; at most one per "
-                                 "cooldown).")
-    retraining_cooldown_minutes = models.PositiveIntegerField(default=360)
+        default=False, help_text="Start a retraining of the market when this alert opens (recorded on the monitoring "
+                                 "page; at most one in flight per market, and one per cooldown of the market's "
+                                 "retraining policy).")
 
     class Meta:
         ordering = ["code"]
@@ -131,28 +131,3 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["alert", "event"], name="one_delivery_per_alert_event")]
-
-
-class RetrainingRequest(models.Model):
-    """A retraining monitoring (or a person) asked for, and what became of it: the audit of the degradation hook."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        SKIPPED = "skipped"  # cooldown, or one already in flight
-        STARTED = "started"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
-    instrument = models.ForeignKey("trading.Instrument", on_delete=models.CASCADE, related_name="retraining_requests")
-    timeframe = models.CharField(max_length=4)
-    version = models.ForeignKey("mlcore.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="+")
-    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="retrainings")
-    requested_by = models.CharField(max_length=150, help_text='"monitoring" or the username')
-    requested_at = models.DateTimeField()
-    reason = models.TextField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    note = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-requested_at", "-id"]

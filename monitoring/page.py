@@ -11,7 +11,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from mlcore.domain import drift as drift_core
-from mlcore.models import ModelVersion
+from mlcore import retraining as ml_retraining
+from mlcore.models import ModelVersion, Retraining
 from trading import selectors as trading_selectors
 from trading.domain import kelly
 from trading.domain.timeframes import TIMEFRAMES
@@ -20,7 +21,7 @@ from trading.services.accounts import DEFAULT_ACCOUNT
 from . import selectors, services
 from .domain import health as health_core
 from .domain import metrics as metrics_core
-from .models import Alert, MetricSnapshot, RetrainingRequest, Severity
+from .models import Alert, MetricSnapshot, Severity
 
 SEVERITIES = (Severity.CRITICAL, Severity.WARNING, Severity.INFO)  # worst first
 RANGES = {"6h": timedelta(hours=6), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -62,6 +63,8 @@ def fmt(value, kind: str = "fixed3") -> str:
         return f"{value:.1f}"
     if kind == "fixed2":
         return f"{value:.2f}"
+    if kind == "fixed4":
+        return f"{value:.4f}"
     if kind == "int":
         return f"{value:,.0f}"
     if kind == "ms":
@@ -561,12 +564,72 @@ def _version_view(version: ModelVersion, floors: Floors) -> dict:
             "sizing": sizing_action(version.health_score, floors, has_edge=version.has_edge)}
 
 
-def _retraining_view(instrument, timeframe: str) -> dict | None:
-    request = RetrainingRequest.objects.filter(instrument=instrument, timeframe=timeframe).first()
-    if request is None:
-        return None
-    return {"id": request.pk, "status": request.status, "requested_at": _iso(request.requested_at),
-            "requested_by": request.requested_by, "reason": request.reason, "note": request.note}
+RETRAININGS_SHOWN = 20
+DECISION_METRICS = (("log_loss", "Log loss", "fixed4"), ("brier", "Brier", "fixed4"), ("ece", "ECE", "pct"),
+                    ("roc_auc", "ROC AUC", "fixed3"), ("accuracy", "Accuracy", "pct"))
+
+
+def _retraining_view(instrument, timeframe: str) -> dict:
+    """The market's retrainings, newest first, each with both models' figures on the same unseen bars and the
+    reason; the shadow run in progress, champion and challenger side by side on the live bars both predicted."""
+    policy = ml_retraining.policy_get(instrument=instrument, timeframe=timeframe)
+    records = list(Retraining.objects.filter(instrument=instrument, timeframe=timeframe)
+                   .select_related("instrument")[:RETRAININGS_SHOWN])
+    decisions = [_decision_view(record) for record in records]
+    shadow = next((r for r in records if r.status == Retraining.Status.SHADOW), None)
+    return {"latest": decisions[0] if decisions else None, "decisions": decisions,
+            "shadow": _shadow_view(shadow) if shadow else None,
+            "policy": {"promotion": policy.promotion, "scheduled": policy.scheduled,
+                       "window_bars": policy.window_bars, "holdout_bars": policy.holdout_bars,
+                       "min_new_bars": policy.min_new_bars, "shadow_bars": policy.shadow_bars,
+                       "cooldown_minutes": policy.cooldown_minutes, "id": policy.pk}}
+
+
+def _decision_view(record: Retraining) -> dict:
+    payload = ml_retraining.retraining_payload(record)
+    rows = []
+    for key, label, kind in DECISION_METRICS:
+        cells = {}
+        for side, entry in payload["sides"].items():
+            cells[side] = {"champion": fmt((entry["champion"] or {}).get(key), kind),
+                           "challenger": fmt((entry["challenger"] or {}).get(key), kind)}
+        rows.append({"metric": key, "label": label, "cells": cells})
+    paired = {side: _paired_text(entry["paired"]) for side, entry in payload["sides"].items()}
+    return {**payload, "rows": rows, "paired_text": paired,
+            "verdicts": {side: entry["challenger_verdict"] for side, entry in payload["sides"].items()},
+            "proposed": record.status == Retraining.Status.PROPOSED,
+            "open": record.status in (Retraining.Status.PROPOSED, Retraining.Status.SHADOW)}
+
+
+def _paired_text(paired: dict | None) -> str:
+    if not paired:
+        return "no champion to compare with"
+    if paired.get("mean_difference") is None:
+        return f"{paired.get('verdict', '').replace('_', ' ')} ({paired.get('n', 0)} bars)"
+    return (f"{paired['verdict'].replace('_', ' ')}: log loss {paired['mean_difference']:+.4f}/bar in the "
+            f"challenger's favour, 95% bounds {paired['lower']:+.4f} to {paired['upper']:+.4f}, {paired['n']} bars "
+            f"≈ {paired['n_effective']:.0f} independent")
+
+
+def _shadow_view(record: Retraining) -> dict:
+    from mlcore.domain.evaluation import binary_metrics
+
+    pairs = ml_retraining.shadow_pairs(champion_id=record.champion_id, challenger_id=record.challenger_id)
+    n = len(pairs["bar_ids"])
+    sides = {}
+    for side in ("long", "short"):
+        y = pairs[f"y_{side}"]
+        cells = {}
+        for role in ("champion", "challenger"):
+            metrics = binary_metrics(y, pairs[f"{role}_{side}"]) if n else {}
+            cells[role] = {key: fmt(metrics.get(key), kind) for key, _, kind in DECISION_METRICS}
+            cells[role]["hit_rate"] = fmt(float(y.mean()) if n else None, "pct")
+        sides[side] = cells
+    predicted = Retraining.objects.filter(pk=record.pk).values_list("challenger__predictions", flat=True).count()
+    return {"id": record.pk, "champion": record.champion_id, "challenger": record.challenger_id,
+            "needed": int(record.shadow.get("bars_needed") or 0), "resolved": n, "predicted": predicted,
+            "started_at": record.shadow.get("started_at"), "offline": record.shadow.get("offline", ""),
+            "sides": sides, "metrics": [(key, label) for key, label, _ in DECISION_METRICS]}
 
 
 def range_since(range_key: str, *, now: datetime | None = None) -> datetime:

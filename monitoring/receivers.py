@@ -3,7 +3,7 @@ import logging
 
 from django.dispatch import receiver
 
-from mlcore.events import model_version_promoted
+from mlcore.events import model_version_promoted, retraining_decided
 
 logger = logging.getLogger("minhos.monitoring")
 
@@ -18,3 +18,12 @@ def score_promoted_version(sender, *, version_id: int, **kwargs) -> None:
         tasks.snapshot_version.apply_async(args=(version_id, "promotion"), retry=False)
     except Exception as exc:
         logger.error("could not queue the snapshot of promoted version %s: %s", version_id, exc)
+
+
+@receiver(retraining_decided, dispatch_uid="monitoring-retraining-decided")
+def retraining_decided_alert(sender, *, retraining_id: int, **kwargs) -> None:
+    """A failed retraining or a refused promotion opens the market's "retraining_failed" alert (the champion keeps
+    serving); the market's next retraining that reaches a decision resolves it. Every decision is pushed to pages."""
+    from . import services
+
+    services.retraining_outcome_record(retraining_id=retraining_id)

@@ -26,7 +26,7 @@ from trading.models import Instrument
 from . import selectors
 from .domain import health as health_core
 from .domain import metrics as metrics_core
-from .models import Alert, AlertRule, MetricSnapshot, RetrainingRequest
+from .models import Alert, AlertRule, MetricSnapshot
 
 logger = logging.getLogger("minhos.monitoring")
 
@@ -389,9 +389,13 @@ def _alert_open(rule: AlertRule, *, cause: str, version: ModelVersion, finding: 
 
 def _on_open(alert: Alert, *, rule: AlertRule, version: ModelVersion, score, now: datetime) -> None:
     if rule.queue_retraining:
-        retraining_request(instrument=version.instrument, timeframe=version.timeframe, version=version, alert=alert,
-                           reason=f"alert {rule.code}: {alert.message}", requested_by="monitoring",
-                           cooldown=timedelta(minutes=rule.retraining_cooldown_minutes), now=now)
+        # The degradation hook: recorded as a retraining (started, or skipped with why: one in flight, the cooldown
+        # of the market's retraining policy, too few new bars).
+        from mlcore import retraining
+
+        retraining.retraining_request(symbol=version.instrument.symbol, timeframe=version.timeframe,
+                                      trigger="degradation", requested_by="monitoring",
+                                      reason=f"alert {rule.code} #{alert.pk}: {alert.message}", now=now)
 
 
 def _notify(alert_id: int, event: str) -> None:
@@ -432,50 +436,60 @@ def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | No
 
 # ------------------------------------------------------------------------------------------ retraining hook
 
-def retraining_request(*, instrument, timeframe: str, version: ModelVersion | None, reason: str, requested_by: str,
-                       alert: Alert | None = None, cooldown: timedelta = timedelta(hours=6),
-                       now: datetime | None = None) -> RetrainingRequest:
-    """Record a retraining request and queue the training (training queue), unless one for the market is already
-    queued or running, or the last automatic one is within the cooldown: then it is recorded as skipped, with why."""
+RETRAINING_RULE = "retraining_failed"
+_RETRAINING_DECIDED = ("kept", "proposed", "promoted", "shadow")
+
+
+def retraining_outcome_record(*, retraining_id: int, now: datetime | None = None) -> Alert | None:
+    """Open the market's retraining alert when a retraining failed or its promotion was refused; resolve it when a
+    later one reached a decision. Pushes the retraining to every page. Returns the alert opened, if any."""
+    from mlcore.models import Retraining
+
     now = now or timezone.now()
-    recent = RetrainingRequest.objects.filter(instrument=instrument, timeframe=timeframe,
-                                              status__in=[RetrainingRequest.Status.QUEUED,
-                                                          RetrainingRequest.Status.STARTED]).first()
-    last = RetrainingRequest.objects.filter(instrument=instrument, timeframe=timeframe,
-                                            requested_at__gte=now - cooldown).exclude(
-        status=RetrainingRequest.Status.SKIPPED).first()
-    request = RetrainingRequest(instrument=instrument, timeframe=timeframe, version=version, alert=alert,
-                                requested_by=requested_by, requested_at=now, reason=reason[:2000])
-    if recent is not None:
-        request.status, request.note = RetrainingRequest.Status.SKIPPED, f"request #{recent.pk} is still {recent.status}"
-    elif last is not None and requested_by == "monitoring":
-        request.status = RetrainingRequest.Status.SKIPPED
-        request.note = f"within the cooldown of {cooldown} after request #{last.pk}"
-    request.save()
-    if request.status == RetrainingRequest.Status.QUEUED:
-        preset = version.preset if version else "full"
-        seed = version.seed if version else 0
-        symbol = instrument.symbol
+    record = Retraining.objects.select_related("instrument").filter(pk=retraining_id).first()
+    if record is None:
+        return None
+    market = f"{record.instrument.symbol} {record.timeframe}"
+    cause = f"{RETRAINING_RULE}:{market}"
+    opened = None
+    failed = record.status == Retraining.Status.FAILED or (
+        record.status == Retraining.Status.REJECTED and record.error.startswith("promotion refused"))
+    with transaction.atomic():
+        current = Alert.objects.select_for_update().filter(cause=cause).exclude(status=Alert.Status.RESOLVED).first()
+        rule = AlertRule.objects.filter(code=RETRAINING_RULE, enabled=True).first()
+        if failed and rule is not None:
+            message = (f"{market}: retraining #{record.pk} ({record.trigger}) "
+                       f"{'failed' if record.status == Retraining.Status.FAILED else 'was refused'}: "
+                       f"{record.error or record.note}; the champion keeps serving")[:2000]
+            if current is None:
+                try:
+                    with transaction.atomic():
+                        opened = Alert.objects.create(
+                            rule=rule, cause=cause, instrument=record.instrument, timeframe=record.timeframe,
+                            version=record.challenger or record.champion, severity=rule.severity, message=message,
+                            opened_at=now, last_seen_at=now)
+                except IntegrityError:
+                    opened = None
+                else:
+                    logger.critical("alert opened [%s] %s: %s", rule.severity, cause, message)
+                    _notify(opened.pk, "opened")
+            else:
+                Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
+                                                           message=message)
+        elif record.status in _RETRAINING_DECIDED and current is not None:
+            Alert.objects.filter(pk=current.pk).update(
+                status=Alert.Status.RESOLVED, resolved_at=now,
+                resolution=f"retraining #{record.pk} reached a decision ({record.status})")
+            _notify(current.pk, "resolved")
+            transaction.on_commit(lambda: _publish_alert(Alert.objects.select_related("instrument", "acknowledged_by")
+                                                         .get(pk=current.pk), "alert.resolved"))
+    if opened is not None:
+        transaction.on_commit(lambda: _publish_alert(opened, "alert.opened"))
+    from trading import realtime
 
-        def queue():
-            from celery import current_app
-
-            try:
-                current_app.send_task("mlcore.tasks.train_version", args=(symbol, timeframe, preset, seed),
-                                      queue="training")
-            except Exception as exc:
-                RetrainingRequest.objects.filter(pk=request.pk).update(
-                    status=RetrainingRequest.Status.FAILED, note=f"could not be queued: {type(exc).__name__}: {exc}")
-                logger.error("retraining of %s %s could not be queued: %s", symbol, timeframe, exc)
-
-        if not settings.CELERY_TASK_ALWAYS_EAGER:
-            transaction.on_commit(queue)
-        else:
-            request.note = "embedded mode: run `python manage.py train` (trainings are not run inside the web process)"
-            request.save(update_fields=["note"])
-    logger.warning("retraining of %s %s requested by %s: %s (%s)", instrument.symbol, timeframe, requested_by,
-                   request.status, request.note or reason)
-    return request
+    realtime.broadcast_all("retraining.decided", {"symbol": record.instrument.symbol, "timeframe": record.timeframe,
+                                                  "id": record.pk, "status": record.status})
+    return opened
 
 
 # -------------------------------------------------------------------------------------------------- publishing

@@ -51,6 +51,7 @@ def monitoring_page(request):
         "instruments": instruments, "instrument": instrument, "timeframe": timeframe, "timeframes": list(TIMEFRAMES),
         "view": view, "alerts": page.alerts_view(), "can_acknowledge": can_acknowledge,
         "can_snapshot": can_take_snapshot(request.user), "range": range_key,
+        "can_promote": request.user.has_perm(PROMOTE_PERMISSION),
         "ranges": list(page.RANGES),
         "here": request.get_full_path(),
     }
@@ -152,3 +153,77 @@ def snapshot_take(request):
     messages.success(request, f"Snapshot #{snapshot.pk} of {symbol} {timeframe} taken in {snapshot.seconds:.2f} s: "
                               f"health {snapshot.health_score:.1f}/100{opened}{resolved}.")
     return _back(request, monitoring_url(symbol, timeframe))
+
+
+# ------------------------------------------------------------------------------------------------ retraining
+
+PROMOTE_PERMISSION = "mlcore.promote_modelversion"
+
+
+@require_POST
+@login_required
+def retrain(request):
+    """Start a retraining of the posted market by hand (recorded; skipped with its reason when one is in flight or
+    too few bars came in since the last training)."""
+    from mlcore import retraining
+
+    if not request.user.has_perm(PROMOTE_PERMISSION):
+        raise PermissionDenied(f"Starting a retraining needs the {PROMOTE_PERMISSION} permission")
+    symbol, timeframe = request.POST.get("symbol", ""), request.POST.get("timeframe", "")
+    try:
+        _, instrument, timeframe = page.market_resolve(symbol=symbol, timeframe=timeframe)
+    except LookupError as exc:
+        messages.error(request, f"No retraining started: {exc}")
+        return HttpResponseRedirect(monitoring_url())
+    if instrument is None:
+        messages.error(request, f"No retraining started: unknown instrument {symbol!r}")
+        return HttpResponseRedirect(monitoring_url())
+    record = retraining.retraining_request(symbol=instrument.symbol, timeframe=timeframe, trigger="manual",
+                                           requested_by=request.user.get_username(), reason="started on the page")
+    if record.status == record.Status.SKIPPED:
+        messages.warning(request, f"Retraining #{record.pk} skipped: {record.note}")
+    else:
+        messages.success(request, f"Retraining #{record.pk} of {instrument.symbol} {timeframe} started.")
+    return _back(request, monitoring_url(instrument.symbol, timeframe, anchor="card-retraining"))
+
+
+@require_POST
+@login_required
+def retraining_approve(request, retraining_id: int):
+    """Promote a proposed challenger (the permission and the staleness are checked by the service; audited)."""
+    return _retraining_act(request, retraining_id, approve=True)
+
+
+@require_POST
+@login_required
+def retraining_reject(request, retraining_id: int):
+    return _retraining_act(request, retraining_id, approve=False)
+
+
+def _retraining_act(request, retraining_id: int, *, approve: bool):
+    from mlcore import retraining
+    from mlcore.models import Retraining
+    from trading.services import PermissionRefused
+
+    try:
+        if approve:
+            record = retraining.retraining_approve(retraining_id=retraining_id, user=request.user, via="page",
+                                                   client_address=request.META.get("REMOTE_ADDR"))
+        else:
+            record = retraining.retraining_reject(retraining_id=retraining_id, user=request.user,
+                                                  note=request.POST.get("note", ""))
+    except PermissionRefused as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except Retraining.DoesNotExist:
+        messages.error(request, f"There is no retraining #{retraining_id}.")
+        return HttpResponseRedirect(monitoring_url())
+    except retraining.RetrainingRefused as exc:
+        messages.error(request, str(exc))
+        return _back(request, monitoring_url(anchor="card-retraining"))
+    if record.status == record.Status.PROMOTED:
+        messages.success(request, f"v{record.challenger_id} promoted (retraining #{record.pk}).")
+    elif record.status == record.Status.REJECTED and record.error:
+        messages.error(request, f"Retraining #{record.pk}: {record.error}")
+    else:
+        messages.info(request, f"Retraining #{record.pk} {record.status}.")
+    return _back(request, monitoring_url(record.instrument.symbol, record.timeframe, anchor="card-retraining"))

@@ -128,7 +128,7 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
     FORWARDED = frozenset({"bar.closed", "feed.status", "prediction.created", "recommendation.updated",
                            "account.updated", "monitoring.snapshot",
                            # to every page (EVERYONE_GROUP), whatever its market
-                           "alert.opened", "alert.acknowledged", "alert.resolved"})
+                           "alert.opened", "alert.acknowledged", "alert.resolved", "retraining.decided"})
 
     async def dispatch(self, message):
         if message.get("type") in self.FORWARDED:

@@ -86,6 +86,12 @@ class BarKey:
     timestamp: datetime
 
 
+def bar_count(*, instrument, timeframe: str, after: datetime | None = None) -> int:
+    """Stored bars of a market, those strictly after `after` when given (an Instrument or its id)."""
+    bars = Bar.objects.filter(instrument=instrument, timeframe=timeframe)
+    return (bars.filter(timestamp__gt=after) if after is not None else bars).count()
+
+
 def bar_key(*, bar_id: int) -> BarKey:
     row = (Bar.objects.filter(pk=bar_id)
            .values_list("pk", "instrument_id", "instrument__symbol", "timeframe", "timestamp").first())

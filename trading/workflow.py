@@ -159,6 +159,17 @@ def _decide_one(pending: BarWorkflow) -> None:
         error=Case(When(error__startswith="decide:", then=Value("")), default=F("error"),
                    output_field=BarWorkflow._meta.get_field("error")),
         prediction_id=facts.prediction_id if facts else None, recommendations=len(recommendations))
+    _shadow_predict(pending)
+
+
+def _shadow_predict(pending: BarWorkflow) -> None:
+    """Challengers in shadow predict the bar after its decision is out (never sized); a failure is logged, never
+    the bar's."""
+    try:
+        ml_services.shadow_predictions_create(bar_id=pending.pk)
+    except Exception:
+        logger.exception("Bar %s %s %s: shadow predictions failed", pending.instrument_id, pending.timeframe,
+                         pending.timestamp)
 
 
 _symbols: dict[int, str] = {}

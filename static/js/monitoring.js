@@ -494,8 +494,28 @@ function start(initial) {
       refresh();
     } else if (typeof msg.type === "string" && msg.type.indexOf("alert.") === 0) {
       refreshSoon();
+    } else if (msg.type === "retraining.decided" && msg.symbol === root.dataset.symbol &&
+               msg.timeframe === root.dataset.timeframe) {
+      refreshRetraining();
     }
   });
+
+  // The retraining card is rendered by the server (decisions, figures, the approve buttons the user may press): a
+  // decision re-reads the page and swaps the card in place.
+  function refreshRetraining() {
+    fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("card-retraining");
+        const current = document.getElementById("card-retraining");
+        if (fresh && current) {
+          current.replaceWith(document.importNode(fresh, true));
+          tickAges(document);
+        }
+      })
+      .catch(function () { /* the next decision or a reload shows it */ });
+  }
 
   // ---- start -------------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Monitoring in the admin: every page loads; alert rules are editable but their code is fixed once made; alerts
 are acknowledged by an action that goes through the service (audited, permission-checked); snapshots, webhook
-deliveries and retraining requests are read-only."""
+deliveries are read-only."""
 import re
 from datetime import timedelta
 
@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from monitoring import services
-from monitoring.models import Alert, AlertRule, MetricSnapshot, RetrainingRequest, WebhookDelivery
+from monitoring.models import Alert, AlertRule, MetricSnapshot, WebhookDelivery
 from monitoring.tests.snapshots import active_version, make_snapshot
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
@@ -26,13 +26,10 @@ def rows(nq):
                                  severity="warning", message="NQ 1m: 2 input(s) drifted", value=0.3, threshold=0.25,
                                  opened_at=now - timedelta(minutes=3), last_seen_at=now)
     delivery = WebhookDelivery.objects.create(alert=alert, event="opened", url="https://hooks.example/x")
-    retraining = RetrainingRequest.objects.create(instrument=nq, timeframe="1m", version=version, alert=alert,
-                                                  requested_by="monitoring", requested_at=now, reason="alert drift")
-    return {"snapshot": snapshot, "rule": rule, "alert": alert, "delivery": delivery, "retraining": retraining}
+    return {"snapshot": snapshot, "rule": rule, "alert": alert, "delivery": delivery}
 
 
-MODELS = {"snapshot": "metricsnapshot", "rule": "alertrule", "alert": "alert", "delivery": "webhookdelivery",
-          "retraining": "retrainingrequest"}
+MODELS = {"snapshot": "metricsnapshot", "rule": "alertrule", "alert": "alert", "delivery": "webhookdelivery"}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -46,7 +43,7 @@ def test_each_admin_page_loads(admin_client, rows, name):
     assert f"/admin/monitoring/{model}/{rows[name].pk}/change/" in changelist.content.decode()
 
 
-@pytest.mark.parametrize("name", ["snapshot", "alert", "delivery", "retraining"])
+@pytest.mark.parametrize("name", ["snapshot", "alert", "delivery"])
 def test_monitorings_own_records_are_read_only(admin_client, rows, name):
     model = MODELS[name]
 
@@ -74,12 +71,12 @@ def test_a_rule_is_edited_but_its_code_stays(admin_client, rows):
 
     response = admin_client.post(url, {
         "code": "renamed", "name": rule.name, "description": rule.description, "severity": "critical",
-        "threshold": "0.4", "enabled": "on", "queue_retraining": "on", "retraining_cooldown_minutes": "90"})
+        "threshold": "0.4", "enabled": "on", "queue_retraining": "on"})
 
     assert response.status_code == 302
     rule.refresh_from_db()
-    assert (rule.code, rule.severity, rule.threshold, rule.enabled, rule.queue_retraining,
-            rule.retraining_cooldown_minutes) == ("drift", "critical", 0.4, True, True, 90)
+    assert (rule.code, rule.severity, rule.threshold, rule.enabled, rule.queue_retraining) == (
+        "drift", "critical", 0.4, True, True)
 
 
 def test_a_new_rule_takes_its_code(admin_client, db):

@@ -10,9 +10,9 @@ from django.core.exceptions import PermissionDenied
 
 from mlcore.domain.drift import reference_bins
 from mlcore.domain.features import FEATURE_NAMES, compute_features
-from mlcore.models import ModelVersion, Prediction
+from mlcore.models import ModelVersion, Prediction, Retraining, RetrainingPolicy
 from monitoring import services
-from monitoring.models import Alert, AlertRule, MetricSnapshot, RetrainingRequest
+from monitoring.models import Alert, AlertRule, MetricSnapshot
 from trading import services as trading_services
 from trading.models import Bar, Recommendation
 from trading.tests.decisions import ONE_MINUTE, bar_at, close_time, model_version, prediction, user_with
@@ -133,18 +133,30 @@ def test_a_version_without_an_edge_is_not_called_healthy_nor_sized(nq):
     assert any(c["name"] == "model_health" and not c["passed"] for c in recommendation.risk["checks"])
 
 
-def test_the_degradation_hook_queues_one_retraining_per_cooldown_and_audits_it(nq):
-    AlertRule.objects.filter(code="health_critical").update(queue_retraining=True, retraining_cooldown_minutes=60)
+def test_the_degradation_hook_starts_one_retraining_at_a_time_and_one_per_cooldown(nq):
+    AlertRule.objects.filter(code="health_critical").update(queue_retraining=True)
+    RetrainingPolicy.objects.create(instrument=nq, timeframe="1m", cooldown_minutes=60, min_new_bars=100)
     version = active_version(nq, has_edge=False)
-    bars = resolved_predictions(nq, version)
+    ModelVersion.objects.filter(pk=version.pk).update(data_end=bar_at(nq, 0).timestamp)
+    bars = resolved_predictions(nq, version, start=1)
     snap(version, bars)
-    [request] = RetrainingRequest.objects.all()
-    assert (request.requested_by, request.status, request.version) == ("monitoring", "queued", version)
-    assert "health_critical" in request.reason and request.alert.rule.code == "health_critical"
-    # The alert resolves and opens again within the cooldown: recorded, not queued twice.
+    [first] = Retraining.objects.all()
+    assert (first.trigger, first.requested_by, first.status, first.champion) == (
+        "degradation", "monitoring", "queued", version)
+    alert = Alert.objects.get(rule__code="health_critical")
+    assert f"alert health_critical #{alert.pk}" in first.reason
+    # The alert resolves and opens again while that one is in flight: recorded, not started twice.
     Alert.objects.filter(rule__code="health_critical").update(status="resolved")
     snap(version, bars)
-    assert list(RetrainingRequest.objects.order_by("id").values_list("status", flat=True)) == ["queued", "skipped"]
+    second = Retraining.objects.order_by("-id").first()
+    assert (second.status, second.note) == ("skipped", f"retraining #{first.pk} is still queued")
+    # Once it ended, a third opening within the cooldown is skipped for the cooldown.
+    Retraining.objects.filter(pk=first.pk).update(status="kept")
+    Alert.objects.filter(rule__code="health_critical").update(status="resolved")
+    snap(version, bars)
+    third = Retraining.objects.order_by("-id").first()
+    assert third.status == "skipped" and "within the cooldown of 60 min" in third.note
+    assert Retraining.objects.exclude(status="skipped").count() == 1
 
 
 def shocked_bars(nq, *, calm, shocked, seed=0):
