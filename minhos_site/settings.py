@@ -368,6 +368,10 @@ MINHOS_MONITOR_WORKER_TIMEOUT = _positive("MINHOS_MONITOR_WORKER_TIMEOUT", 30.0)
 # Retraining (README: Retraining): the preset of a market's first model when a retraining finds no champion to copy
 # (otherwise the champion's settings are kept). The per-market windows and the policy are RetrainingPolicy rows.
 MINHOS_RETRAIN_PRESET = env.str("MINHOS_RETRAIN_PRESET", default="full")
+# A retraining's member fits run as separate tasks on the training queue (a chord), so training workers on several
+# machines share one training; off, the retraining task fits them one after the other itself. Embedded mode has no
+# workers: its fits run in-process either way.
+MINHOS_TRAINING_DISTRIBUTED = env.bool("MINHOS_TRAINING_DISTRIBUTED", default=bool(REDIS_URL))
 if MINHOS_RETRAIN_PRESET not in ("fast", "full"):
     raise ImproperlyConfigured(f"MINHOS_RETRAIN_PRESET must be fast or full, not {MINHOS_RETRAIN_PRESET!r}")
 

@@ -164,22 +164,39 @@ def _run_in_thread(retraining_id: int) -> None:
 
 # --------------------------------------------------------------------------------------------------- the run
 
-def retraining_run(*, retraining_id: int, progress: Callable[[str], None] | None = None) -> Retraining:
+def retraining_run(*, retraining_id: int, progress: Callable[[str], None] | None = None,
+                   distributed: bool | None = None) -> Retraining:
     """Train the challenger, score both models, decide. Runs once per retraining (a redelivered task finds it
     decided, or restarts a run that was cut off). A failure is recorded (status failed, the error) and re-raised;
-    the champion keeps serving, and nothing half-saved is left (the version is registered whole or not at all)."""
+    the champion keeps serving, and nothing half-saved is left (the version is registered whole or not at all).
+
+    `distributed` (default: MINHOS_TRAINING_DISTRIBUTED, on in deployment mode) spreads the member fits over the
+    training workers as a chord and returns at once, still "training": `retraining_collect`, the chord's body,
+    assembles and decides. Otherwise everything runs here."""
     started = Retraining.objects.filter(
-        pk=retraining_id, status__in=[Retraining.Status.QUEUED, Retraining.Status.TRAINING]).update(
-        status=Retraining.Status.TRAINING, started_at=timezone.now())
+        pk=retraining_id, status__in=[Retraining.Status.QUEUED, Retraining.Status.TRAINING],
+        trained_at__isnull=True).update(status=Retraining.Status.TRAINING, started_at=timezone.now())
     if not started:
         return Retraining.objects.get(pk=retraining_id)
     record = Retraining.objects.select_related("instrument", "champion").get(pk=retraining_id)
+    if distributed is None:
+        distributed = settings.MINHOS_TRAINING_DISTRIBUTED
     try:
         frame, window, stretch_start, config = _prepare(record)
-        from .training import train_model
-
         if progress:
             progress(f"training the challenger on {len(window)} bars")
+        if distributed:
+            from . import tasks
+            from .distributed import training_dispatch
+            from .training import training_plan
+
+            then = tasks.retrain_collect.s(record.pk)
+            then.link_error(tasks.retrain_abandon.s(record.pk))
+            key = training_dispatch(training_plan(window, config), then=then)
+            logger.info("retraining #%s: member fits dispatched (plan %s)", record.pk, key)
+            return Retraining.objects.get(pk=record.pk)
+        from .training import train_model
+
         trained = train_model(window, config, progress=progress)
         return retraining_finish(retraining_id=record.pk, trained=trained, frame=frame, stretch_start=stretch_start,
                                  config=config, progress=progress)
@@ -188,16 +205,57 @@ def retraining_run(*, retraining_id: int, progress: Callable[[str], None] | None
         raise
 
 
-def _prepare(record: Retraining):
-    """The stored bars, the challenger's window, where the stretch starts, and the training settings (the
-    champion's unless there is none). Writes the window to the record."""
+def retraining_collect(*, retraining_id: int, results: list, plan_key: str) -> Retraining:
+    """The body of a distributed retraining: assemble the challenger from its member fits, then score and decide on
+    the same bars `_prepare` chose (read again up to the stretch's end, whatever came in since)."""
+    from .distributed import training_collect, training_plan_remove
+
+    record = Retraining.objects.select_related("instrument", "champion").get(pk=retraining_id)
+    if record.status != Retraining.Status.TRAINING or record.trained_at is not None:
+        training_plan_remove(plan_key)  # ended meanwhile (failed as abandoned), or a redelivered body
+        return record
+    try:
+        trained = training_collect(plan_key, results)
+        frame, stretch_start, config = _bars_again(record)
+        return retraining_finish(retraining_id=record.pk, trained=trained, frame=frame, stretch_start=stretch_start,
+                                 config=config)
+    except BaseException as exc:
+        _fail(record.pk, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def retraining_abandon(*, retraining_id: int, error: str) -> None:
+    """A member fit of a distributed retraining failed: the body never runs; the retraining fails (and alerts)."""
+    _fail(retraining_id, f"a member fit failed: {error}")
+
+
+def _config_for(record: Retraining):
     from .training import TrainConfig
 
-    policy = record.policy
     champion = record.champion
     label = LabelConfig.from_dict(champion.label_settings) if champion else LabelConfig()
     preset = champion.preset if champion else settings.MINHOS_RETRAIN_PRESET
-    config = TrainConfig(preset=preset, seed=champion.seed if champion else 0, label=label)
+    return TrainConfig(preset=preset, seed=champion.seed if champion else 0, label=label)
+
+
+def _bars_again(record: Retraining):
+    window = record.window
+    frame = trading_selectors.bars_frame(instrument=record.instrument, timeframe=record.timeframe,
+                                         end_at=pd.Timestamp(window["stretch_end"]).to_pydatetime())
+    stretch_start = int((frame["timestamp"] < pd.Timestamp(window["stretch_start"])).sum())
+    if len(frame) - stretch_start != int(window["stretch_bars"]):
+        raise TrainingError(f"the bars of the comparison stretch changed while the challenger trained "
+                            f"({len(frame) - stretch_start} now, {window['stretch_bars']} then)")
+    return frame, stretch_start, _config_for(record)
+
+
+def _prepare(record: Retraining):
+    """The stored bars, the challenger's window, where the stretch starts, and the training settings (the
+    champion's unless there is none). Writes the window to the record."""
+    policy = record.policy
+    champion = record.champion
+    config = _config_for(record)
+    label = config.label
     frame = trading_selectors.bars_frame(instrument=record.instrument, timeframe=record.timeframe)
     n = len(frame)
     horizon = label.horizon
@@ -230,10 +288,15 @@ def retraining_finish(*, retraining_id: int, trained: TrainedModel, frame: pd.Da
     from .domain.evaluation import baseline_probabilities, binary_metrics, edge_verdict
     from .training import build_dataset
 
+    # One challenger per retraining, whatever delivers the end twice.
+    claimed = Retraining.objects.filter(pk=retraining_id, status=Retraining.Status.TRAINING,
+                                        trained_at__isnull=True).update(trained_at=timezone.now())
     record = Retraining.objects.select_related("instrument", "champion").get(pk=retraining_id)
+    if not claimed:
+        return record
     challenger = services._version_register(instrument=record.instrument, timeframe=record.timeframe, config=config,
                                             trained=trained)
-    Retraining.objects.filter(pk=record.pk).update(challenger=challenger, trained_at=timezone.now())
+    Retraining.objects.filter(pk=record.pk).update(challenger=challenger)
     record.challenger = challenger
     if progress:
         progress(f"registered the challenger v{challenger.pk}; scoring it against the champion")

@@ -42,3 +42,19 @@ from .distributed import (  # noqa: E402, F401
     training_bench_finish,
     training_plan_discard,
 )
+
+
+@shared_task(name="mlcore.tasks.retrain_collect", acks_late=True, soft_time_limit=3 * 3600,
+             time_limit=3 * 3600 + 300)
+def retrain_collect(results: list, retraining_id: int, *, plan_key: str) -> str:
+    """The chord body of a distributed retraining: assemble the challenger, score, decide."""
+    from . import retraining
+
+    return retraining.retraining_collect(retraining_id=retraining_id, results=results, plan_key=plan_key).status
+
+
+@shared_task(name="mlcore.tasks.retrain_abandon")
+def retrain_abandon(request, exc, traceback, retraining_id: int) -> None:
+    from . import retraining
+
+    retraining.retraining_abandon(retraining_id=retraining_id, error=f"{type(exc).__name__}: {exc}")

@@ -300,3 +300,82 @@ def test_the_nightly_entry_is_in_the_database_schedule_and_runs_once_when_due(ma
 def test_a_market_whose_policy_turns_the_schedule_off_is_not_retrained_nightly(market):
     policy(scheduled=False)
     assert retraining.scheduled_retrainings() == []
+
+
+# ---------------------------------------------------------------------------------------------- API and page
+
+def _client(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def test_the_api_lists_a_decision_with_both_models_figures_and_approves_it_behind_the_permission(market,
+                                                                                                challenger_model):
+    record = finish(challenger_model)
+    viewer = _client(user_with("viewer"))
+    listed = viewer.get("/api/retrainings/?symbol=NQ&status=proposed").json()
+    assert [r["id"] for r in listed["results"]] == [record.pk]
+    detail = viewer.get(f"/api/retrainings/{record.pk}/").json()
+    assert detail["decision"] == "promote" and detail["rule"].startswith("Both models")
+    assert set(detail["sides"]["long"]["challenger"]) == {"log_loss", "brier", "ece", "roc_auc", "accuracy", "n"}
+    assert detail["sides"]["long"]["paired"]["verdict"] in {"better", "indistinguishable", "worse"}
+
+    assert viewer.post(f"/api/retrainings/{record.pk}/approve/").status_code == 403
+    assert viewer.post("/api/retrainings/", {"symbol": "NQ"}).status_code == 403
+    lead = _client(user_with("lead", "mlcore.promote_modelversion"))
+    assert lead.post("/api/retrainings/999999/approve/").status_code == 404
+    approved = lead.post(f"/api/retrainings/{record.pk}/approve/")
+    assert approved.status_code == 200 and approved.json()["status"] == "promoted"
+    again = lead.post(f"/api/retrainings/{record.pk}/approve/")
+    assert again.status_code == 409 and "not proposed" in again.json()["detail"]
+    assert active_id() == record.challenger_id
+
+
+def test_starting_a_retraining_over_the_api_records_it_or_says_why_not(market):
+    lead = _client(user_with("lead", "mlcore.promote_modelversion"))
+    assert lead.post("/api/retrainings/", {"symbol": "NOPE"}).status_code == 400
+    assert lead.post("/api/retrainings/", {"symbol": "NQ", "timeframe": "7m"}).status_code == 400
+    # Queued work needs a broker or a thread; recording it is what the API owes (the run is tested elsewhere).
+    policy(min_new_bars=20_000)
+    skipped = lead.post("/api/retrainings/", {"symbol": "NQ"}, format="json")
+    assert skipped.status_code == 201
+    assert skipped.json()["status"] == "skipped" and "too few new bars" in skipped.json()["reason"]
+    assert skipped.json()["requested_by"] == "lead" and skipped.json()["trigger"] == "manual"
+
+
+def test_the_monitoring_page_lists_the_decisions_and_offers_approval_only_to_who_may_promote(market,
+                                                                                            challenger_model):
+    record = finish(challenger_model)
+    viewer, lead = user_with("viewer"), user_with("lead", "mlcore.promote_modelversion")
+    client = _client(viewer)
+    page = client.get("/monitoring/?symbol=NQ&timeframe=1m").content.decode()
+    assert f'data-retraining="{record.pk}"' in page and 'data-status="proposed"' in page
+    assert "approve-promotion" not in page and "Retrain now" not in page
+    assert client.post(f"/monitoring/retrainings/{record.pk}/approve/").status_code == 403
+
+    client = _client(lead)
+    page = client.get("/monitoring/?symbol=NQ&timeframe=1m").content.decode()
+    assert "approve-promotion" in page and "Retrain now" in page and "Figures on the same unseen bars" in page
+    response = client.post(f"/monitoring/retrainings/{record.pk}/approve/", {"next": "/monitoring/?symbol=NQ"})
+    assert response.status_code == 302
+    assert Retraining.objects.get(pk=record.pk).status == "promoted" and active_id() == record.challenger_id
+    page = client.get("/monitoring/?symbol=NQ&timeframe=1m").content.decode()
+    assert f"v{record.challenger_id} promoted" in page and 'data-status="promoted"' in page
+
+
+def test_the_monitoring_page_shows_the_shadow_run_beside_the_champion(market, challenger_model):
+    policy(shadow_bars=40)
+    record = finish(challenger_model)
+    bars = list(market["instrument"].bars.filter(timeframe="1m").order_by("-timestamp")[:60])[::-1]
+    for bar in bars[:10]:
+        services.prediction_create(bar_id=bar.pk)
+        services.shadow_predictions_create(bar_id=bar.pk)
+    services.prediction_outcomes_resolve(instrument_id=market["instrument"].pk, timeframe="1m",
+                                         through=bars[-1].timestamp)
+    page = _client(user_with("viewer")).get("/monitoring/?symbol=NQ&timeframe=1m").content.decode()
+    assert 'id="shadow-run"' in page
+    assert f"champion v{market['champion'].pk} beside challenger v{record.challenger_id}" in page
+    assert "10 of 40 live bars resolved (10 predicted)" in page
