@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from .training import TrainedModel
 
 logger = logging.getLogger(__name__)
-STALE_HOURS = 6  # a retraining "training" this long was killed without an end: it no longer blocks the market
+# A retraining still "training" this long after it was asked for was killed without an end (longer than a training's
+# hard time limit, 3 h 5 min, plus its wait in the queue): it is failed, with an alert, and no longer blocks the market.
+STALE_HOURS = 6
 MIN_SCORED_BARS = 100
 
 
@@ -103,11 +105,25 @@ def retraining_request(*, symbol: str, timeframe: str, trigger: str, requested_b
     return record
 
 
-def _abandoned_clear(*, instrument, timeframe: str, now: datetime) -> None:
-    Retraining.objects.filter(instrument=instrument, timeframe=timeframe,
-                              status__in=[Retraining.Status.QUEUED, Retraining.Status.TRAINING],
-                              requested_at__lt=now - timedelta(hours=STALE_HOURS)).update(
-        status=Retraining.Status.FAILED, error="abandoned: no end was recorded (a killed worker?)", decided_at=now)
+def _abandoned_clear(*, instrument=None, timeframe: str | None = None, now: datetime) -> list[int]:
+    """Fail the retrainings queued or training for longer than STALE_HOURS (a killed worker, a lost task); each is
+    announced (monitoring raises its alert). Returns their ids."""
+    stale = Retraining.objects.filter(status__in=[Retraining.Status.QUEUED, Retraining.Status.TRAINING],
+                                      requested_at__lt=now - timedelta(hours=STALE_HOURS))
+    if instrument is not None:
+        stale = stale.filter(instrument=instrument, timeframe=timeframe)
+    ids = list(stale.values_list("pk", flat=True))
+    for pk in ids:
+        hours = STALE_HOURS
+        _fail(pk, f"abandoned: no end was recorded within {hours} h of the request (a killed worker or a lost task); "
+                  "nothing was promoted")
+    return ids
+
+
+def retrainings_advance(*, now: datetime | None = None) -> dict:
+    """The periodic job: fail the abandoned retrainings, decide the shadow runs whose record is complete."""
+    abandoned = _abandoned_clear(now=now or timezone.now())
+    return {"abandoned": abandoned, "decided": [record.pk for record in shadow_advance()]}
 
 
 def _skip_reason(record: Retraining, *, policy: RetrainingPolicy, now: datetime) -> str:
@@ -470,8 +486,8 @@ def _fail(retraining_id: int, error: str) -> None:
     if record:
         ModelVersion.objects.filter(pk=record, status=ModelVersion.Status.SHADOW).update(
             status=ModelVersion.Status.CANDIDATE)
-    Retraining.objects.filter(pk=retraining_id).exclude(
-        status__in=[Retraining.Status.PROMOTED, Retraining.Status.KEPT, Retraining.Status.PROPOSED]).update(
+    # A retraining that already reached a decision keeps it (a late error of a redelivered task changes nothing).
+    Retraining.objects.filter(pk=retraining_id, status__in=[*Retraining.IN_FLIGHT, Retraining.Status.FAILED]).update(
         status=Retraining.Status.FAILED, error=error[:4000], decided_at=now)
     logger.error("retraining #%s failed: %s", retraining_id, error)
     transaction.on_commit(lambda: _announce(retraining_id))

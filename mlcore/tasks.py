@@ -26,11 +26,12 @@ def retrain_scheduled() -> list[int]:
 
 
 @shared_task(name="mlcore.tasks.shadow_advance", acks_late=True)
-def shadow_advance() -> list[int]:
-    """Decide the shadow runs whose live record is long enough."""
+def shadow_advance() -> dict:
+    """Fail the retrainings abandoned by a killed worker (with an alert); decide the shadow runs whose live record
+    is long enough."""
     from . import retraining
 
-    return [record.pk for record in retraining.shadow_advance()]
+    return retraining.retrainings_advance()
 
 
 # Distributed training (one task per member fit, a chord; see mlcore.distributed): registered with this module.

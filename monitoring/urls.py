@@ -11,6 +11,7 @@ urlpatterns = [
     path("monitoring/alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge, name="monitoring-alert-acknowledge"),
     path("monitoring/snapshot/", views.snapshot_take, name="monitoring-snapshot"),
     path("monitoring/retrain/", views.retrain, name="monitoring-retrain"),
+    path("monitoring/rollback/", views.rollback, name="monitoring-rollback"),
     path("monitoring/retrainings/<int:retraining_id>/approve/", views.retraining_approve,
          name="monitoring-retraining-approve"),
     path("monitoring/retrainings/<int:retraining_id>/reject/", views.retraining_reject,

@@ -227,3 +227,32 @@ def _retraining_act(request, retraining_id: int, *, approve: bool):
     else:
         messages.info(request, f"Retraining #{record.pk} {record.status}.")
     return _back(request, monitoring_url(record.instrument.symbol, record.timeframe, anchor="card-retraining"))
+
+
+@require_POST
+@login_required
+def rollback(request):
+    """Roll the posted market back to the version that was active before the current one (audited by the registry;
+    the retraining that promoted the current one is marked rolled back)."""
+    from mlcore import registry
+    from trading.services import PermissionRefused
+
+    symbol, timeframe = request.POST.get("symbol", ""), request.POST.get("timeframe", "")
+    try:
+        _, instrument, timeframe = page.market_resolve(symbol=symbol, timeframe=timeframe)
+    except LookupError as exc:
+        messages.error(request, f"Nothing rolled back: {exc}")
+        return HttpResponseRedirect(monitoring_url())
+    if instrument is None:
+        messages.error(request, f"Nothing rolled back: unknown instrument {symbol!r}")
+        return HttpResponseRedirect(monitoring_url())
+    try:
+        restored = registry.model_version_rollback(instrument=instrument, timeframe=timeframe, user=request.user,
+                                                   client_address=request.META.get("REMOTE_ADDR"), via="page")
+    except PermissionRefused as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except registry.RegistryError as exc:
+        messages.error(request, f"Nothing rolled back: {exc}")
+    else:
+        messages.success(request, f"v{restored.pk} is active again for {instrument.symbol} {timeframe}.")
+    return _back(request, monitoring_url(instrument.symbol, timeframe, anchor="card-retraining"))

@@ -251,6 +251,33 @@ def test_a_second_trigger_while_one_is_in_flight_is_recorded_and_skipped(market)
     assert second.note == f"retraining #{first.pk} is still queued"
 
 
+def test_the_periodic_job_fails_a_retraining_whose_worker_was_killed_and_raises_an_alert(
+        market, django_capture_on_commit_callbacks):
+    from mlcore import tasks
+
+    killed = retraining.retraining_request(symbol="NQ", timeframe="1m", trigger="schedule", requested_by="schedule",
+                                           run="none")
+    Retraining.objects.filter(pk=killed.pk).update(status="training", started_at=timezone.now())
+    assert tasks.shadow_advance.apply().get() == {"abandoned": [], "decided": []}  # still within its time
+    Retraining.objects.filter(pk=killed.pk).update(requested_at=timezone.now() - timedelta(hours=6, minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.shadow_advance.apply().get() == {"abandoned": [killed.pk], "decided": []}
+    killed.refresh_from_db()
+    assert killed.status == "failed" and "killed worker" in killed.error and killed.challenger_id is None
+    assert active_id() == market["champion"].pk
+    alert = Alert.objects.get(rule__code="retraining_failed", status="open")
+    assert f"retraining #{killed.pk}" in alert.message
+    # The market's next retraining that reaches a decision resolves it.
+    with django_capture_on_commit_callbacks(execute=True):
+        later = retraining.retraining_request(symbol="NQ", timeframe="1m", trigger="manual", requested_by="x",
+                                              run="none")
+        Retraining.objects.filter(pk=later.pk).update(status="kept")
+        from monitoring.services import retraining_outcome_record
+
+        retraining_outcome_record(retraining_id=later.pk)
+    assert Alert.objects.get(pk=alert.pk).status == "resolved"
+
+
 def test_a_retraining_killed_without_an_end_stops_blocking_the_market_after_a_while(market):
     old = retraining.retraining_request(symbol="NQ", timeframe="1m", trigger="manual", requested_by="x", run="none")
     Retraining.objects.filter(pk=old.pk).update(status="training",
@@ -379,3 +406,19 @@ def test_the_monitoring_page_shows_the_shadow_run_beside_the_champion(market, ch
     assert 'id="shadow-run"' in page
     assert f"champion v{market['champion'].pk} beside challenger v{record.challenger_id}" in page
     assert "10 of 40 live bars resolved (10 predicted)" in page
+
+
+def test_rollback_stays_one_click_on_the_monitoring_page(market, challenger_model):
+    policy(promotion="automatic")
+    record = finish(challenger_model)
+    assert active_id() == record.challenger_id
+    viewer = _client(user_with("viewer"))
+    assert viewer.post("/monitoring/rollback/", {"symbol": "NQ", "timeframe": "1m"}).status_code == 403
+    lead = _client(user_with("lead", "mlcore.promote_modelversion"))
+    assert f"Roll back v{record.challenger_id}" in lead.get("/monitoring/?symbol=NQ").content.decode()
+    response = lead.post("/monitoring/rollback/", {"symbol": "NQ", "timeframe": "1m"})
+    assert response.status_code == 302
+    assert active_id() == market["champion"].pk
+    assert Retraining.objects.get(pk=record.pk).status == Retraining.Status.ROLLED_BACK
+    audit = AuditEvent.objects.get(action=AuditEvent.Action.MODEL_ROLLBACK)
+    assert audit.user.username == "lead" and audit.details["via"] == "page"

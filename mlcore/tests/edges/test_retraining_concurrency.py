@@ -1,0 +1,46 @@
+"""Two triggers at the same moment (the schedule and monitoring's hook, say) start one retraining: the database's
+one-in-flight constraint decides, and the other is recorded as skipped with the one that runs."""
+import threading
+
+import pytest
+from django.db import connection
+
+from mlcore import retraining
+from mlcore.models import ModelVersion, Retraining, RetrainingPolicy
+from trading.tests.factories import BarFactory, InstrumentFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def test_simultaneous_triggers_start_exactly_one_retraining():
+    if connection.vendor != "postgresql":
+        pytest.fail("this test needs PostgreSQL (concurrent transactions)")
+    nq = InstrumentFactory(symbol="NQ")
+    BarFactory.create_series(150, instrument=nq, timeframe="1m")
+    RetrainingPolicy.objects.create(instrument=nq, timeframe="1m", min_new_bars=100)
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def trigger(kind: str):
+        try:
+            barrier.wait()
+            retraining.retraining_request(symbol="NQ", timeframe="1m", trigger=kind, requested_by=kind, run="none")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=trigger, args=(kind,))
+               for kind in ("schedule", "degradation", "manual") * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    records = list(Retraining.objects.all())
+    assert len(records) == 6
+    started = [r for r in records if r.status == Retraining.Status.QUEUED]
+    assert len(started) == 1
+    assert all(r.note.startswith(("retraining #", "another retraining")) for r in records if r not in started)
+    assert not ModelVersion.objects.exists()
