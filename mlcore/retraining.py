@@ -8,8 +8,9 @@ out the market's cooldown; none starts before `min_new_bars` bars have come in s
 training bar.
 
 The bars (n stored, oldest first; H the label horizon):
-    stretch   the newest L = min(holdout_bars + H, bars after the champion's last training bar) bars, of which
-              the first L - H have labels: both models are scored there, and neither trained on any of it;
+    stretch   the newest L = min(holdout_bars + H, half the bars after the champion's last training bar) bars, of
+              which the first L - H have labels: both models are scored there, and neither trained on any of it
+              (at most half of the new bars: the challenger learns from the rest);
     window    the `window_bars` bars before the stretch: the challenger's training bars. Its last H bars have
               no label inside the window (their barriers would reach into the stretch), so nothing it learns
               from looks at the stretch (the purge).
@@ -202,12 +203,14 @@ def retraining_run(*, retraining_id: int, progress: Callable[[str], None] | None
         if progress:
             progress(f"training the challenger on {len(window)} bars")
         if distributed:
-            from . import tasks
+            from celery import signature
+
             from .distributed import training_dispatch
             from .training import training_plan
 
-            then = tasks.retrain_collect.s(record.pk)
-            then.link_error(tasks.retrain_abandon.s(record.pk))
+            # By name: the tasks module imports this one.
+            then = signature("mlcore.tasks.retrain_collect", args=(record.pk,))
+            then.link_error(signature("mlcore.tasks.retrain_abandon", args=(record.pk,)))
             key = training_dispatch(training_plan(window, config), then=then)
             logger.info("retraining #%s: member fits dispatched (plan %s)", record.pk, key)
             return Retraining.objects.get(pk=record.pk)
@@ -276,11 +279,13 @@ def _prepare(record: Retraining):
     n = len(frame)
     horizon = label.horizon
     unseen = n if champion is None else int((frame["timestamp"] > pd.Timestamp(champion.data_end)).sum())
-    length = min(int(policy["holdout_bars"]) + horizon, unseen)
+    # At most half of the new bars are held out: the challenger must learn from the other half, or it would be
+    # the champion retrained on the champion's own bars.
+    length = min(int(policy["holdout_bars"]) + horizon, (unseen + 1) // 2)
     if length - horizon < MIN_SCORED_BARS:
         raise TrainingError(f"too few bars unseen by the champion to score the two models: {unseen} bars after its "
-                            f"last training bar leave {max(length - horizon, 0)} labelled ones "
-                            f"(need {MIN_SCORED_BARS} plus the {horizon}-bar label horizon)")
+                            f"last training bar, half of them held out, leave {max(length - horizon, 0)} labelled "
+                            f"ones (need {MIN_SCORED_BARS} plus the {horizon}-bar label horizon)")
     stretch_start = n - length
     window = frame.iloc[max(0, stretch_start - int(policy["window_bars"])):stretch_start].reset_index(drop=True)
     record.window = {
