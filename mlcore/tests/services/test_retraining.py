@@ -422,3 +422,22 @@ def test_rollback_stays_one_click_on_the_monitoring_page(market, challenger_mode
     assert Retraining.objects.get(pk=record.pk).status == Retraining.Status.ROLLED_BACK
     audit = AuditEvent.objects.get(action=AuditEvent.Action.MODEL_ROLLBACK)
     assert audit.user.username == "lead" and audit.details["via"] == "page"
+
+
+def test_in_the_per_bar_workflow_the_shadow_predicts_after_the_decision_and_is_never_sized(market, challenger_model):
+    from trading import workflow
+    from trading.models import Recommendation
+
+    policy(shadow_bars=40)
+    record = finish(challenger_model)
+    bar = market["instrument"].bars.filter(timeframe="1m").order_by("-timestamp").first()
+
+    workflow.settle(bar.pk)
+    workflow.decide(bar.pk)
+
+    champion_prediction = Prediction.objects.get(bar=bar, version_id=market["champion"].pk)
+    shadow_prediction = Prediction.objects.get(bar=bar, version_id=record.challenger_id)
+    assert not champion_prediction.shadow and shadow_prediction.shadow
+    recommendations = Recommendation.objects.filter(prediction__bar=bar)
+    assert recommendations.exists()  # the champion's prediction was sized
+    assert set(recommendations.values_list("prediction_id", flat=True)) == {champion_prediction.pk}

@@ -264,3 +264,34 @@ def test_a_market_without_snapshots_fills_in_when_its_first_one_is_taken(live_se
     assert page.text_content("#health-score") != "—"
     assert no_sideways_scroll(page) and overlapping_cards(page) == []
     assert errors == []
+
+
+def decide_a_retraining(nq, version) -> int:
+    """A retraining of NQ 1m kept by the rule, announced as the service announces it (pushed to every page)."""
+    from mlcore.models import Retraining
+
+    record = Retraining.objects.create(
+        instrument=nq, timeframe="1m", trigger="schedule", requested_by="schedule", requested_at=timezone.now(),
+        status="kept", champion=version, decision="not_better", decided_by="automatic", decided_at=timezone.now(),
+        decision_reason="The challenger has an edge on the long side but does not beat the champion by more than "
+                        "sampling noise.")
+    services.retraining_outcome_record(retraining_id=record.pk)
+    return record.pk
+
+
+def test_a_retraining_decided_elsewhere_appears_on_the_open_page(live_server_process, market, browser):
+    server = live_server_process
+    nq, version = market
+    errors, requests = [], []
+    page = new_page(browser, errors, requests, PHONE)
+    log_in(page, server, "/monitoring/?symbol=NQ&timeframe=1m")
+    page.wait_for_selector('#monitoring[data-ws-state="open"]')
+    assert page.is_visible("#no-retraining")
+
+    retraining_id = in_thread(decide_a_retraining, nq, version)
+
+    page.wait_for_selector(f'#decision-list li[data-retraining="{retraining_id}"][data-status="kept"]')
+    assert "does not beat the champion" in page.text_content(f'li[data-retraining="{retraining_id}"]')
+    assert not page.is_visible("#no-retraining")
+    assert no_sideways_scroll(page)
+    assert errors == []
