@@ -36,7 +36,8 @@ class Command(BaseCommand):
                                                    run="none")
             if record.status == Retraining.Status.QUEUED:
                 try:
-                    retraining.retraining_run(retraining_id=record.pk, progress=progress)
+                    # Here and now, whatever the mode: the command prints the decision when it returns.
+                    retraining.retraining_run(retraining_id=record.pk, progress=progress, distributed=False)
                 except Exception:
                     pass  # recorded on the retraining (status failed, the error): reported below
         except trading_selectors.UnknownInstrument as exc:
