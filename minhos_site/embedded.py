@@ -13,8 +13,9 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 
-async def run_periodic_jobs(stop: asyncio.Event) -> None:
-    """Run each entry of CELERY_BEAT_SCHEDULE with a numeric interval, inline, until `stop` is set."""
+async def run_periodic_jobs(stop: asyncio.Event, *, database_entries: bool = True) -> None:
+    """Run each entry of CELERY_BEAT_SCHEDULE with a numeric interval, inline, until `stop` is set; and, unless
+    `database_entries` is false, the database's schedule entries when due."""
     # Celery finds the apps' task modules lazily: without this, a job whose module nothing had imported yet (the
     # monitoring snapshot, when no promotion ran in this process) had no task, and its loop ended at once, silently.
     current_app.loader.import_default_modules()
@@ -23,7 +24,8 @@ async def run_periodic_jobs(stop: asyncio.Event) -> None:
             for name, entry in settings.CELERY_BEAT_SCHEDULE.items()
             if isinstance(entry["schedule"], (int, float))]
     await asyncio.gather(*(_every(name, task, args, kwargs, seconds, stop)
-                           for name, task, args, kwargs, seconds in jobs), _database_entries(stop))
+                           for name, task, args, kwargs, seconds in jobs),
+                         *([_database_entries(stop)] if database_entries else []))
 
 
 DATABASE_POLL_SECONDS = 30.0

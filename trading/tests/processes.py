@@ -209,11 +209,16 @@ def celery_broker(url: str):
     from minhos_site.celery import app
 
     def reset_pools():
+        from kombu import pools
+
         if app._pool is not None:
             app._pool.force_close_all()
         app._pool = None
         with contextlib.suppress(AttributeError, KeyError):
             app.__dict__["amqp"]._producer_pool = None
+        # kombu's process-wide connection and producer pools too: in a full run a later test's task went out on a
+        # connection to an earlier test's private redis-server, stopped by then ("Error 111 connecting").
+        pools.reset()
 
     previous = app.conf.broker_url
     app.conf.broker_url = url
