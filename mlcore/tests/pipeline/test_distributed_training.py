@@ -15,7 +15,7 @@ from mlcore.domain.labels import SIDES
 from mlcore.models import ModelVersion, TrainingRun
 from mlcore.training import train_model, training_plan
 from trading import selectors as trading_selectors
-from trading.tests.processes import process_stack  # noqa: F401  (fixture)
+from trading.tests.processes import process_stack, send  # noqa: F401  (fixture)
 
 from ..conftest import TRAIN_CONFIG
 from . import evaluation_fold
@@ -63,7 +63,8 @@ def test_two_training_workers_share_the_member_fits_and_register_the_sequential_
     frame, reference = sequential_reference(nq, training_bars, trained)
     stack = process_stack
     workers = stack.workers(["training"], ["training"], concurrency=1)
-    distributed.train_version_distributed.delay("NQ", "1m", TRAIN_CONFIG.preset, TRAIN_CONFIG.seed)
+    send(distributed.train_version_distributed, "NQ", "1m", TRAIN_CONFIG.preset, TRAIN_CONFIG.seed,
+         url=stack.redis_url)
 
     def ended():
         return TrainingRun.objects.filter(instrument=nq).exclude(status=TrainingRun.Status.RUNNING).first()

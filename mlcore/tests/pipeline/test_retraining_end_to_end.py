@@ -16,7 +16,7 @@ from monitoring.defaults import RULES
 from monitoring.models import AlertRule
 from trading import services as trading_services
 from trading.tests.factories import InstrumentFactory
-from trading.tests.processes import process_stack  # noqa: F401  (fixture)
+from trading.tests.processes import process_stack, send  # noqa: F401  (fixture)
 
 TIMEOUT = 240.0
 
@@ -156,7 +156,7 @@ def test_the_degradation_hook_starts_exactly_one_retraining_whose_decision_is_re
     from monitoring import tasks as monitoring_tasks
 
     for _ in range(3):  # three snapshots: the alert opens once; the retraining is asked for once
-        monitoring_tasks.snapshot_all.delay()
+        send(monitoring_tasks.snapshot_all, url=stack.redis_url)
 
     record = stack.wait_for(lambda: one_retraining_decided("degradation"), TIMEOUT,
                             lambda: f"no degradation retraining decided: {list(Retraining.objects.values_list('id', 'status', 'note'))}")
