@@ -225,15 +225,18 @@ def celery_broker(url: str):
         app.conf.broker_url = previous
 
 
-def send(task, *args, url: str, **kwargs):
-    """Queue `task` on the redis-server at `url` through a connection of its own. Celery's producer pools are
-    process-wide and keyed by broker address: in a full run a task queued with `.delay()` went out on a pooled
-    connection to an earlier test's private redis-server, stopped by then ("Error 111 connecting", then "Acquire on
-    closed pool" once the pools were reset)."""
-    from minhos_site.celery import app
+def send(stack: ProcessStack, task_name: str, *args) -> None:
+    """Queue a task on the stack's redis-server from a process of its own (`celery call`), routed as the app routes
+    it. Not from the test process: Celery's producer pools are process-wide and keyed by broker address, and in a full
+    run a task queued with `.delay()` went out on a pooled connection to an earlier test's stopped private
+    redis-server ("Error 111 connecting"; "Acquire on closed pool" once the pools were reset)."""
+    import json
+    import subprocess
 
-    with app.connection_for_write(url) as connection:
-        return task.apply_async(args=args, kwargs=kwargs, connection=connection)
+    env = {**{k: v for k, v in os.environ.items() if k != "CONN_MAX_AGE"}, **stack.env()}
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "minhos_site", "call", task_name,
+                           "--args", json.dumps(list(args))], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"celery call {task_name} failed: {done.stdout}{done.stderr}"
 
 
 @pytest.fixture

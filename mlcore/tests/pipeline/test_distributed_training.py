@@ -20,7 +20,7 @@ from trading.tests.processes import process_stack, send  # noqa: F401  (fixture)
 from ..conftest import TRAIN_CONFIG
 from . import evaluation_fold
 
-TIMEOUT = 90.0
+TIMEOUT = 180.0  # a full run keeps both cores busy beside it
 
 
 def sequential_reference(nq, training_bars, trained):
@@ -63,8 +63,7 @@ def test_two_training_workers_share_the_member_fits_and_register_the_sequential_
     frame, reference = sequential_reference(nq, training_bars, trained)
     stack = process_stack
     workers = stack.workers(["training"], ["training"], concurrency=1)
-    send(distributed.train_version_distributed, "NQ", "1m", TRAIN_CONFIG.preset, TRAIN_CONFIG.seed,
-         url=stack.redis_url)
+    send(stack, distributed.train_version_distributed.name, "NQ", "1m", TRAIN_CONFIG.preset, TRAIN_CONFIG.seed)
 
     def ended():
         return TrainingRun.objects.filter(instrument=nq).exclude(status=TrainingRun.Status.RUNNING).first()

@@ -156,7 +156,7 @@ def test_the_degradation_hook_starts_exactly_one_retraining_whose_decision_is_re
     from monitoring import tasks as monitoring_tasks
 
     for _ in range(3):  # three snapshots: the alert opens once; the retraining is asked for once
-        send(monitoring_tasks.snapshot_all, url=stack.redis_url)
+        send(stack, monitoring_tasks.snapshot_all.name)
 
     record = stack.wait_for(lambda: one_retraining_decided("degradation"), TIMEOUT,
                             lambda: f"no degradation retraining decided: {list(Retraining.objects.values_list('id', 'status', 'note'))}")

@@ -21,7 +21,9 @@ from trading import services as trading_services
 from trading.models import AuditEvent, Instrument
 from trading.tests.decisions import user_with
 
-pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
+# Every test runs on PostgreSQL; those marked embedded run in embedded mode too (SQLite, eager Celery): the paths
+# whose storage, locking or scheduling differ by mode. The rest is the same code in both.
+pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,7 @@ def test_the_comparison_uses_the_same_bars_unseen_by_both_and_purged_from_the_wi
     assert record.rule.startswith("Both models are scored") and record.rule_version == 1
 
 
+@pytest.mark.embedded
 def test_a_challenger_trained_after_the_signal_appeared_is_promoted_under_the_automatic_policy(market,
                                                                                                challenger_model):
     policy(promotion="automatic")
@@ -111,6 +114,7 @@ def test_a_challenger_trained_after_the_signal_appeared_is_promoted_under_the_au
     assert audit.details["via"] == f"retraining #{record.pk} (automatic)" and audit.user is None
 
 
+@pytest.mark.embedded
 def test_under_the_manual_policy_the_decision_is_proposed_and_a_person_with_the_permission_approves_it(
         market, challenger_model):
     record = finish(challenger_model)
@@ -150,6 +154,7 @@ def test_a_rejected_proposal_is_kept_on_record_and_changes_nothing(market, chall
     assert active_id() == market["champion"].pk
 
 
+@pytest.mark.embedded
 def test_an_artifact_that_fails_its_hash_check_at_promotion_is_refused_and_raises_an_alert(
         market, challenger_model, django_capture_on_commit_callbacks):
     record = finish(challenger_model)
@@ -183,6 +188,7 @@ def test_rolling_back_a_promoted_challenger_restores_the_champion_and_marks_the_
 
 # ---------------------------------------------------------------------------------------------- shadow
 
+@pytest.mark.embedded
 def test_a_challenger_worth_promoting_first_runs_in_shadow_and_its_predictions_are_never_sized(market,
                                                                                                 challenger_model):
     policy(promotion="automatic", shadow_bars=40)
@@ -251,6 +257,7 @@ def test_a_second_trigger_while_one_is_in_flight_is_recorded_and_skipped(market)
     assert second.note == f"retraining #{first.pk} is still queued"
 
 
+@pytest.mark.embedded
 def test_the_periodic_job_fails_a_retraining_whose_worker_was_killed_and_raises_an_alert(
         market, django_capture_on_commit_callbacks):
     from mlcore import tasks
@@ -288,6 +295,7 @@ def test_a_retraining_killed_without_an_end_stops_blocking_the_market_after_a_wh
     assert fresh.status == "queued"
 
 
+@pytest.mark.embedded
 def test_a_training_that_fails_is_recorded_saves_no_version_keeps_the_champion_and_raises_an_alert(
         market, django_capture_on_commit_callbacks):
     before = set(ModelVersion.objects.values_list("pk", flat=True))
@@ -308,6 +316,7 @@ def test_a_training_that_fails_is_recorded_saves_no_version_keeps_the_champion_a
 
 # ---------------------------------------------------------------------------------------------- triggers
 
+@pytest.mark.embedded
 def test_the_nightly_entry_is_in_the_database_schedule_and_runs_once_when_due(market):
     from django_celery_beat.models import PeriodicTask
 
@@ -373,6 +382,7 @@ def test_starting_a_retraining_over_the_api_records_it_or_says_why_not(market):
     assert skipped.json()["requested_by"] == "lead" and skipped.json()["trigger"] == "manual"
 
 
+@pytest.mark.embedded
 def test_the_monitoring_page_lists_the_decisions_and_offers_approval_only_to_who_may_promote(market,
                                                                                             challenger_model):
     record = finish(challenger_model)
@@ -424,6 +434,7 @@ def test_rollback_stays_one_click_on_the_monitoring_page(market, challenger_mode
     assert audit.user.username == "lead" and audit.details["via"] == "page"
 
 
+@pytest.mark.embedded
 def test_in_the_per_bar_workflow_the_shadow_predicts_after_the_decision_and_is_never_sized(market, challenger_model):
     from trading import workflow
     from trading.models import Recommendation
