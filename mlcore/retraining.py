@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from trading import selectors as trading_selectors
 
-from . import registry
+from . import registry, services
 from .domain.labels import SIDES, LabelConfig
 from .domain.promotion import RULE_TEXT, RULE_VERSION, paired_log_loss_test, promotion_decision
 from .errors import TrainingError
@@ -115,8 +115,7 @@ def _abandoned_clear(*, instrument=None, timeframe: str | None = None, now: date
         stale = stale.filter(instrument=instrument, timeframe=timeframe)
     ids = list(stale.values_list("pk", flat=True))
     for pk in ids:
-        hours = STALE_HOURS
-        _fail(pk, f"abandoned: no end was recorded within {hours} h of the request (a killed worker or a lost task); "
+        _fail(pk, f"abandoned: no end was recorded within {STALE_HOURS} h of the request (a killed worker or a lost task); "
                   "nothing was promoted")
     return ids
 
@@ -305,7 +304,6 @@ def _prepare(record: Retraining):
 def retraining_finish(*, retraining_id: int, trained: TrainedModel, frame: pd.DataFrame, stretch_start: int,
                       config, progress: Callable[[str], None] | None = None) -> Retraining:
     """Register the challenger, score both models on the stretch, apply the rule and the market's policy."""
-    from . import services
     from .domain.evaluation import baseline_probabilities, binary_metrics, edge_verdict
     from .training import build_dataset
 
@@ -345,7 +343,7 @@ def retraining_finish(*, retraining_id: int, trained: TrainedModel, frame: pd.Da
                                                    stretch["p"]["challenger"][side])
         scores[side] = entry
     decision = promotion_decision(_rule_inputs(scores), has_champion=record.champion is not None)
-    Retraining.objects.filter(pk=record.pk).update(scores=_json_safe(scores), rule=RULE_TEXT,
+    Retraining.objects.filter(pk=record.pk).update(scores=services._json_safe(scores), rule=RULE_TEXT,
                                                    rule_version=RULE_VERSION)
     return _apply(record.pk, decision)
 
@@ -399,7 +397,7 @@ def _apply(retraining_id: int, decision, *, shadow_scores: dict | None = None) -
     record = Retraining.objects.select_related("instrument", "challenger", "champion").get(pk=retraining_id)
     update = {"decision": decision.code, "decision_reason": decision.reason}
     if shadow_scores is not None:
-        update["shadow"] = _json_safe({**record.shadow, "scores": shadow_scores, "ended_at": _iso(now)})
+        update["shadow"] = services._json_safe({**record.shadow, "scores": shadow_scores, "ended_at": _iso(now)})
     if not decision.promote:
         ModelVersion.objects.filter(pk=record.challenger_id, status=ModelVersion.Status.SHADOW).update(
             status=ModelVersion.Status.CANDIDATE)
@@ -578,12 +576,6 @@ def _iso(value) -> str | None:
     if value is None:
         return None
     return pd.Timestamp(value).isoformat()
-
-
-def _json_safe(value):
-    from .services import _json_safe as safe
-
-    return safe(value)
 
 
 def retraining_payload(record: Retraining) -> dict:

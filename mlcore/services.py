@@ -221,19 +221,7 @@ def prediction_create(*, bar_id: int) -> PredictionFacts | None:
     prediction, created = Prediction.objects.get_or_create(
         bar_id=bar.bar_id,
         version_id=model.version_id,
-        defaults={
-            "instrument_id": bar.instrument_id,
-            "p_long": result["p_long"],
-            "p_short": result["p_short"],
-            "side": result["side"],
-            "confidence": result["confidence"],
-            "agreement": result["agreement"],
-            "members": {"members": result["members"], "meta_raw": result["meta_raw"],
-                        "member_ms": result.get("member_ms", {})},
-            "latency_ms": result["latency_ms"],
-            "atr": result["atr"],
-            "atr_reference": result["atr_reference"],
-        },
+        defaults=_prediction_fields(result, instrument_id=bar.instrument_id),
     )
     if created:
         # For listeners such as monitoring; trading sizes through the workflow, from the facts returned here.
@@ -242,6 +230,15 @@ def prediction_create(*, bar_id: int) -> PredictionFacts | None:
                 logger.error("prediction %s: receiver %s failed: %r", prediction.pk, receiver, error,
                              exc_info=(type(error), error, error.__traceback__))
     return selectors.prediction_facts(prediction_id=prediction.pk, created=created)
+
+
+def _prediction_fields(result: dict, *, instrument_id: int, shadow: bool = False) -> dict:
+    """A stored prediction's columns from `LoadedModel.predict`'s result."""
+    return {"instrument_id": instrument_id, "shadow": shadow, "p_long": result["p_long"], "p_short": result["p_short"],
+            "side": result["side"], "confidence": result["confidence"], "agreement": result["agreement"],
+            "members": {"members": result["members"], "meta_raw": result["meta_raw"],
+                        "member_ms": result.get("member_ms", {})},
+            "latency_ms": result["latency_ms"], "atr": result["atr"], "atr_reference": result["atr_reference"]}
 
 
 _shadow_cache: dict[int, LoadedModel] = {}
@@ -274,12 +271,7 @@ def shadow_predictions_create(*, bar_id: int) -> int:
             continue
         _, created = Prediction.objects.get_or_create(
             bar_id=bar.bar_id, version_id=version.pk,
-            defaults={"instrument_id": bar.instrument_id, "shadow": True, "p_long": result["p_long"],
-                      "p_short": result["p_short"], "side": result["side"], "confidence": result["confidence"],
-                      "agreement": result["agreement"], "latency_ms": result["latency_ms"], "atr": result["atr"],
-                      "atr_reference": result["atr_reference"],
-                      "members": {"members": result["members"], "meta_raw": result["meta_raw"],
-                                  "member_ms": result.get("member_ms", {})}})
+            defaults=_prediction_fields(result, instrument_id=bar.instrument_id, shadow=True))
         stored += int(created)
     return stored
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from mlcore.domain import drift as drift_core
 from mlcore import retraining as ml_retraining
-from mlcore.models import ModelVersion, Retraining
+from mlcore.models import ModelVersion, Prediction, Retraining
 from trading import selectors as trading_selectors
 from trading.domain import kelly
 from trading.domain.timeframes import TIMEFRAMES
@@ -625,7 +625,7 @@ def _shadow_view(record: Retraining) -> dict:
             cells[role] = {key: fmt(metrics.get(key), kind) for key, _, kind in DECISION_METRICS}
             cells[role]["hit_rate"] = fmt(float(y.mean()) if n else None, "pct")
         sides[side] = cells
-    predicted = Retraining.objects.filter(pk=record.pk).values_list("challenger__predictions", flat=True).count()
+    predicted = Prediction.objects.filter(version_id=record.challenger_id).count()
     return {"id": record.pk, "champion": record.champion_id, "challenger": record.challenger_id,
             "needed": int(record.shadow.get("bars_needed") or 0), "resolved": n, "predicted": predicted,
             "started_at": record.shadow.get("started_at"), "offline": record.shadow.get("offline", ""),

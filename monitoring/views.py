@@ -160,6 +160,16 @@ def snapshot_take(request):
 PROMOTE_PERMISSION = "mlcore.promote_modelversion"
 
 
+def _posted_market(request):
+    """(instrument, timeframe) of the posted market, or (None, what is wrong with it)."""
+    symbol = request.POST.get("symbol", "")
+    try:
+        _, instrument, timeframe = page.market_resolve(symbol=symbol, timeframe=request.POST.get("timeframe", ""))
+    except LookupError as exc:
+        return None, str(exc)
+    return (instrument, timeframe) if instrument is not None else (None, f"unknown instrument {symbol!r}")
+
+
 @require_POST
 @login_required
 def retrain(request):
@@ -169,14 +179,9 @@ def retrain(request):
 
     if not request.user.has_perm(PROMOTE_PERMISSION):
         raise PermissionDenied(f"Starting a retraining needs the {PROMOTE_PERMISSION} permission")
-    symbol, timeframe = request.POST.get("symbol", ""), request.POST.get("timeframe", "")
-    try:
-        _, instrument, timeframe = page.market_resolve(symbol=symbol, timeframe=timeframe)
-    except LookupError as exc:
-        messages.error(request, f"No retraining started: {exc}")
-        return HttpResponseRedirect(monitoring_url())
+    instrument, timeframe = _posted_market(request)
     if instrument is None:
-        messages.error(request, f"No retraining started: unknown instrument {symbol!r}")
+        messages.error(request, f"No retraining started: {timeframe}")
         return HttpResponseRedirect(monitoring_url())
     record = retraining.retraining_request(symbol=instrument.symbol, timeframe=timeframe, trigger="manual",
                                            requested_by=request.user.get_username(), reason="started on the page")
@@ -237,14 +242,9 @@ def rollback(request):
     from mlcore import registry
     from trading.services import PermissionRefused
 
-    symbol, timeframe = request.POST.get("symbol", ""), request.POST.get("timeframe", "")
-    try:
-        _, instrument, timeframe = page.market_resolve(symbol=symbol, timeframe=timeframe)
-    except LookupError as exc:
-        messages.error(request, f"Nothing rolled back: {exc}")
-        return HttpResponseRedirect(monitoring_url())
+    instrument, timeframe = _posted_market(request)
     if instrument is None:
-        messages.error(request, f"Nothing rolled back: unknown instrument {symbol!r}")
+        messages.error(request, f"Nothing rolled back: {timeframe}")
         return HttpResponseRedirect(monitoring_url())
     try:
         restored = registry.model_version_rollback(instrument=instrument, timeframe=timeframe, user=request.user,
