@@ -227,6 +227,8 @@ CELERY_TASK_DEFAULT_QUEUE = "trading"
 CELERY_TASK_ROUTES = {
     "trading.tasks.workflow_decide": {"queue": "inference"},
     "mlcore.tasks.*": {"queue": "training"},
+    # A backtest replays thousands of bars: long work, on the training workers, never in front of live bars.
+    "trading.tasks.backtest_run": {"queue": "training"},
     "monitoring.tasks.*": {"queue": "monitoring"},
     # Short: they record requests and decisions (the trainings they start go to the training queue).
     "mlcore.tasks.retrain_scheduled": {"queue": "monitoring"},

@@ -114,6 +114,8 @@ class Prediction(models.Model):
     # A shadow prediction: a challenger's, made beside the active version's for its promotion record. It is never
     # sized, traded or shown as the market's prediction.
     shadow = models.BooleanField(default=False, db_default=False)
+    # A backtest's prediction (of a bar of its private market): kept for its report, never counted by monitoring.
+    backtest = models.BooleanField(default=False, db_default=False)
     # ATR of the predicted bar (price points) and the median ATR of the window it was read from: the bracket and
     # the position size are built from the same ATR the labels used, and the ratio scales size down in spikes.
     atr = models.FloatField(null=True, blank=True)

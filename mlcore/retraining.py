@@ -540,7 +540,7 @@ def shadow_advance(*, retraining_id: int | None = None) -> list[Retraining]:
 def shadow_pairs(*, champion_id: int, challenger_id: int) -> dict[str, np.ndarray]:
     """The bars both versions predicted, with resolved outcomes: labels and each version's p per side."""
     def resolved(version_id):
-        rows = (Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
+        rows = (Prediction.objects.filter(backtest=False, version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
                 .values_list("bar_id", "p_long", "p_short", "outcome_long", "outcome_short"))
         return {row[0]: row[1:] for row in rows}
 

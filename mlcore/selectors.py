@@ -42,7 +42,7 @@ def model_version_active_list() -> list[ActiveVersion]:
 def prediction_tallies() -> list[PredictionTally]:
     """Predictions counted per version and outcome, in one aggregate query (the version's timeframe is its
     predictions' timeframe, so no bar is read)."""
-    rows = (Prediction.objects.order_by()
+    rows = (Prediction.objects.filter(backtest=False).order_by()
             .values_list("version_id", "version__instrument__symbol", "version__timeframe", "outcome_status",
                          "outcome_long", "outcome_short")
             .annotate(count=Count("pk")))
@@ -58,13 +58,17 @@ def prediction_latencies_recent(*, instrument_id: int, version_id: int, n: int =
 
 def prediction_list(*, symbol: str | None = None, timeframe: str | None = None, resolved: bool | None = None,
                     outcome_status: str | None = None, version: int | None = None, since: datetime | None = None,
-                    until: datetime | None = None, shadow: bool | None = False) -> QuerySet[Prediction]:
+                    until: datetime | None = None, shadow: bool | None = False,
+                    backtest: bool | None = False) -> QuerySet[Prediction]:
     """Newest bar first. `resolved`: True for resolved outcomes only, False for predictions without one (pending or
     unresolvable); `since` inclusive and `until` exclusive bounds on the bar time. `shadow`: False (the default)
-    leaves out challengers' shadow predictions, which are not the market's; True gives only those; None both."""
+    leaves out challengers' shadow predictions, which are not the market's; True gives only those; None both.
+    `backtest` likewise for backtests' predictions (of their private markets)."""
     predictions = Prediction.objects.select_related("instrument", "bar").order_by("-bar__timestamp", "-id")
     if shadow is not None:
         predictions = predictions.filter(shadow=shadow)
+    if backtest is not None:
+        predictions = predictions.filter(backtest=backtest)
     if symbol:
         predictions = predictions.filter(instrument__symbol=symbol)
     if timeframe:

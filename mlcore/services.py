@@ -199,13 +199,23 @@ def _load(version: ModelVersion) -> LoadedModel:
 def model_cache_clear() -> None:
     with _cache_lock:
         _cache.clear()
+        _pinned_cache.clear()
 
 
-def prediction_create(*, bar_id: int) -> PredictionFacts | None:
+def prediction_create(*, bar_id: int, version_id: int | None = None, backtest: bool = False) -> PredictionFacts | None:
     """Predict a stored bar with the active version and store it (once per bar and version); its facts, or None
-    when there is no model or too little history (a warning says which)."""
+    when there is no model or too little history (a warning says which).
+
+    A backtest names its version (`version_id`, loaded once per process like a shadow version) and marks its
+    predictions `backtest`, so monitoring never counts them."""
     bar = trading_selectors.bar_key(bar_id=bar_id)
-    model = loaded_model_get(instrument=bar.instrument_id, timeframe=bar.timeframe)
+    if version_id is not None:
+        existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=version_id).first()
+        if existing is not None:
+            return selectors.prediction_facts(prediction_id=existing.pk, created=False)
+        model = _pinned_model(version_id)
+    else:
+        model = loaded_model_get(instrument=bar.instrument_id, timeframe=bar.timeframe)
     if model is None:
         return None
     existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=model.version_id).first()
@@ -221,9 +231,9 @@ def prediction_create(*, bar_id: int) -> PredictionFacts | None:
     prediction, created = Prediction.objects.get_or_create(
         bar_id=bar.bar_id,
         version_id=model.version_id,
-        defaults=_prediction_fields(result, instrument_id=bar.instrument_id),
+        defaults={**_prediction_fields(result, instrument_id=bar.instrument_id), "backtest": backtest},
     )
-    if created:
+    if created and not backtest:
         # For listeners such as monitoring; trading sizes through the workflow, from the facts returned here.
         for receiver, error in prediction_created.send_robust(sender=Prediction, prediction=prediction):
             if isinstance(error, Exception):
@@ -242,6 +252,19 @@ def _prediction_fields(result: dict, *, instrument_id: int, shadow: bool = False
 
 
 _shadow_cache: dict[int, LoadedModel] = {}
+_pinned_cache: dict[int, LoadedModel] = {}
+
+
+def _pinned_model(version_id: int) -> LoadedModel:
+    """A named version (a backtest's), loaded once per process; the newest few stay loaded."""
+    model = _pinned_cache.get(version_id)
+    if model is None:
+        model = _load(ModelVersion.objects.get(pk=version_id))
+        with _cache_lock:
+            while len(_pinned_cache) >= 4:
+                _pinned_cache.pop(next(iter(_pinned_cache)))
+            _pinned_cache[version_id] = model
+    return model
 
 
 def shadow_predictions_create(*, bar_id: int) -> int:

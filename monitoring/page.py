@@ -625,7 +625,7 @@ def _shadow_view(record: Retraining) -> dict:
             cells[role] = {key: fmt(metrics.get(key), kind) for key, _, kind in DECISION_METRICS}
             cells[role]["hit_rate"] = fmt(float(y.mean()) if n else None, "pct")
         sides[side] = cells
-    predicted = Prediction.objects.filter(version_id=record.challenger_id).count()
+    predicted = Prediction.objects.filter(backtest=False, version_id=record.challenger_id).count()
     return {"id": record.pk, "champion": record.champion_id, "challenger": record.challenger_id,
             "needed": int(record.shadow.get("bars_needed") or 0), "resolved": n, "predicted": predicted,
             "started_at": record.shadow.get("started_at"), "offline": record.shadow.get("offline", ""),

@@ -49,7 +49,7 @@ class OutcomeArrays:
 
 
 def _resolved(version_id: int):
-    return Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
+    return Prediction.objects.filter(backtest=False, version_id=version_id, outcome_status=Prediction.OutcomeStatus.RESOLVED)
 
 
 def outcomes_of(*, version_id: int) -> OutcomeArrays:
@@ -79,14 +79,14 @@ def resolved_since(*, version_id: int, since: datetime) -> int:
 
 def pending_probabilities(*, version_id: int) -> np.ndarray:
     """The chosen side's calibrated probability of every prediction still waiting for its outcome."""
-    rows = Prediction.objects.filter(version_id=version_id, outcome_status=Prediction.OutcomeStatus.PENDING) \
+    rows = Prediction.objects.filter(backtest=False, version_id=version_id, outcome_status=Prediction.OutcomeStatus.PENDING) \
         .values_list("side", "p_long", "p_short")
     return np.array([p_long if side == "long" else p_short for side, p_long, p_short in rows], dtype=np.float64)
 
 
 def outcome_counts(*, version_id: int) -> dict[str, int]:
     counts = dict.fromkeys(Prediction.OutcomeStatus.values, 0)
-    for row in Prediction.objects.filter(version_id=version_id).values("outcome_status").annotate(n=Count("id")):
+    for row in Prediction.objects.filter(backtest=False, version_id=version_id).values("outcome_status").annotate(n=Count("id")):
         counts[row["outcome_status"]] = row["n"]
     return counts
 
@@ -94,7 +94,7 @@ def outcome_counts(*, version_id: int) -> dict[str, int]:
 def recent_predictions(*, version_id: int, count: int) -> pd.DataFrame:
     """The newest `count` predictions of a version (for latency and the probability drift), oldest first; newest
     by id, the order they were made in (no join, no timestamp to parse)."""
-    rows = list(Prediction.objects.filter(version_id=version_id).order_by("-id")
+    rows = list(Prediction.objects.filter(backtest=False, version_id=version_id).order_by("-id")
                 .values_list("latency_ms", "side", "p_long", "p_short", "members")[:count])
     return pd.DataFrame(rows[::-1], columns=["latency_ms", "side", "p_long", "p_short", "members"])
 
@@ -168,7 +168,7 @@ def alert_list(*, status: str | None = None, unresolved: bool = False, limit: in
 
 def predictions_per_minute(*, version_id: int, now: datetime, minutes: int = 10) -> float:
     since = now - timedelta(minutes=minutes)
-    return Prediction.objects.filter(version_id=version_id, created_at__gte=since).count() / minutes
+    return Prediction.objects.filter(backtest=False, version_id=version_id, created_at__gte=since).count() / minutes
 
 
 

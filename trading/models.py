@@ -26,6 +26,9 @@ class Instrument(models.Model):
     point_value = models.DecimalField(max_digits=12, decimal_places=4, validators=[MinValueValidator(0.0001)])
     currency = models.CharField(max_length=3, default="USD")
     active = models.BooleanField(default=True)
+    # A backtest's private market: its bars are copies of a real market's, stored one by one as the simulated clock
+    # reaches them, so the live workflow sees exactly what it would have seen live. Hidden from every live list.
+    backtest = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["symbol"]
@@ -174,6 +177,9 @@ class Account(models.Model):
         blank=True, help_text="Why settling the last bar (fills, brackets, marks) failed; while set, no new entries. "
                               "Cleared when a later bar settles.")
     settlement_fault_at = models.DateTimeField(null=True, blank=True)
+    # A backtest's own account (trades only its backtest market; no money, so the live kill switch does not stop it
+    # and it is left out of every live list).
+    backtest = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -516,3 +522,51 @@ class EquitySnapshot(models.Model):
 
     def __str__(self):
         return f"{self.account} {self.timestamp:%Y-%m-%d %H:%M} {self.equity}"
+
+
+class BacktestRun(models.Model):
+    """A replay of stored history through the live per-bar workflow (trading.backtest), with its report."""
+
+    class Approval(models.TextChoices):
+        APPROVE = "approve", "Approve what risk approves"
+        RECORD = "record", "Approve nothing, record only"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="backtests",
+                                   help_text="The real market whose stored bars are replayed.")
+    timeframe = models.CharField(max_length=4, choices=TIMEFRAME_CHOICES)
+    start = models.DateTimeField(help_text="First bar replayed (its open time, UTC).")
+    end = models.DateTimeField(help_text="Bars up to and including this open time are replayed.")
+    model_version = models.ForeignKey("mlcore.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    approval = models.CharField(max_length=7, choices=Approval.choices, default=Approval.APPROVE)
+    # The version saw bars inside the window: its out-of-sample claim is false, and every page of the report says so.
+    lookahead = models.BooleanField(default=False)
+    source_account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                       help_text="Whose trading configuration and starting equity the run copies.")
+    market = models.OneToOneField(Instrument, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    account = models.OneToOneField(Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    config = models.JSONField(default=dict, help_text="The trading configuration the run used.")
+    status = models.CharField(max_length=7, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    bars_total = models.PositiveIntegerField(default=0)
+    bars_done = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    via = models.CharField(max_length=20, blank=True, help_text="command, page or api")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("run_backtest", "Can start a backtest")]
+        constraints = [models.CheckConstraint(condition=Q(end__gte=F("start")), name="backtest_window_ordered")]
+
+    def __str__(self):
+        return f"backtest #{self.pk} {self.instrument_id} {self.timeframe} {self.start:%Y-%m-%d}..{self.end:%Y-%m-%d}"

@@ -274,7 +274,7 @@ SELECT a.*,
     ORDER BY s.timestamp DESC LIMIT 1) AS opening_equity,
   (SELECT COUNT(*) FROM trading_fill f JOIN trading_order o ON o.id = f.order_id
     WHERE f.account_id = a.id AND o.kind = 'entry' AND f.timestamp >= %s) AS trades_today,
-  EXISTS(SELECT 1 FROM trading_killswitch k WHERE k.id = 1 AND k.engaged) AS kill_switch,
+  (NOT a.backtest AND EXISTS(SELECT 1 FROM trading_killswitch k WHERE k.id = 1 AND k.engaged)) AS kill_switch,
   (SELECT fs.last_bar_received_at FROM trading_feedstatus fs WHERE fs.instrument_id = %s AND fs.timeframe = %s
     LIMIT 1) AS bar_received_at,
   (SELECT b.timestamp FROM trading_bar b WHERE b.instrument_id = %s AND b.timeframe = %s
@@ -443,7 +443,8 @@ def _market_now(account: Account) -> datetime:
 
 
 def account_list() -> QuerySet[Account]:
-    return Account.objects.order_by("name")
+    """The live accounts (backtests' own accounts are reached through their run)."""
+    return Account.objects.filter(backtest=False).order_by("name")
 
 
 def position_list(*, account: Account | None = None, open_only: bool = False) -> QuerySet[Position]:

@@ -59,3 +59,15 @@ def feed_status_broadcast() -> int:
         realtime.broadcast(symbol, timeframe, "feed.status", payload)
         pushed += 1
     return pushed
+
+
+@shared_task(name="trading.tasks.backtest_run", acks_late=True, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 300)
+def backtest_run(run_id: int) -> str:
+    """Run a queued backtest (started from the page or the API); a run already claimed is left alone, so a
+    redelivered message never replays twice. Progress is written on the run as it goes."""
+    from . import backtest
+    from .models import BacktestRun
+
+    if not BacktestRun.objects.filter(pk=run_id, status=BacktestRun.Status.QUEUED).exists():
+        return "not queued"
+    return backtest.backtest_execute(run_id=run_id).status

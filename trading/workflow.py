@@ -11,6 +11,8 @@
                 bar (`mlcore.services.prediction_create`, which hands back a frozen `PredictionFacts`); the
                 prediction is published; Kelly and the risk manager size it for every account against the settled
                 positions (`services.recommendations_create`), and the recommendations are published.
+    replay      (backtests, `replay_bar`) steps 1 and 2 inline for a bar of a backtest's private market, with the
+                version the backtest names and a simulated clock (trading.backtest).
     sweep       (beat every few seconds, and when a worker starts) re-drives every bar whose workflow stalled: a
                 lost message, a killed worker or a Redis outage delays a bar, never skips it.
 
@@ -28,7 +30,8 @@ import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
@@ -117,7 +120,7 @@ def _outcomes_resolve(pending: BarWorkflow, failure: str) -> str:
     return failure
 
 
-def decide(bar_id: int) -> list[int]:
+def decide(bar_id: int, *, replay: Replay | None = None) -> list[int]:
     """Predict, size and publish `bar_id` and every earlier settled bar of its market still waiting, oldest first.
 
     A bar that is not settled yet is left to its settle step, which queues this one. Returns the bars decided.
@@ -126,22 +129,26 @@ def decide(bar_id: int) -> list[int]:
     decided = []
     with _market_lock("decide", target.instrument_id, target.timeframe):
         for pending in _waiting(target, Stage.SETTLED):
-            _decide_one(pending)
+            _decide_one(pending, replay)
             decided.append(pending.pk)
     return decided
 
 
-def _decide_one(pending: BarWorkflow) -> None:
+def _decide_one(pending: BarWorkflow, replay: Replay | None = None) -> None:
     _touch(pending.pk, decide_started_at=timezone.now())
     try:
-        facts = ml_services.prediction_create(bar_id=pending.pk)
+        if replay is None:
+            facts = ml_services.prediction_create(bar_id=pending.pk)
+        else:
+            facts = ml_services.prediction_create(bar_id=pending.pk, version_id=replay.version_id, backtest=True)
         predicted_at = timezone.now()
         recommendations = []
         if facts is not None:
-            realtime.broadcast(_symbol(pending.instrument_id), pending.timeframe, "prediction.created",
-                               facts.message())
+            if replay is None:
+                realtime.broadcast(_symbol(pending.instrument_id), pending.timeframe, "prediction.created",
+                                   facts.message())
             # Sized against the positions this bar's settlement left; each recommendation is pushed on commit.
-            recommendations = services.recommendations_create(facts=facts)
+            recommendations = services.recommendations_create(facts=facts, now=replay.now if replay else None)
     except Exception as exc:
         failures = pending.decide_failures + 1
         gave_up = failures >= DECIDE_ATTEMPTS
@@ -159,7 +166,8 @@ def _decide_one(pending: BarWorkflow) -> None:
         error=Case(When(error__startswith="decide:", then=Value("")), default=F("error"),
                    output_field=BarWorkflow._meta.get_field("error")),
         prediction_id=facts.prediction_id if facts else None, recommendations=len(recommendations))
-    _shadow_predict(pending)
+    if replay is None:
+        _shadow_predict(pending)
 
 
 def _shadow_predict(pending: BarWorkflow) -> None:
@@ -182,6 +190,29 @@ def _symbol(instrument_id: int) -> str:
     return _symbols[instrument_id]
 
 
+# --- replay (backtests) -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Replay:
+    """A backtest's bar: the version it was asked to replay (not its private market's active one, which it has
+    none of) and the simulated clock, the bar's close, for everything that reads the wall clock (staleness)."""
+
+    version_id: int
+    now: datetime
+
+
+def replay_bar(bar_id: int, *, replay: Replay) -> None:
+    """Steps 1 and 2 for one stored bar of a backtest's private market, inline and in order: the same settlement
+    and decision as a live bar, with nothing queued (the backtest stores the next bar only once this one is done,
+    as a feed whose workers keep up would)."""
+    target = _workflow_ensure(bar_id)
+    settled, failures = [], []
+    _settle_waiting(target, settled, failures)
+    decide(bar_id, replay=replay)
+    if failures:
+        raise services.SettlementFailed("; ".join(failures))
+
+
 # --- sweep ------------------------------------------------------------------------------------------------------
 
 def sweep(*, idle_seconds: float | None = None, stage: str | None = None) -> int:
@@ -195,6 +226,8 @@ def sweep(*, idle_seconds: float | None = None, stage: str | None = None) -> int
     now = timezone.now()
     waiting = BarWorkflow.objects.exclude(stage=Stage.DONE) if stage is None else BarWorkflow.objects.filter(
         stage=Stage(stage))
+    # A backtest drives its own bars (replay_bar); one it left half-done is its failure, not a live bar to re-drive.
+    waiting = waiting.filter(instrument__backtest=False)
     stalled = (waiting.filter(touched_at__lte=now - timedelta(seconds=idle))
                .values("instrument_id", "timeframe", "stage").annotate(latest=Max("timestamp")))
     queued = 0

@@ -1,0 +1,118 @@
+"""`manage.py backtest --symbol NQ --timeframe 1m --from ISO --to ISO [--version N] [--json]`: replay stored bars
+through the live per-bar workflow (trading.backtest) and print the report; `--compare-account paper` instead lists
+how the paper account's live trades differ from the backtest of the same bars."""
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils import timezone
+from tqdm import tqdm
+
+from trading import backtest
+from trading.domain.timeframes import TIMEFRAMES
+from trading.models import BacktestRun
+
+
+def moment(text: str):
+    """An ISO date or date-time; a date is its midnight UTC, a time without a zone is UTC."""
+    value = parse_datetime(text)
+    if value is None:
+        day = parse_date(text)
+        if day is None:
+            raise ValueError(f"not an ISO date or date-time: {text!r} (e.g. 2026-03-02 or 2026-03-02T14:30Z)")
+        value = timezone.datetime(day.year, day.month, day.day)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class Command(BaseCommand):
+    help = ("Replay stored bars through the live per-bar workflow (features, the model version, Kelly, risk, the "
+            "paper broker) on a backtest account of its own, and print the report.")
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # --version names the model version here, not Django's: the later definition wins.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
+    def add_arguments(self, parser):
+        parser.add_argument("--symbol", required=True)
+        parser.add_argument("--timeframe", default="1m", choices=list(TIMEFRAMES))
+        parser.add_argument("--from", dest="start", required=True, help="first bar, ISO date or date-time (UTC)")
+        parser.add_argument("--to", dest="end", required=True,
+                            help="last bar, ISO date-time (UTC); a date means the whole day")
+        parser.add_argument("--version", type=int, help="model version (default: the market's active one)")
+        parser.add_argument("--approval", default="approve", choices=list(BacktestRun.Approval.values),
+                            help="approve what risk approves (default), or record only")
+        parser.add_argument("--account", help="copy this account's configuration and equity (default: paper)")
+        parser.add_argument("--allow-lookahead", action="store_true",
+                            help="run even if the version was trained on bars inside the window (flagged)")
+        parser.add_argument("--compare-account",
+                            help="compare this account's live trades with a backtest of the same bars")
+        parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    def handle(self, *args, **options):
+        try:
+            start = moment(options["start"])
+            end = moment(options["end"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if parse_datetime(options["end"]) is None:
+            end = end + timezone.timedelta(days=1) - timezone.timedelta(microseconds=1)
+        try:
+            run = backtest.backtest_create(
+                symbol=options["symbol"], timeframe=options["timeframe"], start=start, end=end,
+                version_id=options["version"], approval=options["approval"],
+                account_name=options["compare_account"] or options["account"],
+                allow_lookahead=options["allow_lookahead"], via="command")
+        except backtest.BacktestRefused as exc:
+            raise CommandError(str(exc)) from None
+        bar = tqdm(total=run.bars_total, desc=f"backtest #{run.pk}", unit="bar", file=sys.stderr,
+                   disable=not sys.stderr.isatty())
+
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        try:
+            run = backtest.backtest_execute(run_id=run.pk, progress=progress)
+        except Exception as exc:
+            raise CommandError(f"backtest #{run.pk} failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            bar.close()
+        if options["compare_account"]:
+            from trading import backtest_compare
+
+            comparison = backtest_compare.compare(run=run, account_name=options["compare_account"])
+            if options["json"]:
+                self.stdout.write(json.dumps(comparison, indent=2, default=str))
+            else:
+                backtest_compare.print_comparison(comparison, self.stdout.write)
+            return
+        if options["json"]:
+            self.stdout.write(json.dumps({"id": run.pk, **run.report}, indent=2, default=str))
+        else:
+            self._summary(run)
+
+    def _summary(self, run: BacktestRun) -> None:
+        r, w = run.report, self.stdout.write
+        if r.get("lookahead"):
+            w(r["lookahead_warning"])
+        window = r["window"]
+        w(f"backtest #{run.pk}: {run.instrument.symbol} {run.timeframe} {window['from']} .. {window['to']} "
+          f"({window['bars']} bars, {window['trading_days']} trading days), model v{run.model_version_id}, "
+          f"approval {run.approval}")
+        w(f"equity {r['starting_equity']} -> {r['ending_equity']}   net P&L {r['net_pnl']} (gross {r['gross_pnl']}, "
+          f"commissions {r['commissions']}, slippage {r['slippage']})   buy-and-hold 1 contract {r['buy_hold']['net_pnl']}")
+        dd = r["max_drawdown"] or {}
+        w(f"trades {r['trades']} (open at the end {r['open_trades']}), hit rate {_f(r['hit_rate'])}, profit factor "
+          f"{_f(r['profit_factor'])}, expectancy {r['expectancy']}, trades/day {_f(r['trades_per_day'])}, exposure "
+          f"{_f(r['exposure'])}")
+        w(f"Sharpe {_f(r['sharpe'])}, Sortino {_f(r['sortino'])}, Calmar {_f(r['calmar'])}, max drawdown "
+          f"{_f(dd.get('fraction'))} ({dd.get('money')}), longest {dd.get('longest_seconds')} s")
+        w(f"recommendations: {r['recommendations']}")
+        for name, block in r["risk_blocks"].items():
+            w(f"  blocked by {name}: {block['count']} (e.g. {block['example']})")
+        for row in r["calibration"]:
+            w(f"  p {row['bucket']}: n={row['n']} predicted {row['predicted']:.3f} realised {row['realised']:.3f} "
+              f"Kelly fraction {_f(row['kelly_fraction'])}")
+
+
+def _f(value, places: int = 3) -> str:
+    return "-" if value is None else f"{value:.{places}f}"
