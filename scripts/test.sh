@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The peer backtester (AGPL backtesting.py) for the backtest benchmark's tests: tests only, never `make run`.
+.venv/bin/python -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 scripts/services.sh
 
 export SECRET_KEY=${SECRET_KEY:-minhos-test-secret-key-for-the-suite-only-0123456789abcdefghij}
