@@ -1,0 +1,261 @@
+"""Backtests through the live code, on hand-built bar paths whose P&L is worked out by hand.
+
+The version is a row without artifacts: `bar_hook` stores the prediction of each bar the run copies before the run
+decides it, and the live prediction step finds it (one prediction per bar and version), so the sizing, risk,
+approval, broker and report are the live ones and the model's output is ours to choose. Terms: NQ, tick 0.25, $20 a
+point, 1 tick of slippage against every market fill, $2.50 a contract a fill; ATR 10 with the 1.5 / 1.0 bracket:
+take-profit 15 points and stop 10 points from the fill; horizon 30 bars.
+"""
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from mlcore.models import Prediction
+from mlcore import selectors as ml_selectors
+from mlcore.selectors import prediction_list
+from trading import backtest, services
+from trading.models import (
+    Account,
+    BacktestRun,
+    Bar,
+    EquitySnapshot,
+    Fill,
+    Instrument,
+    KillSwitch,
+    Recommendation,
+    TradingConfig,
+)
+from trading.tests.decisions import SERIES_ORIGIN, bar_at, model_version, prediction
+
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
+MINUTE = timedelta(minutes=1)
+
+
+def path(nq, rows):
+    """Bars 0.. of the market from (open, high, low, close) strings; None for a flat bar at 18000."""
+    return [bar_at(nq, i, open_=r[0], high=r[1], low=r[2], close=r[3]) if r else bar_at(nq, i)
+            for i, r in enumerate(rows)]
+
+
+def signals(version, calls: dict[int, str]):
+    """The bar hook: bar i (by time) predicts `calls[i]` at p 0.70, every other bar 0.50 (under the confidence
+    threshold: no trade)."""
+    def hook(bar: Bar):
+        i = round((bar.timestamp - SERIES_ORIGIN) / MINUTE)
+        side = calls.get(i, "long")
+        made = prediction(bar, version, side=side, p=0.70 if i in calls else 0.50, atr=10.0)
+        Prediction.objects.filter(pk=made.pk).update(backtest=True)  # as the run's own prediction step marks it
+    return hook
+
+
+def run_backtest(nq, version, bars, calls, *, approval="approve", max_contracts=2):
+    config = services.trading_config_get(account=services.account_default_get(), instrument=nq)
+    TradingConfig.objects.filter(pk=config.pk).update(max_contracts=max_contracts)
+    run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                   version_id=version.pk, approval=approval)
+    return backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, calls))
+
+
+@pytest.fixture
+def version(nq):
+    v = model_version(nq)
+    v.data_end = SERIES_ORIGIN - timedelta(days=1)  # trained before the window: out of sample
+    v.save(update_fields=["data_end"])
+    return v
+
+
+def by_reason(report):
+    return {t["exit_reason"]: t for t in report["trade_list"]}
+
+
+def test_long_take_profit_short_stop_time_exit_and_a_gap_through_the_stop_are_paid_exactly(nq, version):
+    rows = [None] * 120
+    # 1. Long on bar 0: fills at bar 1's open 18000 + 0.25; take-profit 18015.25, touched by bar 2.
+    rows[2] = ("18000", "18016", "17999", "18010")
+    rows[3] = ("18010", "18011", "17999", "18000")
+    # 2. Short on bar 5: fills at bar 6's open 18000 - 0.25 = 17999.75; stop 18009.75, touched by bar 7: bought
+    #    back at 18009.75 + 0.25 = 18010.00.
+    rows[7] = ("18000", "18010", "17999", "18005")
+    rows[8] = ("18005", "18006", "17999", "18000")
+    # 3. Long on bar 10: fills at bar 11's open 18000.25; flat bars (+-1) never reach a level; the 30th bar held
+    #    (bar 40) exits at its close 18000 - 0.25 = 17999.75.
+    # 4. Long on bar 50: fills at bar 51's open 18000.25, stop 17990.25; bar 52 opens at 17980, through the stop:
+    #    sold at 17980 - 0.25 = 17979.75.
+    rows[52] = ("17980", "17981", "17979", "17980")
+    rows[53] = ("17980", "18000", "17979", "18000")
+    bars = path(nq, rows)
+    run = run_backtest(nq, version, bars, {0: "long", 5: "short", 10: "long", 50: "long"})
+    assert run.status == BacktestRun.Status.DONE, run.error
+    report = run.report
+    trades = by_reason(report)
+    assert [t["exit_reason"] for t in report["trade_list"]] == ["take_profit", "stop_loss", "time", "stop_loss"]
+    assert all(t["contracts"] == 2 for t in report["trade_list"])  # Kelly's size capped by max_contracts
+    tp, stop, time_exit, gap = report["trade_list"]
+    assert (Decimal(tp["entry_price"]), Decimal(tp["exit_price"])) == (Decimal("18000.25"), Decimal("18015.25"))
+    assert Decimal(tp["gross_pnl"]) == Decimal("15.00") * 20 * 2  # 600
+    assert (Decimal(stop["entry_price"]), Decimal(stop["exit_price"])) == (Decimal("17999.75"), Decimal("18010.00"))
+    assert Decimal(stop["gross_pnl"]) == Decimal("-10.25") * 20 * 2  # -410
+    assert (Decimal(time_exit["entry_price"]), Decimal(time_exit["exit_price"])) == (Decimal("18000.25"),
+                                                                                   Decimal("17999.75"))
+    assert time_exit["exit_at"] == (SERIES_ORIGIN + 40 * MINUTE).isoformat().replace("+00:00", "Z")
+    assert Decimal(time_exit["gross_pnl"]) == Decimal("-0.50") * 20 * 2  # -20
+    assert (Decimal(gap["entry_price"]), Decimal(gap["exit_price"])) == (Decimal("18000.25"), Decimal("17979.75"))
+    assert Decimal(gap["gross_pnl"]) == Decimal("-20.50") * 20 * 2  # -820: worse than the stop's -410
+    gross = Decimal(600 - 410 - 20 - 820)
+    commissions = Decimal("2.50") * 2 * 2 * 4  # 2 contracts, 2 fills, 4 trades
+    assert Decimal(report["gross_pnl"]) == gross
+    assert Decimal(report["commissions"]) == commissions
+    assert Decimal(report["net_pnl"]) == gross - commissions
+    # Slippage paid: 1 tick x $20 x 2 contracts on every market fill (4 entries, 3 market exits; the take-profit
+    # is a resting limit).
+    assert Decimal(report["slippage"]) == Decimal("0.25") * 20 * 2 * 7
+    assert Decimal(report["ending_equity"]) == Decimal("100000") + gross - commissions
+    assert report["trades"] == 4 and report["wins"] == 1 and report["losses"] == 3
+    assert report["hit_rate"] == 0.25
+    assert report["profit_factor"] == pytest.approx(float((600 - 10) / (410 + 10 + 20 + 10 + 820 + 10)))
+    assert Decimal(report["expectancy"]) == (gross - commissions) / 4
+    assert report["per_side"]["short"]["trades"] == 1 and report["per_side"]["long"]["trades"] == 3
+    assert report["sizes"] == {"2": 4}
+    # Every traded probability was 0.70: one bucket, realised 1 of 4, beside the mean fraction Kelly bet (it shrinks
+    # after the losses: the drawdown factor).
+    fractions = [t["kelly_fraction"] for t in report["trade_list"]]
+    assert fractions[0] == pytest.approx(0.078125) and fractions[-1] < fractions[0]
+    assert report["calibration"] == [{"bucket": "0.70–0.75", "n": 4, "predicted": 0.70, "realised": 0.25,
+                                      "kelly_fraction": pytest.approx(sum(fractions) / 4)}]
+    # Each trade came from its recommendation, kept with every Kelly factor and risk check.
+    recommendation = Recommendation.objects.get(pk=tp["recommendation"])
+    assert recommendation.account_id == run.account_id and recommendation.kelly["full_kelly"] == pytest.approx(0.5)
+    # The other 116 bars' predictions were sized to nothing by Kelly: the blocks say why, by reason.
+    assert report["recommendations"]["blocked"] == 116
+    assert sum(b["count"] for b in report["risk_blocks"].values()) >= 116
+    assert any("confidence threshold" in name for name in report["risk_blocks"])
+
+
+def test_equity_drawdown_and_buy_and_hold_are_read_from_the_run_own_records(nq, version):
+    rows = [None] * 12
+    rows[2] = ("18000", "18001", "17985", "17990")  # the long of bar 0 is stopped: 17990.25 - 0.25
+    rows[3] = ("17990", "17991", "17989", "17990")
+    rows[11] = ("17990", "18021", "17989", "18020")
+    bars = path(nq, rows)
+    run = run_backtest(nq, version, bars, {0: "long"}, max_contracts=1)
+    report = run.report
+    snapshots = list(EquitySnapshot.objects.filter(account=run.account).order_by("timestamp"))
+    assert len(snapshots) == 12  # one per bar: every bar settled
+    assert report["equity"]["equity"] == [float(s.equity) for s in snapshots]
+    # Stopped at 17990.00 after entering at 18000.25: -10.25 points x $20 - 2 x $2.50 = -210.
+    assert Decimal(report["net_pnl"]) == Decimal("-210")
+    assert report["max_drawdown"]["money"] == pytest.approx(210.0)
+    assert report["max_drawdown"]["fraction"] == pytest.approx(210 / 100000)
+    assert report["max_drawdown"]["recovered"] is False
+    # Buy and hold one contract from the first bar's open to each close: the last close 18020 is +20 points.
+    assert Decimal(report["buy_hold"]["net_pnl"]) == Decimal("400")
+    assert report["equity"]["buy_hold"][-1] == 100400.0
+    assert report["exposure"] == pytest.approx(1 / 12)  # open at the close of bar 1 only
+
+
+def test_the_backtest_touches_no_live_account_and_monitoring_never_sees_its_predictions(nq, version):
+    bars = path(nq, [None] * 6)
+    paper = services.account_default_get()
+    run = run_backtest(nq, version, bars, {0: "long"})
+    assert not Recommendation.objects.filter(account=paper).exists()
+    assert not EquitySnapshot.objects.filter(account=paper).exists()
+    assert Recommendation.objects.filter(account=run.account).count() == 6
+    market = Instrument.objects.get(pk=run.market_id)
+    assert market.backtest and not market.active and run.account.backtest
+    assert not prediction_list(symbol=market.symbol).exists()  # left out of the market's predictions
+    # The figures monitoring scores a version by leave them out.
+    assert not [t for t in ml_selectors.prediction_tallies() if t[0] == version.pk]
+    from trading import selectors
+    assert run.account not in selectors.account_list()
+
+
+def test_record_only_approves_nothing_and_every_recommendation_expires(nq, version):
+    bars = path(nq, [None] * 8)
+    run = run_backtest(nq, version, bars, {0: "long", 3: "short"}, approval="record")
+    assert not Fill.objects.filter(account=run.account).exists()
+    # Both offered recommendations waited for a person who never came, and expired after their 2 bars to live.
+    assert run.report["recommendations"] == {"blocked": 6, "expired": 2}
+    assert run.report["trades"] == 0 and not Account.objects.get(pk=run.account_id).auto_trading
+
+
+def test_a_version_trained_on_bars_inside_the_window_is_refused_or_flagged_on_request(nq):
+    bars = path(nq, [None] * 5)
+    version = model_version(nq)
+    version.data_end = bars[2].timestamp
+    version.save(update_fields=["data_end"])
+    with pytest.raises(backtest.BacktestRefused, match="look-ahead"):
+        backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                 version_id=version.pk)
+    assert not BacktestRun.objects.exists()
+    run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                   version_id=version.pk, allow_lookahead=True)
+    run = backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, {}))
+    assert run.lookahead and run.report["lookahead"]
+    assert "LOOK-AHEAD" in run.report["lookahead_warning"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"symbol": "ZZZ"}, "ZZZ"),
+    ({"timeframe": "7m"}, "7m"),
+    ({"end_offset": -10}, "before 'from'"),
+    ({"version_id": 999999}, "no model version 999999"),
+    ({"approval": "yolo"}, "unknown approval"),
+    ({"start_offset": 1000, "end_offset": 1100}, "no stored"),
+    ({"account_name": "nobody"}, "no account named"),
+])
+def test_bad_requests_are_refused_with_the_reason_and_record_nothing(nq, version, change, message):
+    bars = path(nq, [None] * 5)
+    kwargs = {"symbol": "NQ", "timeframe": "1m", "start": bars[0].timestamp + change.pop("start_offset", 0) * MINUTE,
+              "end": bars[-1].timestamp + change.pop("end_offset", 0) * MINUTE, "version_id": version.pk}
+    kwargs.update(change)
+    with pytest.raises(backtest.BacktestRefused, match=message):
+        backtest.backtest_create(**kwargs)
+    assert not BacktestRun.objects.exists()
+
+
+def test_a_version_of_another_market_and_the_private_market_itself_are_refused(nq, version):
+    bars = path(nq, [None] * 5)
+    other = Instrument.objects.create(symbol="ES", name="ES", tick_size=Decimal("0.25"), point_value=Decimal("50"))
+    foreign = model_version(other)
+    with pytest.raises(backtest.BacktestRefused, match="predicts ES"):
+        backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                 version_id=foreign.pk)
+    run = run_backtest(nq, version, bars, {})
+    market = Instrument.objects.get(pk=run.market_id)
+    with pytest.raises(backtest.BacktestRefused, match="backtest's own market"):
+        backtest.backtest_create(symbol=market.symbol, timeframe="1m", start=bars[0].timestamp,
+                                 end=bars[-1].timestamp, version_id=version.pk)
+
+
+def test_a_run_is_executed_once_and_a_failure_is_recorded_and_raised(nq, version, monkeypatch):
+    bars = path(nq, [None] * 4)
+    run = run_backtest(nq, version, bars, {})
+    with pytest.raises(backtest.BacktestRefused, match="done, not queued"):
+        backtest.backtest_execute(run_id=run.pk)
+    again = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                     version_id=version.pk)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr("trading.workflow.replay_bar", broken)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        backtest.backtest_execute(run_id=again.pk)
+    again.refresh_from_db()
+    assert again.status == BacktestRun.Status.FAILED and "model exploded" in again.error
+    assert again.finished_at is not None
+
+
+def test_the_live_kill_switch_stops_live_accounts_but_not_a_backtest_account(nq, version):
+    KillSwitch.objects.update_or_create(pk=1, defaults={"engaged": True, "engaged_at": timezone.now()})
+    bars = path(nq, [None] * 6)
+    run = run_backtest(nq, version, bars, {0: "long"})
+    assert run.report["trades"] + run.report["open_trades"] == 1
+    # The live paper account on the real market is still stopped by it.
+    live = prediction(bars[-1], version, side="long", p=0.7)
+    [recommendation] = services.recommendations_create_for_prediction(prediction_id=live.pk,
+                                                                      now=bars[-1].timestamp + MINUTE)
+    assert recommendation.state == Recommendation.State.BLOCKED
+    assert any(c["name"] == "kill_switch" and not c["passed"] for c in recommendation.risk["checks"])
