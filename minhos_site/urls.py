@@ -1,4 +1,4 @@
-"""Root URLs: dashboard, probes and /metrics, auth, admin, REST API and its docs."""
+"""Root URLs: dashboard, probes and /metrics, backtests, auth, admin, REST API and its docs."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -13,6 +13,7 @@ urlpatterns = [
     path("readyz", trading_views.readyz, name="readyz"),
     path("", include("monitoring.urls")),
     path("chart/overlays/", chart_views.chart_overlays, name="chart-overlays"),
+    path("", include("trading.backtest_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

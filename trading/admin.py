@@ -453,3 +453,24 @@ def _milliseconds(start, end):
 @admin.register(WorkerHeartbeat)
 class WorkerHeartbeatAdmin(ReadOnlyAdmin):
     list_display = ("queue", "hostname", "seen_at")
+
+
+from .models import BacktestRun  # noqa: E402  (appended: the import block above is shared with other work)
+
+
+@admin.register(BacktestRun)
+class BacktestRunAdmin(ReadOnlyAdmin):
+    """Backtests are started from the backtests page, the API or `manage.py backtest`; the admin only shows them."""
+
+    list_display = ("id", "instrument", "timeframe", "start", "end", "status", "progress", "created_at")
+    list_filter = ("status", "instrument", "timeframe", "lookahead")
+    list_select_related = ("instrument",)
+    date_hierarchy = "created_at"
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        return f"{obj.bars_done}/{obj.bars_total} bars ({_percent(obj.bars_done, obj.bars_total)})"
+
+
+def _percent(done: int, total: int) -> str:
+    return f"{100 * done / total:.0f}%" if total else "—"

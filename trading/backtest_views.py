@@ -1,0 +1,288 @@
+"""Server-rendered backtest pages: the runs and a form to start one, a run's report (or its progress), one trade."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models.fields.json import KT
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.dateparse import parse_date, parse_datetime
+from django.views.decorators.http import require_GET, require_http_methods
+
+from mlcore import selectors as ml_selectors
+
+from . import backtest, selectors
+from .domain.timeframes import TIMEFRAMES
+from .models import BacktestRun, Bar, Order, Recommendation
+
+RUN_PERMISSION = "trading.run_backtest"
+LIST_LIMIT = 100  # newest runs on the page; the API pages through all of them
+IN_FLIGHT = (BacktestRun.Status.QUEUED, BacktestRun.Status.RUNNING)
+
+
+# --- shared shapes ---------------------------------------------------------------------------------------------
+
+def backtest_runs():
+    """Runs, newest first, with the two report figures a list shows read in SQL (the report itself not loaded)."""
+    return (BacktestRun.objects.select_related("instrument", "requested_by").defer("report")
+            .annotate(net_pnl=KT("report__net_pnl"), trade_count=KT("report__trades")))
+
+
+def progress_percent(run: BacktestRun) -> float:
+    if run.status == BacktestRun.Status.DONE:
+        return 100.0
+    return round(100 * run.bars_done / run.bars_total, 1) if run.bars_total else 0.0
+
+
+def progress_payload(run: BacktestRun) -> dict:
+    """What the report page polls while a run is queued or running."""
+    return {"id": run.pk, "status": run.status, "status_label": run.get_status_display(), "bars_done": run.bars_done,
+            "bars_total": run.bars_total, "percent": progress_percent(run), "error": run.error}
+
+
+# --- formatting (money arrives as exact decimal strings, ratios as floats or null) ------------------------------
+
+def _money(value) -> str:
+    if value is None or value == "":
+        return "—"
+    try:
+        return f"{Decimal(str(value)):,.2f}"
+    except InvalidOperation:
+        return str(value)
+
+
+def _number(value, places: int = 2) -> str:
+    return "—" if value is None else f"{float(value):,.{places}f}"
+
+
+def _percent(value, places: int = 1) -> str:
+    return "—" if value is None else f"{100 * float(value):.{places}f}%"
+
+
+def _duration(seconds) -> str:
+    """"2 h 05 min", "12 min", "45 s"."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+def _trade_figures(figures: dict) -> list[tuple[str, str]]:
+    """One side's (or the whole run's) trade figures as rows."""
+    return [
+        ("Trades", str(figures.get("trades", 0))),
+        ("Wins / losses", f"{figures.get('wins', 0)} / {figures.get('losses', 0)}"),
+        ("Hit rate", _percent(figures.get("hit_rate"))),
+        ("Profit factor", _number(figures.get("profit_factor"))),
+        ("Expectancy", _money(figures.get("expectancy"))),
+        ("Net P&L", _money(figures.get("net_pnl"))),
+        ("Gross P&L", _money(figures.get("gross_pnl"))),
+        ("Commissions", _money(figures.get("commissions"))),
+        ("Slippage", _money(figures.get("slippage"))),
+    ]
+
+
+def report_view(run: BacktestRun) -> dict:
+    """The report as the page shows it: tables of formatted figures and the charts' series."""
+    r = run.report
+    down = r.get("max_drawdown") or {}
+    money = [("Starting equity", _money(r.get("starting_equity"))), ("Ending equity", _money(r.get("ending_equity"))),
+             ("Net P&L", _money(r.get("net_pnl"))), ("Gross P&L", _money(r.get("gross_pnl"))),
+             ("Commissions", _money(r.get("commissions"))), ("Slippage", _money(r.get("slippage"))),
+             ("Buy and hold (1 contract)", _money((r.get("buy_hold") or {}).get("net_pnl")))]
+    ratios = [("Sharpe", _number(r.get("sharpe"))), ("Sortino", _number(r.get("sortino"))),
+              ("Calmar", _number(r.get("calmar"))),
+              ("Max drawdown", f"{_percent(down.get('fraction'), 2)} ({_money(down.get('money'))})"),
+              ("Longest drawdown", _duration(down.get("longest_seconds"))
+               + ("" if down.get("recovered", True) else " (not recovered)")),
+              ("Hit rate", _percent(r.get("hit_rate"))), ("Profit factor", _number(r.get("profit_factor"))),
+              ("Expectancy", _money(r.get("expectancy"))), ("Exposure", _percent(r.get("exposure"))),
+              ("Trades per day", _number(r.get("trades_per_day"))),
+              ("Trades", f"{r.get('trades', 0)} closed, {r.get('open_trades', 0)} open at the end"),
+              ("Wins / losses", f"{r.get('wins', 0)} / {r.get('losses', 0)}")]
+    sides = [{"side": side, "rows": _trade_figures(figures)} for side, figures in (r.get("per_side") or {}).items()]
+    calibration = [{**row, "predicted_text": _percent(row.get("predicted")),
+                    "realised_text": _percent(row.get("realised")),
+                    "kelly_text": _number(row.get("kelly_fraction"), 4)} for row in r.get("calibration") or []]
+    trades = []
+    for t in r.get("trade_list") or []:
+        gross = t.get("gross_pnl")
+        net = (Decimal(gross) - Decimal(t["commission"]) - Decimal(t["slippage"])) if gross is not None else None
+        trades.append({**t, "net_text": _money(net), "gross_text": _money(gross),
+                       "costs_text": _money(Decimal(t["commission"]) + Decimal(t["slippage"])),
+                       "net_sign": "" if net is None else ("up" if net > 0 else "down" if net < 0 else ""),
+                       "probability_text": _percent(t.get("probability")),
+                       "kelly_text": _number(t.get("kelly_fraction"), 4)})
+    equity = r.get("equity") or {}
+    charts = {
+        "equity": {"t": equity.get("t", []), "equity": equity.get("equity", []),
+                   "drawdown": equity.get("drawdown", []), "buy_hold": equity.get("buy_hold", []),
+                   "buy_hold_t": _bar_times(run) if equity.get("buy_hold") else []},
+        "calibration": r.get("calibration") or [],
+        "sizes": r.get("sizes") or {},
+    }
+    return {"money": money, "ratios": ratios, "sides": sides, "calibration": calibration, "trades": trades,
+            "charts": charts, "risk_blocks": r.get("risk_blocks") or {},
+            "recommendations": r.get("recommendations") or {}, "window": r.get("window") or {},
+            "sizes": sorted(((int(k), v) for k, v in (r.get("sizes") or {}).items())),
+            "config": r.get("config") or run.config}
+
+
+def _bar_times(run: BacktestRun) -> list[str]:
+    """The replayed bars' times (the buy-and-hold series has one point per bar, the equity one per snapshot)."""
+    if run.market_id is None:
+        return []
+    stamps = (Bar.objects.filter(instrument_id=run.market_id, timeframe=run.timeframe, timestamp__gte=run.start,
+                                 timestamp__lte=run.end).order_by("timestamp").values_list("timestamp", flat=True))
+    return [stamp.isoformat().replace("+00:00", "Z") for stamp in stamps]
+
+
+# --- the form ---------------------------------------------------------------------------------------------------
+
+def _moment(text: str, *, whole_day: bool) -> datetime:
+    """An ISO date or date-time (a datetime-local field's value); no zone means UTC. A date is its midnight, or,
+    for the window's end, the whole day."""
+    day = parse_date(text) if len(text) == 10 else None  # parse_datetime reads a bare date as its midnight
+    if day is None:
+        value = parse_datetime(text)
+        if value is None:
+            raise ValueError(text)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return midnight + timedelta(days=1) - timedelta(microseconds=1) if whole_day else midnight
+
+
+class BacktestStartForm(forms.Form):
+    """Parses the page's form; the rules (known market, window, version, look-ahead) are backtest_create's."""
+
+    symbol = forms.CharField(max_length=20)
+    timeframe = forms.ChoiceField(choices=[(tf, tf) for tf in TIMEFRAMES], initial="1m")
+    version = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1,
+                                 help_text="Model version id; empty: the market's active version.")
+    approval = forms.ChoiceField(choices=BacktestRun.Approval.choices, initial=BacktestRun.Approval.APPROVE)
+    allow_lookahead = forms.BooleanField(required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # "from" and "to" as the API and the command name them (Python keywords, so not class attributes).
+        self.fields["from"] = forms.CharField(max_length=40, help_text="UTC; a date alone is its midnight.")
+        self.fields["to"] = forms.CharField(max_length=40, help_text="UTC, inclusive; a date alone is the whole day.")
+
+    def clean(self):
+        data = super().clean()
+        for name in ("from", "to"):
+            if name in data:
+                try:
+                    data[name] = _moment(data[name].strip(), whole_day=name == "to")
+                except ValueError:
+                    self.add_error(name, f"'{name}' is not an ISO date or date-time: {data[name]!r} "
+                                         "(e.g. 2026-03-02 or 2026-03-02T14:30)")
+        return data
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def backtest_list(request):
+    """The runs, newest first; POST (with trading.run_backtest) checks and starts one, then shows its page."""
+    can_run = request.user.has_perm(RUN_PERMISSION)
+    form, status = BacktestStartForm(initial={"timeframe": "1m", "approval": BacktestRun.Approval.APPROVE}), 200
+    if request.method == "POST":
+        if not can_run:
+            raise PermissionDenied(f"Starting a backtest needs the {RUN_PERMISSION} permission")
+        form = BacktestStartForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = backtest.backtest_create(
+                    symbol=data["symbol"], timeframe=data["timeframe"], start=data["from"], end=data["to"],
+                    version_id=data["version"], approval=data["approval"], allow_lookahead=data["allow_lookahead"],
+                    requested_by=request.user, via="page")
+            except backtest.BacktestRefused as exc:
+                form.add_error(None, str(exc))
+            else:
+                backtest.backtest_request(run=run)
+                return redirect("backtest", run_id=run.pk)
+        status = 400
+    runs = [{"run": run, "percent": progress_percent(run), "net_pnl": _money(run.net_pnl),
+             "net_sign": _sign(run.net_pnl)} for run in backtest_runs()[:LIST_LIMIT]]
+    context = {"runs": runs, "form": form, "can_run": can_run,
+               "instruments": selectors.instrument_list_active(), "timeframes": list(TIMEFRAMES),
+               "approvals": BacktestRun.Approval.choices, "run_permission": RUN_PERMISSION}
+    return render(request, "trading/backtests.html", context, status=status)
+
+
+def _sign(value) -> str:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, TypeError):
+        return ""
+    return "up" if number > 0 else "down" if number < 0 else ""
+
+
+def _run_or_404(run_id: int) -> BacktestRun:
+    return get_object_or_404(BacktestRun.objects.select_related("instrument", "requested_by"), pk=run_id)
+
+
+@require_GET
+@login_required
+def backtest_detail(request, run_id: int):
+    """A run's report; while it is queued or running, its progress (polled), and a failed run's error."""
+    run = _run_or_404(run_id)
+    done = run.status == BacktestRun.Status.DONE and bool(run.report)
+    view = report_view(run) if done else None
+    context = {"run": run, "report": run.report if done else None, "view": view,
+               "progress": progress_payload(run), "in_flight": run.status in IN_FLIGHT,
+               "charts": view["charts"] if view else None}
+    return render(request, "trading/backtest.html", context)
+
+
+@require_GET
+@login_required
+def backtest_progress(request, run_id: int):
+    return JsonResponse(progress_payload(_run_or_404(run_id)))
+
+
+@require_GET
+@login_required
+def backtest_trade(request, run_id: int, recommendation_id: int):
+    """One recommendation of the run: every Kelly factor and risk check, the reasons, the prediction, the fills.
+    Only the run's own account's recommendations are reachable here."""
+    run = _run_or_404(run_id)
+    if run.account_id is None:
+        raise Http404(f"Backtest #{run.pk} has no account yet.")
+    recommendation = get_object_or_404(Recommendation.objects.select_related("account", "instrument"),
+                                       pk=recommendation_id, account_id=run.account_id)
+    prediction = ml_selectors.prediction_facts(prediction_id=recommendation.prediction_id)
+    orders = (Order.objects.filter(account_id=run.account_id, recommendation=recommendation)
+              .select_related("fill").order_by("id"))
+    entries = [o for o in orders if o.kind == Order.Kind.ENTRY]
+    exits = list(Order.objects.filter(parent__in=entries).select_related("fill").order_by("id")) if entries else []
+    trade = next((t for t in (run.report or {}).get("trade_list", []) if t.get("recommendation") == recommendation.pk),
+                 None)
+    context = {
+        "run": run, "r": selectors.recommendation_payload(recommendation), "prediction": prediction,
+        "orders": [_order_row(order) for order in [*entries, *exits]],
+        "trade": trade, "report": run.report or {},
+        "net_text": _money(Decimal(trade["gross_pnl"]) - Decimal(trade["commission"]) - Decimal(trade["slippage"]))
+        if trade and trade.get("gross_pnl") is not None else "—",
+        "instrument": None,  # the navigation's dashboard link stays plain (this market is a backtest's own)
+    }
+    return render(request, "trading/backtest_trade.html", context)
+
+
+def _order_row(order: Order) -> dict:
+    fill = getattr(order, "fill", None)
+    return {"id": order.pk, "kind": order.get_kind_display(), "side": order.side, "quantity": order.quantity,
+            "status": order.get_status_display(), "take_profit": order.take_profit, "stop_loss": order.stop_loss,
+            "price": fill.price if fill else None, "at": fill.timestamp if fill else None,
+            "commission": _money(fill.commission) if fill else "—"}
+
