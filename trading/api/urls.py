@@ -1,7 +1,7 @@
 """REST API routes of the trading app."""
 from django.urls import path
 
-from . import decision_views, views
+from . import backtest_views, decision_views, views
 
 urlpatterns = [
     path("instruments/", views.InstrumentListApi.as_view(), name="api-instrument-list"),
@@ -32,4 +32,7 @@ urlpatterns = [
          name="api-trading-config-detail"),
     path("kill-switch/", decision_views.KillSwitchApi.as_view(), name="api-kill-switch"),
     path("audit-events/", decision_views.AuditEventListApi.as_view(), name="api-audit-event-list"),
+    # Backtests.
+    path("backtests/", backtest_views.BacktestListApi.as_view(), name="api-backtest-list"),
+    path("backtests/<int:run_id>/", backtest_views.BacktestDetailApi.as_view(), name="api-backtest-detail"),
 ]

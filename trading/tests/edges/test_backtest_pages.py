@@ -313,3 +313,14 @@ def test_starting_is_csrf_protected(nq, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         response = client.post("/backtests/", {**form_data(version=str(version.pk)), "csrfmiddlewaretoken": token})
     assert response.status_code == 302 and BacktestRun.objects.count() == 1
+
+
+def test_the_admin_lists_runs_with_their_progress_and_changes_nothing(nq, admin_client):
+    run = finished_run(nq)
+
+    html = page(admin_client.get("/admin/trading/backtestrun/"))
+
+    assert f"{run.bars_total}/{run.bars_total} bars (100%)" in html
+    assert admin_client.get("/admin/trading/backtestrun/add/").status_code == 403
+    assert admin_client.post(f"/admin/trading/backtestrun/{run.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert BacktestRun.objects.filter(pk=run.pk).exists()
