@@ -241,16 +241,20 @@ def feed_status_start(*, instrument: Instrument, timeframe: str, source: str, pa
 def feed_publish_bar(
     *, instrument: Instrument, timeframe: str, bar: BarData, already_stored: bool, simulated: bool = False
 ) -> Bar | None:
-    """One bar from a feed source: stored and announced (or, for a replay, looked up and announced)."""
-    if already_stored:
-        stored = Bar.objects.select_related("instrument").get(
-            instrument=instrument, timeframe=timeframe, timestamp=bar.timestamp
-        )
-        bar_emit_closed(bar=stored)
-    else:
-        stored = bar_store_closed(instrument=instrument, timeframe=timeframe, bar=bar, simulated=simulated)
-    if stored is not None:
-        feed_status_record_bar(instrument=instrument, timeframe=timeframe, bar=stored)
+    """One bar from a feed source: stored and announced (or, for a replay, looked up and announced).
+
+    Its arrival is recorded in the same transaction, before it is announced: the bar's workflow (inline in embedded
+    mode) reads the market's data freshness from it, and must not read the previous bar's arrival instead."""
+    with transaction.atomic():
+        if already_stored:
+            stored = Bar.objects.select_related("instrument").get(
+                instrument=instrument, timeframe=timeframe, timestamp=bar.timestamp
+            )
+            transaction.on_commit(lambda: bar_emit_closed(bar=stored))
+        else:
+            stored = bar_store_closed(instrument=instrument, timeframe=timeframe, bar=bar, simulated=simulated)
+        if stored is not None:
+            feed_status_record_bar(instrument=instrument, timeframe=timeframe, bar=stored)
     return stored
 
 

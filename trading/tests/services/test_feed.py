@@ -544,3 +544,23 @@ def test_no_status_or_no_heartbeat_is_not_alive():
 
     assert selectors.feed_is_alive(None, now=HEARTBEAT) is False
     assert selectors.feed_is_alive(never_beat, now=HEARTBEAT) is False
+
+
+@feed_db
+def test_a_bar_is_recorded_as_received_before_its_workflow_reads_the_data_freshness(nq, on_bar_closed):
+    """The risk manager's freshness check reads when the market's last bar arrived. The feed must record the bar's
+    arrival before its workflow runs (inline in embedded mode), or the check reads the previous bar's arrival: one
+    whole bar old, so with 15-minute bars every recommendation was blocked as stale data (900 s > 180 s)."""
+    services.feed_status_start(instrument=nq, timeframe="15m", source="test", pace_seconds=0)
+    seen = []
+    on_bar_closed(lambda sender, bar, **kwargs: seen.append(
+        FeedStatus.objects.get(instrument=nq, timeframe="15m").last_bar_received_at))
+    first = BarData(datetime(2024, 1, 2, 14, 30, tzinfo=UTC), 18000, 18001, 17999, 18000, 10)
+    services.feed_publish_bar(instrument=nq, timeframe="15m", bar=first, already_stored=False, simulated=True)
+    # The next bar arrives fifteen minutes later.
+    FeedStatus.objects.filter(instrument=nq).update(last_bar_received_at=timezone.now() - timedelta(minutes=15))
+    second = BarData(datetime(2024, 1, 2, 14, 45, tzinfo=UTC), 18000, 18001, 17999, 18000, 10)
+    before = timezone.now()
+    services.feed_publish_bar(instrument=nq, timeframe="15m", bar=second, already_stored=False, simulated=True)
+    assert seen[0] is not None, "the first bar's workflow ran before the feed recorded any arrival"
+    assert seen[1] >= before, "the second bar's workflow read the first bar's arrival"

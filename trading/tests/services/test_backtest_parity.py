@@ -1,0 +1,110 @@
+"""Parity: the live workflow fed bar by bar and the backtest of the same bars give the same trading, field by field.
+
+Live: the feed service stores each bar and announces it; the real receivers and tasks run inline (settle, predict
+with a trained model, size, risk, auto-approve on the paper account). Backtest: the same bars, the same version and
+the paper account's configuration and equity, replayed through `trading.backtest`. Recommendations, orders, fills
+and the equity curve are compared field by field (ids, wall-clock times and the account's name aside).
+Two trading days of 15-minute bars, over the 18:00 New York rollover and the daily break.
+"""
+from datetime import UTC, datetime
+
+import pytest
+
+from mlcore import services as ml_services
+from mlcore.models import Prediction
+from trading import backtest, services
+from trading.domain.bars import BarData
+from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams, generate_bars, session_timestamps
+from trading.domain.timeframes import timeframe_delta
+from trading.models import Account, BacktestRun, EquitySnapshot, Fill, Order, Recommendation
+from trading.tests.factories import InstrumentFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
+
+TIMEFRAME = "15m"
+STEP = timeframe_delta(TIMEFRAME)
+HISTORY_BARS = 1600
+LIVE_BARS = 2 * 92  # two sessions of 23 hours
+SERIES_START = datetime(2024, 1, 3, tzinfo=UTC)
+PLANTED = SyntheticParams(**{**DEMO_SIGNAL, "signal_edge": 0.8, "signal_persist": 20})  # as the soak: trades happen
+
+RECOMMENDATION_FIELDS = ("bar_timestamp", "side", "probability", "payoff_ratio", "confidence", "agreement",
+                         "reference_price", "atr", "stop_distance", "take_profit_distance", "horizon_bars", "kelly",
+                         "kelly_contracts", "risk", "risk_decision", "contracts", "reasons", "state", "expires_after")
+ORDER_FIELDS = ("kind", "side", "quantity", "status", "after_bar_timestamp", "take_profit", "stop_loss",
+                "horizon_bars", "bars_held", "last_bar_timestamp", "closed")
+FILL_FIELDS = ("side", "quantity", "price", "commission", "timestamp")
+EQUITY_FIELDS = ("timestamp", "equity", "realized_pnl", "unrealized_pnl", "peak_equity", "drawdown")
+
+
+@pytest.fixture
+def market(settings, tmp_path, eager_celery):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.VAR_DIR = tmp_path / "var"
+    ml_services.model_cache_clear()
+    nq = InstrumentFactory(symbol="NQ")
+    stamps = session_timestamps(SERIES_START, HISTORY_BARS + LIVE_BARS, timeframe=TIMEFRAME)
+    frame = generate_bars(stamps, seed=42, start_price=18000.0, tick_size=0.25, params=PLANTED, timeframe=TIMEFRAME)
+    services.bars_ingest(instrument=nq, timeframe=TIMEFRAME, frame=frame.iloc[:HISTORY_BARS])
+    version = ml_services.model_version_train(symbol="NQ", timeframe=TIMEFRAME, preset="fast", seed=0, promote=True)
+    paper = services.account_default_get()
+    Account.objects.filter(pk=paper.pk).update(auto_trading=True)
+    services.trading_config_get(account=paper, instrument=nq)
+    services.feed_status_start(instrument=nq, timeframe=TIMEFRAME, source="parity", pace_seconds=0)
+    yield nq, version, frame.iloc[HISTORY_BARS:].reset_index(drop=True)
+    ml_services.model_cache_clear()
+
+
+def rows(queryset, fields):
+    return [tuple(getattr(row, f) for f in fields) for row in queryset]
+
+
+def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically(market):
+    nq, version, live_bars = market
+    for row in live_bars.itertuples():
+        bar = BarData(row.timestamp.to_pydatetime(), row.open, row.high, row.low, row.close, row.volume)
+        assert services.feed_publish_bar(instrument=nq, timeframe=TIMEFRAME, bar=bar, already_stored=False,
+                                         simulated=True) is not None
+    paper = services.account_default_get()
+    start, end = live_bars.timestamp.iloc[0].to_pydatetime(), live_bars.timestamp.iloc[-1].to_pydatetime()
+
+    run = backtest.backtest_create(symbol="NQ", timeframe=TIMEFRAME, start=start, end=end, version_id=version.pk)
+    run = backtest.backtest_execute(run_id=run.pk)
+    assert run.status == BacktestRun.Status.DONE, run.error
+    replayed = run.account
+
+    live_recs = Recommendation.objects.filter(account=paper).order_by("bar_timestamp")
+    test_recs = Recommendation.objects.filter(account=replayed).order_by("bar_timestamp")
+    assert live_recs.count() == LIVE_BARS  # every bar predicted and sized
+    assert rows(test_recs, RECOMMENDATION_FIELDS) == rows(live_recs, RECOMMENDATION_FIELDS), _first_difference(
+        rows(test_recs, RECOMMENDATION_FIELDS), rows(live_recs, RECOMMENDATION_FIELDS), RECOMMENDATION_FIELDS)
+    live_orders = Order.objects.filter(account=paper).order_by("after_bar_timestamp", "kind", "id")
+    test_orders = Order.objects.filter(account=replayed).order_by("after_bar_timestamp", "kind", "id")
+    assert rows(test_orders, ORDER_FIELDS) == rows(live_orders, ORDER_FIELDS)
+    live_fills = Fill.objects.filter(account=paper).order_by("timestamp", "id")
+    assert live_fills.count() >= 4, "the parity test must trade to compare the broker"
+    assert rows(Fill.objects.filter(account=replayed).order_by("timestamp", "id"), FILL_FIELDS) == rows(live_fills,
+                                                                                                       FILL_FIELDS)
+    live_equity = EquitySnapshot.objects.filter(account=paper).order_by("timestamp")
+    assert live_equity.count() == LIVE_BARS
+    assert rows(EquitySnapshot.objects.filter(account=replayed).order_by("timestamp"), EQUITY_FIELDS) == rows(
+        live_equity, EQUITY_FIELDS)
+    # The same predictions too, and the backtest's are marked as such (monitoring leaves them out).
+    live_p = list(Prediction.objects.filter(instrument=nq, bar__timestamp__gte=start).order_by("bar__timestamp")
+                  .values_list("p_long", "p_short", "side", "confidence", "atr"))
+    test_p = list(Prediction.objects.filter(instrument_id=run.market_id).order_by("bar__timestamp")
+                  .values_list("p_long", "p_short", "side", "confidence", "atr"))
+    assert test_p == live_p
+    assert not Prediction.objects.filter(instrument_id=run.market_id, backtest=False).exists()
+    # The report's money is the account's.
+    assert run.report["trades"] + run.report["open_trades"] == Order.objects.filter(
+        account=replayed, kind=Order.Kind.ENTRY, status=Order.Status.FILLED).count()
+    assert float(run.report["ending_equity"]) == float(live_equity.last().equity)
+
+
+def _first_difference(ours, theirs, fields):
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        for name, x, y in zip(fields, a, b):
+            if x != y:
+                return f"row {i} field {name}: backtest {x!r} live {y!r}"
+    return f"lengths {len(ours)} vs {len(theirs)}" if len(ours) != len(theirs) else None
