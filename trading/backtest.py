@@ -64,8 +64,13 @@ class BacktestRefused(ValueError):
 
 def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: datetime, version_id: int | None = None,
                     approval: str = BacktestRun.Approval.APPROVE, account_name: str | None = None,
-                    allow_lookahead: bool = False, requested_by=None, via: str = "command") -> BacktestRun:
-    """Check a backtest's request and record it as queued (`backtest_execute` runs it)."""
+                    allow_lookahead: bool = False, requested_by=None, via: str = "command",
+                    equity_from_account: bool = False) -> BacktestRun:
+    """Check a backtest's request and record it as queued (`backtest_execute` runs it).
+
+    The run copies the account's trading configuration and starting equity; with `equity_from_account` (a
+    comparison with the account's live record) it starts from the account's equity and peak at the window's start
+    instead, so Kelly sizes from the same money."""
     try:
         instrument = selectors.instrument_get(symbol=symbol)
     except selectors.UnknownInstrument as exc:
@@ -103,11 +108,16 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
     else:
         source = account_default_get()
     config = trading_config_get(account=source, instrument=instrument)
+    equity, peak = source.starting_equity, source.starting_equity
+    if equity_from_account:
+        before = EquitySnapshot.objects.filter(account=source, timestamp__lte=start).order_by("-timestamp").first()
+        if before is not None:
+            equity, peak = before.equity, before.peak_equity
     return BacktestRun.objects.create(
         instrument=instrument, timeframe=timeframe, start=start, end=end, model_version=version, approval=approval,
         lookahead=lookahead, source_account=source, bars_total=total, requested_by=requested_by, via=via,
         config={**{name: _plain(getattr(config, name)) for name in CONFIG_FIELDS},
-                "starting_equity": str(source.starting_equity), "account": source.name,
+                "starting_equity": str(equity), "peak_equity": str(peak), "account": source.name,
                 "model_health": version.health_score, "model_has_edge": version.has_edge})
 
 
@@ -171,6 +181,8 @@ def _private_market(run: BacktestRun) -> tuple[Instrument, Account]:
             name=f"backtest #{run.pk}", backtest=True, currency=real.currency,
             starting_equity=Decimal(run.config["starting_equity"]),
             auto_trading=run.approval == BacktestRun.Approval.APPROVE)
+        Account.objects.filter(pk=account.pk).update(peak_equity=Decimal(run.config.get("peak_equity",
+                                                                                      run.config["starting_equity"])))
         TradingConfig.objects.create(account=account, instrument=market,
                                      **{name: run.config[name] for name in CONFIG_FIELDS})
         BacktestRun.objects.filter(pk=run.pk).update(market=market, account=account)

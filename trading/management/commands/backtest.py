@@ -56,12 +56,21 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if parse_datetime(options["end"]) is None:
             end = end + timezone.timedelta(days=1) - timezone.timedelta(microseconds=1)
+        if options["compare_account"]:
+            from trading import backtest_compare
+
+            if options["approval"] != "approve":
+                raise CommandError("--compare-account replays with --approval approve (what risk approves)")
+            options["version"] = options["version"] or backtest_compare.live_version(
+                account_name=options["compare_account"], symbol=options["symbol"], timeframe=options["timeframe"],
+                start=start, end=end)
         try:
             run = backtest.backtest_create(
                 symbol=options["symbol"], timeframe=options["timeframe"], start=start, end=end,
                 version_id=options["version"], approval=options["approval"],
                 account_name=options["compare_account"] or options["account"],
-                allow_lookahead=options["allow_lookahead"], via="command")
+                allow_lookahead=options["allow_lookahead"], via="command",
+                equity_from_account=bool(options["compare_account"]))
         except backtest.BacktestRefused as exc:
             raise CommandError(str(exc)) from None
         bar = tqdm(total=run.bars_total, desc=f"backtest #{run.pk}", unit="bar", file=sys.stderr,
@@ -77,8 +86,6 @@ class Command(BaseCommand):
         finally:
             bar.close()
         if options["compare_account"]:
-            from trading import backtest_compare
-
             comparison = backtest_compare.compare(run=run, account_name=options["compare_account"])
             if options["json"]:
                 self.stdout.write(json.dumps(comparison, indent=2, default=str))

@@ -6,9 +6,13 @@ the paper account's configuration and equity, replayed through `trading.backtest
 and the equity curve are compared field by field (ids, wall-clock times and the account's name aside).
 Two trading days of 15-minute bars, over the 18:00 New York rollover and the daily break.
 """
+import io
+import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 
 from mlcore import services as ml_services
 from mlcore.models import Prediction
@@ -17,6 +21,7 @@ from trading.domain.bars import BarData
 from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams, generate_bars, session_timestamps
 from trading.domain.timeframes import timeframe_delta
 from trading.models import Account, BacktestRun, EquitySnapshot, Fill, Order, Recommendation
+from trading.tests.decisions import user_with
 from trading.tests.factories import InstrumentFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.embedded]
@@ -59,12 +64,18 @@ def rows(queryset, fields):
     return [tuple(getattr(row, f) for f in fields) for row in queryset]
 
 
-def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically(market):
-    nq, version, live_bars = market
+def feed_live(nq, live_bars, after_bar=None):
     for row in live_bars.itertuples():
         bar = BarData(row.timestamp.to_pydatetime(), row.open, row.high, row.low, row.close, row.volume)
         assert services.feed_publish_bar(instrument=nq, timeframe=TIMEFRAME, bar=bar, already_stored=False,
                                          simulated=True) is not None
+        if after_bar is not None:
+            after_bar()
+
+
+def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically(market):
+    nq, version, live_bars = market
+    feed_live(nq, live_bars)
     paper = services.account_default_get()
     start, end = live_bars.timestamp.iloc[0].to_pydatetime(), live_bars.timestamp.iloc[-1].to_pydatetime()
 
@@ -100,6 +111,67 @@ def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically(marke
     assert run.report["trades"] + run.report["open_trades"] == Order.objects.filter(
         account=replayed, kind=Order.Kind.ENTRY, status=Order.Status.FILLED).count()
     assert float(run.report["ending_equity"]) == float(live_equity.last().equity)
+
+
+def compare_command(live_bars) -> dict:
+    out = io.StringIO()
+    call_command("backtest", "--symbol", "NQ", "--timeframe", TIMEFRAME, "--from",
+                 live_bars.timestamp.iloc[0].isoformat(), "--to", live_bars.timestamp.iloc[-1].isoformat(),
+                 "--compare-account", "paper", "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_the_comparison_with_the_paper_account_lists_an_injected_difference_and_nothing_else(market):
+    nq, version, live_bars = market
+    feed_live(nq, live_bars)
+    clean = compare_command(live_bars)
+    assert clean["live_trades"] >= 2 and clean["live_trades"] == clean["backtest_trades"] == clean["identical"]
+    assert clean["differences"] == [] and clean["model_version"] == version.pk
+    # Tamper with one live entry's fill: the comparison names that trade and field, and cannot explain it.
+    entry = Fill.objects.filter(account__name="paper", order__kind=Order.Kind.ENTRY).order_by("timestamp")[1]
+    Fill.objects.filter(pk=entry.pk).update(price=entry.price + Decimal("0.25"))
+    tampered = compare_command(live_bars)
+    [difference] = tampered["differences"]
+    assert difference["kind"] == "different" and difference["field"] == "entry_price"
+    assert Decimal(difference["live"]) - Decimal(difference["backtest"]) == Decimal("0.25")
+    assert difference["live_recommendation"] == entry.order.recommendation_id
+    assert difference["reason"] == "" and tampered["unexplained"] == 1
+
+
+def test_a_recommendation_left_to_expire_and_a_late_approval_are_listed_with_their_reasons(market):
+    nq, version, live_bars = market
+    Account.objects.filter(name="paper").update(auto_trading=False)
+    person = user_with("person", "trading.approve_recommendation")
+    offered: list[int] = []
+    late: list[int] = []
+
+    def desk():
+        # A person at the desk: approves what is offered at once, except the first offer (approved one bar late)
+        # and the second (left to expire).
+        for waiting in late:
+            services.recommendation_approve(recommendation_id=waiting, user=person)
+        late.clear()
+        for recommendation in Recommendation.objects.filter(account__name="paper", state=Recommendation.State.PENDING):
+            if recommendation.pk in offered:
+                continue
+            offered.append(recommendation.pk)
+            if len(offered) == 1:
+                late.append(recommendation.pk)
+            elif len(offered) != 2:
+                services.recommendation_approve(recommendation_id=recommendation.pk, user=person)
+
+    feed_live(nq, live_bars, after_bar=desk)
+    assert len(offered) >= 4
+    result = compare_command(live_bars)
+    reasons = {d["backtest_recommendation"] or d["live_recommendation"]: d for d in result["differences"]}
+    expired = Recommendation.objects.get(pk=offered[1])
+    missing = [d for d in result["differences"] if d["kind"] == "missing"
+               and d["signal_at"] == expired.bar_timestamp.isoformat().replace("+00:00", "Z")]
+    assert missing and missing[0]["reason"] == "the live recommendation expired unapproved"
+    approved_late = Recommendation.objects.get(pk=offered[0])
+    different = [d for d in result["differences"] if d["live_recommendation"] == approved_late.pk]
+    assert different and all("approved live after the bar" in d["reason"] for d in different)
+    assert reasons and result["unexplained"] == 0, result["differences"]
 
 
 def _first_difference(ours, theirs, fields):
