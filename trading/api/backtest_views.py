@@ -12,6 +12,7 @@ from trading.models import BacktestRun
 from .backtest_serializers import BacktestRunDetailOutputSerializer, BacktestRunOutputSerializer, BacktestStartSerializer
 
 RUN_PERMISSION = "trading.run_backtest"
+BAD_QUERY = OpenApiResponse(description="Invalid limit or offset; the body names each bad parameter.")
 FORBIDDEN = OpenApiResponse(description=f"The user lacks {RUN_PERMISSION}; the detail names it.")
 REFUSED = OpenApiResponse(description='Invalid body (the body names each bad field), or a backtest that cannot run '
                                       'as asked: {"detail": "..."} says what is wrong (unknown market, no bars in the '
@@ -23,7 +24,7 @@ class BacktestListApi(ListAPIView):
     serializer_class = BacktestRunOutputSerializer
 
     @extend_schema(summary="Backtests, newest first (without their reports)",
-                   responses={200: BacktestRunOutputSerializer(many=True)})
+                   responses={200: BacktestRunOutputSerializer(many=True), 400: BAD_QUERY})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
