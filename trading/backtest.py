@@ -17,6 +17,7 @@ anyway (`allow_lookahead`), and then the report says so on every page.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections import Counter
@@ -412,7 +413,7 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,]*\d|\d")  # a reason's figures vary; its wor
 
 
 def _json_ready(value):
-    """Decimals as strings (exact), datetimes as ISO 8601 UTC, NaN as null."""
+    """Decimals as strings (exact), datetimes as ISO 8601 UTC, NaN and infinities as null."""
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -421,6 +422,6 @@ def _json_ready(value):
         return str(value)
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, float) and value != value:
-        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
     return value

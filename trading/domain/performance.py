@@ -116,7 +116,10 @@ def annualised_return(equity, periods_per_year: float) -> float | None:
     if len(e) < 2 or e[0] <= 0:
         return None
     periods = len(e) - 1
-    return float((e[-1] / e[0]) ** (periods_per_year / periods) - 1.0)
+    with np.errstate(over="ignore"):
+        annual = float((e[-1] / e[0]) ** (periods_per_year / periods) - 1.0)
+    # A short stretch compounded over a year can exceed any float: no figure rather than infinity.
+    return annual if math.isfinite(annual) else None
 
 
 def calmar(equity, periods_per_year: float, max_drawdown: float) -> float | None:

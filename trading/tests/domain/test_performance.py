@@ -96,3 +96,12 @@ def test_bad_equity_is_refused():
     with pytest.raises(ValueError, match="times"):
         perf.drawdown([T0], [1.0, 2.0])
     assert len(perf.bar_returns([100.0])) == 0
+
+
+def test_a_short_gain_compounded_over_a_year_gives_no_figure_rather_than_infinity():
+    # +10 % over 10 one-minute bars, compounded over ~348,000 bars a year, overflows a float: the backtest report
+    # could not be stored (JSON has no infinity) and the run failed.
+    equity = [100.0 + i for i in range(11)]
+    assert perf.annualised_return(equity, 347_760) is None
+    assert perf.calmar(equity, 347_760, 0.01) is None
+    assert perf.annualised_return([100.0, 110.0], 1.0) == pytest.approx(0.10)

@@ -259,3 +259,23 @@ def test_the_live_kill_switch_stops_live_accounts_but_not_a_backtest_account(nq,
                                                                       now=bars[-1].timestamp + MINUTE)
     assert recommendation.state == Recommendation.State.BLOCKED
     assert any(c["name"] == "kill_switch" and not c["passed"] for c in recommendation.risk["checks"])
+
+
+def test_the_command_reads_a_bare_to_date_as_the_whole_day_and_says_why_a_run_failed_or_was_refused(nq, version):
+    from django.core.management import CommandError, call_command
+
+    bars = path(nq, [None] * 6)  # 2024-01-02 14:30 .. 14:35 UTC
+    # The version row has no artifacts: the first prediction cannot load it, and the run fails visibly.
+    with pytest.raises(CommandError, match=r"backtest #\d+ failed: ArtifactError"):
+        call_command("backtest", "--symbol", "NQ", "--from", "2024-01-02", "--to", "2024-01-02",
+                     "--version", str(version.pk), "--json")
+    run = BacktestRun.objects.get()
+    assert run.status == BacktestRun.Status.FAILED and "ArtifactError" in run.error
+    assert run.bars_total == len(bars)  # "--to 2024-01-02" is the whole day
+    with pytest.raises(CommandError, match="not an ISO date"):
+        call_command("backtest", "--symbol", "NQ", "--from", "2024-13-45", "--to", "2024-01-02")
+    version.data_end = bars[-1].timestamp
+    version.save(update_fields=["data_end"])
+    with pytest.raises(CommandError, match="look-ahead"):
+        call_command("backtest", "--symbol", "NQ", "--from", "2024-01-02", "--to", "2024-01-02",
+                     "--version", str(version.pk))

@@ -73,7 +73,7 @@ def feed_live(nq, live_bars, after_bar=None):
             after_bar()
 
 
-def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically(market):
+def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically_and_the_comparison_says_so(market):
     nq, version, live_bars = market
     feed_live(nq, live_bars)
     paper = services.account_default_get()
@@ -112,18 +112,7 @@ def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically(marke
         account=replayed, kind=Order.Kind.ENTRY, status=Order.Status.FILLED).count()
     assert float(run.report["ending_equity"]) == float(live_equity.last().equity)
 
-
-def compare_command(live_bars) -> dict:
-    out = io.StringIO()
-    call_command("backtest", "--symbol", "NQ", "--timeframe", TIMEFRAME, "--from",
-                 live_bars.timestamp.iloc[0].isoformat(), "--to", live_bars.timestamp.iloc[-1].isoformat(),
-                 "--compare-account", "paper", "--json", stdout=out)
-    return json.loads(out.getvalue())
-
-
-def test_the_comparison_with_the_paper_account_lists_an_injected_difference_and_nothing_else(market):
-    nq, version, live_bars = market
-    feed_live(nq, live_bars)
+    # Live against backtest, by the command: nothing differs; then one injected difference is listed, alone.
     clean = compare_command(live_bars)
     assert clean["live_trades"] >= 2 and clean["live_trades"] == clean["backtest_trades"] == clean["identical"]
     assert clean["differences"] == [] and clean["model_version"] == version.pk
@@ -136,6 +125,14 @@ def test_the_comparison_with_the_paper_account_lists_an_injected_difference_and_
     assert Decimal(difference["live"]) - Decimal(difference["backtest"]) == Decimal("0.25")
     assert difference["live_recommendation"] == entry.order.recommendation_id
     assert difference["reason"] == "" and tampered["unexplained"] == 1
+
+
+def compare_command(live_bars) -> dict:
+    out = io.StringIO()
+    call_command("backtest", "--symbol", "NQ", "--timeframe", TIMEFRAME, "--from",
+                 live_bars.timestamp.iloc[0].isoformat(), "--to", live_bars.timestamp.iloc[-1].isoformat(),
+                 "--compare-account", "paper", "--json", stdout=out)
+    return json.loads(out.getvalue())
 
 
 def test_a_recommendation_left_to_expire_and_a_late_approval_are_listed_with_their_reasons(market):
