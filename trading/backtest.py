@@ -37,6 +37,7 @@ from .domain.calendar import trading_day_start
 from .domain.timeframes import timeframe_delta
 from .models import (
     Account,
+    AuditEvent,
     BacktestRun,
     Bar,
     BarWorkflow,
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FIELDS = ("kelly_fraction", "min_confidence", "max_contracts", "max_position_contracts", "max_total_contracts",
                  "daily_loss_limit", "max_drawdown", "max_trades_per_day", "stale_after_seconds", "health_floor",
                  "health_full_size_floor", "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
+BREAKER_HOLD, BREAKER_DAILY = "hold", "daily"  # a tripped breaker stays tripped (as live), or resets next day
 PROGRESS_EVERY = 100  # bars between two progress writes
 TRADING_DAYS_PER_YEAR = 252
 SESSION_HOURS = 23  # CME Globex: 23 hours a day, five days a week
@@ -66,7 +68,7 @@ class BacktestRefused(ValueError):
 def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: datetime, version_id: int | None = None,
                     approval: str = BacktestRun.Approval.APPROVE, account_name: str | None = None,
                     allow_lookahead: bool = False, requested_by=None, via: str = "command",
-                    equity_from_account: bool = False) -> BacktestRun:
+                    equity_from_account: bool = False, breaker: str = BREAKER_HOLD) -> BacktestRun:
     """Check a backtest's request and record it as queued (`backtest_execute` runs it).
 
     The run copies the account's trading configuration and starting equity; with `equity_from_account` (a
@@ -87,6 +89,8 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
             raise BacktestRefused(f"'{name}' must be a date and time with a time zone, got {moment!r}")
     if end < start:
         raise BacktestRefused(f"'to' ({end:%Y-%m-%d %H:%M} UTC) is before 'from' ({start:%Y-%m-%d %H:%M} UTC)")
+    if breaker not in (BREAKER_HOLD, BREAKER_DAILY):
+        raise BacktestRefused(f"unknown breaker policy {breaker!r}; use {BREAKER_HOLD} or {BREAKER_DAILY}")
     if approval not in BacktestRun.Approval.values:
         raise BacktestRefused(f"unknown approval {approval!r}; use one of {', '.join(BacktestRun.Approval.values)}")
     bars = Bar.objects.filter(instrument=instrument, timeframe=timeframe, timestamp__gte=start, timestamp__lte=end)
@@ -119,7 +123,7 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
         lookahead=lookahead, source_account=source, bars_total=total, requested_by=requested_by, via=via,
         config={**{name: _plain(getattr(config, name)) for name in CONFIG_FIELDS},
                 "starting_equity": str(equity), "peak_equity": str(peak), "account": source.name,
-                "model_health": version.health_score, "model_has_edge": version.has_edge})
+                "model_health": version.health_score, "model_has_edge": version.has_edge, "breaker": breaker})
 
 
 def _version(instrument: Instrument, timeframe: str, version_id: int | None) -> ModelVersion:
@@ -156,7 +160,8 @@ def backtest_execute(*, run_id: int, progress: Callable[[int, int], None] | None
     if not claimed:
         raise BacktestRefused(f"backtest #{run_id} is {run.get_status_display().lower()}, not queued")
     try:
-        market, account = _private_market(run)
+        run.market, run.account = _private_market(run)
+        market = run.market
         _replay(run, market, progress=progress, bar_hook=bar_hook)
         report = backtest_report(run=BacktestRun.objects.get(pk=run_id))
     except BaseException as exc:
@@ -205,8 +210,12 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
     bars = (Bar.objects.filter(instrument=run.instrument, timeframe=run.timeframe, timestamp__gte=run.start,
                                timestamp__lte=run.end).order_by("timestamp"))
     done = 0
+    daily_reset = run.config.get("breaker") == BREAKER_DAILY
+    tripped_day = None
     for source in bars.iterator(chunk_size=2000):
         close = source.timestamp + step  # the simulated clock: the bar has just closed
+        if daily_reset:
+            tripped_day = _breaker_daily(run, close, tripped_day)
         with transaction.atomic():  # stored with its workflow row, as a feed stores a live bar
             bar = _copy(source, market)
             bar.save()
@@ -220,6 +229,30 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
             BacktestRun.objects.filter(pk=run.pk).update(bars_done=done)
             if progress is not None:
                 progress(done, run.bars_total)
+
+
+def _breaker_daily(run: BacktestRun, close: datetime, tripped_day):
+    """The "daily" breaker policy: a breaker the run's account tripped on a trading day is reset at the first bar of
+    the next one, as a person at the desk would (audited as the run's policy). The default holds it to the end."""
+    day = trading_day_start(close)
+    if not Account.objects.filter(pk=run.account_id, circuit_breaker_tripped_at__isnull=False).exists():
+        return None
+    if tripped_day is None:
+        return day
+    if day <= tripped_day:
+        return tripped_day
+    from .models import TradingState
+
+    with transaction.atomic():
+        account = Account.objects.select_for_update().get(pk=run.account_id)
+        reason = account.circuit_breaker_reason
+        Account.objects.filter(pk=account.pk).update(circuit_breaker_tripped_at=None, circuit_breaker_reason="",
+                                                     trading_state=TradingState.ACTIVE)
+        AuditEvent.objects.create(action=AuditEvent.Action.CIRCUIT_BREAKER_RESET, account=account,
+                                  state_before=account.trading_state, state_after=TradingState.ACTIVE,
+                                  details={"reason": f"backtest #{run.pk}'s daily breaker policy, at the trading day "
+                                                     f"of {day:%Y-%m-%d %H:%M} UTC (tripped: {reason})"})
+    return None
 
 
 def backtest_request(*, run: BacktestRun) -> None:
@@ -252,6 +285,35 @@ def _run_in_thread(run_id: int) -> None:
         pass  # recorded on the run and logged by backtest_execute
     finally:
         connection.close()
+
+
+def backtest_delete(*, run_id: int) -> None:
+    """Remove a finished run with its private market and account and every record made on them (raw deletes in
+    dependency order: the ORM's collector would walk every row of a long run). A running run is refused."""
+    run = BacktestRun.objects.get(pk=run_id)
+    if run.status in (BacktestRun.Status.QUEUED, BacktestRun.Status.RUNNING):
+        raise BacktestRefused(f"backtest #{run_id} is {run.status}: delete it once it has finished")
+    from mlcore.models import Prediction
+
+    from .models import Position
+
+    with transaction.atomic():
+        if run.account_id:
+            AuditEvent.objects.filter(account_id=run.account_id).delete()
+            Fill.objects.filter(account_id=run.account_id)._raw_delete(Fill.objects.db)
+            # Exits first: an exit order protects its entry.
+            Order.objects.filter(account_id=run.account_id, parent__isnull=False)._raw_delete(Order.objects.db)
+            Order.objects.filter(account_id=run.account_id)._raw_delete(Order.objects.db)
+            for model in (Position, EquitySnapshot, Recommendation, TradingConfig):
+                model.objects.filter(account_id=run.account_id)._raw_delete(model.objects.db)
+        if run.market_id:
+            Prediction.objects.filter(instrument_id=run.market_id)._raw_delete(Prediction.objects.db)
+            BarWorkflow.objects.filter(instrument_id=run.market_id)._raw_delete(BarWorkflow.objects.db)
+            Bar.objects.filter(instrument_id=run.market_id)._raw_delete(Bar.objects.db)
+        account_id, market_id = run.account_id, run.market_id
+        run.delete()
+        Account.objects.filter(pk=account_id, backtest=True).delete()
+        Instrument.objects.filter(pk=market_id, backtest=True).delete()
 
 
 # --- the report -------------------------------------------------------------------------------------------------
@@ -357,6 +419,8 @@ def backtest_report(*, run: BacktestRun) -> dict:
         "exposure": performance.exposure(in_position),
         "trades_per_day": performance.trades_per_day(closed, trading_days),
         "risk_blocks": blocks,
+        "breaker_trips": AuditEvent.objects.filter(account=account,
+                                                   action=AuditEvent.Action.CIRCUIT_BREAKER_TRIP).count(),
         "recommendations": states,
         "per_side": performance.per_side(closed),
         "calibration": performance.calibration_table(closed),

@@ -50,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--approval", default="approve", choices=list(BacktestRun.Approval.values),
                             help="approve what risk approves (default), or record only")
         parser.add_argument("--account", help="copy this account's configuration and equity (default: paper)")
+        parser.add_argument("--breaker", default="hold", choices=("hold", "daily"),
+                            help="a tripped circuit breaker stays tripped to the end, as live (hold, the default), "
+                                 "or is reset at the next trading day's first bar (daily, audited)")
         parser.add_argument("--allow-lookahead", action="store_true",
                             help="run even if the version was trained on bars inside the window (flagged)")
         parser.add_argument("--compare-account",
@@ -76,7 +79,7 @@ class Command(BaseCommand):
                 version_id=options["version"], approval=options["approval"],
                 account_name=options["compare_account"] or options["account"],
                 allow_lookahead=options["allow_lookahead"], via="command",
-                equity_from_account=bool(options["compare_account"]))
+                equity_from_account=bool(options["compare_account"]), breaker=options["breaker"])
         except backtest.BacktestRefused as exc:
             raise CommandError(str(exc)) from None
         bar = tqdm(total=run.bars_total, desc=f"backtest #{run.pk}", unit="bar", file=sys.stderr,

@@ -18,6 +18,7 @@ from mlcore.selectors import prediction_list
 from trading import backtest, services
 from trading.models import (
     Account,
+    AuditEvent,
     BacktestRun,
     Bar,
     EquitySnapshot,
@@ -279,3 +280,41 @@ def test_the_command_reads_a_bare_to_date_as_the_whole_day_and_says_why_a_run_fa
     with pytest.raises(CommandError, match="look-ahead"):
         call_command("backtest", "--symbol", "NQ", "--from", "2024-01-02", "--to", "2024-01-02",
                      "--version", str(version.pk))
+
+
+def test_a_finished_run_is_deleted_with_everything_it_made_and_nothing_else(nq, version):
+    bars = path(nq, [None] * 6)
+    run = run_backtest(nq, version, bars, {0: "long", 3: "short"})
+    assert Fill.objects.filter(account=run.account).exists()
+    market_id, account_id = run.market_id, run.account_id
+    backtest.backtest_delete(run_id=run.pk)
+    assert not BacktestRun.objects.exists()
+    assert not Instrument.objects.filter(pk=market_id).exists() and not Account.objects.filter(pk=account_id).exists()
+    assert not Bar.objects.filter(instrument_id=market_id).exists()
+    assert Bar.objects.filter(instrument=nq).count() == 6  # the real market's bars stay
+    queued = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                      version_id=version.pk)
+    with pytest.raises(backtest.BacktestRefused, match="queued"):
+        backtest.backtest_delete(run_id=queued.pk)
+
+
+@pytest.mark.parametrize("breaker, trades_next_day", [("hold", False), ("daily", True)])
+def test_a_tripped_breaker_holds_to_the_end_unless_the_run_resets_it_each_trading_day(nq, version, breaker,
+                                                                                    trades_next_day):
+    rows = [None] * 520  # 14:30 UTC .. 23:09 UTC: over the 18:00 New York rollover (23:00 UTC in January)
+    # The long of bar 0 (1 contract: the loss budget of 300 allows one stop-out of 210) gaps through its stop:
+    # sold at 17979.75, -415 with commissions, over the day's limit.
+    rows[2] = ("17980", "17981", "17979", "17980")
+    bars = path(nq, rows)
+    config = services.trading_config_get(account=services.account_default_get(), instrument=nq)
+    TradingConfig.objects.filter(pk=config.pk).update(daily_loss_limit=Decimal("300"), max_contracts=2)
+    run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                   version_id=version.pk, breaker=breaker)
+    run = backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, {0: "long", 515: "long"}))
+    assert run.report["breaker_trips"] == 1
+    next_day = Recommendation.objects.get(account=run.account, bar_timestamp=bars[515].timestamp)
+    assert (next_day.state == Recommendation.State.EXECUTED) is trades_next_day, next_day.reasons
+    if not trades_next_day:
+        assert any(c["name"] == "circuit_breaker" and not c["passed"] for c in next_day.risk["checks"])
+    resets = AuditEvent.objects.filter(account=run.account, action=AuditEvent.Action.CIRCUIT_BREAKER_RESET)
+    assert resets.count() == (1 if trades_next_day else 0)
