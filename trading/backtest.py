@@ -57,6 +57,7 @@ CONFIG_FIELDS = ("kelly_fraction", "min_confidence", "max_contracts", "max_posit
                  "health_full_size_floor", "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
 BREAKER_HOLD, BREAKER_DAILY = "hold", "daily"  # a tripped breaker stays tripped (as live), or resets next day
 PROGRESS_EVERY = 100  # bars between two progress writes
+OUTCOMES_EVERY = 250  # bars between two resolutions of the predictions' outcomes (a batch is at most 500)
 TRADING_DAYS_PER_YEAR = 252
 SESSION_HOURS = 23  # CME Globex: 23 hours a day, five days a week
 
@@ -223,12 +224,26 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
                                        stored_at=close, touched_at=close)
         if bar_hook is not None:
             bar_hook(bar)
-        workflow.replay_bar(bar.pk, replay=workflow.Replay(version_id=run.model_version_id, now=close))
         done += 1
+        workflow.replay_bar(bar.pk, replay=workflow.Replay(version_id=run.model_version_id, now=close),
+                            outcomes=done % OUTCOMES_EVERY == 0)
         if done % PROGRESS_EVERY == 0 or done == run.bars_total:
             BacktestRun.objects.filter(pk=run.pk).update(bars_done=done)
             if progress is not None:
                 progress(done, run.bars_total)
+    _outcomes_through_end(market, run.timeframe)
+
+
+def _outcomes_through_end(market: Instrument, timeframe: str) -> None:
+    """Resolve every outcome the replayed bars decide (a call resolves at most a batch)."""
+    from mlcore import services as ml_services
+
+    latest = selectors.bar_latest(instrument=market, timeframe=timeframe)
+    while latest is not None:
+        result = ml_services.prediction_outcomes_resolve(instrument_id=market.pk, timeframe=timeframe,
+                                                         through=latest.timestamp)
+        if not (result.resolved or result.unresolvable):
+            return
 
 
 def _breaker_daily(run: BacktestRun, close: datetime, tripped_day):

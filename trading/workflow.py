@@ -83,7 +83,7 @@ def settle(bar_id: int) -> list[int]:
     return settled
 
 
-def _settle_waiting(target: BarWorkflow, settled: list[int], failures: list[str]) -> None:
+def _settle_waiting(target: BarWorkflow, settled: list[int], failures: list[str], outcomes: bool = True) -> None:
     with _market_lock("settle", target.instrument_id, target.timeframe):
         for pending in _waiting(target, Stage.STORED):
             _touch(pending.pk, settle_started_at=timezone.now())
@@ -98,7 +98,8 @@ def _settle_waiting(target: BarWorkflow, settled: list[int], failures: list[str]
                 raise  # the bar stays waiting; the task's retry or the sweeper settles it, before any later bar
             services.recommendations_expire(instrument=pending.instrument_id, timeframe=pending.timeframe,
                                             latest_bar_timestamp=pending.timestamp)
-            failure = _outcomes_resolve(pending, failure)
+            if outcomes:
+                failure = _outcomes_resolve(pending, failure)
             now = timezone.now()
             BarWorkflow.objects.filter(pk=pending.pk).update(stage=Stage.SETTLED, settled_at=now, touched_at=now,
                                                              error=failure)
@@ -201,13 +202,14 @@ class Replay:
     now: datetime
 
 
-def replay_bar(bar_id: int, *, replay: Replay) -> None:
+def replay_bar(bar_id: int, *, replay: Replay, outcomes: bool = True) -> None:
     """Steps 1 and 2 for one stored bar of a backtest's private market, inline and in order: the same settlement
     and decision as a live bar, with nothing queued (the backtest stores the next bar only once this one is done,
-    as a feed whose workers keep up would)."""
+    as a feed whose workers keep up would). `outcomes=False` leaves the predictions' outcomes to a later bar's
+    call: they are monitoring's record, never an input of a decision, so a backtest resolves them in batches."""
     target = _workflow_ensure(bar_id)
     settled, failures = [], []
-    _settle_waiting(target, settled, failures)
+    _settle_waiting(target, settled, failures, outcomes=outcomes)
     decide(bar_id, replay=replay)
     if failures:
         raise services.SettlementFailed("; ".join(failures))

@@ -39,6 +39,9 @@ RECOMMENDATION_FIELDS = ("bar_timestamp", "side", "probability", "payoff_ratio",
 ORDER_FIELDS = ("kind", "side", "quantity", "status", "after_bar_timestamp", "take_profit", "stop_loss",
                 "horizon_bars", "bars_held", "last_bar_timestamp", "closed")
 FILL_FIELDS = ("side", "quantity", "price", "commission", "timestamp")
+# Outcomes too: live resolves them bar by bar, the backtest in batches; what the bars decide is the same.
+PREDICTION_FIELDS = ("p_long", "p_short", "side", "confidence", "atr", "outcome_status", "outcome_long",
+                     "outcome_short", "return_long", "return_short", "exit_long_at", "exit_short_at")
 EQUITY_FIELDS = ("timestamp", "equity", "realized_pnl", "unrealized_pnl", "peak_equity", "drawdown")
 
 
@@ -102,9 +105,9 @@ def test_the_live_feed_and_the_backtest_of_the_same_bars_trade_identically_and_t
         live_equity, EQUITY_FIELDS)
     # The same predictions too, and the backtest's are marked as such (monitoring leaves them out).
     live_p = list(Prediction.objects.filter(instrument=nq, bar__timestamp__gte=start).order_by("bar__timestamp")
-                  .values_list("p_long", "p_short", "side", "confidence", "atr"))
+                  .values_list(*PREDICTION_FIELDS))
     test_p = list(Prediction.objects.filter(instrument_id=run.market_id).order_by("bar__timestamp")
-                  .values_list("p_long", "p_short", "side", "confidence", "atr"))
+                  .values_list(*PREDICTION_FIELDS))
     assert test_p == live_p
     assert not Prediction.objects.filter(instrument_id=run.market_id, backtest=False).exists()
     # The report's money is the account's.
