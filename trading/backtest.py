@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from mlcore.models import ModelVersion
@@ -208,30 +208,51 @@ def _copy(bar: Bar, market: Instrument) -> Bar:
 
 def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None:
     step = timeframe_delta(run.timeframe)
-    bars = (Bar.objects.filter(instrument=run.instrument, timeframe=run.timeframe, timestamp__gte=run.start,
-                               timestamp__lte=run.end).order_by("timestamp"))
     done = 0
     daily_reset = run.config.get("breaker") == BREAKER_DAILY
     tripped_day = None
-    for source in bars.iterator(chunk_size=2000):
-        close = source.timestamp + step  # the simulated clock: the bar has just closed
-        if daily_reset:
-            tripped_day = _breaker_daily(run, close, tripped_day)
-        with transaction.atomic():  # stored with its workflow row, as a feed stores a live bar
-            bar = _copy(source, market)
-            bar.save()
-            BarWorkflow.objects.create(bar=bar, instrument=market, timeframe=run.timeframe, timestamp=bar.timestamp,
-                                       stored_at=close, touched_at=close)
-        if bar_hook is not None:
-            bar_hook(bar)
-        done += 1
-        workflow.replay_bar(bar.pk, replay=workflow.Replay(version_id=run.model_version_id, now=close),
-                            outcomes=done % OUTCOMES_EVERY == 0)
-        if done % PROGRESS_EVERY == 0 or done == run.bars_total:
-            BacktestRun.objects.filter(pk=run.pk).update(bars_done=done)
-            if progress is not None:
-                progress(done, run.bars_total)
+    for page in _source_pages(run):
+        # One transaction a page of bars: each step's own transaction becomes a savepoint of it, and the run pays one
+        # commit a page instead of one per statement. Nothing outside the run's private market and account is
+        # written, and a failure fails the run, so a page is all or nothing. Its commits need not wait for the disk:
+        # a backtest lost in a crash is run again.
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+            for source in page:
+                close = source.timestamp + step  # the simulated clock: the bar has just closed
+                if daily_reset:
+                    tripped_day = _breaker_daily(run, close, tripped_day)
+                with transaction.atomic():  # stored with its workflow row, as a feed stores a live bar
+                    bar = _copy(source, market)
+                    bar.save()
+                    BarWorkflow.objects.create(bar=bar, instrument=market, timeframe=run.timeframe,
+                                               timestamp=bar.timestamp, stored_at=close, touched_at=close)
+                if bar_hook is not None:
+                    bar_hook(bar)
+                done += 1
+                workflow.replay_bar(bar.pk, replay=workflow.Replay(version_id=run.model_version_id, now=close),
+                                    outcomes=done % OUTCOMES_EVERY == 0)
+        BacktestRun.objects.filter(pk=run.pk).update(bars_done=done)
+        if progress is not None:
+            progress(done, run.bars_total)
     _outcomes_through_end(market, run.timeframe)
+
+
+def _source_pages(run: BacktestRun):
+    """The real market's bars of the window, oldest first, a page of PROGRESS_EVERY at a time."""
+    after = None
+    while True:
+        bars = Bar.objects.filter(instrument=run.instrument, timeframe=run.timeframe, timestamp__gte=run.start,
+                                  timestamp__lte=run.end)
+        if after is not None:
+            bars = bars.filter(timestamp__gt=after)
+        page = list(bars.order_by("timestamp")[:PROGRESS_EVERY])
+        if not page:
+            return
+        yield page
+        after = page[-1].timestamp
 
 
 def _outcomes_through_end(market: Instrument, timeframe: str) -> None:
@@ -292,8 +313,6 @@ def backtest_request(*, run: BacktestRun) -> None:
 
 
 def _run_in_thread(run_id: int) -> None:
-    from django.db import connection
-
     try:
         backtest_execute(run_id=run_id)
     except Exception:

@@ -134,3 +134,114 @@ def bench_sizing(*, predictions: int = 300, calls: int = 20_000) -> dict:
         "calls": calls,
         "predictions": predictions,
     }
+
+
+def bench_backtest(*, bars: int = 100_000, history: int = 20_000, preset: str = "fast", seed: int = 7,
+                   keep: bool = False) -> dict:
+    """`bars` one-minute bars replayed through the backtest (the live per-bar workflow) with a `preset` model
+    trained on the `history` bars before them; then MinhOS's entries exported as signals and run through
+    backtesting.py (requirements-bench.txt) on the same bars with the same brackets, commission and slippage.
+
+    Prints both throughputs, both trade counts and every trade difference with the rule that explains it
+    (trading.peer_backtest.RULES). A scratch market, account and run; all deleted afterwards unless `keep`.
+    """
+    import pandas as pd
+
+    from mlcore import services as ml_services
+    from mlcore.models import ModelVersion
+
+    from . import backtest, peer_backtest
+    from .domain.synthetic import DEMO_SIGNAL, SyntheticParams
+    from .models import Account, BacktestRun, Order
+
+    symbol = f"BTB{os.getpid()}"[:20]
+    stamps = session_timestamps(datetime(2023, 1, 2, 23, 0, tzinfo=timezone.utc), history + bars, timeframe="1m")
+    frame = generate_bars(stamps, seed=seed, start_price=18_000.0, tick_size=0.25,
+                          params=SyntheticParams(**DEMO_SIGNAL))
+    instrument = Instrument.objects.create(symbol=symbol, name="backtest benchmark", tick_size="0.25",
+                                           point_value="20")
+    account = Account.objects.create(name=f"bench-{symbol}")
+    run = None
+    try:
+        services.bars_ingest(instrument=instrument, timeframe="1m", frame=frame.iloc[:history])
+        t0 = time.perf_counter()
+        version = ml_services.model_version_train(symbol=symbol, timeframe="1m", preset=preset, seed=0,
+                                                  promote=False)
+        train_seconds = time.perf_counter() - t0
+        services.bars_ingest(instrument=instrument, timeframe="1m", frame=frame.iloc[history:])
+        window = frame.iloc[history:]
+        config = services.trading_config_get(account=account, instrument=instrument)
+        run = backtest.backtest_create(symbol=symbol, timeframe="1m", start=window.timestamp.iloc[0].to_pydatetime(),
+                                       end=window.timestamp.iloc[-1].to_pydatetime(), version_id=version.pk,
+                                       account_name=account.name, breaker=backtest.BREAKER_DAILY, via="bench")
+        t1 = time.perf_counter()
+        run = backtest.backtest_execute(run_id=run.pk)
+        ours_seconds = time.perf_counter() - t1
+
+        # MinhOS's entries as signals: the bar each was decided on, its side, size and bracket distances.
+        entries = (Order.objects.filter(account=run.account, kind=Order.Kind.ENTRY, status=Order.Status.FILLED)
+                   .select_related("recommendation").order_by("id"))
+        signals = [peer_backtest.PeerSignal(
+            signal_at=e.recommendation.bar_timestamp, side=e.recommendation.side, contracts=e.quantity,
+            stop_distance=e.recommendation.stop_distance, take_profit_distance=e.recommendation.take_profit_distance,
+            horizon_bars=e.recommendation.horizon_bars) for e in entries]
+        path = window.set_index(pd.DatetimeIndex(window.timestamp, tz="UTC"))[["open", "high", "low", "close",
+                                                                              "volume"]]
+        costs = {"tick_size": instrument.tick_size, "point_value": instrument.point_value,
+                 "slippage_ticks": config.slippage_ticks}
+        peer = peer_backtest.peer_run(path, signals, commission_per_contract=config.commission_per_contract,
+                                      cash=account.starting_equity, **costs)
+        ours = [peer_backtest.PeerTrade(
+            side=t["side"], contracts=t["contracts"], entry_at=_aware(t["entry_at"]), entry_price=t["entry_price"],
+            exit_at=_aware(t["exit_at"]), exit_price=t["exit_price"], exit_reason=t["exit_reason"],
+            net_pnl=t["gross_pnl"] - t["commission"]) for t in backtest.trades_of(account=run.account)
+            if t["exit_at"] is not None]
+        comparison = peer_backtest.trades_compare(ours, peer.trades, bars=path, signals=signals, **costs)
+        report = run.report
+        return {
+            "bench": "backtest",
+            "database": connection.vendor,
+            "bars": bars,
+            "history_bars": history,
+            "preset": preset,
+            "train_seconds": round(train_seconds, 1),
+            "minhos": {"seconds": round(ours_seconds, 1), "bars_per_s": round(bars / ours_seconds, 1),
+                       "trades": len(ours), "open_at_end": report["open_trades"], "net_pnl": report["net_pnl"],
+                       "recommendations": report["recommendations"], "breaker_trips": report["breaker_trips"]},
+            "backtesting_py": {"seconds": round(peer.seconds, 3), "bars_per_s": round(peer.bars_per_s),
+                               "trades": len(peer.trades)},
+            "comparison": {key: comparison[key] for key in comparison if key != "differences"},
+            "differences_sample": comparison["differences"][:20],
+            "rules": list(peer_backtest.RULES),
+        }
+    finally:
+        if not keep:
+            if run is not None:
+                BacktestRun.objects.filter(pk=run.pk, status=BacktestRun.Status.RUNNING).update(
+                    status=BacktestRun.Status.FAILED)
+                backtest.backtest_delete(run_id=run.pk)
+            for version in ModelVersion.objects.filter(instrument=instrument):
+                _version_delete(version)
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {Bar._meta.db_table} WHERE instrument_id = %s", [instrument.pk])
+            account.delete()
+            instrument.delete()
+
+
+def _aware(value):
+    from django.utils.dateparse import parse_datetime
+
+    return parse_datetime(value) if isinstance(value, str) else value
+
+
+def _version_delete(version) -> None:
+    """A benchmark's version: its artifacts from storage, then the row (nothing else refers to it by then)."""
+    from django.core.files.storage import default_storage
+
+    from mlcore.models import Prediction, TrainingRun
+
+    for relative in (version.artifacts or {}):
+        default_storage.delete(f"{version.artifact_root}/{relative}")
+    Prediction.objects.filter(version=version).delete()
+    TrainingRun.objects.filter(version=version).delete()
+    version.delete()

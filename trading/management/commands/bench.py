@@ -12,6 +12,7 @@ BENCHMARKS = {
     "sizing": "trading.benchmarks:bench_sizing",
     "e2e": "trading.bench_e2e:bench_e2e",
     "monitor": "monitoring.benchmarks:bench_monitor",
+    "backtest": "trading.benchmarks:bench_backtest",
 }
 # e2e's own options, passed on when given.
 E2E_OPTIONS = ("clients", "pace", "warmup", "redis_db", "flush", "concurrency", "pool", "preset", "keep")
@@ -25,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
         parser.add_argument("--rows", type=int, help="ingest: number of bars (default 1,000,000)")
         parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000); "
-                                                     "e2e: bars streamed per run (200)")
+                                                     "e2e: bars streamed per run (200); backtest: bars replayed "
+                                                     "(100,000)")
+        parser.add_argument("--history", type=int, help="backtest: bars the model is trained on first (20,000)")
         parser.add_argument("--fast", action="store_true", help="train / inference: the fast preset")
         parser.add_argument("--workers", help="train: training worker counts of the distributed runs, comma-separated "
                                               "(1,2; 0 for none); they need REDIS_URL and DATABASE_URL")
@@ -50,6 +53,8 @@ class Command(BaseCommand):
         kwargs = {"rows": rows} if rows else {}
         if options.get("bars"):
             kwargs["bars"] = options["bars"]
+        if options.get("history"):
+            kwargs["history"] = options["history"]
         if options.get("predictions"):
             kwargs["predictions"] = options["predictions"]
         if options.get("fast"):
