@@ -274,6 +274,8 @@ CELERY_BEAT_SCHEDULE = {
                             "options": {"queue": "monitoring", "expires": 60}},
     # Retraining: shadow runs whose live record is complete are decided. (The nightly retraining itself is a
     # database entry, "retrain-nightly", made by a migration so its time can be edited in the admin.)
+    "backtests-abandoned": {"task": "trading.tasks.backtests_abandoned", "schedule": 60.0,
+                            "options": {"queue": "trading", "expires": 60}},
     "retraining-shadow-advance": {"task": "mlcore.tasks.shadow_advance",
                                   "schedule": env.float("MINHOS_SHADOW_ADVANCE_SECONDS", default=60.0),
                                   "options": {"queue": "monitoring", "expires": 60}},

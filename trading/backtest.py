@@ -57,6 +57,7 @@ CONFIG_FIELDS = ("kelly_fraction", "min_confidence", "max_contracts", "max_posit
                  "health_full_size_floor", "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
 BREAKER_HOLD, BREAKER_DAILY = "hold", "daily"  # a tripped breaker stays tripped (as live), or resets next day
 PROGRESS_EVERY = 100  # bars between two progress writes
+ABANDONED_AFTER = timedelta(minutes=10)  # a page of bars takes seconds; this long without one, the run is dead
 OUTCOMES_EVERY = 250  # bars between two resolutions of the predictions' outcomes (a batch is at most 500)
 TRADING_DAYS_PER_YEAR = 252
 SESSION_HOURS = 23  # CME Globex: 23 hours a day, five days a week
@@ -156,7 +157,7 @@ def backtest_execute(*, run_id: int, progress: Callable[[int, int], None] | None
     before it is settled and decided."""
     now = timezone.now()
     claimed = BacktestRun.objects.filter(pk=run_id, status=BacktestRun.Status.QUEUED).update(
-        status=BacktestRun.Status.RUNNING, started_at=now, bars_done=0)
+        status=BacktestRun.Status.RUNNING, started_at=now, progress_at=now, bars_done=0)
     run = BacktestRun.objects.select_related("instrument", "model_version").get(pk=run_id)
     if not claimed:
         raise BacktestRefused(f"backtest #{run_id} is {run.get_status_display().lower()}, not queued")
@@ -234,7 +235,7 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
                 done += 1
                 workflow.replay_bar(bar.pk, replay=workflow.Replay(version_id=run.model_version_id, now=close),
                                     outcomes=done % OUTCOMES_EVERY == 0)
-        BacktestRun.objects.filter(pk=run.pk).update(bars_done=done)
+        BacktestRun.objects.filter(pk=run.pk).update(bars_done=done, progress_at=timezone.now())
         if progress is not None:
             progress(done, run.bars_total)
     _outcomes_through_end(market, run.timeframe)
@@ -289,6 +290,23 @@ def _breaker_daily(run: BacktestRun, close: datetime, tripped_day):
                                   details={"reason": f"backtest #{run.pk}'s daily breaker policy, at the trading day "
                                                      f"of {day:%Y-%m-%d %H:%M} UTC (tripped: {reason})"})
     return None
+
+
+def backtests_abandoned_fail(*, now: datetime | None = None) -> int:
+    """Fail every run still "running" that has committed no bar for ABANDONED_AFTER: the worker or the process
+    running it died (a redelivered task finds it no longer queued and leaves it). Returns how many."""
+    now = now or timezone.now()
+    since = now - ABANDONED_AFTER
+    stalled = list(BacktestRun.objects.filter(status=BacktestRun.Status.RUNNING, progress_at__lt=since)
+                   .values_list("pk", "progress_at", "bars_done", "bars_total"))
+    for pk, moved, done, total in stalled:
+        failed = BacktestRun.objects.filter(pk=pk, status=BacktestRun.Status.RUNNING, progress_at=moved).update(
+            status=BacktestRun.Status.FAILED, finished_at=now,
+            error=(f"abandoned: no progress since {moved:%Y-%m-%d %H:%M:%S} UTC at {done} of {total} bars (the worker "
+                   "or process running it stopped); start it again"))
+        if failed:
+            logger.error("backtest #%s abandoned at %s of %s bars", pk, done, total)
+    return len(stalled)
 
 
 def backtest_request(*, run: BacktestRun) -> None:

@@ -561,6 +561,9 @@ class BacktestRun(models.Model):
     via = models.CharField(max_length=20, blank=True, help_text="command, page or api")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When the running replay last committed a page of bars: a run that stops moving was abandoned (its worker or
+    # process died) and is failed by the periodic job.
+    progress_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

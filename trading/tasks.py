@@ -71,3 +71,11 @@ def backtest_run(run_id: int) -> str:
     if not BacktestRun.objects.filter(pk=run_id, status=BacktestRun.Status.QUEUED).exists():
         return "not queued"
     return backtest.backtest_execute(run_id=run_id).status
+
+
+@shared_task(name="trading.tasks.backtests_abandoned", soft_time_limit=30, time_limit=60)
+def backtests_abandoned() -> int:
+    """Beat: fail the backtests whose worker died (no progress for a while)."""
+    from . import backtest
+
+    return backtest.backtests_abandoned_fail()

@@ -318,3 +318,22 @@ def test_a_tripped_breaker_holds_to_the_end_unless_the_run_resets_it_each_tradin
         assert any(c["name"] == "circuit_breaker" and not c["passed"] for c in next_day.risk["checks"])
     resets = AuditEvent.objects.filter(account=run.account, action=AuditEvent.Action.CIRCUIT_BREAKER_RESET)
     assert resets.count() == (1 if trades_next_day else 0)
+
+
+def test_a_run_whose_worker_died_is_failed_by_the_periodic_job_and_a_moving_one_is_left_alone(nq, version):
+    bars = path(nq, [None] * 4)
+    now = timezone.now()
+    runs = [backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                     version_id=version.pk) for _ in range(2)]
+    BacktestRun.objects.filter(pk=runs[0].pk).update(status=BacktestRun.Status.RUNNING, bars_done=2,
+                                                     progress_at=now - timedelta(minutes=11))
+    BacktestRun.objects.filter(pk=runs[1].pk).update(status=BacktestRun.Status.RUNNING, bars_done=2,
+                                                     progress_at=now - timedelta(minutes=1))
+    assert backtest.backtests_abandoned_fail(now=now) == 1
+    dead, moving = (BacktestRun.objects.get(pk=r.pk) for r in runs)
+    assert dead.status == BacktestRun.Status.FAILED and "abandoned: no progress since" in dead.error
+    assert "2 of 4 bars" in dead.error and dead.finished_at == now
+    assert moving.status == BacktestRun.Status.RUNNING
+    # A redelivered task of the dead run does not start it again.
+    from trading.tasks import backtest_run
+    assert backtest_run.apply(args=(dead.pk,)).get() == "not queued"
