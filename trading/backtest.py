@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -58,6 +59,7 @@ CONFIG_FIELDS = ("kelly_fraction", "min_confidence", "max_contracts", "max_posit
 BREAKER_HOLD, BREAKER_DAILY = "hold", "daily"  # a tripped breaker stays tripped (as live), or resets next day
 PROGRESS_EVERY = 100  # bars between two progress writes
 ABANDONED_AFTER = timedelta(minutes=10)  # a page of bars takes seconds; this long without one, the run is dead
+CHART_POINTS = 5000  # points of each chart series stored with the report
 OUTCOMES_EVERY = 250  # bars between two resolutions of the predictions' outcomes (a batch is at most 500)
 TRADING_DAYS_PER_YEAR = 252
 SESSION_HOURS = 23  # CME Globex: 23 hours a day, five days a week
@@ -455,8 +457,8 @@ def backtest_report(*, run: BacktestRun) -> dict:
         "model_version": run.model_version_id, "approval": run.approval, "config": run.config,
         "starting_equity": start_equity,
         "ending_equity": Decimal(str(equity[-1])) if equity else start_equity,
-        "equity": {"t": times, "equity": equity, "buy_hold": buy_hold,
-                   "drawdown": _drawdown_series(equity)},
+        "equity": dict(zip(("t", "equity", "buy_hold", "drawdown"),
+                           _chart_points(times, equity, buy_hold, _drawdown_series(equity)))),
         "buy_hold": {"net_pnl": Decimal(str(buy_hold[-1])) - start_equity if buy_hold else Decimal(0),
                      "contracts": 1},
         "sharpe": performance.sharpe(returns, per_year),
@@ -489,13 +491,26 @@ def _drawdown_series(equity: list[float]) -> list[float]:
     return series
 
 
-def _in_position(trades: list[dict], bar_times: list[datetime], step: timedelta) -> list[bool]:
+def _in_position(trades: list[dict], bar_times: list[datetime], step: timedelta) -> np.ndarray:
     """Per bar: a trade was open at the bar's close (entered at or before the bar, not yet exited)."""
-    flags = []
-    spans = sorted((t["entry_at"], t["exit_at"]) for t in trades)
-    for stamp in bar_times:
-        flags.append(any(entry <= stamp and (exit_at is None or exit_at > stamp) for entry, exit_at in spans))
-    return flags
+    times = np.array([t.timestamp() for t in bar_times])
+    open_count = np.zeros(len(times) + 1, dtype=np.int64)
+    for trade in trades:
+        first = np.searchsorted(times, trade["entry_at"].timestamp(), side="left")
+        last = len(times) if trade["exit_at"] is None else np.searchsorted(times, trade["exit_at"].timestamp(),
+                                                                           side="left")
+        open_count[first] += 1
+        open_count[last] -= 1
+    return np.cumsum(open_count[:-1]) > 0
+
+
+def _chart_points(times: list, *series: list) -> tuple[list, ...]:
+    """At most CHART_POINTS points of each series for the charts (every k-th and the last); the figures are
+    computed on every point."""
+    if len(times) <= CHART_POINTS:
+        return (times, *series)
+    keep = sorted(set(range(0, len(times), -(-len(times) // CHART_POINTS))) | {len(times) - 1})
+    return ([times[i] for i in keep], *([values[i] for i in keep] for values in series))
 
 
 def _risk_blocks(run: BacktestRun) -> tuple[dict, dict]:

@@ -337,3 +337,13 @@ def test_a_run_whose_worker_died_is_failed_by_the_periodic_job_and_a_moving_one_
     # A redelivered task of the dead run does not start it again.
     from trading.tasks import backtest_run
     assert backtest_run.apply(args=(dead.pk,)).get() == "not queued"
+
+
+def test_chart_series_are_thinned_to_a_few_thousand_points_keeping_the_last_and_exposure_counts_open_bars():
+    times = list(range(12_001))
+    thinned, values = backtest._chart_points(times, [t * 2 for t in times])
+    assert len(thinned) <= backtest.CHART_POINTS + 1 and thinned[-1] == 12_000 and values[-1] == 24_000
+    assert all(v == 2 * t for t, v in zip(thinned, values))
+    stamps = [SERIES_ORIGIN + i * MINUTE for i in range(6)]
+    trades = [{"entry_at": stamps[1], "exit_at": stamps[3]}, {"entry_at": stamps[4], "exit_at": None}]
+    assert backtest._in_position(trades, stamps, MINUTE).tolist() == [False, True, True, False, True, True]
