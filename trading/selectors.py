@@ -133,8 +133,9 @@ def feed_status_payload(*, symbol: str, timeframe: str, now: datetime | None = N
 
 
 def instrument_list() -> QuerySet[Instrument]:
-    """Every instrument, active or not, by symbol: API clients see the `active` flag and decide."""
-    return Instrument.objects.order_by("symbol")
+    """Every instrument, active or not, by symbol: API clients see the `active` flag and decide (backtests' private
+    markets are not instruments anyone trades)."""
+    return Instrument.objects.filter(backtest=False).order_by("symbol")
 
 
 def bars_frame(
@@ -449,19 +450,18 @@ def account_list() -> QuerySet[Account]:
 
 def position_list(*, account: Account | None = None, open_only: bool = False) -> QuerySet[Position]:
     positions = Position.objects.select_related("account", "instrument").order_by("account__name", "instrument__symbol")
-    if account is not None:
-        positions = positions.filter(account=account)
+    positions = positions.filter(account=account) if account is not None else positions.filter(account__backtest=False)
     return positions.exclude(quantity=0) if open_only else positions
 
 
 def order_list(*, account: Account | None = None) -> QuerySet[Order]:
     orders = Order.objects.select_related("instrument", "recommendation")
-    return orders.filter(account=account) if account is not None else orders
+    return orders.filter(account=account) if account is not None else orders.filter(account__backtest=False)
 
 
 def fill_list(*, account: Account | None = None) -> QuerySet[Fill]:
     fills = Fill.objects.select_related("instrument", "order").order_by("-timestamp", "-id")
-    return fills.filter(account=account) if account is not None else fills
+    return fills.filter(account=account) if account is not None else fills.filter(account__backtest=False)
 
 
 def equity_curve(*, account: Account) -> QuerySet[EquitySnapshot]:
@@ -471,8 +471,9 @@ def equity_curve(*, account: Account) -> QuerySet[EquitySnapshot]:
 def recommendation_list(*, account: Account | None = None, symbol: str | None = None, timeframe: str | None = None,
                         state: str | None = None) -> QuerySet[Recommendation]:
     recommendations = Recommendation.objects.select_related("instrument", "account", "decided_by")
-    if account is not None:
-        recommendations = recommendations.filter(account=account)
+    # A backtest's recommendations are its report's, reached through its run.
+    recommendations = (recommendations.filter(account=account) if account is not None
+                       else recommendations.filter(account__backtest=False))
     if symbol:
         recommendations = recommendations.filter(instrument__symbol=symbol)
     if timeframe:
@@ -494,7 +495,7 @@ def recommendation_latest(*, instrument: Instrument, timeframe: str) -> Recommen
 
 
 def audit_list() -> QuerySet[AuditEvent]:
-    return AuditEvent.objects.select_related("user", "account", "recommendation")
+    return AuditEvent.objects.select_related("user", "account", "recommendation").exclude(account__backtest=True)
 
 
 def recommendation_payload(recommendation: Recommendation) -> dict:

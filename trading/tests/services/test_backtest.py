@@ -168,8 +168,14 @@ def test_the_backtest_touches_no_live_account_and_monitoring_never_sees_its_pred
     assert not prediction_list(symbol=market.symbol).exists()  # left out of the market's predictions
     # The figures monitoring scores a version by leave them out.
     assert not [t for t in ml_selectors.prediction_tallies() if t[0] == version.pk]
+    # Every live list leaves the run's records out (they are its report's, reached through the run).
     from trading import selectors
     assert run.account not in selectors.account_list()
+    assert market not in selectors.instrument_list()
+    for listed in (selectors.recommendation_list(), selectors.order_list(), selectors.fill_list(),
+                   selectors.position_list(), selectors.audit_list()):
+        assert not [row for row in listed if row.account_id == run.account_id], listed.model
+    assert selectors.recommendation_list(account=run.account).count() == 6
 
 
 def test_record_only_approves_nothing_and_every_recommendation_expires(nq, version):
