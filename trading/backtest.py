@@ -57,7 +57,8 @@ CONFIG_FIELDS = ("kelly_fraction", "min_confidence", "max_contracts", "max_posit
                  "daily_loss_limit", "max_drawdown", "max_trades_per_day", "stale_after_seconds", "health_floor",
                  "health_full_size_floor", "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
 BREAKER_HOLD, BREAKER_DAILY = "hold", "daily"  # a tripped breaker stays tripped (as live), or resets next day
-PROGRESS_EVERY = 100  # bars between two progress writes
+PROGRESS_EVERY = 100  # bars of a page (one transaction, then a progress write) on PostgreSQL
+SQLITE_PAGE = 10
 ABANDONED_AFTER = timedelta(minutes=10)  # a page of bars takes seconds; this long without one, the run is dead
 CHART_POINTS = 5000  # points of each chart series stored with the report
 OUTCOMES_EVERY = 250  # bars between two resolutions of the predictions' outcomes (a batch is at most 500)
@@ -243,15 +244,21 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
     _outcomes_through_end(market, run.timeframe)
 
 
+def _page_size() -> int:
+    # SQLite has one writer: a page's transaction holds the write lock, so in embedded mode a page is a few bars and
+    # the live feed and workflow running beside a backtest wait a fraction of a second, not seconds.
+    return PROGRESS_EVERY if connection.vendor == "postgresql" else SQLITE_PAGE
+
+
 def _source_pages(run: BacktestRun):
-    """The real market's bars of the window, oldest first, a page of PROGRESS_EVERY at a time."""
+    """The real market's bars of the window, oldest first, a page at a time."""
     after = None
     while True:
         bars = Bar.objects.filter(instrument=run.instrument, timeframe=run.timeframe, timestamp__gte=run.start,
                                   timestamp__lte=run.end)
         if after is not None:
             bars = bars.filter(timestamp__gt=after)
-        page = list(bars.order_by("timestamp")[:PROGRESS_EVERY])
+        page = list(bars.order_by("timestamp")[:_page_size()])
         if not page:
             return
         yield page
