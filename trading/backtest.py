@@ -23,12 +23,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from mlcore.models import ModelVersion
 
@@ -129,6 +131,24 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
         config={**{name: _plain(getattr(config, name)) for name in CONFIG_FIELDS},
                 "starting_equity": str(equity), "peak_equity": str(peak), "account": source.name,
                 "model_health": version.health_score, "model_has_edge": version.has_edge, "breaker": breaker})
+
+
+def window_moment(text: str, *, end_of_day: bool = False) -> datetime:
+    """A window bound as people type it (the command, the page): an ISO date or date-time, UTC when it names no
+    zone. A bare date is its midnight, or with `end_of_day` (the window's end) the whole day. ValueError says why."""
+    text = text.strip()
+    try:
+        # parse_datetime reads a bare date as its midnight, so a date is recognised first.
+        day = parse_date(text) if len(text) == 10 else None
+        value = None if day else parse_datetime(text)
+    except ValueError as exc:  # well formed, but no such date
+        raise ValueError(f"not an ISO date or date-time: {text!r} ({exc})") from None
+    if day is not None:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=dt_timezone.utc)
+        return midnight + timedelta(days=1, microseconds=-1) if end_of_day else midnight
+    if value is None:
+        raise ValueError(f"not an ISO date or date-time: {text!r} (e.g. 2026-03-02 or 2026-03-02T14:30Z)")
+    return value if value.tzinfo else value.replace(tzinfo=dt_timezone.utc)
 
 
 def _version(instrument: Instrument, timeframe: str, version_id: int | None) -> ModelVersion:

@@ -1,7 +1,6 @@
 """Server-rendered backtest pages: the runs and a form to start one, a run's report (or its progress), one trade."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django import forms
@@ -10,7 +9,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models.fields.json import KT
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods
 
 from mlcore import selectors as ml_selectors
@@ -146,17 +144,8 @@ def _bar_times(run: BacktestRun) -> list[str]:
 
 # --- the form ---------------------------------------------------------------------------------------------------
 
-def _moment(text: str, *, whole_day: bool) -> datetime:
-    """An ISO date or date-time (a datetime-local field's value); no zone means UTC. A date is its midnight, or,
-    for the window's end, the whole day."""
-    day = parse_date(text) if len(text) == 10 else None  # parse_datetime reads a bare date as its midnight
-    if day is None:
-        value = parse_datetime(text)
-        if value is None:
-            raise ValueError(text)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return midnight + timedelta(days=1) - timedelta(microseconds=1) if whole_day else midnight
+BREAKER_CHOICES = [(backtest.BREAKER_HOLD, "Hold a tripped breaker to the end (as live)"),
+                   (backtest.BREAKER_DAILY, "Reset a tripped breaker at the next trading day")]
 
 
 class BacktestStartForm(forms.Form):
@@ -168,6 +157,7 @@ class BacktestStartForm(forms.Form):
                                  help_text="Model version id; empty: the market's active version.")
     approval = forms.ChoiceField(choices=BacktestRun.Approval.choices, initial=BacktestRun.Approval.APPROVE)
     allow_lookahead = forms.BooleanField(required=False)
+    breaker = forms.ChoiceField(choices=BREAKER_CHOICES, initial=backtest.BREAKER_HOLD, required=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -180,10 +170,9 @@ class BacktestStartForm(forms.Form):
         for name in ("from", "to"):
             if name in data:
                 try:
-                    data[name] = _moment(data[name].strip(), whole_day=name == "to")
-                except ValueError:
-                    self.add_error(name, f"'{name}' is not an ISO date or date-time: {data[name]!r} "
-                                         "(e.g. 2026-03-02 or 2026-03-02T14:30)")
+                    data[name] = backtest.window_moment(data[name], end_of_day=name == "to")
+                except ValueError as exc:
+                    self.add_error(name, f"'{name}' is {exc}")
         return data
 
 
@@ -205,7 +194,7 @@ def backtest_list(request):
                 run = backtest.backtest_create(
                     symbol=data["symbol"], timeframe=data["timeframe"], start=data["from"], end=data["to"],
                     version_id=data["version"], approval=data["approval"], allow_lookahead=data["allow_lookahead"],
-                    requested_by=request.user, via="page")
+                    breaker=data["breaker"] or backtest.BREAKER_HOLD, requested_by=request.user, via="page")
             except backtest.BacktestRefused as exc:
                 form.add_error(None, str(exc))
             else:
@@ -216,7 +205,8 @@ def backtest_list(request):
              "net_sign": _sign(run.net_pnl)} for run in backtest_runs()[:LIST_LIMIT]]
     context = {"runs": runs, "form": form, "can_run": can_run,
                "instruments": selectors.instrument_list_active(), "timeframes": list(TIMEFRAMES),
-               "approvals": BacktestRun.Approval.choices, "run_permission": RUN_PERMISSION}
+               "approvals": BacktestRun.Approval.choices, "breakers": BREAKER_CHOICES,
+               "run_permission": RUN_PERMISSION}
     return render(request, "trading/backtests.html", context, status=status)
 
 

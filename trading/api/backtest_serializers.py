@@ -3,6 +3,7 @@ trading.backtest's."""
 from rest_framework import serializers
 
 from minhos_site.api_fields import AwareDateTimeField
+from trading.backtest import BREAKER_DAILY, BREAKER_HOLD
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import BacktestRun
 
@@ -28,6 +29,9 @@ class BacktestStartSerializer(_FromTo, serializers.Serializer):
                                        help_text="approve: auto-approve what risk approves; record: approve nothing.")
     allow_lookahead = serializers.BooleanField(
         default=False, help_text="Run even if the version was trained on bars inside the window (then flagged).")
+    breaker = serializers.ChoiceField(choices=[BREAKER_HOLD, BREAKER_DAILY], default=BREAKER_HOLD,
+                                      help_text="hold: a tripped circuit breaker stays tripped to the end (as live); "
+                                                "daily: reset at the next trading day's first bar (audited).")
 
     def window_fields(self) -> dict:
         return {"from": AwareDateTimeField(help_text="First bar replayed (its open time); ISO 8601 with offset or Z."),

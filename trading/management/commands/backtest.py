@@ -3,34 +3,12 @@ through the live per-bar workflow (trading.backtest) and print the report; `--co
 how the paper account's live trades differ from the backtest of the same bars."""
 import json
 import sys
-from datetime import UTC, datetime, timedelta
-
 from django.core.management.base import BaseCommand, CommandError
-from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from trading import backtest
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import BacktestRun
-
-
-def moment(text: str, *, end_of_day: bool = False):
-    """An ISO date or date-time; a time without a zone is UTC. A bare date is its midnight UTC, or with
-    `end_of_day` the whole day (its last instant)."""
-    try:
-        day = parse_date(text) if len(text.strip()) == 10 else None
-    except ValueError as exc:  # a well-formed but impossible date
-        raise ValueError(f"not an ISO date or date-time: {text!r} ({exc})") from None
-    if day is not None:
-        value = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return value + timedelta(days=1, microseconds=-1) if end_of_day else value
-    try:
-        value = parse_datetime(text)
-    except ValueError as exc:
-        raise ValueError(f"not an ISO date or date-time: {text!r} ({exc})") from None
-    if value is None:
-        raise ValueError(f"not an ISO date or date-time: {text!r} (e.g. 2026-03-02 or 2026-03-02T14:30Z)")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):
@@ -61,8 +39,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            start = moment(options["start"])
-            end = moment(options["end"], end_of_day=True)
+            start = backtest.window_moment(options["start"])
+            end = backtest.window_moment(options["end"], end_of_day=True)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if options["compare_account"]:

@@ -84,10 +84,12 @@ def test_starting_records_a_queued_run(nq, runner, django_capture_on_commit_call
 
     with django_capture_on_commit_callbacks(execute=False) as started:
         response = runner.post("/api/backtests/", {"symbol": "NQ", "timeframe": "1m", "from": FROM, "to": TO,
-                                                   "version": version.pk, "approval": "record"}, format="json")
+                                                   "version": version.pk, "approval": "record", "breaker": "daily"},
+                               format="json")
 
     assert response.status_code == 201, response.content
     run = BacktestRun.objects.get()
+    assert run.config["breaker"] == "daily"
     body = response.json()
     assert body["id"] == run.pk and body["status"] == "queued" and body["report"] == {}
     assert body["requested_by"] == "runner" and body["via"] == "api" and body["bars_total"] == 50
@@ -124,6 +126,7 @@ def test_a_version_trained_inside_the_window_runs_only_when_look_ahead_is_allowe
     ({"from": "2023-01-01T00:00:00Z", "to": "2023-01-02T00:00:00Z"}, "detail", "no stored NQ 1m bars"),
     ({"timeframe": "7m"}, "timeframe", "not a valid choice"),
     ({"approval": "maybe"}, "approval", "not a valid choice"),
+    ({"breaker": "never"}, "breaker", "not a valid choice"),
     ({"symbol": None}, "symbol", "may not be null"),
 ])
 def test_a_refused_start_is_a_400_naming_the_problem_and_creates_nothing(nq, runner, change, field, words):
