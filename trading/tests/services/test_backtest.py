@@ -34,10 +34,10 @@ pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 MINUTE = timedelta(minutes=1)
 
 
-def path(nq, rows):
-    """Bars 0.. of the market from (open, high, low, close) strings; None for a flat bar at 18000."""
+def path(nq, rows, *, first: int = 0):
+    """Bars `first`.. of the market from (open, high, low, close) strings; None for a flat bar at 18000."""
     return [bar_at(nq, i, open_=r[0], high=r[1], low=r[2], close=r[3]) if r else bar_at(nq, i)
-            for i, r in enumerate(rows)]
+            for i, r in enumerate(rows, start=first)]
 
 
 def signals(version, calls: dict[int, str]):
@@ -307,18 +307,19 @@ def test_a_finished_run_is_deleted_with_everything_it_made_and_nothing_else(nq, 
 @pytest.mark.parametrize("breaker, trades_next_day", [("hold", False), ("daily", True)])
 def test_a_tripped_breaker_holds_to_the_end_unless_the_run_resets_it_each_trading_day(nq, version, breaker,
                                                                                     trades_next_day):
-    rows = [None] * 520  # 14:30 UTC .. 23:09 UTC: over the 18:00 New York rollover (23:00 UTC in January)
-    # The long of bar 0 (1 contract: the loss budget of 300 allows one stop-out of 210) gaps through its stop:
+    # Bars 440..519: 21:50 .. 23:09 UTC (16:50 .. 18:09 New York), over the daily break and the 18:00 rollover.
+    rows = [None] * 80
+    # The long of bar 440 (1 contract: the loss budget of 300 allows one stop-out of 210) gaps through its stop:
     # sold at 17979.75, -415 with commissions, over the day's limit.
     rows[2] = ("17980", "17981", "17979", "17980")
-    bars = path(nq, rows)
+    bars = path(nq, rows, first=440)
     config = services.trading_config_get(account=services.account_default_get(), instrument=nq)
     TradingConfig.objects.filter(pk=config.pk).update(daily_loss_limit=Decimal("300"), max_contracts=2)
     run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
                                    version_id=version.pk, breaker=breaker)
-    run = backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, {0: "long", 515: "long"}))
+    run = backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, {440: "long", 515: "long"}))
     assert run.report["breaker_trips"] == 1
-    next_day = Recommendation.objects.get(account=run.account, bar_timestamp=bars[515].timestamp)
+    next_day = Recommendation.objects.get(account=run.account, bar_timestamp=bars[515 - 440].timestamp)
     assert (next_day.state == Recommendation.State.EXECUTED) is trades_next_day, next_day.reasons
     if not trades_next_day:
         assert any(c["name"] == "circuit_breaker" and not c["passed"] for c in next_day.risk["checks"])
