@@ -36,7 +36,8 @@ UNITS = {
 # Path prefixes of long tests (not transactional) handed out before anything else.
 FIRST = ("trading/tests/edges/test_start_command.py",)
 # Path prefixes of long tests put first among the tests of their kind (database use), wherever that kind comes.
-FIRST_OF_THEIR_KIND = ("trading/tests/services/test_soak_multi_day.py",)
+FIRST_OF_THEIR_KIND = ("trading/tests/services/test_soak_multi_day.py",
+                       "trading/tests/services/test_backtest_parity.py")
 
 
 def unit_of(nodeid: str) -> str:
