@@ -15,7 +15,7 @@ from mlcore import selectors as ml_selectors
 
 from . import backtest, selectors
 from .domain.timeframes import TIMEFRAMES
-from .models import BacktestRun, Bar, Order, Recommendation
+from .models import BacktestRun, Order, Recommendation
 
 RUN_PERMISSION = "trading.run_backtest"
 LIST_LIMIT = 100  # newest runs on the page; the API pages through all of them
@@ -121,8 +121,7 @@ def report_view(run: BacktestRun) -> dict:
     equity = r.get("equity") or {}
     charts = {
         "equity": {"t": equity.get("t", []), "equity": equity.get("equity", []),
-                   "drawdown": equity.get("drawdown", []), "buy_hold": equity.get("buy_hold", []),
-                   "buy_hold_t": _bar_times(run) if equity.get("buy_hold") else []},
+                   "drawdown": equity.get("drawdown", []), "buy_hold": equity.get("buy_hold", [])},
         "calibration": r.get("calibration") or [],
         "sizes": r.get("sizes") or {},
     }
@@ -131,15 +130,6 @@ def report_view(run: BacktestRun) -> dict:
             "recommendations": r.get("recommendations") or {}, "window": r.get("window") or {},
             "sizes": sorted(((int(k), v) for k, v in (r.get("sizes") or {}).items())),
             "config": r.get("config") or run.config}
-
-
-def _bar_times(run: BacktestRun) -> list[str]:
-    """The replayed bars' times (the buy-and-hold series has one point per bar, the equity one per snapshot)."""
-    if run.market_id is None:
-        return []
-    stamps = (Bar.objects.filter(instrument_id=run.market_id, timeframe=run.timeframe, timestamp__gte=run.start,
-                                 timestamp__lte=run.end).order_by("timestamp").values_list("timestamp", flat=True))
-    return [stamp.isoformat().replace("+00:00", "Z") for stamp in stamps]
 
 
 # --- the form ---------------------------------------------------------------------------------------------------
