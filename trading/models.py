@@ -372,7 +372,10 @@ class Recommendation(models.Model):
     class Meta:
         ordering = ["-bar_timestamp", "-id"]
         constraints = [models.UniqueConstraint(fields=["account", "prediction"], name="recommendation_once")]
-        indexes = [models.Index(fields=["account", "instrument", "state"], name="recommendation_open")]
+        indexes = [models.Index(fields=["account", "instrument", "state"], name="recommendation_open"),
+                   # Expiry runs on every bar: only the few pending rows, whatever the market's history.
+                   models.Index(fields=["instrument", "timeframe", "expires_after"], name="recommendation_expiry",
+                                condition=Q(state="pending"))]
         permissions = [("approve_recommendation", "Can approve or reject trade recommendations")]
 
     def __str__(self):

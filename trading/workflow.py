@@ -264,9 +264,11 @@ def _waiting(target: BarWorkflow, stage: str) -> Iterator[BarWorkflow]:
     """The market's bars at `stage` up to the target's time, oldest first, read again after each one is handled
     (under the market's lock, so what another call finished meanwhile is not handled twice)."""
     while True:
+        # The exclusion repeats the queue index's condition, so SQLite uses that partial index too (it needs the
+        # condition's own term in the query); without it, each step read every bar of the market.
         pending = (BarWorkflow.objects.filter(instrument_id=target.instrument_id, timeframe=target.timeframe,
                                               stage=stage, timestamp__lte=target.timestamp)
-                   .order_by("timestamp").first())
+                   .exclude(stage=Stage.DONE).order_by("timestamp").first())
         if pending is None:
             return
         yield pending
