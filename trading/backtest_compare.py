@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .backtest import trades_of
+from .backtest import _json_ready, trades_of
 from .models import Account, BacktestRun, Order, Recommendation
 
 COMPARED = ("contracts", "entry_price", "exit_reason", "exit_price", "exit_at")
@@ -41,16 +41,12 @@ def _with_signal(trades: list[dict]) -> list[dict]:
 def compare(*, run: BacktestRun, account_name: str) -> dict:
     """The differences between `account_name`'s trades on the run's market and window and the run's trades."""
     account = Account.objects.get(name=account_name, backtest=False)
-    live_trades = [t for t in _with_signal(trades_of(account=account))
-                   if t["signal_at"] is not None and run.start <= t["signal_at"] <= run.end
-                   and Recommendation.objects.filter(pk=t["recommendation"], instrument=run.instrument,
-                                                     timeframe=run.timeframe).exists()]
-    test_trades = _with_signal(trades_of(account=run.account))
-    live = {_key(t): t for t in live_trades}
-    test = {_key(t): t for t in test_trades}
     live_recs = {r.bar_timestamp: r for r in Recommendation.objects.filter(
         account=account, instrument=run.instrument, timeframe=run.timeframe, bar_timestamp__gte=run.start,
         bar_timestamp__lte=run.end)}
+    in_window = {r.pk for r in live_recs.values()}  # the run's market, timeframe and window, read once
+    live = {_key(t): t for t in _with_signal(trades_of(account=account)) if t["recommendation"] in in_window}
+    test = {_key(t): t for t in _with_signal(trades_of(account=run.account))}
     test_recs = {r.bar_timestamp: r for r in Recommendation.objects.filter(account=run.account)}
     differences = []
     for key in sorted(set(live) | set(test), key=lambda k: (k[0], k[1])):
@@ -69,7 +65,7 @@ def compare(*, run: BacktestRun, account_name: str) -> dict:
                                                _why_different(field, theirs, live_recs.get(signal_at), run)),
                                         "field": field, "backtest": ours[field], "live": theirs[field]})
     matched = len(set(live) & set(test))
-    return _plain({"run": run.pk, "account": account.name, "symbol": run.instrument.symbol,
+    return _json_ready({"run": run.pk, "account": account.name, "symbol": run.instrument.symbol,
                    "timeframe": run.timeframe, "from": run.start, "to": run.end, "model_version": run.model_version_id,
                    "live_trades": len(live), "backtest_trades": len(test), "matched": matched,
                    "identical": matched - len({(d["signal_at"], d["side"]) for d in differences
@@ -126,12 +122,6 @@ def _why_different(field: str, live_trade: dict, live: Recommendation | None, ru
     if field in ("exit_reason", "exit_price", "exit_at") and live_trade["exit_at"] is None:
         return "still open live"
     return ""
-
-
-def _plain(value):
-    from .backtest import _json_ready
-
-    return _json_ready(value)
 
 
 def print_comparison(comparison: dict, write: Callable[[str], None]) -> None:
