@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 
-from .checks import is_count, is_real, near_limit
+from .checks import is_count, is_real, money, near_limit
 
 ZERO = Decimal(0)
 RAW_QUANTUM = Decimal("0.0001")
@@ -174,7 +174,7 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
     if equity is None:
         problems.append(f"equity {inputs.equity!r} is not a finite amount")
     elif equity <= 0:
-        problems.append("zero equity" if equity == 0 else f"negative equity {equity}")
+        problems.append("zero equity" if equity == 0 else f"negative equity {money(equity)}")
     if stop is None or stop <= 0:
         problems.append(f"stop distance {inputs.stop_distance!r} is not a positive number of points")
     if point is None or point <= 0:

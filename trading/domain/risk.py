@@ -17,7 +17,7 @@ from enum import Enum
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .checks import is_count, is_real, near_limit
+from .checks import is_count, is_real, money, near_limit
 
 
 class TradingState(str, Enum):
@@ -191,6 +191,13 @@ def in_session(now: datetime, limits: RiskLimits) -> bool:
     return clock < closes or clock >= opens
 
 
+def daily_loss_reached(daily_pnl: Decimal, loss_limit: Decimal) -> bool:
+    """Whether the day's P&L has lost the limit. A zero limit means no loss at all is allowed, not that a flat
+    day trips the breaker: there must be a loss."""
+    loss = -daily_pnl
+    return loss > 0 and loss >= loss_limit
+
+
 def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> RiskVerdict:
     """The verdict on one proposed trade. Does not raise on odd input: what cannot be checked fails its check."""
     side, wanted = proposal.side, proposal.contracts
@@ -248,12 +255,11 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
         check("daily_loss_limit", False, f"daily P&L {pnl!r} is not a finite amount")
     else:
         loss = -pnl
-        # A zero limit means no loss at all is allowed, not that a flat day trips the breaker.
-        reached = loss > 0 and loss >= loss_limit
+        reached = daily_loss_reached(pnl, loss_limit)
         trip = reached and not context.circuit_breaker_tripped
         check("daily_loss_limit", not reached,
-              f"daily loss {loss} reached the limit {loss_limit}" if reached
-              else f"daily P&L {pnl} is within the loss limit {loss_limit}")
+              f"daily loss {money(loss, loss_limit)} reached the limit {money(loss_limit)}" if reached
+              else f"daily P&L {money(pnl, -loss_limit)} is within the loss limit {money(loss_limit)}")
 
     dd = context.drawdown
     if not is_real(dd):

@@ -18,7 +18,9 @@ from django.utils import timezone
 from .. import realtime, selectors
 from ..brokers import broker_get
 from ..domain.broker import FillCosts, commission
+from ..domain.checks import money
 from ..domain.ledger import FillEvent, PositionState, replay
+from ..domain.risk import daily_loss_reached
 from ..domain.timeframes import timeframe_delta
 from ..models import Account, Bar, EquitySnapshot, Fill, Order, Position, TradingConfig
 from .accounts import circuit_breaker_trip, trading_config_get
@@ -158,9 +160,10 @@ def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> boo
         account=account, timestamp=at,
         defaults={"equity": state.equity, "realized_pnl": state.realized_pnl, "unrealized_pnl": state.unrealized_pnl,
                   "peak_equity": state.peak_equity, "drawdown": state.drawdown})
-    if not account.circuit_breaker_tripped and state.daily_pnl <= -config.daily_loss_limit:
+    if not account.circuit_breaker_tripped and daily_loss_reached(state.daily_pnl, config.daily_loss_limit):
         circuit_breaker_trip(account_id=account.pk, reason=(
-            f"daily loss {-state.daily_pnl:.2f} reached the limit {config.daily_loss_limit:.2f} "
+            f"daily loss {money(-state.daily_pnl, config.daily_loss_limit)} reached the limit "
+            f"{money(config.daily_loss_limit)} "
             f"({config.instrument.symbol}, bar {bar.timestamp:%Y-%m-%d %H:%M} UTC)"))
     return marked
 

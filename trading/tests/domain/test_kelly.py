@@ -195,6 +195,13 @@ def test_size_is_zero_with_a_reason_for_zero_equity():
     assert size.reason == "zero equity"
 
 
+def test_a_negative_equity_is_stated_in_cents_as_the_ledger_stores_it():
+    # The account's equity comes from the ledger with ten decimal places.
+    size = kelly_size(_inputs(equity=Decimal("-1250.5000000000")), KellyConfig())
+    assert size.contracts == 0
+    assert size.reason == "negative equity -1250.50"
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("probability", math.nan, "probability"),
     ("probability", math.inf, "probability"),

@@ -136,7 +136,24 @@ def test_reaching_the_daily_loss_limit_blocks_and_asks_to_trip_the_circuit_break
     verdict = assess(_long(), _context(daily_pnl=Decimal("-2000.00")), LIMITS)
     assert _blocked_by(verdict, "daily_loss_limit")
     assert verdict.trip_circuit_breaker
-    assert _check(verdict, "daily_loss_limit").message == "daily loss 2000.00 reached the limit 2000"
+    assert _check(verdict, "daily_loss_limit").message == "daily loss 2000.00 reached the limit 2000.00"
+
+
+@pytest.mark.parametrize("pnl, message", [
+    # What the account selector hands over: equity minus opening equity, both stored with ten places.
+    (Decimal("0E-10"), "daily P&L 0.00 is within the loss limit 2000.00"),
+    (Decimal("-0E-10"), "daily P&L 0.00 is within the loss limit 2000.00"),
+    (Decimal("-12.5000000000"), "daily P&L -12.50 is within the loss limit 2000.00"),
+    # Cents would print this loss as the limit itself; the message must not say -2000.00 is within 2000.00.
+    (Decimal("-1999.996"), "daily P&L -1999.996 is within the loss limit 2000.00"),
+])
+def test_the_daily_pnl_is_stated_in_cents_however_it_was_stored(pnl, message):
+    assert _check(assess(_long(), _context(daily_pnl=pnl), LIMITS), "daily_loss_limit").message == message
+
+
+def test_a_loss_past_the_limit_by_less_than_a_cent_is_stated_exactly():
+    message = _check(assess(_long(), _context(daily_pnl=Decimal("-2000.004")), LIMITS), "daily_loss_limit").message
+    assert message == "daily loss 2000.004 reached the limit 2000.00"
 
 
 def test_a_loss_under_the_daily_limit_neither_blocks_nor_trips_the_breaker():

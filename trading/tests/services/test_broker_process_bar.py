@@ -117,6 +117,17 @@ def test_a_daily_loss_beyond_the_limit_trips_the_circuit_breaker_which_stays_tri
     assert any("circuit breaker" in reason.lower() for reason in blocked.reasons)
 
 
+def test_a_zero_daily_loss_limit_does_not_trip_the_breaker_on_a_flat_day(nq):
+    # Zero means "no loss allowed" (as the risk manager reads it), not "a flat day is a loss".
+    account = Account.objects.get(name="paper")
+    account.configs.filter(instrument=nq).update(daily_loss_limit=Decimal("0"))
+    for bar in flat_bars(nq, 3):
+        services.bar_settle(bar_id=bar.pk)
+    account.refresh_from_db()
+    assert not account.circuit_breaker_tripped, account.circuit_breaker_reason
+    assert account.trading_state == "ACTIVE"
+
+
 def test_an_approved_entry_is_not_taken_when_the_next_bar_comes_after_a_gap(nq, trader):
     recommendation = approved(nq, trader)
     services.bar_settle(bar_id=bar_at(nq, 60, open_="18100").pk)  # an hour later: another market
