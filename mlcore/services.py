@@ -57,20 +57,27 @@ def model_version_train(
     label: LabelConfig | None = None,
     promote: bool | None = None,
     progress: Callable[[str], None] | None = None,
+    until: datetime | None = None,
 ) -> ModelVersion:
     """Train a new version on the stored bars and register it (promoted when asked, or when none is active).
+
+    `until` trains on the bars up to and including that time only: a version a backtest of the later bars can
+    trust (trained on none of them).
 
     Refuses a second training of the same market while one runs. On any error nothing is saved.
     """
     from .training import TrainConfig, train_model
 
+    if until is not None and (until.tzinfo is None or until.utcoffset() is None):
+        raise ValueError(f"until must be timezone-aware, got {until!r}")
     instrument = trading_selectors.instrument_get(symbol=symbol)
     config = TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())
     run = _training_run_start(instrument=instrument, timeframe=timeframe, preset=preset)
     try:
-        bars = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe)
+        bars = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe, end_at=until)
         if progress:
-            progress(f"{len(bars)} {instrument} {timeframe} bars loaded")
+            progress(f"{len(bars)} {instrument} {timeframe} bars loaded"
+                     + (f" (up to {until:%Y-%m-%d %H:%M} UTC)" if until is not None else ""))
         trained = train_model(bars, config, progress=progress)
         version = _version_register(instrument=instrument, timeframe=timeframe, config=config, trained=trained)
         if promote or (promote is None and selectors.model_version_active(instrument=instrument,

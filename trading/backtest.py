@@ -112,7 +112,9 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
             f"model version {version.pk} was trained on bars up to {version.data_end:%Y-%m-%d %H:%M} UTC, inside or "
             f"after the window (from {start:%Y-%m-%d %H:%M} UTC): its results there would be look-ahead, not "
             f"out-of-sample. Start the backtest after {version.data_end + step:%Y-%m-%d %H:%M} UTC, name an older "
-            "version, or allow look-ahead (the report is then flagged on every page)")
+            f"version, train one on the bars before the window (manage.py train --symbol {symbol} --timeframe "
+            f"{timeframe} --until {start - step:%Y-%m-%dT%H:%MZ}), or allow look-ahead (the report is then flagged "
+            "on every page)")
     if account_name:
         source = Account.objects.filter(name=account_name, backtest=False).first()
         if source is None:

@@ -1,4 +1,5 @@
-"""`manage.py train --symbol NQ [--timeframe 1m] [--fast]`: train, evaluate honestly, register a version."""
+"""`manage.py train --symbol NQ [--timeframe 1m] [--fast] [--until ISO]`: train, evaluate honestly, register a
+version."""
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
@@ -8,6 +9,7 @@ from mlcore import services
 from mlcore.domain.labels import LabelConfig
 from mlcore.training import TrainingError
 from trading import selectors as trading_selectors
+from trading.backtest import window_moment
 from trading.domain.timeframes import TIMEFRAMES
 
 
@@ -22,6 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--tp-atr", type=float, default=LabelConfig.tp_atr, help="take-profit, in ATRs")
         parser.add_argument("--sl-atr", type=float, default=LabelConfig.sl_atr, help="stop-loss, in ATRs")
         parser.add_argument("--horizon", type=int, default=LabelConfig.horizon, help="label horizon, in bars")
+        parser.add_argument("--until", metavar="ISO",
+                            help="train on the bars up to this date or date-time only (UTC unless it names a zone; a "
+                                 "date means the whole day), leaving the later ones for a backtest")
         promote = parser.add_mutually_exclusive_group()
         promote.add_argument("--promote", action="store_true", default=None,
                              help="make it active (default: only when no version is active)")
@@ -32,6 +37,10 @@ class Command(BaseCommand):
             label = LabelConfig(tp_atr=options["tp_atr"], sl_atr=options["sl_atr"], horizon=options["horizon"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        try:
+            until = window_moment(options["until"], end_of_day=True) if options["until"] else None
+        except ValueError as exc:
+            raise CommandError(f"--until: {exc}") from None
         steps = tqdm(total=7, desc="training", unit="step", file=sys.stderr, disable=not sys.stderr.isatty())
 
         def progress(message):
@@ -43,7 +52,7 @@ class Command(BaseCommand):
         try:
             version = services.model_version_train(
                 symbol=options["symbol"], timeframe=options["timeframe"], preset="fast" if options["fast"] else "full",
-                seed=options["seed"], label=label, promote=options["promote"], progress=progress,
+                seed=options["seed"], label=label, promote=options["promote"], progress=progress, until=until,
             )
         except (TrainingError, trading_selectors.UnknownInstrument) as exc:
             raise CommandError(str(exc)) from None

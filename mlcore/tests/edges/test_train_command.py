@@ -50,11 +50,32 @@ def test_invalid_label_settings_are_a_command_error(nq):
         train("--symbol", "NQ", "--fast", "--horizon", "0")
 
 
-def test_train_fast_trains_registers_and_promotes_a_version_and_prints_its_report(nq, training_bars):
-    # The one real training through the public path (PostgreSQL pass only: it costs tens of seconds).
+@pytest.mark.embedded
+def test_until_trains_on_the_bars_up_to_that_time_only(nq, training_bars):
     trading_services.bars_ingest(instrument=nq, timeframe="1m", frame=training_bars.iloc[:REAL_RUN_BARS])
+    until = training_bars.timestamp.iloc[199]
 
-    out, err = train("--symbol", "NQ", "--fast")
+    # 200 of the 900 stored bars are up to that minute: too few, refused before any fitting (cheap to test here).
+    with pytest.raises(CommandError, match=r"too few usable bars: \d+ of 200 "):
+        train("--symbol", "NQ", "--fast", "--until", until.isoformat())
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("until", ["yesterday", "2026-02-30", "2026-13-01T10:00"])
+def test_an_until_that_is_no_date_is_a_command_error_naming_the_option(nq, until):
+    with pytest.raises(CommandError, match=r"^--until: not an ISO date or date-time"):
+        train("--symbol", "NQ", "--fast", "--until", until)
+    assert not TrainingRun.objects.exists()
+
+
+def test_train_fast_trains_registers_and_promotes_a_version_and_prints_its_report(nq, training_bars):
+    # The one real training through the public path (PostgreSQL pass only: it costs tens of seconds). Bars after
+    # --until are stored too: the version must be trained on none of them (a backtest of them is out of sample).
+    trading_services.bars_ingest(instrument=nq, timeframe="1m", frame=training_bars.iloc[:REAL_RUN_BARS + 60])
+    until = training_bars.timestamp.iloc[REAL_RUN_BARS - 1]
+
+    out, err = train("--symbol", "NQ", "--fast", "--until", until.isoformat())
 
     version = ModelVersion.objects.get()
     assert version.status == ModelVersion.Status.ACTIVE  # the first version of the market
@@ -67,4 +88,5 @@ def test_train_fast_trains_registers_and_promotes_a_version_and_prints_its_repor
                     "baseline majority"):
         assert heading in out
     assert version.edge_statement in out
-    assert f"{REAL_RUN_BARS} NQ 1m bars loaded" in err  # progress goes to stderr
+    assert version.data_end == until.to_pydatetime()
+    assert f"{REAL_RUN_BARS} NQ 1m bars loaded (up to {until:%Y-%m-%d %H:%M} UTC)" in err  # progress: stderr

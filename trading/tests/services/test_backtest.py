@@ -192,10 +192,13 @@ def test_a_version_trained_on_bars_inside_the_window_is_refused_or_flagged_on_re
     version = model_version(nq)
     version.data_end = bars[2].timestamp
     version.save(update_fields=["data_end"])
-    with pytest.raises(backtest.BacktestRefused, match="look-ahead"):
+    with pytest.raises(backtest.BacktestRefused, match="look-ahead") as refused:
         backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
                                  version_id=version.pk)
     assert not BacktestRun.objects.exists()
+    # The way out it names: a version trained on the bars before the window's first bar only.
+    before = bars[0].timestamp - timedelta(minutes=1)
+    assert f"manage.py train --symbol NQ --timeframe 1m --until {before:%Y-%m-%dT%H:%MZ}" in str(refused.value)
     run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
                                    version_id=version.pk, allow_lookahead=True)
     run = backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, {}))
