@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from mlcore import selectors as ml_selectors
 
-from . import backtest, selectors
+from . import backtest, report_text as text, selectors
 from .domain.timeframes import TIMEFRAMES
 from .models import BacktestRun, Order, Recommendation
 
@@ -42,48 +42,20 @@ def progress_payload(run: BacktestRun) -> dict:
             "bars_total": run.bars_total, "percent": progress_percent(run), "error": run.error}
 
 
-# --- formatting (money arrives as exact decimal strings, ratios as floats or null) ------------------------------
-
-def _money(value) -> str:
-    if value is None or value == "":
-        return "—"
-    try:
-        return f"{Decimal(str(value)):,.2f}"
-    except InvalidOperation:
-        return str(value)
-
-
-def _number(value, places: int = 2) -> str:
-    return "—" if value is None else f"{float(value):,.{places}f}"
-
-
-def _percent(value, places: int = 1) -> str:
-    return "—" if value is None else f"{100 * float(value):.{places}f}%"
-
-
-def _duration(seconds) -> str:
-    """"2 h 05 min", "12 min", "45 s"."""
-    if seconds is None:
-        return "—"
-    seconds = int(round(float(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    hours, minutes = divmod(seconds // 60, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
-
+# --- report rows ------------------------------------------------------------------------------------------------
 
 def _trade_figures(figures: dict) -> list[tuple[str, str]]:
     """One side's (or the whole run's) trade figures as rows."""
     return [
         ("Trades", str(figures.get("trades", 0))),
         ("Wins / losses", f"{figures.get('wins', 0)} / {figures.get('losses', 0)}"),
-        ("Hit rate", _percent(figures.get("hit_rate"))),
-        ("Profit factor", _number(figures.get("profit_factor"))),
-        ("Expectancy", _money(figures.get("expectancy"))),
-        ("Net P&L", _money(figures.get("net_pnl"))),
-        ("Gross P&L", _money(figures.get("gross_pnl"))),
-        ("Commissions", _money(figures.get("commissions"))),
-        ("Slippage", _money(figures.get("slippage"))),
+        ("Hit rate", text.percent(figures.get("hit_rate"))),
+        ("Profit factor", text.number(figures.get("profit_factor"))),
+        ("Expectancy", text.money(figures.get("expectancy"))),
+        ("Net P&L", text.money(figures.get("net_pnl"))),
+        ("Gross P&L", text.money(figures.get("gross_pnl"))),
+        ("Commissions", text.money(figures.get("commissions"))),
+        ("Slippage", text.money(figures.get("slippage"))),
     ]
 
 
@@ -91,33 +63,33 @@ def report_view(run: BacktestRun) -> dict:
     """The report as the page shows it: tables of formatted figures and the charts' series."""
     r = run.report
     down = r.get("max_drawdown") or {}
-    money = [("Starting equity", _money(r.get("starting_equity"))), ("Ending equity", _money(r.get("ending_equity"))),
-             ("Net P&L", _money(r.get("net_pnl"))), ("Gross P&L", _money(r.get("gross_pnl"))),
-             ("Commissions", _money(r.get("commissions"))), ("Slippage", _money(r.get("slippage"))),
-             ("Buy and hold (1 contract)", _money((r.get("buy_hold") or {}).get("net_pnl")))]
-    ratios = [("Sharpe", _number(r.get("sharpe"))), ("Sortino", _number(r.get("sortino"))),
-              ("Calmar", _number(r.get("calmar"))),
-              ("Max drawdown", f"{_percent(down.get('fraction'), 2)} ({_money(down.get('money'))})"),
-              ("Longest drawdown", _duration(down.get("longest_seconds"))
+    money = [("Starting equity", text.money(r.get("starting_equity"))), ("Ending equity", text.money(r.get("ending_equity"))),
+             ("Net P&L", text.money(r.get("net_pnl"))), ("Gross P&L", text.money(r.get("gross_pnl"))),
+             ("Commissions", text.money(r.get("commissions"))), ("Slippage", text.money(r.get("slippage"))),
+             ("Buy and hold (1 contract)", text.money((r.get("buy_hold") or {}).get("net_pnl")))]
+    ratios = [("Sharpe", text.number(r.get("sharpe"))), ("Sortino", text.number(r.get("sortino"))),
+              ("Calmar", text.number(r.get("calmar"))),
+              ("Max drawdown", f"{text.percent(down.get('fraction'), 2)} ({text.money(down.get('money'))})"),
+              ("Longest drawdown", text.duration(down.get("longest_seconds"))
                + ("" if down.get("recovered", True) else " (not recovered)")),
-              ("Hit rate", _percent(r.get("hit_rate"))), ("Profit factor", _number(r.get("profit_factor"))),
-              ("Expectancy", _money(r.get("expectancy"))), ("Exposure", _percent(r.get("exposure"))),
-              ("Trades per day", _number(r.get("trades_per_day"))),
+              ("Hit rate", text.percent(r.get("hit_rate"))), ("Profit factor", text.number(r.get("profit_factor"))),
+              ("Expectancy", text.money(r.get("expectancy"))), ("Exposure", text.percent(r.get("exposure"))),
+              ("Trades per day", text.number(r.get("trades_per_day"))),
               ("Trades", f"{r.get('trades', 0)} closed, {r.get('open_trades', 0)} open at the end"),
               ("Wins / losses", f"{r.get('wins', 0)} / {r.get('losses', 0)}")]
     sides = [{"side": side, "rows": _trade_figures(figures)} for side, figures in (r.get("per_side") or {}).items()]
-    calibration = [{**row, "predicted_text": _percent(row.get("predicted")),
-                    "realised_text": _percent(row.get("realised")),
-                    "kelly_text": _number(row.get("kelly_fraction"), 4)} for row in r.get("calibration") or []]
+    calibration = [{**row, "predicted_text": text.percent(row.get("predicted")),
+                    "realised_text": text.percent(row.get("realised")),
+                    "kelly_text": text.number(row.get("kelly_fraction"), 4)} for row in r.get("calibration") or []]
     trades = []
     for t in r.get("trade_list") or []:
         gross = t.get("gross_pnl")
         net = (Decimal(gross) - Decimal(t["commission"]) - Decimal(t["slippage"])) if gross is not None else None
-        trades.append({**t, "net_text": _money(net), "gross_text": _money(gross),
-                       "costs_text": _money(Decimal(t["commission"]) + Decimal(t["slippage"])),
+        trades.append({**t, "net_text": text.money(net), "gross_text": text.money(gross),
+                       "costs_text": text.money(Decimal(t["commission"]) + Decimal(t["slippage"])),
                        "net_sign": "" if net is None else ("up" if net > 0 else "down" if net < 0 else ""),
-                       "probability_text": _percent(t.get("probability")),
-                       "kelly_text": _number(t.get("kelly_fraction"), 4)})
+                       "probability_text": text.percent(t.get("probability")),
+                       "kelly_text": text.number(t.get("kelly_fraction"), 4)})
     equity = r.get("equity") or {}
     charts = {
         "equity": {"t": equity.get("t", []), "equity": equity.get("equity", []),
@@ -191,7 +163,7 @@ def backtest_list(request):
                 backtest.backtest_request(run=run)
                 return redirect("backtest", run_id=run.pk)
         status = 400
-    runs = [{"run": run, "percent": progress_percent(run), "net_pnl": _money(run.net_pnl),
+    runs = [{"run": run, "percent": progress_percent(run), "net_pnl": text.money(run.net_pnl),
              "net_sign": _sign(run.net_pnl)} for run in backtest_runs()[:LIST_LIMIT]]
     context = {"runs": runs, "form": form, "can_run": can_run,
                "instruments": selectors.instrument_list_active(), "timeframes": list(TIMEFRAMES),
@@ -252,7 +224,7 @@ def backtest_trade(request, run_id: int, recommendation_id: int):
         "run": run, "r": selectors.recommendation_payload(recommendation), "prediction": prediction,
         "orders": [_order_row(order) for order in [*entries, *exits]],
         "trade": trade, "report": run.report or {},
-        "net_text": _money(Decimal(trade["gross_pnl"]) - Decimal(trade["commission"]) - Decimal(trade["slippage"]))
+        "net_text": text.money(Decimal(trade["gross_pnl"]) - Decimal(trade["commission"]) - Decimal(trade["slippage"]))
         if trade and trade.get("gross_pnl") is not None else "—",
         "instrument": None,  # the navigation's dashboard link stays plain (this market is a backtest's own)
     }
@@ -264,5 +236,5 @@ def _order_row(order: Order) -> dict:
     return {"id": order.pk, "kind": order.get_kind_display(), "side": order.side, "quantity": order.quantity,
             "status": order.get_status_display(), "take_profit": order.take_profit, "stop_loss": order.stop_loss,
             "price": fill.price if fill else None, "at": fill.timestamp if fill else None,
-            "commission": _money(fill.commission) if fill else "—"}
+            "commission": text.money(fill.commission) if fill else "—"}
 

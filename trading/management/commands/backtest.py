@@ -6,7 +6,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from trading import backtest
+from trading import backtest, report_text as text
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import BacktestRun
 
@@ -92,21 +92,20 @@ class Command(BaseCommand):
         w(f"backtest #{run.pk}: {run.instrument.symbol} {run.timeframe} {window['from']} .. {window['to']} "
           f"({window['bars']} bars, {window['trading_days']} trading days), model v{run.model_version_id}, "
           f"approval {run.approval}")
-        w(f"equity {r['starting_equity']} -> {r['ending_equity']}   net P&L {r['net_pnl']} (gross {r['gross_pnl']}, "
-          f"commissions {r['commissions']}, slippage {r['slippage']})   buy-and-hold 1 contract {r['buy_hold']['net_pnl']}")
+        w(f"equity {text.money(r['starting_equity'])} -> {text.money(r['ending_equity'])}   net P&L "
+          f"{text.money(r['net_pnl'])} (gross {text.money(r['gross_pnl'])}, commissions {text.money(r['commissions'])}, "
+          f"slippage {text.money(r['slippage'])})   buy-and-hold 1 contract {text.money(r['buy_hold']['net_pnl'])}")
         dd = r["max_drawdown"] or {}
-        w(f"trades {r['trades']} (open at the end {r['open_trades']}), hit rate {_f(r['hit_rate'])}, profit factor "
-          f"{_f(r['profit_factor'])}, expectancy {r['expectancy']}, trades/day {_f(r['trades_per_day'])}, exposure "
-          f"{_f(r['exposure'])}")
-        w(f"Sharpe {_f(r['sharpe'])}, Sortino {_f(r['sortino'])}, Calmar {_f(r['calmar'])}, max drawdown "
-          f"{_f(dd.get('fraction'))} ({dd.get('money')}), longest {dd.get('longest_seconds')} s")
+        w(f"trades {r['trades']} (open at the end {r['open_trades']}), hit rate {text.percent(r['hit_rate'])}, "
+          f"profit factor {text.number(r['profit_factor'])}, expectancy {text.money(r['expectancy'])}, trades/day "
+          f"{text.number(r['trades_per_day'])}, exposure {text.percent(r['exposure'])}")
+        w(f"Sharpe {text.number(r['sharpe'])}, Sortino {text.number(r['sortino'])}, Calmar "
+          f"{text.number(r['calmar'])}, max drawdown {text.percent(dd.get('fraction'))} "
+          f"({text.money(dd.get('money'))}), longest {text.duration(dd.get('longest_seconds'))}")
         w(f"recommendations: {r['recommendations']}")
         for name, block in r["risk_blocks"].items():
             w(f"  blocked by {name}: {block['count']} (e.g. {block['example']})")
         for row in r["calibration"]:
             w(f"  p {row['bucket']}: n={row['n']} predicted {row['predicted']:.3f} realised {row['realised']:.3f} "
-              f"Kelly fraction {_f(row['kelly_fraction'])}")
+              f"Kelly fraction {text.number(row['kelly_fraction'], 3)}")
 
-
-def _f(value, places: int = 3) -> str:
-    return "-" if value is None else f"{value:.{places}f}"

@@ -291,6 +291,35 @@ def test_the_command_reads_a_bare_to_date_as_the_whole_day_and_says_why_a_run_fa
                      "--version", str(version.pk))
 
 
+def test_the_command_summary_states_money_in_cents_and_no_missing_figure_as_none(nq, version):
+    from io import StringIO
+
+    from trading import report_text
+    from trading.management.commands.backtest import Command
+
+    run = run_backtest(nq, version, path(nq, [None] * 8), {0: "long", 3: "short"})
+    out = StringIO()
+    Command(stdout=out)._summary(run)
+    text = out.getvalue()
+    report = run.report
+    assert f"equity {report_text.money(report['starting_equity'])} -> {report_text.money(report['ending_equity'])}" \
+        in text
+    assert f"net P&L {report_text.money(report['net_pnl'])} (gross {report_text.money(report['gross_pnl'])}" in text
+    assert f"longest {report_text.duration(report['max_drawdown']['longest_seconds'])}" in text
+    assert "None" not in text
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (None, "—"), (45, "45 s"), (720, "12 min"), (7_500, "2 h 05 min"),
+    # A daily-bar run's drawdown lasts days: hours alone would read "76 h 01 min".
+    (3 * 86_400 + 4 * 3_600 + 60, "3 d 04 h"),
+])
+def test_durations_read_in_the_largest_units_that_fit(seconds, shown):
+    from trading import report_text
+
+    assert report_text.duration(seconds) == shown
+
+
 def test_a_finished_run_is_deleted_with_everything_it_made_and_nothing_else(nq, version):
     bars = path(nq, [None] * 6)
     run = run_backtest(nq, version, bars, {0: "long", 3: "short"})
