@@ -132,7 +132,8 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
         lookahead=lookahead, source_account=source, bars_total=total, requested_by=requested_by, via=via,
         config={**{name: _plain(getattr(config, name)) for name in CONFIG_FIELDS},
                 "starting_equity": str(equity), "peak_equity": str(peak), "account": source.name,
-                "model_health": version.health_score, "model_has_edge": version.has_edge, "breaker": breaker})
+                "model_health": version.health_score, "model_health_reason": version.health_reason,
+                "model_has_edge": version.has_edge, "breaker": breaker})
 
 
 def window_moment(text: str, *, end_of_day: bool = False) -> datetime:
@@ -237,6 +238,8 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
     done = 0
     daily_reset = run.config.get("breaker") == BREAKER_DAILY
     tripped_day = None
+    held = {"version_id": run.model_version_id, "model_health": run.config["model_health"],
+            "health_reason": run.config.get("model_health_reason", "")}
     for page in _source_pages(run):
         # One transaction a page of bars: each step's own transaction becomes a savepoint of it, and the run pays one
         # commit a page instead of one per statement. Nothing outside the run's private market and account is
@@ -258,7 +261,7 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
                 if bar_hook is not None:
                     bar_hook(bar)
                 done += 1
-                workflow.replay_bar(bar.pk, replay=workflow.Replay(version_id=run.model_version_id, now=close),
+                workflow.replay_bar(bar.pk, replay=workflow.Replay(now=close, **held),
                                     outcomes=done % OUTCOMES_EVERY == 0)
         BacktestRun.objects.filter(pk=run.pk).update(bars_done=done, progress_at=timezone.now())
         if progress is not None:

@@ -184,6 +184,14 @@ def _run_or_404(run_id: int) -> BacktestRun:
     return get_object_or_404(BacktestRun.objects.select_related("instrument", "requested_by"), pk=run_id)
 
 
+def held_health_text(config: dict) -> str:
+    """The version's health score the run held (recorded when it was created), as sizing read it."""
+    score = config.get("model_health")
+    if score is None:
+        return "not scored: " + ("full size (validated edge)" if config.get("model_has_edge") else "no size (no edge)")
+    return f"{score:.0f}/100" + (f" ({config['model_health_reason']})" if config.get("model_health_reason") else "")
+
+
 @require_GET
 @login_required
 def backtest_detail(request, run_id: int):
@@ -192,6 +200,7 @@ def backtest_detail(request, run_id: int):
     done = run.status == BacktestRun.Status.DONE and bool(run.report)
     view = report_view(run) if done else None
     context = {"run": run, "report": run.report if done else None, "view": view,
+               "model_health": held_health_text(run.config),
                "progress": progress_payload(run), "in_flight": run.status in IN_FLIGHT,
                "charts": view["charts"] if view else None}
     return render(request, "trading/backtest.html", context)

@@ -25,6 +25,7 @@ even when their messages arrive out of order.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import zlib
@@ -142,6 +143,9 @@ def _decide_one(pending: BarWorkflow, replay: Replay | None = None) -> None:
             facts = ml_services.prediction_create(bar_id=pending.pk)
         else:
             facts = ml_services.prediction_create(bar_id=pending.pk, version_id=replay.version_id, backtest=True)
+            if facts is not None:
+                facts = dataclasses.replace(facts, model_health=replay.model_health,
+                                            health_reason=replay.health_reason)
         predicted_at = timezone.now()
         recommendations = []
         if facts is not None:
@@ -200,6 +204,10 @@ class Replay:
 
     version_id: int
     now: datetime
+    # The version's health as the run recorded it when it was created: monitoring rescores a version from its live
+    # predictions at any time, and a backtest must neither read today's score for past bars nor change mid-run.
+    model_health: float | None
+    health_reason: str = ""
 
 
 def replay_bar(bar_id: int, *, replay: Replay, outcomes: bool = True) -> None:

@@ -178,6 +178,26 @@ def test_the_backtest_touches_no_live_account_and_monitoring_never_sees_its_pred
     assert selectors.recommendation_list(account=run.account).count() == 6
 
 
+def test_the_model_health_is_the_versions_score_when_the_run_was_created_however_monitoring_rescores_it(nq, version):
+    # Monitoring rescores a version from its live predictions at any time; a backtest must not read today's score
+    # for last month's bars, nor change its sizing half way through: it holds the score its config records.
+    bars = path(nq, [None] * 8)
+    run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+                                   version_id=version.pk)
+    assert run.config["model_health"] == 100.0
+    place_signal = signals(version, {3: "long"})
+
+    def rescored_mid_run(bar):
+        if bar.timestamp == bars[2].timestamp:
+            type(version).objects.filter(pk=version.pk).update(health_score=0.0, health_reason="accuracy collapsed")
+        place_signal(bar)
+
+    run = backtest.backtest_execute(run_id=run.pk, bar_hook=rescored_mid_run)
+    [taken] = Recommendation.objects.filter(account=run.account, state=Recommendation.State.EXECUTED)
+    assert taken.bar.timestamp == bars[3].timestamp and taken.contracts > 0
+    assert taken.kelly["health_factor"] == 1.0, taken.kelly
+
+
 def test_record_only_approves_nothing_and_every_recommendation_expires(nq, version):
     bars = path(nq, [None] * 8)
     run = run_backtest(nq, version, bars, {0: "long", 3: "short"}, approval="record")
