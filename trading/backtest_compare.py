@@ -62,7 +62,8 @@ def compare(*, run: BacktestRun, account_name: str) -> dict:
             for field in COMPARED:
                 if ours[field] != theirs[field]:
                     differences.append({**_row("different", signal_at, side, ours, theirs,
-                                               _why_different(field, theirs, live_recs.get(signal_at), run)),
+                                               _why_different(field, theirs, live_recs.get(signal_at), run,
+                                                              test_recs.get(signal_at))),
                                         "field": field, "backtest": ours[field], "live": theirs[field]})
     matched = len(set(live) & set(test))
     return _json_ready({"run": run.pk, "account": account.name, "symbol": run.instrument.symbol,
@@ -108,7 +109,8 @@ def _why_extra(test: Recommendation | None, live_trade: dict, run: BacktestRun) 
     return ""
 
 
-def _why_different(field: str, live_trade: dict, live: Recommendation | None, run: BacktestRun) -> str:
+def _why_different(field: str, live_trade: dict, live: Recommendation | None, run: BacktestRun,
+                   test: Recommendation | None = None) -> str:
     if live is None:
         return ""
     entry = Order.objects.filter(recommendation=live, kind=Order.Kind.ENTRY).first()
@@ -119,9 +121,19 @@ def _why_different(field: str, live_trade: dict, live: Recommendation | None, ru
         return f"live predicted with model v{live.model_version_id}, the backtest with v{run.model_version_id}"
     if field == "contracts" and live.contracts != live.kelly_contracts:
         return "resized live when approved (risk at approval time)"
+    if field == "contracts" and test is not None:
+        live_health, test_health = (live.kelly or {}).get("health_factor"), (test.kelly or {}).get("health_factor")
+        if live_health != test_health:
+            # The backtest holds the version's score from its creation; live sized with the score of that moment.
+            return (f"model health sized it differently: health factor {_factor(live_health)} live (the version's "
+                    f"score then), {_factor(test_health)} in the backtest (its score when the run was created)")
     if field in ("exit_reason", "exit_price", "exit_at") and live_trade["exit_at"] is None:
         return "still open live"
     return ""
+
+
+def _factor(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def print_comparison(comparison: dict, write: Callable[[str], None]) -> None:

@@ -198,6 +198,25 @@ def test_the_model_health_is_the_versions_score_when_the_run_was_created_however
     assert taken.kelly["health_factor"] == 1.0, taken.kelly
 
 
+def test_the_comparison_explains_a_size_difference_by_the_health_each_side_sized_with(nq, version):
+    from types import SimpleNamespace
+
+    from trading.backtest_compare import _why_different
+    from trading.tests.decisions import close_time, flat_bars
+
+    made = flat_bars(nq, 3)
+    [live] = services.recommendations_create_for_prediction(prediction_id=prediction(made[-1], version).pk,
+                                                            now=close_time(made[-1]))
+    test = Recommendation.objects.get(pk=live.pk)
+    test.kelly = {**live.kelly, "health_factor": 0.5}
+    reason = _why_different("contracts", {"exit_at": None}, live, SimpleNamespace(model_version_id=version.pk), test)
+    assert reason == ("model health sized it differently: health factor 1.00 live (the version's score then), 0.50 "
+                      "in the backtest (its score when the run was created)")
+    # The same health on both sides explains nothing: the difference stays unexplained.
+    assert _why_different("contracts", {"exit_at": None}, live, SimpleNamespace(model_version_id=version.pk),
+                          Recommendation.objects.get(pk=live.pk)) == ""
+
+
 def test_record_only_approves_nothing_and_every_recommendation_expires(nq, version):
     bars = path(nq, [None] * 8)
     run = run_backtest(nq, version, bars, {0: "long", 3: "short"}, approval="record")
