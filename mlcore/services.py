@@ -216,18 +216,19 @@ def prediction_create(*, bar_id: int, version_id: int | None = None, backtest: b
     A backtest names its version (`version_id`, loaded once per process like a shadow version) and marks its
     predictions `backtest`, so monitoring never counts them."""
     bar = trading_selectors.bar_key(bar_id=bar_id)
+    # One prediction per bar and version: a stored one is returned (before loading a named version at all).
     if version_id is not None:
-        existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=version_id).first()
+        existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=version_id).values_list("pk").first()
         if existing is not None:
-            return selectors.prediction_facts(prediction_id=existing.pk, created=False)
+            return selectors.prediction_facts(prediction_id=existing[0], created=False)
         model = _pinned_model(version_id)
     else:
         model = loaded_model_get(instrument=bar.instrument_id, timeframe=bar.timeframe)
-    if model is None:
-        return None
-    existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=model.version_id).first()
-    if existing is not None:
-        return selectors.prediction_facts(prediction_id=existing.pk, created=False)
+        if model is None:
+            return None
+        existing = Prediction.objects.filter(bar_id=bar.bar_id, version_id=model.version_id).values_list("pk").first()
+        if existing is not None:
+            return selectors.prediction_facts(prediction_id=existing[0], created=False)
     window = trading_selectors.bars_frame(instrument=bar.instrument_id, timeframe=bar.timeframe, end_at=bar.timestamp,
                                           last_n=model.bars_needed)
     try:

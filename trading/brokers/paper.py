@@ -60,7 +60,7 @@ def _fill_entries(account: Account, bar: Bar, prices: BarPrices, costs: FillCost
         order.save(update_fields=["take_profit", "stop_loss"])
         Recommendation.objects.filter(pk=recommendation.pk, state=Recommendation.State.APPROVED).update(
             state=Recommendation.State.EXECUTED, executed_at=bar.timestamp)
-        _push_recommendation(recommendation.pk)
+        _push_recommendation(recommendation.pk, bar.instrument)
     return fills
 
 
@@ -75,7 +75,7 @@ def _cancel_stale_entry(order: Order, bar: Bar) -> None:
         recommendation.state = Recommendation.State.EXPIRED
         recommendation.reasons = [*recommendation.reasons, reason]
         recommendation.save(update_fields=["state", "reasons"])
-        _push_recommendation(recommendation.pk)
+        _push_recommendation(recommendation.pk, bar.instrument)
 
 
 def _run_brackets(account: Account, bar: Bar, prices: BarPrices, costs: FillCosts, record) -> list[Fill]:
@@ -124,7 +124,9 @@ def _bars_to_run(entry: Order, bar: Bar, prices: BarPrices) -> list[tuple[Bar, B
     return [(b, _prices(b)) for b in missed.order_by("timestamp")] + [(bar, prices)]
 
 
-def _push_recommendation(recommendation_id: int) -> None:
+def _push_recommendation(recommendation_id: int, instrument) -> None:
+    if instrument.backtest:
+        return  # no dashboard shows a backtest's private market
     def push():
         recommendation = Recommendation.objects.select_related("account", "instrument").get(pk=recommendation_id)
         realtime.broadcast(recommendation.instrument.symbol, recommendation.timeframe, "recommendation.updated",

@@ -169,6 +169,8 @@ def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> boo
 
 
 def _push_account(account: Account, symbol: str, timeframe: str) -> None:
+    if account.backtest:
+        return  # no page listens to a backtest's account; its figures would cost queries on every bar
     def push():
         payload = {"account": selectors.account_summary(account=Account.objects.get(pk=account.pk)),
                    "positions": [selectors.position_payload(p) for p in selectors.position_list(account=account)]}

@@ -454,6 +454,8 @@ def _approve_locked(recommendation: Recommendation, *, user, contracts: int, ver
 
 
 def _push_on_commit(recommendation: Recommendation) -> None:
+    if recommendation.instrument.backtest:
+        return  # no dashboard shows a backtest's private market
     symbol, timeframe = recommendation.instrument.symbol, recommendation.timeframe
     payload = selectors.recommendation_payload(recommendation)
     transaction.on_commit(lambda: realtime.broadcast(symbol, timeframe, "recommendation.updated", payload),

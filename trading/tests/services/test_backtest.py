@@ -217,6 +217,22 @@ def test_the_comparison_explains_a_size_difference_by_the_health_each_side_sized
                           Recommendation.objects.get(pk=live.pk)) == ""
 
 
+def test_a_run_pushes_nothing_to_pages_no_page_shows_its_private_market(nq, version, monkeypatch,
+                                                                       django_capture_on_commit_callbacks):
+    from trading import realtime
+
+    pushed = []
+    real_broadcast = realtime._broadcast
+    monkeypatch.setattr(realtime, "_broadcast", lambda group, *args: pushed.append(group) or real_broadcast(group, *args))
+    rows = [None] * 12
+    rows[2] = ("18000", "18016", "17999", "18010")  # the long's take-profit: fills and marks on the way
+    with django_capture_on_commit_callbacks(execute=True):
+        run = run_backtest(nq, version, path(nq, rows), {0: "long", 5: "short"})
+    assert run.report["trades"] >= 1 and Fill.objects.filter(account=run.account).exists()
+    # Each push costs queries (the payload) and, in deployment, a Redis round trip, on every bar: none is made.
+    assert [group for group in pushed if "BT" in group.upper()] == []
+
+
 def test_record_only_approves_nothing_and_every_recommendation_expires(nq, version):
     bars = path(nq, [None] * 8)
     run = run_backtest(nq, version, bars, {0: "long", 3: "short"}, approval="record")
