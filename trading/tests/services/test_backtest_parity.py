@@ -8,6 +8,7 @@ Two trading days of 15-minute bars, over the 18:00 New York rollover and the dai
 """
 import io
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -64,7 +65,20 @@ def market(settings, tmp_path, eager_celery):
 
 
 def rows(queryset, fields):
-    return [tuple(getattr(row, f) for f in fields) for row in queryset]
+    return [tuple(_wall_clock_free(getattr(row, f)) for f in fields) for row in queryset]
+
+
+def _wall_clock_free(value):
+    """The stale-data check's message with its age taken out: live, the age is the wall-clock time since the feed
+    stored the bar (a model load or a loaded machine makes it "1s old"); the backtest's clock stands at the close.
+    Whether the check passed stays compared."""
+    if isinstance(value, str):
+        return re.sub(r"last bar is \d+s old", "last bar is Ns old", value)
+    if isinstance(value, list):
+        return [_wall_clock_free(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _wall_clock_free(item) for key, item in value.items()}
+    return value
 
 
 def feed_live(nq, live_bars, after_bar=None):
