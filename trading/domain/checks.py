@@ -21,6 +21,9 @@ def near_limit(value: float, limit: float) -> str:
     return text if text != f"{limit:.2f}" else f"{value:.6g}"
 
 
+_CENT = Decimal("0.01")
+
+
 def money(value: Decimal, limit: Decimal | None = None) -> str:
     """An amount in cents (a stored 0E-10 prints as 0.00, -0 as 0.00); exact when cents would print an amount
     short of the limit as equal to it (-1999.996 against a 2000 limit)."""
@@ -28,9 +31,6 @@ def money(value: Decimal, limit: Decimal | None = None) -> str:
     if limit is not None and value != limit and cents == limit.quantize(_CENT):
         return f"{value.normalize():f}"
     return f"{cents:f}"
-
-
-_CENT = Decimal("0.01")
 
 
 def exact_decimal(name: str, value, *, minimum: str | None = "positive") -> Decimal:
