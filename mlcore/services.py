@@ -76,8 +76,8 @@ def model_version_train(
     try:
         bars = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe, end_at=until)
         if progress:
-            progress(f"{len(bars)} {instrument} {timeframe} bars loaded"
-                     + (f" (up to {until:%Y-%m-%d %H:%M} UTC)" if until is not None else ""))
+            bound = f" (up to {until.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M} UTC)" if until is not None else ""
+            progress(f"{len(bars)} {instrument} {timeframe} bars loaded{bound}")
         trained = train_model(bars, config, progress=progress)
         version = _version_register(instrument=instrument, timeframe=timeframe, config=config, trained=trained)
         if promote or (promote is None and selectors.model_version_active(instrument=instrument,

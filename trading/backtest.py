@@ -94,6 +94,8 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
     for name, moment in (("from", start), ("to", end)):
         if not isinstance(moment, datetime) or moment.tzinfo is None:
             raise BacktestRefused(f"'{name}' must be a date and time with a time zone, got {moment!r}")
+    # Every message below says UTC; a window typed with another offset is the same moments.
+    start, end = start.astimezone(dt_timezone.utc), end.astimezone(dt_timezone.utc)
     if end < start:
         raise BacktestRefused(f"'to' ({end:%Y-%m-%d %H:%M} UTC) is before 'from' ({start:%Y-%m-%d %H:%M} UTC)")
     if breaker not in (BREAKER_HOLD, BREAKER_DAILY):

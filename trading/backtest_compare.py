@@ -5,7 +5,8 @@ listed: a trade the backtest made and the account did not (missing), one the acc
 (extra), or a matched pair whose size, entry fill price, exit reason, exit price or exit time differ, each with
 the reason where the records tell it: a recommendation that expired unapproved, was rejected or was blocked by risk
 live; an approval after a later bar had arrived (the entry then fills at a later bar's open); a bar the live
-workflow never decided (a gap); another model version live.
+workflow never decided (a gap); another model version live; a size made with another model health (live read the
+version's score of the moment, the backtest holds its score from the run's creation).
 """
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ def report_view(run: BacktestRun) -> dict:
     """The report as the page shows it: tables of formatted figures and the charts' series."""
     r = run.report
     down = r.get("max_drawdown") or {}
-    money = [("Starting equity", text.money(r.get("starting_equity"))), ("Ending equity", text.money(r.get("ending_equity"))),
+    money = [("Starting equity", text.money(r.get("starting_equity"))),
+             ("Ending equity", text.money(r.get("ending_equity"))),
              ("Net P&L", text.money(r.get("net_pnl"))), ("Gross P&L", text.money(r.get("gross_pnl"))),
              ("Commissions", text.money(r.get("commissions"))), ("Slippage", text.money(r.get("slippage"))),
              ("Buy and hold (1 contract)", text.money((r.get("buy_hold") or {}).get("net_pnl")))]
@@ -186,10 +187,15 @@ def _run_or_404(run_id: int) -> BacktestRun:
 
 def held_health_text(config: dict) -> str:
     """The version's health score the run held (recorded when it was created), as sizing read it."""
-    score = config.get("model_health")
+    if "model_health_reason" not in config:
+        # Runs made before the score was held recorded it too, but sized with the live score at each bar.
+        return "the live score at each bar (a run made before backtests held it)"
+    score = config["model_health"]
     if score is None:
-        return "not scored: " + ("full size (validated edge)" if config.get("model_has_edge") else "no size (no edge)")
-    return f"{score:.0f}/100" + (f" ({config['model_health_reason']})" if config.get("model_health_reason") else "")
+        held = "not scored: " + ("full size (validated edge)" if config.get("model_has_edge") else "no size (no edge)")
+    else:
+        held = f"{score:.0f}/100" + (f" ({config['model_health_reason']})" if config["model_health_reason"] else "")
+    return f"{held}, its score when the run was created"
 
 
 @require_GET

@@ -5,14 +5,16 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 MISSING = "—"
+CENT = Decimal("0.01")
 
 
 def money(value) -> str:
+    """Cents with separators; a loss that rounds to nothing is 0.00, not -0.00."""
     if value is None or value == "":
         return MISSING
     try:
-        return f"{Decimal(str(value)):,.2f}"
-    except InvalidOperation:
+        return f"{Decimal(str(value)).quantize(CENT) + 0:,.2f}"
+    except (InvalidOperation, ArithmeticError):  # not a number, or more digits than cents can hold
         return str(value)
 
 

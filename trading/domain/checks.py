@@ -25,11 +25,14 @@ _CENT = Decimal("0.01")
 
 
 def money(value: Decimal, limit: Decimal | None = None) -> str:
-    """An amount in cents (a stored 0E-10 prints as 0.00, -0 as 0.00); exact when cents would print an amount
-    short of the limit as equal to it (-1999.996 against a 2000 limit)."""
-    cents = value.quantize(_CENT) + 0  # + 0 drops the sign of a negative zero
-    if limit is not None and value != limit and cents == limit.quantize(_CENT):
-        return f"{value.normalize():f}"
+    """An amount in cents (a stored 0E-10 prints as 0.00, -0 as 0.00); exact when cents would print it as the
+    limit itself (-1999.996 against a limit of -2000). Never raises: an amount too large for cents prints as is."""
+    try:
+        cents = value.quantize(_CENT) + 0  # + 0 drops the sign of a negative zero
+        if limit is not None and value != limit and cents == limit.quantize(_CENT):
+            return f"{value.normalize():f}"
+    except ArithmeticError:  # more digits than the context's precision: a broken input, named as it came
+        return str(value)
     return f"{cents:f}"
 
 

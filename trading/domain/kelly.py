@@ -174,7 +174,7 @@ def kelly_size(inputs: KellyInputs, config: KellyConfig) -> KellySize:
     if equity is None:
         problems.append(f"equity {inputs.equity!r} is not a finite amount")
     elif equity <= 0:
-        problems.append("zero equity" if equity == 0 else f"negative equity {money(equity)}")
+        problems.append("zero equity" if equity == 0 else f"negative equity {money(equity, ZERO)}")
     if stop is None or stop <= 0:
         problems.append(f"stop distance {inputs.stop_distance!r} is not a positive number of points")
     if point is None or point <= 0:

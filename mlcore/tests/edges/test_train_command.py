@@ -56,8 +56,12 @@ def test_until_trains_on_the_bars_up_to_that_time_only(nq, training_bars):
     until = training_bars.timestamp.iloc[199]
 
     # 200 of the 900 stored bars are up to that minute: too few, refused before any fitting (cheap to test here).
+    # Typed at +05:00, it is the same moment, and the progress says it in UTC.
+    err = StringIO()
     with pytest.raises(CommandError, match=r"too few usable bars: \d+ of 200 "):
-        train("--symbol", "NQ", "--fast", "--until", until.isoformat())
+        call_command("train", "--symbol", "NQ", "--fast", "--until", until.tz_convert("+05:00").isoformat(),
+                     stdout=StringIO(), stderr=err)
+    assert f"200 NQ 1m bars loaded (up to {until:%Y-%m-%d %H:%M} UTC)" in err.getvalue()
     assert not ModelVersion.objects.exists()
 
 

@@ -93,8 +93,8 @@ class Command(BaseCommand):
           f"({window['bars']} bars, {window['trading_days']} trading days), model v{run.model_version_id}, "
           f"approval {run.approval}")
         w(f"equity {text.money(r['starting_equity'])} -> {text.money(r['ending_equity'])}   net P&L "
-          f"{text.money(r['net_pnl'])} (gross {text.money(r['gross_pnl'])}, commissions {text.money(r['commissions'])}, "
-          f"slippage {text.money(r['slippage'])})   buy-and-hold 1 contract {text.money(r['buy_hold']['net_pnl'])}")
+          f"{text.money(r['net_pnl'])} (gross {text.money(r['gross_pnl'])}, commissions "
+          f"{text.money(r['commissions'])}, slippage {text.money(r['slippage'])})   buy-and-hold 1 contract {text.money(r['buy_hold']['net_pnl'])}")
         dd = r["max_drawdown"] or {}
         w(f"trades {r['trades']} (open at the end {r['open_trades']}), hit rate {text.percent(r['hit_rate'])}, "
           f"profit factor {text.number(r['profit_factor'])}, expectancy {text.money(r['expectancy'])}, trades/day "

@@ -202,6 +202,15 @@ def test_a_negative_equity_is_stated_in_cents_as_the_ledger_stores_it():
     assert size.reason == "negative equity -1250.50"
 
 
+@pytest.mark.parametrize("equity, stated", [
+    (Decimal("-0.004"), "negative equity -0.004"),  # cents would say 0.00: not a negative equity at all
+    (Decimal("-1E+27"), "negative equity -1E+27"),  # beyond cents' precision: stated as it came, never raised
+])
+def test_a_negative_equity_is_stated_so_that_it_reads_negative_and_never_raises(equity, stated):
+    size = kelly_size(_inputs(equity=equity), KellyConfig())
+    assert size.contracts == 0 and size.reason == stated
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("probability", math.nan, "probability"),
     ("probability", math.inf, "probability"),

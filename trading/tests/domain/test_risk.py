@@ -151,6 +151,12 @@ def test_the_daily_pnl_is_stated_in_cents_however_it_was_stored(pnl, message):
     assert _check(assess(_long(), _context(daily_pnl=pnl), LIMITS), "daily_loss_limit").message == message
 
 
+def test_an_absurd_daily_pnl_blocks_with_a_message_instead_of_raising():
+    verdict = assess(_long(), _context(daily_pnl=Decimal("-1E+30")), LIMITS)
+    assert _blocked_by(verdict, "daily_loss_limit")
+    assert _check(verdict, "daily_loss_limit").message == "daily loss 1E+30 reached the limit 2000.00"
+
+
 def test_a_loss_past_the_limit_by_less_than_a_cent_is_stated_exactly():
     message = _check(assess(_long(), _context(daily_pnl=Decimal("-2000.004")), LIMITS), "daily_loss_limit").message
     assert message == "daily loss 2000.004 reached the limit 2000.00"

@@ -191,7 +191,8 @@ def test_a_queued_run_shows_a_progress_bar_polled_from_the_progress_endpoint(nq,
     assert 'id="progress-bar"' in html and 'aria-valuenow="20"' in html and "20 / 50 bars (40.0%)" in html
     assert f'data-progress-url="/backtests/{run.pk}/progress/"' in html and "POLL_MS = 2000" in html
     assert 'id="chart-equity"' not in html
-    assert '<span id="run-health">100/100</span>' in html  # the version's score as the run holds it
+    # The version's score as the run holds it.
+    assert '<span id="run-health">100/100, its score when the run was created</span>' in html
     progress = reader.get(f"/backtests/{run.pk}/progress/")
     assert progress.status_code == 200 and progress["Content-Type"] == "application/json"
     assert progress.json() == {"id": run.pk, "status": "running", "status_label": "Running", "bars_done": 20,
@@ -199,10 +200,15 @@ def test_a_queued_run_shows_a_progress_bar_polled_from_the_progress_endpoint(nq,
 
 
 @pytest.mark.parametrize("config, shown", [
-    ({"model_health": 55.4, "model_health_reason": "accuracy 0.48 under 0.50"}, "55/100 (accuracy 0.48 under 0.50)"),
-    ({"model_health": None, "model_has_edge": True}, "not scored: full size (validated edge)"),
-    ({"model_health": None, "model_has_edge": False}, "not scored: no size (no edge)"),
-    ({}, "not scored: no size (no edge)"),  # a run recorded before the score was held
+    ({"model_health": 55.4, "model_health_reason": "accuracy 0.48 under 0.50"},
+     "55/100 (accuracy 0.48 under 0.50), its score when the run was created"),
+    ({"model_health": None, "model_health_reason": "", "model_has_edge": True},
+     "not scored: full size (validated edge), its score when the run was created"),
+    ({"model_health": None, "model_health_reason": "", "model_has_edge": False},
+     "not scored: no size (no edge), its score when the run was created"),
+    # A run made before the score was held recorded a score too, but sized with the live one at each bar.
+    ({"model_health": 80.0, "model_has_edge": True},
+     "the live score at each bar (a run made before backtests held it)"),
 ])
 def test_the_held_model_health_reads_as_sizing_used_it(config, shown):
     assert held_health_text(config) == shown

@@ -223,7 +223,8 @@ def test_a_run_pushes_nothing_to_pages_no_page_shows_its_private_market(nq, vers
 
     pushed = []
     real_broadcast = realtime._broadcast
-    monkeypatch.setattr(realtime, "_broadcast", lambda group, *args: pushed.append(group) or real_broadcast(group, *args))
+    monkeypatch.setattr(realtime, "_broadcast",
+                        lambda group, *args: pushed.append(group) or real_broadcast(group, *args))
     rows = [None] * 12
     rows[2] = ("18000", "18016", "17999", "18010")  # the long's take-profit: fills and marks on the way
     with django_capture_on_commit_callbacks(execute=True):
@@ -247,13 +248,16 @@ def test_a_version_trained_on_bars_inside_the_window_is_refused_or_flagged_on_re
     version = model_version(nq)
     version.data_end = bars[2].timestamp
     version.save(update_fields=["data_end"])
+    typed_start = bars[0].timestamp.astimezone(timezone.get_fixed_timezone(5 * 60))  # typed at +05:00
     with pytest.raises(backtest.BacktestRefused, match="look-ahead") as refused:
-        backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
+        backtest.backtest_create(symbol="NQ", timeframe="1m", start=typed_start, end=bars[-1].timestamp,
                                  version_id=version.pk)
     assert not BacktestRun.objects.exists()
-    # The way out it names: a version trained on the bars before the window's first bar only.
+    # The way out it names, in UTC whatever offset the window was typed in: a version trained on the bars before
+    # the window's first bar only.
     before = bars[0].timestamp - timedelta(minutes=1)
     assert f"manage.py train --symbol NQ --timeframe 1m --until {before:%Y-%m-%dT%H:%MZ}" in str(refused.value)
+    assert f"(from {bars[0].timestamp:%Y-%m-%d %H:%M} UTC)" in str(refused.value)
     run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
                                    version_id=version.pk, allow_lookahead=True)
     run = backtest.backtest_execute(run_id=run.pk, bar_hook=signals(version, {}))
@@ -362,6 +366,16 @@ def test_the_command_summary_states_money_in_cents_and_no_missing_figure_as_none
     assert f"net P&L {report_text.money(report['net_pnl'])} (gross {report_text.money(report['gross_pnl'])}" in text
     assert f"longest {report_text.duration(report['max_drawdown']['longest_seconds'])}" in text
     assert "None" not in text
+
+
+@pytest.mark.parametrize("value, shown", [
+    (None, "—"), ("12345.678", "12,345.68"), ("-0E-10", "0.00"), ("-0.004", "0.00"), ("-12.5", "-12.50"),
+    (Decimal("4285.0000000000"), "4,285.00"), ("1E+40", "1E+40"), ("n/a", "n/a"),
+])
+def test_money_reads_in_cents_with_separators_and_no_negative_zero(value, shown):
+    from trading import report_text
+
+    assert report_text.money(value) == shown
 
 
 @pytest.mark.parametrize("seconds, shown", [
