@@ -311,6 +311,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON nested too deep, or a field sent twice (JSON or form), is a 400 naming it (minhos_site/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["minhos_site.parsers.JSONParser", "minhos_site.parsers.FormParser",
+                               "minhos_site.parsers.MultiPartParser"],
     # limit 1-1000, offset 0-2^31-1: anything else is a 400 (minhos_site/pagination.py).
     "DEFAULT_PAGINATION_CLASS": "minhos_site.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,

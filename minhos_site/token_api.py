@@ -8,6 +8,7 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 
 from minhos_site.api_auth import TokenObtainRateThrottle, token_issue
+from minhos_site.parsers import PARSER_CLASSES
 
 
 class TokenObtainSerializer(AuthTokenSerializer):
@@ -22,6 +23,7 @@ class TokenObtainApi(ObtainAuthToken):
     (django-axes) refuses a username from an address after too many failures, with 429 for the cool-off."""
 
     authentication_classes = ()
+    parser_classes = PARSER_CLASSES  # ObtainAuthToken names DRF's own, which a deep JSON body crashed
     throttle_classes = (TokenObtainRateThrottle,)
     serializer_class = TokenObtainSerializer
 
