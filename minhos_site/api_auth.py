@@ -11,6 +11,8 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
+from .shared_cache import throttle_cache
+
 
 def token_expired(token: Token, *, now=None) -> bool:
     hours = settings.MINHOS_TOKEN_TTL_HOURS
@@ -39,7 +41,10 @@ class ExpiringTokenAuthentication(TokenAuthentication):
 
 class _RatesFromSettings:
     """DRF copies its rates into the throttle classes at import; these read settings.MINHOS_THROTTLE_RATES on each
-    request instead, so an override (a test's, a deployment's) takes effect. A rate of None turns that one off."""
+    request instead, so an override (a test's, a deployment's) takes effect. A rate of None turns that one off.
+    Counts live in the shared cache, or in this process while Redis is down (minhos_site/shared_cache.py)."""
+
+    cache = throttle_cache
 
     @property
     def THROTTLE_RATES(self):  # noqa: N802  (the name DRF looks up)

@@ -195,10 +195,13 @@ WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
-# The throttles count here: Redis in deployment, so every web process and machine shares one count.
+# The throttles count here: Redis in deployment, so every web process and machine shares one count. While Redis
+# cannot be reached they count in the process instead (minhos_site/shared_cache.py); the timeouts bound what a
+# request pays to find out that it is down.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "KEY_PREFIX": env("CACHE_PREFIX", default="minhos")}}
+                          "KEY_PREFIX": env("CACHE_PREFIX", default="minhos"),
+                          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -234,7 +237,11 @@ CELERY_TASK_ROUTES = {
     "mlcore.tasks.retrain_scheduled": {"queue": "monitoring"},
     "mlcore.tasks.shadow_advance": {"queue": "monitoring"},
 }
-CELERY_QUEUES_SERVED = ("trading", "inference", "training")
+# Each gets a heartbeat task from beat (/healthz, /readyz and the "Worker down" alert read them).
+CELERY_QUEUES_SERVED = ("trading", "inference", "training", "monitoring")
+MINHOS_WORKER_HEARTBEAT_SECONDS = env.float("MINHOS_WORKER_HEARTBEAT_SECONDS", default=5.0)
+# A queue whose heartbeat is older than this has no live worker for /healthz and /readyz (six missed beats).
+MINHOS_WORKER_STALE_SECONDS = env.float("MINHOS_WORKER_STALE_SECONDS", default=30.0)
 # Tasks are idempotent and acknowledged when done: a killed worker's task is delivered again, not lost. A worker
 # takes one task at a time per process, so a long one does not hold others it had prefetched.
 CELERY_TASK_ACKS_LATE = True
@@ -259,7 +266,13 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # a worker waits for Redis to come 
 # nothing). Cancelling it instead takes a path on which the worker process itself dies (celery#7185, #9250: seen here
 # as "'NoneType' object has no attribute 'hostname'" in kombu's Redis Channel.close during a Redis outage).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler, told to log a broker outage in a few lines rather than a traceback per
+# send (one line when it starts, one every MINHOS_BEAT_FAILURE_SUMMARY_SECONDS with a count, one when it ends), and
+# to run the jobs of MINHOS_BEAT_RUNS_HERE itself: the check that a queue has no live worker cannot wait in that
+# queue (minhos_site/beat.py).
+CELERY_BEAT_SCHEDULER = "minhos_site.beat:Scheduler"
+MINHOS_BEAT_FAILURE_SUMMARY_SECONDS = env.float("MINHOS_BEAT_FAILURE_SUMMARY_SECONDS", default=30.0)
+MINHOS_BEAT_RUNS_HERE = ("monitoring.tasks.workers_check",)
 MINHOS_WORKFLOW_REDRIVE_SECONDS = env.float("MINHOS_WORKFLOW_REDRIVE_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "feed-status-broadcast": {"task": "trading.tasks.feed_status_broadcast", "schedule": 5.0},
@@ -279,9 +292,12 @@ CELERY_BEAT_SCHEDULE = {
     "retraining-shadow-advance": {"task": "mlcore.tasks.shadow_advance",
                                   "schedule": env.float("MINHOS_SHADOW_ADVANCE_SECONDS", default=60.0),
                                   "options": {"queue": "monitoring", "expires": 60}},
-    **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat", "schedule": 5.0, "args": (queue,),
-                                     "options": {"queue": queue, "expires": 10}}
+    **{f"worker-heartbeat-{queue}": {"task": "trading.tasks.worker_heartbeat",
+                                     "schedule": MINHOS_WORKER_HEARTBEAT_SECONDS, "args": (queue,),
+                                     "options": {"queue": queue, "expires": 2 * MINHOS_WORKER_HEARTBEAT_SECONDS}}
        for queue in CELERY_QUEUES_SERVED},
+    # Opens and resolves the "Worker down" alert from the heartbeats: run by beat itself (MINHOS_BEAT_RUNS_HERE).
+    "workers-check": {"task": "monitoring.tasks.workers_check", "schedule": MINHOS_WORKER_HEARTBEAT_SECONDS},
 }
 
 
@@ -379,6 +395,16 @@ MINHOS_RETRAIN_PRESET = env.str("MINHOS_RETRAIN_PRESET", default="full")
 # machines share one training; off, the retraining task fits them one after the other itself. Embedded mode has no
 # workers: its fits run in-process either way.
 MINHOS_TRAINING_DISTRIBUTED = env.bool("MINHOS_TRAINING_DISTRIBUTED", default=bool(REDIS_URL))
+# A process that trains writes a heartbeat every MINHOS_TRAINING_HEARTBEAT_SECONDS; a retraining none of whose running
+# parts beat for MINHOS_TRAINING_HEARTBEAT_TIMEOUT seconds lost its worker (killed mid-fit): the periodic retraining
+# job (retraining-shadow-advance, on the monitoring queue) fails it with an alert and the market can retrain again.
+MINHOS_TRAINING_HEARTBEAT_SECONDS = _positive("MINHOS_TRAINING_HEARTBEAT_SECONDS", 15.0)
+MINHOS_TRAINING_HEARTBEAT_TIMEOUT = _positive("MINHOS_TRAINING_HEARTBEAT_TIMEOUT", 180.0)
+if MINHOS_TRAINING_HEARTBEAT_TIMEOUT < 3 * MINHOS_TRAINING_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        f"MINHOS_TRAINING_HEARTBEAT_TIMEOUT ({MINHOS_TRAINING_HEARTBEAT_TIMEOUT:g} s) must be at least 3 times "
+        f"MINHOS_TRAINING_HEARTBEAT_SECONDS ({MINHOS_TRAINING_HEARTBEAT_SECONDS:g} s): a live training would be "
+        "failed for a late beat")
 if MINHOS_RETRAIN_PRESET not in ("fast", "full"):
     raise ImproperlyConfigured(f"MINHOS_RETRAIN_PRESET must be fast or full, not {MINHOS_RETRAIN_PRESET!r}")
 

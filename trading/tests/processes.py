@@ -121,10 +121,11 @@ class ProcessStack:
             "CHANNELS_PREFIX": CHANNELS_PREFIX,
         }
 
-    def _start(self, name: str, command: list[str], ready_line: str, wait: bool) -> ManagedProcess:
+    def _start(self, name: str, command: list[str], ready_line: str, wait: bool,
+               env: dict[str, str] | None = None) -> ManagedProcess:
         count = self._starts[name] = self._starts.get(name, 0) + 1
         process = ManagedProcess(
-            name=f"{name}#{count}", ready_line=ready_line, command=command, env=self.env(),
+            name=f"{name}#{count}", ready_line=ready_line, command=command, env={**self.env(), **(env or {})},
             log_path=self.tmp_path / f"{name}-{count}.log",
             # The deployment default (persistent connections, 300 s) rather than the suite's 0.
             remove_env=("CONN_MAX_AGE",),
@@ -164,6 +165,13 @@ class ProcessStack:
         for process in started:
             process.wait_ready()
         return started
+
+    def web(self, *, wait: bool = True, **env: str) -> ManagedProcess:
+        """The web role (uvicorn serving the ASGI app) on a free port, with these extra environment variables."""
+        return self._start("web", [
+            sys.executable, "-m", "uvicorn", "minhos_site.asgi:application", "--host", "127.0.0.1", "--port",
+            "{port}", "--no-access-log", "--lifespan", "off",
+        ], ready_line="Uvicorn running on", wait=wait, env=env)
 
     def beat(self, *, wait: bool = True) -> ManagedProcess:
         return self._start("beat", [
