@@ -20,8 +20,8 @@ from mlcore.domain import drift as drift_core
 from mlcore.domain.features import FEATURE_NAMES, FEATURE_WINDOW, compute_features
 from mlcore.domain.labels import SIDES
 from mlcore.models import ModelVersion
+from trading import selectors as trading_selectors
 from trading.domain.risk import RiskLimits, in_session
-from trading.models import Instrument
 
 from . import selectors
 from .domain import health as health_core
@@ -121,9 +121,12 @@ def snapshot_all(*, trigger: str = MetricSnapshot.Trigger.SCHEDULE, now: datetim
 
 def snapshot_for_market(*, symbol: str, timeframe: str, trigger: str = MetricSnapshot.Trigger.ON_DEMAND,
                         now: datetime | None = None) -> SnapshotResult:
-    instrument = Instrument.objects.filter(symbol=symbol).first()
-    if instrument is None:
-        raise ValidationError(f"unknown symbol {symbol!r}")
+    try:
+        instrument = trading_selectors.instrument_get(symbol=symbol)
+    except trading_selectors.BacktestMarket as exc:
+        raise ValidationError(f"{exc}: monitoring watches live markets only") from None
+    except trading_selectors.UnknownInstrument:
+        raise ValidationError(f"unknown symbol {symbol!r}") from None
     version = ModelVersion.objects.filter(instrument=instrument, timeframe=timeframe,
                                           status=ModelVersion.Status.ACTIVE).select_related("instrument").first()
     if version is None:

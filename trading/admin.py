@@ -4,7 +4,7 @@ services) and the read-only audit trail, orders, fills, positions and equity sna
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
@@ -44,6 +44,35 @@ class InstrumentAdmin(admin.ModelAdmin):
             return ("symbol", "tick_size", "point_value", "currency")
         return ()
 
+    def has_change_permission(self, request, obj=None):
+        return _not_a_backtests(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return _not_a_backtests(obj) and super().has_delete_permission(request, obj)
+
+    def get_search_results(self, request, queryset, search_term):
+        # The other admins' instrument pickers (autocomplete) offer live markets only.
+        if request.path.endswith("/autocomplete/"):
+            queryset = queryset.live()
+        return super().get_search_results(request, queryset, search_term)
+
+
+def _not_a_backtests(obj) -> bool:
+    """A backtest's private market and account, their bars and settings are its run's: shown, never edited here."""
+    if obj is None:
+        return True
+    for row in (obj, getattr(obj, "instrument", None), getattr(obj, "account", None)):
+        if row is not None and getattr(row, "backtest", False):
+            return False
+    return True
+
+
+def _live_choices(db_field, kwargs: dict) -> dict:
+    """A foreign key to an instrument or an account offers the live ones only."""
+    if db_field.name in ("instrument", "account"):
+        kwargs["queryset"] = db_field.related_model.objects.live()
+    return kwargs
+
 
 @admin.register(Bar)
 class BarAdmin(admin.ModelAdmin):
@@ -60,6 +89,15 @@ class BarAdmin(admin.ModelAdmin):
     # Counting the whole table on every filtered page costs a full scan; the filtered count is enough.
     show_full_result_count = False
     list_per_page = 100
+
+    def has_change_permission(self, request, obj=None):
+        return _not_a_backtests(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return _not_a_backtests(obj) and super().has_delete_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return super().formfield_for_foreignkey(db_field, request, **_live_choices(db_field, kwargs))
 
 
 @admin.register(FeedStatus)
@@ -122,7 +160,7 @@ def _run_for_each(model_admin, request, objects, call, done: str, label=str) -> 
         except services.PermissionRefused as exc:
             model_admin.message_user(request, str(exc), messages.ERROR)
             break
-        except (services.RecommendationError, DjangoValidationError) as exc:
+        except (services.RecommendationError, DjangoValidationError, ObjectDoesNotExist) as exc:
             model_admin.message_user(request, f"{label(obj)}: {_refusal_text(exc)}", messages.WARNING)
         else:
             succeeded.append(obj)
@@ -202,6 +240,9 @@ class AccountAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # its audit trail protects it
+
+    def has_change_permission(self, request, obj=None):
+        return _not_a_backtests(obj) and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -336,6 +377,12 @@ class TradingConfigAdmin(ControlAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # sizing would silently fall back to the defaults
+
+    def has_change_permission(self, request, obj=None):
+        return _not_a_backtests(obj) and super().has_change_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return super().formfield_for_foreignkey(db_field, request, **_live_choices(db_field, kwargs))
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -13,6 +13,12 @@ from .domain.config_ranges import CONFIG_RANGES
 from .domain.timeframes import TIMEFRAME_CHOICES
 
 
+class InstrumentQuerySet(models.QuerySet):
+    def live(self):
+        """Every market but backtests' private ones: what every live read, page, control and command may reach."""
+        return self.filter(backtest=False)
+
+
 class Instrument(models.Model):
     symbol = models.CharField(
         max_length=20,
@@ -29,6 +35,8 @@ class Instrument(models.Model):
     # A backtest's private market: its bars are copies of a real market's, stored one by one as the simulated clock
     # reaches them, so the live workflow sees exactly what it would have seen live. Hidden from every live list.
     backtest = models.BooleanField(default=False, db_default=False)
+
+    objects = InstrumentQuerySet.as_manager()
 
     class Meta:
         ordering = ["symbol"]
@@ -162,6 +170,12 @@ class TradingState(models.TextChoices):
     HALTED = "HALTED", "Halted"
 
 
+class AccountQuerySet(models.QuerySet):
+    def live(self):
+        """Every account but backtests' own: what every live read and control may reach."""
+        return self.filter(backtest=False)
+
+
 class Account(models.Model):
     """A paper trading account: its equity, its trading state, its circuit breaker and its auto-trading switch."""
 
@@ -181,6 +195,8 @@ class Account(models.Model):
     # and it is left out of every live list).
     backtest = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AccountQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -255,6 +271,12 @@ def _range_constraint(name: str) -> models.CheckConstraint:
         name=f"trading_config_{name}_range")
 
 
+class TradingConfigQuerySet(models.QuerySet):
+    def live(self):
+        """Live accounts' settings for live markets (a backtest's copy is its own, fixed when the run starts)."""
+        return self.filter(account__backtest=False, instrument__backtest=False)
+
+
 class TradingConfig(models.Model):
     """Sizing and risk settings of one account for one instrument (defaults as the issue states them).
 
@@ -299,6 +321,8 @@ class TradingConfig(models.Model):
         max_digits=8, decimal_places=2, default=Decimal("2.50"),
         **_setting("commission_per_contract", "Commission per contract and fill, in the account's currency"))
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TradingConfigQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -40,21 +40,35 @@ class UnknownInstrument(LookupError):
 
 
 def instrument_get(*, symbol: str) -> Instrument:
+class BacktestMarket(UnknownInstrument):
+    """The symbol is a backtest's private market: no live read, page, control or command reaches it."""
+
+    def __init__(self, symbol: str):
+        LookupError.__init__(self, f"{symbol!r} is a backtest's private market, not a live one (it is reached "
+                                   "through its run, under /backtests/)")
+        self.symbol = symbol
+
+
     # No symbol holds a NUL, and PostgreSQL refuses one in a text comparison (a 500 from the instrument URL).
+    """A live market by symbol. A backtest's private market is refused by name (BacktestMarket, an UnknownInstrument
+    to every caller that maps those): every edge and command that takes a symbol reads it through here."""
     if "\x00" in symbol:
         raise UnknownInstrument(symbol)
     try:
-        return Instrument.objects.get(symbol=symbol)
+        instrument = Instrument.objects.get(symbol=symbol)
     except Instrument.DoesNotExist:
         raise UnknownInstrument(symbol) from None
 
+    if instrument.backtest:
+        raise BacktestMarket(symbol)
+    return instrument
 
 def instrument_list_active() -> QuerySet[Instrument]:
-    return Instrument.objects.filter(active=True)
+    return Instrument.objects.live().filter(active=True)
 
 
 def market_exists(*, symbol: str, timeframe: str) -> bool:
-    return timeframe in TIMEFRAMES and Instrument.objects.filter(symbol=symbol, active=True).exists()
+    return timeframe in TIMEFRAMES and instrument_list_active().filter(symbol=symbol).exists()
 
 
 def bars_last_n(*, instrument: Instrument, timeframe: str, n: int) -> list[Bar]:
@@ -135,7 +149,7 @@ def feed_status_payload(*, symbol: str, timeframe: str, now: datetime | None = N
 def instrument_list() -> QuerySet[Instrument]:
     """Every instrument, active or not, by symbol: API clients see the `active` flag and decide (backtests' private
     markets are not instruments anyone trades)."""
-    return Instrument.objects.filter(backtest=False).order_by("symbol")
+    return Instrument.objects.live().order_by("symbol")
 
 
 def bars_frame(
@@ -389,10 +403,10 @@ def market_freshness_list(*, now: datetime | None = None) -> list[MarketFreshnes
                                         .order_by("-timestamp").values("timestamp")[:1])
         for timeframe in TIMEFRAMES
     }
-    instruments = list(Instrument.objects.filter(active=True).order_by("symbol")
+    instruments = list(instrument_list_active().order_by("symbol")
                        .annotate(**newest).values("pk", "symbol", *newest))
     received = {(instrument_id, timeframe): at for instrument_id, timeframe, at in FeedStatus.objects.filter(
-        instrument__active=True).values_list("instrument_id", "timeframe", "last_bar_received_at")}
+        instrument__in=instrument_list_active()).values_list("instrument_id", "timeframe", "last_bar_received_at")}
     market_open = in_session(now, SESSION)
     markets = []
     for row in instruments:
@@ -445,7 +459,7 @@ def _market_now(account: Account) -> datetime:
 
 def account_list() -> QuerySet[Account]:
     """The live accounts (backtests' own accounts are reached through their run)."""
-    return Account.objects.filter(backtest=False).order_by("name")
+    return Account.objects.live().order_by("name")
 
 
 def position_list(*, account: Account | None = None, open_only: bool = False) -> QuerySet[Position]:
@@ -547,8 +561,9 @@ def position_payload(position: Position) -> dict:
 
 
 def trading_config_list(*, account: Account | None = None, symbol: str | None = None) -> QuerySet[TradingConfig]:
-    configs = TradingConfig.objects.select_related("account", "instrument").order_by("account__name",
-                                                                                      "instrument__symbol")
+    # A backtest's own settings are its run's (copied when it starts): no live list shows or changes them.
+    configs = TradingConfig.objects.live().select_related("account", "instrument").order_by("account__name",
+                                                                                             "instrument__symbol")
     if account is not None:
         configs = configs.filter(account=account)
     return configs.filter(instrument__symbol=symbol) if symbol else configs

@@ -9,8 +9,11 @@ that wraps the call in a transaction of its own and rolls that back takes the re
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
@@ -18,6 +21,8 @@ from django.utils import timezone
 
 from ..domain.config_ranges import CONFIG_RANGES
 from ..models import Account, AuditEvent, Instrument, KillSwitch, TradingConfig, TradingState
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT = "paper"
 KILL_SWITCH_REASON_MAX = 1000
@@ -37,13 +42,16 @@ def _permission_check(user, permission: str, action: str) -> None:
 def _require(user, permission: str, action: str, *, control: str = "", client_address: str | None = None,
              details: dict | None = None) -> None:
     """Refuse unless the user has the permission, and audit the refused attempt. Call it before any transaction."""
-    with _refusals_audited(control=control, user=user, client_address=client_address, details=details):
+    with refusals_audited(control=control, user=user, client_address=client_address, details=details):
         _permission_check(user, permission, action)
 
 
 def audit_record(*, action: str, user=None, account: Account | None = None, recommendation=None,
                  state_before: str = "", state_after: str = "", client_address: str | None = None,
                  details: dict | None = None) -> AuditEvent:
+    attempt = _attempt.get()
+    if attempt is not None and action == AuditEvent.Action.REFUSED:
+        attempt.recorded = True  # the attempt's edge need not record it again
     return AuditEvent.objects.create(
         action=action, user=user if user is not None and user.is_authenticated else None, account=account,
         recommendation=recommendation, state_before=state_before, state_after=state_after,
@@ -67,11 +75,77 @@ def audit_refusal_record(*, control: str, user, reason: str, account_id: int | N
                          client_address: str | None = None, details: dict | None = None) -> AuditEvent:
     """Record a refused attempt at a control (`control`: the audit action it would have been, e.g. "kill_switch",
     or "" when the caller does not say). Write it outside the refused change's transaction."""
-    account = Account.objects.filter(pk=account_id).first() if account_id is not None else None
+    # Linked to a live account only: a backtest's account is no one's to control, and its records go with its run.
+    account = Account.objects.live().filter(pk=account_id).first() if account_id is not None else None
     if account_id is not None and account is None:
         details = {**(details or {}), "account": account_id}
     return audit_record(action=AuditEvent.Action.REFUSED, user=user, account=account, client_address=client_address,
                         details={"control": control, "reason": reason[:1000], **(details or {})})
+
+
+# --- one attempt at a control, through an edge --------------------------------------------------------------------
+
+@dataclass
+class ControlAttempt:
+    """A person's attempt at a control (an API write, a page's action), from its request to its answer."""
+
+    control: str
+    recorded: bool = False  # a refusal of it is in the audit trail (written by a service, or here)
+    refused: str = ""  # why the edge refused it (its answer was a 4xx, or a page's error message)
+    details: dict = field(default_factory=dict)
+
+    def refuse(self, reason: str, **details) -> None:
+        self.refused = reason or "refused"
+        self.details.update(details)
+
+
+_attempt: ContextVar[ControlAttempt | None] = ContextVar("minhos_control_attempt", default=None)
+
+
+def control_refused(reason: str, **details) -> None:
+    """The edge serving the current attempt refused it (e.g. a page that says why with a message and redirects)."""
+    attempt = _attempt.get()
+    if attempt is not None:
+        attempt.refuse(reason, **details)
+
+
+@contextmanager
+def control_attempt(*, control: str, user: Callable[[], object], client_address: str | None,
+                    account_id: int | None = None, details: dict | None = None):
+    """One attempt at a control, around the edge's whole handling of it (its permission checks included). If it is
+    refused, by any step (the framework's authentication or permission, the body, the service, a crash), and no
+    service recorded that refusal, it is recorded here once: who (`user()`, read at the end: the API authenticates
+    inside), when, from where, what and why. Written after every transaction of the attempt has ended, so nothing
+    the attempt rolled back takes its record along; a failure to write it is logged, never raised over the answer."""
+    attempt = ControlAttempt(control=control, details=dict(details or {}))
+    token = _attempt.set(attempt)
+    try:
+        yield attempt
+    except Exception as exc:
+        if not attempt.recorded:
+            refused = isinstance(exc, (PermissionDenied, ObjectDoesNotExist))
+            reason = ((str(exc) or type(exc).__name__) if refused
+                      else f"the attempt failed: {type(exc).__name__}: {str(exc)[:200]}")
+            _attempt_record(attempt, user=user, reason=reason, account_id=account_id, client_address=client_address)
+        raise
+    finally:
+        _attempt.reset(token)
+    if attempt.refused and not attempt.recorded:
+        _attempt_record(attempt, user=user, reason=attempt.refused, account_id=account_id,
+                        client_address=client_address)
+
+
+def _attempt_record(attempt: ControlAttempt, *, user, reason: str, account_id, client_address) -> None:
+    try:
+        who = user()
+    except Exception:  # credentials that do not authenticate: an attempt without a user
+        who = None
+    try:
+        audit_refusal_record(control=attempt.control, user=who, reason=reason, account_id=account_id,
+                             client_address=client_address, details=storable(attempt.details))
+        attempt.recorded = True
+    except Exception:
+        logger.exception("could not audit a refused attempt at %s (%s)", attempt.control, reason)
 
 
 def _refusal_reason(exc: Exception) -> tuple[str, dict]:
@@ -84,20 +158,31 @@ def _refusal_reason(exc: Exception) -> tuple[str, dict]:
 
 
 @contextmanager
-def _refusals_audited(*, control: str, user, client_address: str | None,
-                      account_id: int | Callable[[], int | None] | None = None, details: dict | None = None):
-    """Audit a refused attempt (a missing permission, an invalid value, an unknown row) once the refused change's
-    transaction has rolled back: enter this outside `transaction.atomic()`, around the whole service. `account_id`
-    may be a function, looked up only when there is a refusal to record."""
+def refusals_audited(*, control: str, user, client_address: str | None,
+                     account_id: int | Callable[[], int | None] | None = None, details: dict | None = None,
+                     refusals: tuple[type[BaseException], ...] = ()):
+    """Audit a refused attempt (a missing permission, an invalid value, an unknown row, or one of the service's own
+    `refusals`) once the refused change's transaction has rolled back: enter this outside `transaction.atomic()`,
+    around the whole service. `account_id` may be a function, looked up only when there is a refusal to record."""
     try:
         yield
-    except (PermissionDenied, ValidationError, ObjectDoesNotExist) as exc:
+    except (PermissionDenied, ValidationError, ObjectDoesNotExist, *refusals) as exc:
         reason, more = _refusal_reason(exc)
         if callable(account_id):
             account_id = account_id()
         audit_refusal_record(control=control, user=user, reason=reason, account_id=account_id,
                              client_address=client_address, details={**(details or {}), **more})
         raise
+
+
+def _live_account_locked(account_id: int) -> Account:
+    """The live account, locked (FOR UPDATE). A backtest's own account is refused by name: its run controls it."""
+    try:
+        return Account.objects.live().select_for_update().get(pk=account_id)
+    except Account.DoesNotExist:
+        private = Account.objects.filter(pk=account_id, backtest=True).exists()
+        raise Account.DoesNotExist(f"There is no live account #{account_id}"
+                                   + (": it is a backtest's own account." if private else ".")) from None
 
 
 def _requested(changes) -> dict:
@@ -134,14 +219,14 @@ def trading_config_update(*, config_id: int, changes: dict, user, client_address
     them; booleans are not numbers, fractions are not whole numbers, NaN and infinities are refused), so what the
     API, the admin or a script sends is held to the same rules the database checks.
     """
-    with _refusals_audited(control=AuditEvent.Action.CONFIG_CHANGE, user=user, client_address=client_address,
-                           account_id=lambda: TradingConfig.objects.filter(pk=config_id).values_list(
+    with refusals_audited(control=AuditEvent.Action.CONFIG_CHANGE, user=user, client_address=client_address,
+                           account_id=lambda: TradingConfig.objects.live().filter(pk=config_id).values_list(
                                "account_id", flat=True).first(),
                            details={"config": config_id, "requested": _requested(changes)}):
         _permission_check(user, "trading.change_tradingconfig", "Changing the trading configuration")
         values = trading_config_changes_parse(changes=changes)
         with transaction.atomic():
-            config = TradingConfig.objects.select_for_update().get(pk=config_id)
+            config = TradingConfig.objects.live().select_for_update().get(pk=config_id)
             before = {name: _json(getattr(config, name)) for name in values}
             for name, value in values.items():
                 setattr(config, name, value)
@@ -180,12 +265,12 @@ def _json(value):
 
 def auto_trading_set(*, account_id: int, enabled: bool, user, client_address: str | None = None) -> Account:
     control = AuditEvent.Action.AUTO_TRADING
-    with _refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id,
+    with refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id,
                            details={"requested": _requested({"enabled": enabled})}):
         _permission_check(user, "trading.toggle_auto_trading", "Turning auto-trading on or off")
         enabled = _boolean("enabled", enabled)
         with transaction.atomic():
-            account = Account.objects.select_for_update().get(pk=account_id)
+            account = _live_account_locked(account_id)
             before = account.auto_trading
             account.auto_trading = enabled
             account.save(update_fields=["auto_trading"])
@@ -213,10 +298,10 @@ def circuit_breaker_trip(*, account_id: int, reason: str) -> Account:
 
 def circuit_breaker_reset(*, account_id: int, user, client_address: str | None = None) -> Account:
     control = AuditEvent.Action.CIRCUIT_BREAKER_RESET
-    with _refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id):
+    with refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id):
         _permission_check(user, "trading.reset_circuit_breaker", "Resetting the circuit breaker")
         with transaction.atomic():
-            account = Account.objects.select_for_update().get(pk=account_id)
+            account = _live_account_locked(account_id)
             if not account.circuit_breaker_tripped:
                 raise ValidationError("The circuit breaker is not tripped.")
             before = account.trading_state
@@ -233,14 +318,14 @@ def circuit_breaker_reset(*, account_id: int, user, client_address: str | None =
 
 def trading_state_set(*, account_id: int, state: str, user, client_address: str | None = None) -> Account:
     control = AuditEvent.Action.TRADING_STATE
-    with _refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id,
+    with refusals_audited(control=control, user=user, client_address=client_address, account_id=account_id,
                            details={"requested": _requested({"trading_state": state})}):
         _permission_check(user, "trading.set_trading_state", "Changing the trading state")
         if not isinstance(state, str) or state not in TradingState.values:
             raise ValidationError({"trading_state": f"Unknown trading state {repr(state)[:_REQUESTED_MAX_CHARS]}; "
                                                     f"use one of {TradingState.values}."})
         with transaction.atomic():
-            account = Account.objects.select_for_update().get(pk=account_id)
+            account = _live_account_locked(account_id)
             if account.circuit_breaker_tripped and state != TradingState.HALTED:
                 raise ValidationError("The circuit breaker is tripped: reset it first.")
             before = account.trading_state
@@ -253,7 +338,7 @@ def trading_state_set(*, account_id: int, state: str, user, client_address: str 
 
 def kill_switch_set(*, engaged: bool, user, reason: str = "", client_address: str | None = None) -> KillSwitch:
     control = AuditEvent.Action.KILL_SWITCH
-    with _refusals_audited(control=control, user=user, client_address=client_address,
+    with refusals_audited(control=control, user=user, client_address=client_address,
                            details={"requested": _requested({"engaged": engaged})}):
         _permission_check(user, "trading.engage_kill_switch", "Engaging or releasing the kill switch")
         engaged = _boolean("engaged", engaged)

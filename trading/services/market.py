@@ -151,8 +151,8 @@ def instrument_get_or_create(*, symbol: str, create: bool = False) -> Instrument
     """The instrument, or with create a new one with neutral defaults (tick 0.01, $1 per point) to edit in the admin."""
     try:
         return selectors.instrument_get(symbol=symbol)
-    except selectors.UnknownInstrument:
-        if not create:
+    except selectors.UnknownInstrument as exc:
+        if not create or isinstance(exc, selectors.BacktestMarket):  # a backtest's market is no one's to import into
             raise
     instrument = Instrument(symbol=symbol, name=symbol, tick_size="0.01", point_value="1")
     instrument.full_clean()  # a bad symbol is refused with the validator's message

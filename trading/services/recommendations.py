@@ -350,7 +350,8 @@ def _decision_refusals_audited(control: str, recommendation_id, *, user, client_
 
 def _lock(recommendation_id: int) -> Recommendation:
     try:
-        return (Recommendation.objects.select_for_update(of=("self",))
+        # A backtest's recommendations are its run's: no person decides them (its own policy does).
+        return (Recommendation.objects.select_for_update(of=("self",)).filter(account__backtest=False)
                 .select_related("account", "instrument").get(pk=recommendation_id))
     except Recommendation.DoesNotExist:
         raise RecommendationError(f"There is no recommendation #{recommendation_id}.") from None

@@ -109,6 +109,8 @@ class Command(BaseCommand):
             ) from exc
         except BarFileError as exc:
             raise CommandError(str(exc)) from exc
+        except selectors.BacktestMarket as exc:
+            raise CommandError(str(exc)) from exc
         except selectors.UnknownInstrument as exc:
             raise CommandError(
                 f"{exc}; pass --create to add it (with a default tick size and point value to check in the admin)"
