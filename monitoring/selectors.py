@@ -19,6 +19,9 @@ from trading.models import FeedStatus, Instrument, WorkerHeartbeat
 from .models import Alert, MetricSnapshot
 
 PER_BAR_QUEUES = ("trading", "inference")
+# The queues the "Worker down" alert watches: the per-bar ones, and monitoring's (snapshots, alert notices). Not the
+# training queue: its worker takes no heartbeat while it trains (hours), which is not a worker down.
+WATCHED_QUEUES = ("trading", "inference", "monitoring")
 
 
 @dataclass(frozen=True)
@@ -132,13 +135,13 @@ def data_freshness_seconds(*, instrument: Instrument, timeframe: str, now: datet
                                              timeframe=timeframe, now=now)
 
 
-def worker_ages(*, now: datetime) -> dict[str, float | None] | None:
-    """Seconds since each per-bar queue's worker last answered (beat's heartbeat); None when tasks run inline
+def worker_ages(*, now: datetime, queues: tuple[str, ...] = PER_BAR_QUEUES) -> dict[str, float | None] | None:
+    """Seconds since each queue's worker last answered (beat's heartbeat; None: never); None when tasks run inline
     (embedded mode: there are no workers to lose)."""
     if current_app.conf.task_always_eager:
         return None
-    seen = {beat.queue: beat.seen_at for beat in WorkerHeartbeat.objects.filter(queue__in=PER_BAR_QUEUES)}
-    return {queue: (now - seen[queue]).total_seconds() if queue in seen else None for queue in PER_BAR_QUEUES}
+    seen = {beat.queue: beat.seen_at for beat in WorkerHeartbeat.objects.filter(queue__in=queues)}
+    return {queue: (now - seen[queue]).total_seconds() if queue in seen else None for queue in queues}
 
 
 def markets_monitored() -> QuerySet[ModelVersion]:

@@ -238,18 +238,25 @@ def queue_depths() -> dict[str, int | None]:
     url = getattr(settings, "REDIS_URL", None)
     if not url or settings.CELERY_TASK_ALWAYS_EAGER:
         return {}
+    queues = tuple(dict.fromkeys((*getattr(settings, "CELERY_QUEUES_SERVED", ()), "monitoring")))
+    try:
+        return _queue_depths_read(queues)
+    except Exception as exc:
+        logger.warning("queue depths unavailable: %s", exc)
+        return dict.fromkeys(queues)
+
+
+def _queue_depths_read(queues: tuple[str, ...]) -> dict[str, int]:
     import redis
 
-    queues = tuple(getattr(settings, "CELERY_QUEUES_SERVED", ())) + ("monitoring",)
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
         pipe = client.pipeline()
         for queue in queues:
             pipe.llen(queue)
         return dict(zip(queues, (int(v) for v in pipe.execute())))
-    except Exception as exc:
-        logger.warning("queue depths unavailable: %s", exc)
-        return dict.fromkeys(queues)
+    finally:
+        client.close()
 
 
 # ------------------------------------------------------------------------------------------------------ alerts
@@ -335,13 +342,8 @@ def _findings(rules: dict[str, AlertRule], *, score, inputs: health_core.HealthI
         findings.append(Finding("stale_data", stale, age,
                                 f"{market}: no bar for {'ever' if age is None else f'{age:.0f} s'} while the market "
                                 f"is open (limit {r.threshold:.0f} s)"))
-    if rule("workers") and inputs.workers is not None:
-        r = rule("workers")
-        dead = sorted(q for q, age in inputs.workers.items() if age is None or age > r.threshold)
-        ages = [age for age in inputs.workers.values() if age is not None]
-        findings.append(Finding("workers", bool(dead), max(ages) if ages else None,
-                                f"no live worker on queue(s) {', '.join(dead)} for over {r.threshold:.0f} s: bars "
-                                "are not being decided"))
+    # The "workers" rule is not judged here: a snapshot runs on a worker, the very thing that may be dead
+    # (workers_check, run by beat itself).
     return findings
 
 
@@ -401,15 +403,16 @@ def _on_open(alert: Alert, *, rule: AlertRule, version: ModelVersion, score, now
                                       reason=f"alert {rule.code} #{alert.pk}: {alert.message}", now=now)
 
 
-def _notify(alert_id: int, event: str) -> None:
-    """Queue the webhook notice, if a webhook is configured, once the transaction commits (never inline)."""
+def _notify(alert_id: int, event: str, *, queue: str | None = None) -> None:
+    """Queue the webhook notice, if a webhook is configured, once the transaction commits (never inline); on
+    `queue` rather than monitoring's when given."""
     if not getattr(settings, "MINHOS_ALERT_WEBHOOK_URL", ""):
         return
     try:
         from . import webhooks
     except ImportError:  # pragma: no cover - the webhook module ships with the app
         return
-    webhooks.webhook_queue(alert_id=alert_id, event=event)
+    webhooks.webhook_queue(alert_id=alert_id, event=event, queue=queue)
 
 
 def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | None = None) -> Alert:
@@ -435,6 +438,95 @@ def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | No
                            f" ({note})" if note else "")
             transaction.on_commit(lambda: _publish_alert(alert, "alert.acknowledged"))
     return alert
+
+
+# ---------------------------------------------------------------------------------------------- worker down
+
+WORKERS_RULE = "workers"
+# What a queue without a worker stops.
+_QUEUE_STOPS = {"trading": "bars are not settled", "inference": "settled bars are not predicted or sized",
+                "monitoring": "snapshots and alert notices wait"}
+
+
+@dataclass(frozen=True)
+class WorkersCheck:
+    ages: dict[str, float | None]  # queue -> seconds since its heartbeat (None: never)
+    dead: tuple[str, ...]
+    opened: int | None = None
+    resolved: int | None = None
+
+
+def workers_check(*, watching_since: datetime, now: datetime | None = None) -> WorkersCheck | None:
+    """The "Worker down" alert: open (one, cause "workers") while a watched queue's heartbeat is older than the
+    rule's threshold, refreshed with the queues and backlog, resolved once every one answers again; its notices go
+    out on a queue that still has a live worker. A queue never seen counts as dead only once the threshold has passed
+    since `watching_since` (a fresh start is not an outage). Run by beat itself (minhos_site/beat.py), never on a
+    worker: the worker that is dead cannot say so. None in embedded mode or with the rule disabled."""
+    now = now or timezone.now()
+    ages = selectors.worker_ages(now=now, queues=selectors.WATCHED_QUEUES)
+    rule = AlertRule.objects.filter(code=WORKERS_RULE, enabled=True).first() if ages is not None else None
+    if rule is None:
+        return None
+    judged_never_seen = (now - watching_since).total_seconds() > rule.threshold
+    dead = tuple(q for q, age in ages.items() if (age is None and judged_never_seen) or
+                 (age is not None and age > rule.threshold))
+    live = [q for q, age in ages.items() if q not in dead and age is not None]
+    notices_on = live[0] if live and "monitoring" in dead else None  # else monitoring's own workers post them
+    with transaction.atomic():
+        current = (Alert.objects.select_for_update().filter(cause=WORKERS_RULE)
+                   .exclude(status=Alert.Status.RESOLVED).first())
+        if dead:
+            message = _workers_message(dead, ages, threshold=rule.threshold)
+            worst = max((age for q, age in ages.items() if q in dead and age is not None), default=None)
+            if current is None:
+                try:
+                    with transaction.atomic():
+                        alert = Alert.objects.create(rule=rule, cause=WORKERS_RULE, severity=rule.severity,
+                                                     message=message, value=worst, threshold=rule.threshold,
+                                                     opened_at=now, last_seen_at=now)
+                except IntegrityError:  # opened by a concurrent check
+                    return WorkersCheck(ages=ages, dead=dead)
+                logger.critical("alert opened [%s] %s: %s", rule.severity, WORKERS_RULE, message)
+                _notify(alert.pk, "opened", queue=notices_on)
+                transaction.on_commit(lambda: _publish_alert(alert, "alert.opened"))
+                return WorkersCheck(ages=ages, dead=dead, opened=alert.pk)
+            Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
+                                                       value=worst, message=message)
+            return WorkersCheck(ages=ages, dead=dead)
+        if current is not None:
+            Alert.objects.filter(pk=current.pk).update(
+                status=Alert.Status.RESOLVED, resolved_at=now,
+                resolution="every watched queue's worker answered within "
+                           f"{rule.threshold:.0f} s ({', '.join(f'{q} {_fmt(a)} s' for q, a in ages.items())})")
+            logger.warning("alert resolved: %s", WORKERS_RULE)
+            _notify(current.pk, "resolved")
+            transaction.on_commit(lambda: _publish_alert(
+                Alert.objects.select_related("instrument", "acknowledged_by").get(pk=current.pk), "alert.resolved"))
+            return WorkersCheck(ages=ages, dead=dead, resolved=current.pk)
+    return WorkersCheck(ages=ages, dead=dead)
+
+
+def _workers_message(dead: tuple[str, ...], ages: dict[str, float | None], *, threshold: float) -> str:
+    parts = [f"{q} ({'never seen' if ages[q] is None else f'last seen {ages[q]:.0f} s ago'})" for q in dead]
+    message = (f"no live worker on queue(s) {', '.join(parts)}, over the {threshold:.0f} s limit: "
+               + "; ".join(_QUEUE_STOPS[q] for q in dead if q in _QUEUE_STOPS))
+    depths = _broker_depths(dead)
+    if depths is None:
+        message += ". Redis does not answer either: no heartbeat reaches any worker"
+    elif any(depths.values()):
+        message += ". Waiting: " + ", ".join(f"{n} on {q}" for q, n in depths.items() if n)
+    return message[:2000]
+
+
+def _broker_depths(queues: tuple[str, ...]) -> dict[str, int] | None:
+    """Messages waiting per queue; None when Redis does not answer (said in the alert, not logged: the check runs
+    every few seconds)."""
+    if not getattr(settings, "REDIS_URL", None):
+        return {}
+    try:
+        return _queue_depths_read(queues)
+    except Exception:
+        return None
 
 
 # ------------------------------------------------------------------------------------------ retraining hook

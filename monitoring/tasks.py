@@ -30,6 +30,25 @@ def snapshot_version(version_id: int, trigger: str = "promotion") -> float | Non
     return services.snapshot_take(version=version, trigger=trigger).snapshot.health_score
 
 
+# --- the worker-down check (run by beat itself: minhos_site/beat.py, settings.MINHOS_BEAT_RUNS_HERE) ---------
+
+_watching_since = None  # this process's first check: a queue never seen is not judged before its threshold passed
+
+
+@shared_task(name="monitoring.tasks.workers_check")
+def workers_check() -> list[str]:
+    """The queues without a live worker (and the "Worker down" alert opened, refreshed or resolved)."""
+    global _watching_since
+    from django.utils import timezone
+
+    from . import services
+
+    now = timezone.now()
+    _watching_since = _watching_since or now
+    result = services.workers_check(watching_since=_watching_since, now=now)
+    return list(result.dead) if result else []
+
+
 # --- alert webhooks (the "monitoring" queue; queued by monitoring.webhooks.webhook_queue after commit) ----------
 
 @shared_task(name="monitoring.tasks.alert_webhook_deliver", bind=True, acks_late=True, soft_time_limit=60,

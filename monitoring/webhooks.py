@@ -59,10 +59,11 @@ class Attempt:
     error: str = ""
 
 
-def webhook_queue(*, alert_id: int, event: str) -> WebhookDelivery | None:
+def webhook_queue(*, alert_id: int, event: str, queue: str | None = None) -> WebhookDelivery | None:
     """Record the notice of `event` ("opened" or "resolved") for the alert and hand it over once the transaction
-    commits. None when no webhook is configured. One delivery per alert and event: a second call for the same pair
-    queues nothing (a notice sent, given up or already queued is not sent again)."""
+    commits: to the `monitoring` queue, or to `queue` (the worker-down alert's notice, when monitoring's workers are
+    the ones down). None when no webhook is configured. One delivery per alert and event: a second call for the same
+    pair queues nothing (a notice sent, given up or already queued is not sent again)."""
     url = settings.MINHOS_ALERT_WEBHOOK_URL
     if not url:
         return None
@@ -70,18 +71,19 @@ def webhook_queue(*, alert_id: int, event: str) -> WebhookDelivery | None:
         raise ValueError(f"unknown webhook event {event!r}; use one of {', '.join(WebhookDelivery.Event.values)}")
     delivery, created = WebhookDelivery.objects.get_or_create(alert_id=alert_id, event=event, defaults={"url": url})
     if created:
-        transaction.on_commit(lambda: _hand_over(delivery.pk), robust=True)
+        transaction.on_commit(lambda: _hand_over(delivery.pk, queue=queue), robust=True)
     return delivery
 
 
-def _hand_over(delivery_id: int) -> None:
+def _hand_over(delivery_id: int, *, queue: str | None = None) -> None:
     if app.conf.task_always_eager:
         # Embedded mode: tasks would run inline, in the caller's thread. A daemon thread of its own instead.
         threading.Thread(target=_deliver_with_retries, args=(delivery_id,), name=f"minhos-webhook-{delivery_id}",
                          daemon=True).start()
         return
     try:
-        app.send_task(TASK_NAME, args=(delivery_id,))  # routed to the "monitoring" queue (CELERY_TASK_ROUTES)
+        # Routed to the "monitoring" queue (CELERY_TASK_ROUTES) unless told otherwise; its retries stay where it ran.
+        app.send_task(TASK_NAME, args=(delivery_id,), **({"queue": queue} if queue else {}))
     except Exception:  # the broker is away: the notice stays pending, and the caller carries on
         logger.exception("webhook delivery %s could not be queued; it stays pending", delivery_id)
 

@@ -15,7 +15,7 @@ from .models import WorkerHeartbeat
 
 REDIS_TIMEOUT_SECONDS = 1.0
 # Beat sends each queue a heartbeat task every 5 s (settings.CELERY_BEAT_SCHEDULE): six missed ones mean nobody
-# serves the queue.
+# serves the queue (settings.MINHOS_WORKER_STALE_SECONDS).
 WORKER_STALE_SECONDS = 30.0
 
 _redis_clients: dict[str, redis.Redis] = {}
@@ -78,6 +78,7 @@ def _workers(*, database_up: bool) -> dict:
     if not database_up:
         return {"status": "unknown", "error": "the database is down"}
     now = timezone.now()
+    stale_after = float(getattr(settings, "MINHOS_WORKER_STALE_SECONDS", WORKER_STALE_SECONDS))
     served = getattr(settings, "CELERY_QUEUES_SERVED", None)  # without the list: every queue that has a heartbeat
     beats = WorkerHeartbeat.objects.all() if served is None else WorkerHeartbeat.objects.filter(queue__in=served)
     seen = {beat.queue: beat for beat in beats}
@@ -88,7 +89,7 @@ def _workers(*, database_up: bool) -> dict:
             queues[queue] = {"status": "unknown"}
             continue
         age = (now - beat.seen_at).total_seconds()
-        queues[queue] = {"status": "ok" if age <= WORKER_STALE_SECONDS else "down", "hostname": beat.hostname,
+        queues[queue] = {"status": "ok" if age <= stale_after else "down", "hostname": beat.hostname,
                          "seen_at": beat.seen_at.isoformat().replace("+00:00", "Z"), "age_seconds": round(age, 1)}
     statuses = {q["status"] for q in queues.values()}
     status = "down" if "down" in statuses else ("ok" if statuses == {"ok"} else "unknown")

@@ -1,4 +1,5 @@
-"""What /readyz reports: whether this deployment can decide bars now. The database, Redis (when configured), an
+"""What /readyz reports: whether this deployment can decide bars now. The database, Redis (when configured), a live
+worker on each per-bar queue (deployment: by the heartbeats /healthz reads; with the bars waiting for them), an
 active model version with registered artifacts for every active market that has bars, and each such market's bars
 fresh (not stale while the market is open). A handful of cheap queries; each check reports, never raises."""
 from __future__ import annotations
@@ -13,7 +14,10 @@ from django.utils import timezone
 from mlcore import selectors as ml_selectors
 
 from . import health
-from .selectors import MarketFreshness, market_freshness_list
+from .selectors import MarketFreshness, bars_waiting, market_freshness_list
+
+# The queues a bar's steps run on: settle (trading), then predict and size (inference).
+PER_BAR_QUEUES = ("trading", "inference")
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,23 @@ def readiness_report(*, now: datetime | None = None) -> ReadinessReport:
         redis = health._redis(settings.REDIS_URL)
         checks["redis"] = _check(redis["status"] == "ok", "answers" if redis["status"] == "ok"
                                  else f"down ({redis.get('error')})")
+    # Embedded mode runs each step inline in this process: there is no worker to lose.
+    watch_workers = not settings.CELERY_TASK_ALWAYS_EAGER
     if not checks["database"]["ok"]:
         checks["models"] = checks["feed"] = _check(False, "unknown: the database is down")
+        if watch_workers:
+            checks["workers"] = _check(False, "unknown: the database is down")
         return ReadinessReport(checks=checks)
     try:
+        if watch_workers:
+            checks["workers"] = _workers_check(now=now)
         markets = market_freshness_list(now=now)
         active = {(v.instrument_id, v.timeframe): v for v in ml_selectors.model_version_active_list()}
     except DatabaseError as error:  # gone between the probe and the reads
-        checks["models"] = checks["feed"] = _check(False, f"unknown: the database failed ({type(error).__name__})")
+        failed = _check(False, f"unknown: the database failed ({type(error).__name__})")
+        checks["models"] = checks["feed"] = failed
+        if watch_workers:
+            checks["workers"] = failed
         return ReadinessReport(checks=checks)
     checks["models"] = _models_check(markets, active)
     checks["feed"] = _feed_check(markets)
@@ -53,6 +66,26 @@ def readiness_report(*, now: datetime | None = None) -> ReadinessReport:
 
 def _check(ok: bool, reason: str) -> dict:
     return {"ok": ok, "reason": reason}
+
+
+def _workers_check(*, now: datetime) -> dict:
+    """A live worker on each per-bar queue (its heartbeat within MINHOS_WORKER_STALE_SECONDS), and the bars waiting
+    for them: without one a bar is stored and never settled or decided."""
+    queues = health._workers(database_up=True)["queues"]
+    missing = []
+    for queue in PER_BAR_QUEUES:
+        state = queues.get(queue, {"status": "unknown"})
+        if state["status"] == "ok":
+            continue
+        missing.append(f"{queue}: no live worker (" + (f"last heartbeat {state['age_seconds']:.0f} s ago)"
+                                                       if "age_seconds" in state else "no heartbeat ever)"))
+    waiting = bars_waiting(now=now)
+    backlog = "; ".join(f"{w['count']} bar(s) waiting to be {'settled' if stage == 'stored' else 'decided'}, the "
+                        f"oldest stored {w['oldest_seconds']:.0f} s ago"
+                        for stage, w in ((s, waiting[s]) for s in ("stored", "settled") if s in waiting))
+    if missing:
+        return _check(False, "; ".join(missing) + (f"; {backlog}" if backlog else ""))
+    return _check(True, "live worker on " + ", ".join(PER_BAR_QUEUES) + (f"; {backlog}" if backlog else ""))
 
 
 def _models_check(markets: list[MarketFreshness], active: dict) -> dict:

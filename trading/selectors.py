@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -21,6 +21,7 @@ from .models import (
     Account,
     AuditEvent,
     Bar,
+    BarWorkflow,
     EquitySnapshot,
     FeedStatus,
     Fill,
@@ -39,7 +40,6 @@ class UnknownInstrument(LookupError):
         self.symbol = symbol
 
 
-def instrument_get(*, symbol: str) -> Instrument:
 class BacktestMarket(UnknownInstrument):
     """The symbol is a backtest's private market: no live read, page, control or command reaches it."""
 
@@ -49,19 +49,20 @@ class BacktestMarket(UnknownInstrument):
         self.symbol = symbol
 
 
-    # No symbol holds a NUL, and PostgreSQL refuses one in a text comparison (a 500 from the instrument URL).
+def instrument_get(*, symbol: str) -> Instrument:
     """A live market by symbol. A backtest's private market is refused by name (BacktestMarket, an UnknownInstrument
     to every caller that maps those): every edge and command that takes a symbol reads it through here."""
+    # No symbol holds a NUL, and PostgreSQL refuses one in a text comparison (a 500 from the instrument URL).
     if "\x00" in symbol:
         raise UnknownInstrument(symbol)
     try:
         instrument = Instrument.objects.get(symbol=symbol)
     except Instrument.DoesNotExist:
         raise UnknownInstrument(symbol) from None
-
     if instrument.backtest:
         raise BacktestMarket(symbol)
     return instrument
+
 
 def instrument_list_active() -> QuerySet[Instrument]:
     return Instrument.objects.live().filter(active=True)
@@ -422,6 +423,16 @@ def market_freshness_list(*, now: datetime | None = None) -> list[MarketFreshnes
                                             now=now),
                 stale_after_seconds=STALE_AFTER_SECONDS + length.total_seconds(), market_open=market_open))
     return markets
+
+
+def bars_waiting(*, now: datetime | None = None) -> dict[str, dict]:
+    """The bars stored and not yet done, per stage ("stored": waiting to be settled, "settled": to be decided): how
+    many and the oldest's age in seconds. One query on the workflow's partial index of the rows not done."""
+    now = now or timezone.now()
+    rows = (BarWorkflow.objects.exclude(stage=BarWorkflow.Stage.DONE).values("stage")
+            .annotate(n=Count("pk"), oldest=Min("stored_at")))
+    return {row["stage"]: {"count": row["n"], "oldest_seconds": round((now - row["oldest"]).total_seconds(), 1)}
+            for row in rows}
 
 
 def account_summary(*, account: Account, at: datetime | None = None) -> dict:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from mlcore.models import ModelVersion
 from trading import health, readiness, selectors
-from trading.models import FeedStatus
+from trading.models import BarWorkflow, FeedStatus, WorkerHeartbeat
 from trading.tests.decisions import model_version
 from trading.tests.factories import BarFactory, InstrumentFactory
 from trading.tests.redis_server import private_redis  # noqa: F401  (fixture)
@@ -43,13 +43,29 @@ def nq(db):
     return InstrumentFactory(symbol="NQ")
 
 
+def heartbeat(queue, *, age_seconds=0.0):
+    WorkerHeartbeat.objects.update_or_create(queue=queue, defaults={
+        "hostname": "test", "seen_at": timezone.now() - timedelta(seconds=age_seconds)})
+
+
+@pytest.fixture(autouse=True)
+def per_bar_workers_alive(request, settings):
+    """Deployment mode needs a live worker on each per-bar queue: the tests about the other checks have them."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    request.getfixturevalue("db")
+    for queue in readiness.PER_BAR_QUEUES:
+        heartbeat(queue)
+
+
 @pytest.mark.embedded
 @pytest.mark.django_db
 def test_no_market_with_bars_is_ready_with_each_check_named(settings):
     status, body = get_ready()
 
     assert (status, body["status"]) == (200, "ready")
-    expected = {"database", "models", "feed"} | ({"redis"} if settings.REDIS_URL else set())
+    expected = ({"database", "models", "feed"} | ({"redis"} if settings.REDIS_URL else set())
+                | ({"workers"} if not settings.CELERY_TASK_ALWAYS_EAGER else set()))
     assert set(body["checks"]) == expected
     assert all(check["ok"] is True and check["reason"] for check in body["checks"].values())
     assert body["checks"]["models"]["reason"] == "no active market has bars yet"
@@ -194,3 +210,69 @@ def test_redis_down_is_503_naming_redis_and_200_once_it_is_back(private_redis):
 def test_readyz_needs_no_login_and_is_not_redirected_to_https(settings):
     assert any(re.match(pattern, "readyz") for pattern in settings.SECURE_REDIRECT_EXEMPT)
     assert Client().get("/readyz").status_code == 200
+
+
+# ---- the per-bar queues' workers (deployment mode) -----------------------------------------------------------------
+
+@pytest.fixture
+def deployment(settings, db):
+    """As in deployment (workers serve the queues), with no heartbeat yet: each test writes its own."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.MINHOS_WORKER_STALE_SECONDS = 30.0
+    WorkerHeartbeat.objects.all().delete()
+
+
+def waiting_bar(instrument, *, stage, stored_ago):
+    bar = BarFactory(instrument=instrument)
+    at = timezone.now() - timedelta(seconds=stored_ago)
+    BarWorkflow.objects.create(bar=bar, instrument=instrument, timeframe=bar.timeframe, timestamp=bar.timestamp,
+                               stage=stage, stored_at=at, touched_at=at)
+
+
+def test_a_per_bar_queue_without_a_live_worker_is_503_naming_it_and_the_bars_waiting(nq, deployment):
+    heartbeat("trading")
+    heartbeat("inference", age_seconds=95)
+    waiting_bar(nq, stage=BarWorkflow.Stage.SETTLED, stored_ago=95)
+    waiting_bar(nq, stage=BarWorkflow.Stage.SETTLED, stored_ago=30)
+
+    status, body = get_ready()
+
+    assert (status, body["status"]) == (503, "not ready")
+    assert body["checks"]["workers"] == {
+        "ok": False, "reason": "inference: no live worker (last heartbeat 95 s ago); 2 bar(s) waiting to be decided, "
+                               "the oldest stored 95 s ago"}
+
+
+def test_both_per_bar_queues_down_or_never_seen_are_named(nq, deployment):
+    heartbeat("trading", age_seconds=40)
+    heartbeat("training")  # not a per-bar queue: does not make the deployment ready
+    heartbeat("monitoring")
+
+    report = readiness.readiness_report()
+
+    assert not report.ok
+    assert report.checks["workers"] == {
+        "ok": False, "reason": "trading: no live worker (last heartbeat 40 s ago); inference: no live worker (no "
+                               "heartbeat ever)"}
+
+
+def test_live_per_bar_workers_are_ready_and_a_backlog_is_said(nq, deployment):
+    heartbeat("trading", age_seconds=3)
+    heartbeat("inference", age_seconds=29)
+    waiting_bar(nq, stage=BarWorkflow.Stage.STORED, stored_ago=12)
+
+    report = readiness.readiness_report()
+
+    assert report.checks["workers"] == {
+        "ok": True, "reason": "live worker on trading, inference; 1 bar(s) waiting to be settled, the oldest stored "
+                              "12 s ago"}
+
+
+@pytest.mark.embedded
+def test_embedded_mode_has_no_workers_to_wait_for(nq, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+
+    report = readiness.readiness_report()
+
+    assert "workers" not in report.checks
+    assert report.ok

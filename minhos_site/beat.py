@@ -1,0 +1,120 @@
+"""Celery beat's scheduler: django-celery-beat's database scheduler, with two changes. Sends that fail because the
+broker is away are told in a few lines (one when it starts, a count every so often, one when it ends) instead of a
+chained traceback per send; and the jobs named in MINHOS_BEAT_RUNS_HERE run in beat itself instead of being sent."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import close_old_connections
+from django_celery_beat.schedulers import DatabaseScheduler
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger("celery.beat")
+
+# What says "the broker is away" rather than "this entry is broken" (celery wraps it in a SchedulingError).
+BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError, socket.timeout,
+                 TimeoutError)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen[-1]
+
+
+def is_broker_error(exc: BaseException) -> bool:
+    chain, current = [], exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(isinstance(e, BROKER_ERRORS) for e in chain)
+
+
+@dataclass
+class _Streak:
+    started: float
+    failed: int = 1
+    since_line: int = 0  # failures since the last line logged
+    line_at: float = 0.0
+
+
+class FailureStreaks:
+    """Repeated failures of one kind (key) told in bounded lines: the first failure, then at most one summary every
+    `summary_seconds` with the count, then one line when a success ends the streak. The clock is passed in."""
+
+    def __init__(self, log: logging.Logger, *, summary_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.log = log
+        self.summary_seconds = summary_seconds
+        self.clock = clock
+        self.streaks: dict[str, _Streak] = {}
+
+    def failed(self, key: str, what: str, exc: BaseException, *, traceback: bool = False) -> None:
+        now = self.clock()
+        streak = self.streaks.get(key)
+        cause = _root_cause(exc)
+        reason = f"{type(cause).__name__}: {cause}"
+        if streak is None:
+            self.streaks[key] = _Streak(started=now, line_at=now)
+            self.log.error("%s failed: %s. Until it works again one line every %.0f s counts the failures.", what,
+                           reason, self.summary_seconds, exc_info=exc if traceback else None)
+            return
+        streak.failed += 1
+        streak.since_line += 1
+        if now - streak.line_at >= self.summary_seconds:
+            self.log.error("%s still failing after %.0f s: %d failed in all, %d since the last line (%s)", what,
+                           now - streak.started, streak.failed, streak.since_line, reason)
+            streak.since_line, streak.line_at = 0, now
+
+    def succeeded(self, key: str, what: str) -> None:
+        streak = self.streaks.pop(key, None)
+        if streak is not None:
+            self.log.warning("%s works again after %.0f s (%d failed meanwhile)", what,
+                             self.clock() - streak.started, streak.failed)
+
+
+class Scheduler(DatabaseScheduler):
+    """The database scheduler (entries editable in the admin) with quiet outages and in-process jobs."""
+
+    def __init__(self, *args, **kwargs):
+        self.failures = FailureStreaks(logger, summary_seconds=float(
+            getattr(settings, "MINHOS_BEAT_FAILURE_SUMMARY_SECONDS", 30.0)))
+        super().__init__(*args, **kwargs)
+
+    def apply_entry(self, entry, producer=None):
+        if entry.task in getattr(settings, "MINHOS_BEAT_RUNS_HERE", ()):
+            return self._run_here(entry)
+        broker_away = "broker" in self.failures.streaks
+        if not broker_away:
+            logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        try:
+            self.apply_async(entry, producer=producer, advance=False)
+        except Exception as exc:
+            if is_broker_error(exc):
+                self.failures.failed("broker", "Sending scheduled tasks to the broker", exc)
+            else:  # this entry is broken (not the broker): its own streak, with the traceback once
+                self.failures.failed(f"entry:{entry.name}", f"Sending scheduled task {entry.name}", exc,
+                                     traceback=True)
+        else:
+            self.failures.succeeded("broker", "Sending scheduled tasks to the broker")
+            self.failures.succeeded(f"entry:{entry.name}", f"Sending scheduled task {entry.name}")
+
+    def _run_here(self, entry) -> None:
+        """A job that watches the workers cannot be sent to them: when the one it should report is dead, it would
+        wait in that worker's queue. It runs here, between two sends (a few queries)."""
+        key, what = f"job:{entry.name}", f"Job {entry.name} (run in beat)"
+        close_old_connections()  # one left broken by a database restart is replaced, as a worker's would be
+        try:
+            self.app.tasks[entry.task](*(entry.args or ()), **(entry.kwargs or {}))
+        except Exception as exc:
+            self.failures.failed(key, what, exc, traceback=not is_broker_error(exc))
+        else:
+            self.failures.succeeded(key, what)
