@@ -1,9 +1,41 @@
-"""Query fields the apps' REST APIs share."""
+"""Fields the apps' REST APIs share, and the refusal of control characters in what clients send."""
 import re
 from datetime import UTC
 
 from django.utils import timezone
 from rest_framework import serializers
+
+# Unicode's control characters (C0, DEL, C1). Python's datetime.fromisoformat read "2026-12-07T16:00:00\x00Z" as a
+# time, and a NUL or an escape sequence in a name or a note reaches the logs and the pages as it came.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Free text (a reason, a note) may hold tabs and line breaks, nothing else of that kind.
+CONTROL_CHARACTERS_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def control_character_problem(value: str, *, text: bool = False) -> str | None:
+    """What is wrong with a client's string that holds a control character (None if it holds none)."""
+    found = (CONTROL_CHARACTERS_IN_TEXT if text else CONTROL_CHARACTERS).search(value)
+    if found is None:
+        return None
+    allowed = " (tabs and line breaks are accepted)" if text else ""
+    return f"Control character U+{ord(found.group()):04X} at position {found.start() + 1} is not accepted{allowed}."
+
+
+class PlainCharField(serializers.CharField):
+    """A client's string with no control characters: a symbol, a name, a username. `text=True`: free text, which
+    may hold tabs and line breaks (a reason, a note)."""
+
+    def __init__(self, *, text: bool = False, **kwargs):
+        self.text = text
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        problem = control_character_problem(value, text=self.text)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
 
 # In a query string an unescaped "+" arrives as a space, so "...T14:30:00+00:00" reads "...T14:30:00 00:00".
 # A space followed by an offset can only be that, so it is put back rather than refused.
@@ -25,6 +57,9 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
+            problem = control_character_problem(value)
+            if problem:
+                raise serializers.ValidationError(f"{problem} {self.error_messages['invalid']}")
             value = _PLUS_DECODED_AS_SPACE.sub(r"\1+\2", value.strip())
         return super().to_internal_value(value)
 

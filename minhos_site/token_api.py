@@ -8,13 +8,14 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.response import Response
 
 from minhos_site.api_auth import TokenObtainRateThrottle, token_issue
+from minhos_site.api_fields import PlainCharField
 from minhos_site.parsers import PARSER_CLASSES
 
 
 class TokenObtainSerializer(AuthTokenSerializer):
     # As the login form: no user has a longer name, and the login limiter's record of a failure would overflow.
-    username = serializers.CharField(label="Username", write_only=True,
-                                     max_length=get_user_model()._meta.get_field("username").max_length)
+    username = PlainCharField(label="Username", write_only=True,
+                              max_length=get_user_model()._meta.get_field("username").max_length)
     rotate = serializers.BooleanField(default=False, help_text="Replace the current token with a new one.")
 
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
+from minhos_site.api_fields import control_character_problem
 from trading.domain.timeframes import TIMEFRAMES
 
 from . import page, services
@@ -90,7 +91,7 @@ def alerts_summary(request):
 
 
 def _parse_time(value: str | None) -> datetime | None:
-    if not value:
+    if not value or control_character_problem(value):  # fromisoformat reads "...T14:30:00\x00Z" as a time
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -32,6 +32,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from minhos_site.api_fields import control_character_problem
 from mlcore.models import ModelVersion
 
 from . import selectors, workflow
@@ -142,6 +143,9 @@ def window_moment(text: str, *, end_of_day: bool = False) -> datetime:
     """A window bound as people type it (the command, the page): an ISO date or date-time, UTC when it names no
     zone. A bare date is its midnight, or with `end_of_day` (the window's end) the whole day. ValueError says why."""
     text = text.strip()
+    problem = control_character_problem(text)
+    if problem:  # Python's ISO parser reads "2026-03-02T14:30:00\x00Z" as a time
+        raise ValueError(f"not an ISO date or date-time: {problem}")
     try:
         # parse_datetime reads a bare date as its midnight, so a date is recognised first.
         day = parse_date(text) if len(text) == 10 else None

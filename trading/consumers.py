@@ -2,11 +2,14 @@
 (alerts), forward their messages; on request, send what a reconnecting client missed."""
 import asyncio
 import functools
-import json
 from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from rest_framework.exceptions import ParseError
+
+from minhos_site.api_fields import control_character_problem
+from minhos_site.parsers import RepeatedField, json_loads_checked
 
 from . import realtime, selectors, stream_catchup
 
@@ -94,9 +97,14 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
             await self._error("frame", "messages are JSON text frames, not binary")
             return
         try:
-            content = json.loads(text_data)
-        except ValueError:
-            await self._error("frame", "the message is not JSON")
+            content = json_loads_checked(text_data)
+        except RepeatedField as exc:
+            await self._error(next(iter(exc.detail)), "sent twice in one message; send it once")
+            return
+        except ParseError as exc:
+            # Not JSON, or nested too deep (a RecursionError here ended the connection).
+            await self._error("frame", f"the message is not JSON as accepted here: "
+                                       f"{str(exc.detail).removeprefix('JSON parse error - ')}")
             return
         await self.receive_json(content)
 
@@ -141,6 +149,9 @@ def _parse_since(value) -> tuple[datetime | None, str | None]:
     """(the time, None), or (None, what is wrong with it)."""
     if not isinstance(value, str):
         return None, '"since" is required: the ISO 8601 UTC time of the newest bar the client has'
+    problem = control_character_problem(value)
+    if problem:  # Python's ISO parser reads "2026-03-02T14:30:00\x00Z" as a time
+        return None, f'"since" is not an ISO 8601 time: {problem}'
     try:
         since = datetime.fromisoformat(value)
     except ValueError:

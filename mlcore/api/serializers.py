@@ -1,7 +1,7 @@
 """Input and output shapes of the ML API."""
 from rest_framework import serializers
 
-from minhos_site.api_fields import AwareDateTimeField
+from minhos_site.api_fields import AwareDateTimeField, PlainCharField
 from trading.domain.timeframes import TIMEFRAMES
 
 from ..models import ModelVersion, Prediction, Retraining
@@ -10,7 +10,7 @@ MAX_ID = 2**63 - 1
 
 
 class ModelVersionFilterSerializer(serializers.Serializer):
-    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
+    symbol = PlainCharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
     status = serializers.ChoiceField(choices=ModelVersion.Status.values, required=False)
 
@@ -27,12 +27,12 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
 
 
 class RollbackInputSerializer(serializers.Serializer):
-    symbol = serializers.CharField()
+    symbol = PlainCharField()
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), default="1m")
 
 
 class PredictionFilterSerializer(serializers.Serializer):
-    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
+    symbol = PlainCharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
     # allow_null: an absent boolean in a query string would otherwise read as false (DRF's HTML-input rule).
     resolved = serializers.BooleanField(
@@ -72,19 +72,19 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
 
 
 class RetrainingFilterSerializer(serializers.Serializer):
-    symbol = serializers.CharField(required=False, max_length=20)
+    symbol = PlainCharField(required=False, max_length=20)
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
     status = serializers.ChoiceField(choices=Retraining.Status.values, required=False)
 
 
 class RetrainingStartSerializer(serializers.Serializer):
-    symbol = serializers.CharField(max_length=20)
+    symbol = PlainCharField(max_length=20)
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), default="1m")
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    reason = PlainCharField(text=True, required=False, allow_blank=True, max_length=2000, default="")
 
 
 class RetrainingRejectSerializer(serializers.Serializer):
-    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    note = PlainCharField(text=True, required=False, allow_blank=True, max_length=2000, default="")
 
 
 class RetrainingOutputSerializer(serializers.Serializer):

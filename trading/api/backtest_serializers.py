@@ -2,7 +2,7 @@
 trading.backtest's."""
 from rest_framework import serializers
 
-from minhos_site.api_fields import AwareDateTimeField
+from minhos_site.api_fields import AwareDateTimeField, PlainCharField
 from trading.backtest import BREAKER_DAILY, BREAKER_HOLD
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import BacktestRun
@@ -21,7 +21,7 @@ class _FromTo:
 
 
 class BacktestStartSerializer(_FromTo, serializers.Serializer):
-    symbol = serializers.CharField(max_length=20, help_text="The real market to replay, e.g. NQ.")
+    symbol = PlainCharField(max_length=20, help_text="The real market to replay, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), default="1m")
     version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID, default=None,
                                        help_text="Model version id; absent or null: the market's active version.")

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from minhos_site.api_fields import PlainCharField
 from trading.domain.config_ranges import CONFIG_RANGES, SettingRange
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import (
@@ -45,7 +46,7 @@ def _account_filter():
 
 
 class RecommendationFilterSerializer(serializers.Serializer):
-    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
+    symbol = PlainCharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(choices=list(TIMEFRAMES), required=False)
     state = serializers.ChoiceField(choices=Recommendation.State.choices, required=False)
     account = _account_filter()
@@ -67,7 +68,7 @@ class PositionFilterSerializer(serializers.Serializer):
 
 class TradingConfigFilterSerializer(serializers.Serializer):
     account = _account_filter()
-    symbol = serializers.CharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
+    symbol = PlainCharField(required=False, max_length=20, help_text="Instrument symbol, e.g. NQ.")
 
 
 class AuditEventFilterSerializer(serializers.Serializer):
@@ -178,7 +179,7 @@ class TradingStateInputSerializer(serializers.Serializer):
 
 class KillSwitchInputSerializer(serializers.Serializer):
     engaged = _RequiredBooleanField(help_text="true: nothing trades on any account; false releases it.")
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+    reason = PlainCharField(text=True, required=False, allow_blank=True, default="", max_length=1000)
 
 
 # --- outputs ------------------------------------------------------------------------------------------------------

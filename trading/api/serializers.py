@@ -3,7 +3,7 @@ from datetime import UTC
 
 from rest_framework import serializers
 
-from minhos_site.api_fields import AwareDateTimeField
+from minhos_site.api_fields import AwareDateTimeField, PlainCharField
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import Bar, Instrument
 
@@ -21,7 +21,7 @@ class InstrumentOutputSerializer(serializers.ModelSerializer):
 class BarListInputSerializer(serializers.Serializer):
     """The query of GET /api/bars/."""
 
-    symbol = serializers.CharField(max_length=20, help_text="Instrument symbol, e.g. NQ.")
+    symbol = PlainCharField(max_length=20, help_text="Instrument symbol, e.g. NQ.")
     timeframe = serializers.ChoiceField(
         choices=list(TIMEFRAMES),
         default="1m",

@@ -6,6 +6,7 @@ from datetime import datetime
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from minhos_site.api_fields import control_character_problem
 from trading import selectors
 from trading.domain.bars import BarFileError, InvalidBars
 from trading.domain.synthetic import DEMO_SIGNAL, REGIME_SHIFTS, RegimeShift, SyntheticParams
@@ -74,6 +75,9 @@ def regime_shift(options) -> RegimeShift:
 def _aware(text: str | None, name: str) -> datetime | None:
     if text is None:
         return None
+    problem = control_character_problem(text)
+    if problem:  # Python's ISO parser reads "2026-03-02T14:30:00\x00Z" as a time
+        raise CommandError(f"{name}: not an ISO 8601 time: {problem}")
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
+from minhos_site.api_fields import control_character_problem
 from trading import selectors, services
 from trading.domain.synthetic import DEMO_SIGNAL, SyntheticParams, generate_bars, session_timestamps_between
 from trading.domain.timeframes import TIMEFRAMES, timeframe_delta
@@ -19,6 +20,9 @@ def _positive_int(text: str) -> int:
 
 
 def _utc_datetime(text: str) -> datetime:
+    problem = control_character_problem(text)
+    if problem:  # Python's ISO parser reads "2026-03-02T14:30:00\x00Z" as a time
+        raise ArgumentTypeError(f"not an ISO datetime: {problem}")
     try:
         value = datetime.fromisoformat(text)
     except ValueError:

@@ -72,6 +72,13 @@ def test_unknown_symbol_is_an_error_naming_it():
         _run("--symbol", "NOPE", "--days", "2", "--seed", "7")
 
 
+def test_an_end_with_a_control_character_is_an_error():
+    # Python's ISO parser reads "...T00:00:00\x00Z" as a time.
+    with pytest.raises(CommandError, match=r"Control character U\+0000"):
+        _run("--symbol", "NQ", "--days", "1", "--seed", "7", "--end", "2024-03-06T00:00:00\x00Z")
+    assert not _stored()
+
+
 def test_negative_seed_is_an_error():
     with pytest.raises(CommandError, match="seed"):
         _run("--symbol", "NQ", "--days", "2", "--seed", "-1")

@@ -107,6 +107,12 @@ def test_a_pace_that_is_not_a_finite_non_negative_number_is_refused(nq, pace):
     assert not FeedStatus.objects.exists()
 
 
+def test_a_start_time_with_a_control_character_is_refused(nq):
+    # Python's ISO parser reads "...T14:30:00\x00Z" as a time.
+    with pytest.raises(CommandError, match=r"--from: not an ISO 8601 time: Control character U\+0000"):
+        run("--source", "stored", "--from", "2024-01-02T14:30:00\x00Z", "--pace", "0")
+
+
 def test_a_start_time_without_a_utc_offset_is_refused(nq):
     with pytest.raises(CommandError, match="--from: give a UTC offset or Z"):
         run("--source", "stored", "--from", "2024-01-02T14:30:00", "--pace", "0")

@@ -168,6 +168,11 @@ async def test_a_long_absence_comes_back_in_pages_of_at_most_max_bars(nq, sessio
     ('{"type": "resume", "since": 1704205800}', "since", '"since" is required'),
     ('{"type": "resume", "since": "yesterday"}', "since", "not an ISO 8601 time: 'yesterday'"),
     ('{"type": "resume", "since": "2024-01-02T14:30:00"}', "since", "needs a time zone"),
+    ('{"type": "resume", "since": "2024-01-02T14:30:00\\u0000Z"}', "since", "Control character U+0000"),
+    # Nested 1,000 deep: Python's decoder raised RecursionError and the connection ended.
+    ("[" * 1000 + "]" * 1000, "frame", "nested 1000 levels deep; at most 32"),
+    ('{"type": "resume", "since": "2024-01-02T14:30:00Z", "since": "2030-01-01T00:00:00Z"}', "since",
+     "sent twice"),
 ])
 async def test_a_malformed_request_gets_an_error_naming_what_is_wrong_and_the_socket_stays_open(
         nq, session_cookie, frame, field, says):
