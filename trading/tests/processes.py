@@ -108,6 +108,7 @@ class ProcessStack:
         self.processes: list[ManagedProcess] = []
         self._starts: dict[str, int] = {}
         self.exits: list[str] = []  # workers that exited by themselves, with the lines that say why
+        self.extra_env: dict[str, str] = {}  # a test's own settings for its processes (short timers)
 
     def env(self) -> dict[str, str]:
         return {
@@ -119,6 +120,7 @@ class ProcessStack:
             "MINHOS_INSECURE_HTTP": "1",
             "MINHOS_WORKFLOW_REDRIVE_SECONDS": REDRIVE_SECONDS,
             "CHANNELS_PREFIX": CHANNELS_PREFIX,
+            **self.extra_env,
         }
 
     def _start(self, name: str, command: list[str], ready_line: str, wait: bool,
