@@ -170,6 +170,8 @@ AXES_RESET_ON_SUCCESS = True
 # The address the server resolved (minhos_site/client_address.py), never a header a client can write.
 AXES_CLIENT_IP_CALLABLE = "minhos_site.client_address.client_address"
 AXES_USERNAME_CALLABLE = "minhos_site.login_limiter.username_tried"
+# The lockout's 429 says when to try again (Retry-After, in seconds), as the throttles' 429 does.
+AXES_LOCKOUT_CALLABLE = "minhos_site.login_limiter.lockout_response"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -1,5 +1,4 @@
 """POST /api/auth/token/: a token for a username and password, throttled, behind the login limiter, rotatable."""
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -9,6 +8,7 @@ from rest_framework.response import Response
 
 from minhos_site.api_auth import TokenObtainRateThrottle, token_issue
 from minhos_site.api_fields import PlainCharField
+from minhos_site.login_limiter import lockout_seconds_left
 from minhos_site.parsers import PARSER_CLASSES
 
 
@@ -34,7 +34,7 @@ class TokenObtainApi(ObtainAuthToken):
             200: inline_serializer("TokenObtained", {"token": serializers.CharField()}),
             400: OpenApiResponse(description="Wrong username or password, or a field missing."),
             429: OpenApiResponse(description="Too many attempts from this address, or too many failed logins for "
-                                             "this username from it: try again after the cool-off."),
+                                             "this username from it: Retry-After gives the seconds to wait."),
         },
         description="Tokens expire after MINHOS_TOKEN_TTL_HOURS (0: never); asking again after that, or with "
                     "rotate=true, gives a new one and the old one stops working.",
@@ -43,9 +43,10 @@ class TokenObtainApi(ObtainAuthToken):
         serializer = self.get_serializer(data=request.data)
         if not serializer.is_valid():
             if getattr(request, "axes_locked_out", False):
+                seconds = lockout_seconds_left(request, getattr(request, "axes_credentials", None))
                 return Response({"detail": "Too many failed logins for this username from this address; try again "
-                                           f"in {settings.AXES_COOLOFF_TIME} (h:mm:ss)."},
-                                status=status.HTTP_429_TOO_MANY_REQUESTS)
+                                           f"in {seconds} s."},
+                                status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(seconds)})
             return Response(serializer.errors, status=status.HTTP_400_BAD_REQUEST)
         token = token_issue(user=serializer.validated_data["user"], rotate=serializer.validated_data["rotate"])
         return Response({"token": token.key})

@@ -93,6 +93,57 @@ def test_the_limiter_counts_the_address_the_server_resolved_not_a_forwarded_head
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}
 
 
+def _retry_after(response) -> int:
+    assert response.has_header("Retry-After"), dict(response.items())
+    return int(response["Retry-After"])
+
+
+def _age_the_failures(settings, minutes: float) -> None:
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=minutes))
+
+
+def test_the_login_pages_lockout_says_when_to_retry_in_seconds_left_of_the_cool_off(trader, settings):
+    cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        locked = log_in(Client(), "wrong")
+
+    assert locked.status_code == 429
+    assert cool_off - 5 <= _retry_after(locked) <= cool_off
+
+    _age_the_failures(settings, 10)  # 10 of the 15 minutes gone: about 5 left
+    with_right_password = log_in(Client(), PASSWORD)
+    assert with_right_password.status_code == 429
+    assert cool_off - 5 <= _retry_after(with_right_password) <= cool_off  # that failure started it again
+
+
+def test_the_admin_logins_lockout_says_when_to_retry(trader, settings):
+    def admin_log_in(password):
+        return Client().post("/admin/login/?next=/admin/", {"username": "trader", "password": password})
+
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        locked = admin_log_in("wrong")
+
+    assert locked.status_code == 429
+    assert 1 <= _retry_after(locked) <= settings.AXES_COOLOFF_TIME.total_seconds()
+    assert f"{_retry_after(locked)} s" in locked.content.decode()
+
+
+def test_the_token_endpoints_lockout_says_when_to_retry_with_what_is_left(trader, settings):
+    # Attempts during the lockout do not start it again here, so what is left shows.
+    settings.AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+    client = APIClient()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        locked = obtain(client, "wrong")
+    _age_the_failures(settings, 10)
+    left = int((settings.AXES_COOLOFF_TIME - timedelta(minutes=10)).total_seconds())
+
+    with_right_password = obtain(client, PASSWORD)
+
+    assert locked.status_code == with_right_password.status_code == 429
+    assert left - 5 <= _retry_after(with_right_password) <= left + 1
+    assert f"in {_retry_after(with_right_password)} s" in with_right_password.json()["detail"]
+
+
 # --- throttles ------------------------------------------------------------------------------------------------------
 
 def test_the_token_endpoint_is_throttled_per_address_whatever_x_forwarded_for_says(trader, settings):
