@@ -43,6 +43,8 @@ class InstrumentDetailApi(APIView):
     def get(self, request, symbol: str):
         try:
             instrument = selectors.instrument_get(symbol=symbol)
+        except selectors.BacktestMarket as exc:
+            raise Http404(str(exc)) from None
         except selectors.UnknownInstrument:
             raise Http404(f"Unknown instrument symbol {symbol!r}.") from None
         return Response(InstrumentOutputSerializer(instrument).data)
@@ -63,6 +65,8 @@ class BarListApi(APIView):
         filters = query.validated_data
         try:
             instrument = selectors.instrument_get(symbol=filters["symbol"])
+        except selectors.BacktestMarket as exc:
+            raise ValidationError({"symbol": [str(exc)]}) from None
         except selectors.UnknownInstrument:
             raise ValidationError({"symbol": [f"Unknown instrument symbol {filters['symbol']!r}."]}) from None
         bars = selectors.bars_in_range(
