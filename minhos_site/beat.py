@@ -1,8 +1,11 @@
-"""Celery beat's scheduler: django-celery-beat's database scheduler, with two changes. Sends that fail because the
+"""Celery beat's scheduler: django-celery-beat's database scheduler, with three changes. Sends that fail because the
 broker is away are told in a few lines (one when it starts, a count every so often, one when it ends) instead of a
-chained traceback per send; and the jobs named in MINHOS_BEAT_RUNS_HERE run in beat itself instead of being sent."""
+chained traceback per send; likewise a database outage (django-celery-beat logged a traceback per tick, several a
+second, and its forced re-read of the schedule every 5 minutes ended beat when it fell in an outage: the schedule in
+memory is kept instead); and the jobs named in MINHOS_BEAT_RUNS_HERE run in beat itself instead of being sent."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -10,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError, InterfaceError, close_old_connections, transaction
 from django_celery_beat.schedulers import DatabaseScheduler
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger("celery.beat")
+DATABASE_WHAT = "Reading and writing the schedule in the database"
 
 # What says "the broker is away" rather than "this entry is broken" (celery wraps it in a SchedulingError).
 BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError, socket.timeout,
@@ -88,6 +93,55 @@ class Scheduler(DatabaseScheduler):
         self.failures = FailureStreaks(logger, summary_seconds=float(
             getattr(settings, "MINHOS_BEAT_FAILURE_SUMMARY_SECONDS", 30.0)))
         super().__init__(*args, **kwargs)
+
+    # ---- the database: read each tick for changes, every 5 minutes in full, written every few minutes ----------
+
+    def schedule_changed(self):
+        """django-celery-beat's check for edited entries (one query), with a database outage told by a streak."""
+        try:
+            close_old_connections()
+            with contextlib.suppress(transaction.TransactionManagementError):
+                transaction.commit()  # as the library does: see other transactions' edits (MySQL's repeatable read)
+            last, ts = self._last_timestamp, self.Changes.last_change()
+        except (DatabaseError, InterfaceError) as exc:
+            self.failures.failed("database", DATABASE_WHAT, exc)
+            return False
+        self.failures.succeeded("database", DATABASE_WHAT)
+        try:
+            return bool(ts and ts > (last or ts))
+        finally:
+            self._last_timestamp = ts
+
+    @property
+    def schedule(self):
+        """The entries, re-read when they changed and every 5 minutes; while the database cannot be read the schedule
+        in memory goes on (raising here would end beat)."""
+        try:
+            return super().schedule
+        except (DatabaseError, InterfaceError) as exc:
+            current = getattr(self, "_schedule", None)
+            if current is None:  # never read (beat starting): nothing to go on with
+                raise
+            self.failures.failed("database", DATABASE_WHAT, exc)
+            return current
+
+    def sync(self):
+        """Writes the entries' last run times (django-celery-beat's sync), a database outage told by the streak; the
+        entries not written are tried again at the next sync."""
+        tried = set()
+        try:
+            close_old_connections()
+            for name in list(self._dirty):
+                entry = self._schedule.get(name)
+                if entry is not None:
+                    with contextlib.suppress(TypeError, ObjectDoesNotExist):
+                        entry.save()
+                tried.add(name)
+        except (DatabaseError, InterfaceError) as exc:
+            self.failures.failed("database", DATABASE_WHAT, exc)
+        self._dirty -= tried
+
+    # ---- the broker ------------------------------------------------------------------------------------------------
 
     def apply_entry(self, entry, producer=None):
         if entry.task in getattr(settings, "MINHOS_BEAT_RUNS_HERE", ()):
