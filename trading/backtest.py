@@ -84,9 +84,9 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
     instead, so Kelly sizes from the same money."""
     try:
         instrument = selectors.instrument_get(symbol=symbol)
-    except selectors.UnknownInstrument as exc:
     except selectors.BacktestMarket:
         raise BacktestRefused(f"{symbol} is a backtest's own market; backtest the real market it copies") from None
+    except selectors.UnknownInstrument as exc:
         raise BacktestRefused(str(exc)) from None
     try:
         step = timeframe_delta(timeframe)

@@ -91,12 +91,12 @@ def build_source(options):
     """The instrument and the source the options describe, or a CommandError saying what is wrong."""
     try:
         instrument = selectors.instrument_get(symbol=options["symbol"])
+    except selectors.BacktestMarket as exc:
+        raise CommandError(str(exc)) from None
     except selectors.UnknownInstrument as exc:
         raise CommandError(f"{exc}; create it in the admin or import bars with --create") from None
     if not (math.isfinite(options["pace"]) and options["pace"] >= 0):
         raise CommandError(f"--pace must be a finite number of seconds >= 0, got {options['pace']}")
-    except selectors.BacktestMarket as exc:
-        raise CommandError(str(exc)) from None
     timeframe, kind = options["timeframe"], options["source"]
     belongs_to = {"start": ("--from", "stored"), "file": ("--file", "file"), "tz": ("--tz", "file"),
                   "date_format": ("--date-format", "file")}
