@@ -132,7 +132,8 @@ class RetrainingAdmin(admin.ModelAdmin):
     def reject(self, request, queryset):
         for record in queryset:
             try:
-                retraining.retraining_reject(retraining_id=record.pk, user=request.user, note="rejected in the admin")
+                retraining.retraining_reject(retraining_id=record.pk, user=request.user,
+                                             client_address=client_address(request), note="rejected in the admin")
             except (retraining.RetrainingRefused, PermissionDenied) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue

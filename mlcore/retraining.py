@@ -18,6 +18,7 @@ The challenger that ships is the one that was scored (trained on the window, not
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from trading import selectors as trading_selectors
+from trading import services as trading_services
 
 from . import registry, services
 from .domain.labels import SIDES, LabelConfig
@@ -448,6 +450,22 @@ def _promote(retraining_id: int, *, user, via: str, decided_by: str, client_addr
     return Retraining.objects.get(pk=record.pk)
 
 
+def _refusals_audited(control: str):
+    """A person's refused approval or rejection (no permission, no such retraining, nothing to decide) is audited,
+    whichever door it came through (page, API, admin), after its transaction has rolled back."""
+    def decorate(service):
+        @functools.wraps(service)
+        def audited(*, retraining_id: int, user, client_address: str | None = None, **kwargs):
+            with trading_services.refusals_audited(
+                    control=control, user=user, client_address=client_address,
+                    details={"retraining": retraining_id, **({"via": kwargs["via"]} if "via" in kwargs else {})},
+                    refusals=(RetrainingRefused,)):
+                return service(retraining_id=retraining_id, user=user, client_address=client_address, **kwargs)
+        return audited
+    return decorate
+
+
+@_refusals_audited("retraining_approve")
 def retraining_approve(*, retraining_id: int, user, client_address: str | None = None, via: str = "page"
                        ) -> Retraining:
     """A person with mlcore.promote_modelversion promotes a proposed challenger (audited by the registry). Refused
@@ -468,7 +486,8 @@ def retraining_approve(*, retraining_id: int, user, client_address: str | None =
                         client_address=client_address)
 
 
-def retraining_reject(*, retraining_id: int, user, note: str = "") -> Retraining:
+@_refusals_audited("retraining_reject")
+def retraining_reject(*, retraining_id: int, user, client_address: str | None = None, note: str = "") -> Retraining:
     registry._permission_check(user, "Rejecting a promotion")
     with transaction.atomic():
         record = Retraining.objects.select_for_update().get(pk=retraining_id)

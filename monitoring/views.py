@@ -12,6 +12,8 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from minhos_site.api_fields import control_character_problem
+from minhos_site.controls import audited_control
+from trading.services import control_refused
 from trading.domain.timeframes import TIMEFRAMES
 
 from . import page, services
@@ -112,6 +114,7 @@ def _refusal(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
+@audited_control("alert_acknowledge")
 @require_POST
 @login_required
 def alert_acknowledge(request, alert_id: int):
@@ -120,6 +123,7 @@ def alert_acknowledge(request, alert_id: int):
     try:
         alert = services.alert_acknowledge(alert_id=alert_id, user=request.user, note=request.POST.get("note", ""))
     except ValidationError as exc:
+        control_refused(_refusal(exc))
         messages.error(request, f"Alert #{alert_id} was not acknowledged: {_refusal(exc)}")
     else:
         if alert.acknowledged_by_id == request.user.pk and alert.status == alert.Status.ACKNOWLEDGED:
@@ -132,6 +136,7 @@ def alert_acknowledge(request, alert_id: int):
     return _back(request, monitoring_url(anchor="alerts"))
 
 
+@audited_control("snapshot")
 @require_POST
 @login_required
 def snapshot_take(request):
@@ -142,6 +147,7 @@ def snapshot_take(request):
     try:
         result = services.snapshot_for_market(symbol=symbol, timeframe=timeframe)
     except ValidationError as exc:
+        control_refused(_refusal(exc), symbol=symbol[:40], timeframe=timeframe[:8])
         messages.error(request, f"No snapshot taken: {_refusal(exc)}")
         try:
             _, instrument, _ = page.market_resolve(symbol=symbol, timeframe=timeframe)
@@ -171,6 +177,7 @@ def _posted_market(request):
     return (instrument, timeframe) if instrument is not None else (None, f"unknown instrument {symbol!r}")
 
 
+@audited_control("retraining_start")
 @require_POST
 @login_required
 def retrain(request):
@@ -182,6 +189,7 @@ def retrain(request):
         raise PermissionDenied(f"Starting a retraining needs the {PROMOTE_PERMISSION} permission")
     instrument, timeframe = _posted_market(request)
     if instrument is None:
+        control_refused(timeframe)
         messages.error(request, f"No retraining started: {timeframe}")
         return HttpResponseRedirect(monitoring_url())
     record = retraining.retraining_request(symbol=instrument.symbol, timeframe=timeframe, trigger="manual",
@@ -193,6 +201,7 @@ def retrain(request):
     return _back(request, monitoring_url(instrument.symbol, timeframe, anchor="card-retraining"))
 
 
+@audited_control("retraining_approve")
 @require_POST
 @login_required
 def retraining_approve(request, retraining_id: int):
@@ -200,6 +209,7 @@ def retraining_approve(request, retraining_id: int):
     return _retraining_act(request, retraining_id, approve=True)
 
 
+@audited_control("retraining_reject")
 @require_POST
 @login_required
 def retraining_reject(request, retraining_id: int):
@@ -217,13 +227,16 @@ def _retraining_act(request, retraining_id: int, *, approve: bool):
                                                    client_address=request.META.get("REMOTE_ADDR"))
         else:
             record = retraining.retraining_reject(retraining_id=retraining_id, user=request.user,
+                                                  client_address=request.META.get("REMOTE_ADDR"),
                                                   note=request.POST.get("note", ""))
     except PermissionRefused as exc:
         raise PermissionDenied(str(exc)) from exc
     except Retraining.DoesNotExist:
+        control_refused(f"There is no retraining #{retraining_id}.")
         messages.error(request, f"There is no retraining #{retraining_id}.")
         return HttpResponseRedirect(monitoring_url())
     except retraining.RetrainingRefused as exc:
+        control_refused(str(exc))
         messages.error(request, str(exc))
         return _back(request, monitoring_url(anchor="card-retraining"))
     if record.status == record.Status.PROMOTED:
@@ -235,6 +248,7 @@ def _retraining_act(request, retraining_id: int, *, approve: bool):
     return _back(request, monitoring_url(record.instrument.symbol, record.timeframe, anchor="card-retraining"))
 
 
+@audited_control("model_rollback")
 @require_POST
 @login_required
 def rollback(request):
@@ -245,6 +259,7 @@ def rollback(request):
 
     instrument, timeframe = _posted_market(request)
     if instrument is None:
+        control_refused(timeframe)
         messages.error(request, f"Nothing rolled back: {timeframe}")
         return HttpResponseRedirect(monitoring_url())
     try:
@@ -253,6 +268,7 @@ def rollback(request):
     except PermissionRefused as exc:
         raise PermissionDenied(str(exc)) from exc
     except registry.RegistryError as exc:
+        control_refused(str(exc))  # (the registry records its own refusals: this one is not written twice)
         messages.error(request, f"Nothing rolled back: {exc}")
     else:
         messages.success(request, f"v{restored.pk} is active again for {instrument.symbol} {timeframe}.")

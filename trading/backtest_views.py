@@ -11,6 +11,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from minhos_site.controls import audited_control
 from mlcore import selectors as ml_selectors
 
 from . import backtest, report_text as text, selectors
@@ -141,6 +142,7 @@ class BacktestStartForm(forms.Form):
 
 # --- pages ------------------------------------------------------------------------------------------------------
 
+@audited_control("backtest_start")
 @require_http_methods(["GET", "POST"])
 @login_required
 def backtest_list(request):

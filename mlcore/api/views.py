@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from minhos_site.client_address import client_address
+from minhos_site.controls import AuditedControls
 from trading import selectors as trading_selectors
 from trading import services as trading_services
 
@@ -64,7 +65,9 @@ class ModelVersionDetailApi(APIView):
         return Response(ModelVersionOutputSerializer(version).data)
 
 
-class ModelVersionPromoteApi(APIView):
+class ModelVersionPromoteApi(AuditedControls, APIView):
+    controls = {"POST": "model_promote"}
+
     @extend_schema(request=None, responses={200: ModelVersionOutputSerializer, 403: FORBIDDEN,
                                             404: OpenApiResponse(description="No model version has that id."),
                                             409: OpenApiResponse(description="Artifacts missing or corrupted.")},
@@ -83,7 +86,9 @@ class ModelVersionPromoteApi(APIView):
         return Response(ModelVersionOutputSerializer(version).data)
 
 
-class ModelVersionRollbackApi(APIView):
+class ModelVersionRollbackApi(AuditedControls, APIView):
+    controls = {"POST": "model_rollback"}
+
     @extend_schema(request=RollbackInputSerializer,
                    responses={200: ModelVersionOutputSerializer, 400: OpenApiResponse(description="Invalid body."),
                               403: FORBIDDEN, 409: OpenApiResponse(description="Nothing to roll back.")},
@@ -122,7 +127,8 @@ class PredictionListApi(ListAPIView):
         return selectors.prediction_list(**query.validated_data)
 
 
-class RetrainingListApi(ListAPIView):
+class RetrainingListApi(AuditedControls, ListAPIView):
+    controls = {"POST": "retraining_start"}
     serializer_class = RetrainingOutputSerializer
 
     @extend_schema(parameters=[RetrainingFilterSerializer], summary="Retrainings and their decisions, newest first",
@@ -179,7 +185,9 @@ class RetrainingDetailApi(APIView):
         return Response(retraining.retraining_payload(_retraining_get(retraining_id)))
 
 
-class RetrainingApproveApi(APIView):
+class RetrainingApproveApi(AuditedControls, APIView):
+    controls = {"POST": "retraining_approve"}
+
     @extend_schema(request=None, responses={200: RetrainingOutputSerializer, 403: FORBIDDEN,
                                             404: OpenApiResponse(description="No such retraining."),
                                             409: OpenApiResponse(description="Not proposed, or stale (the champion "
@@ -200,7 +208,9 @@ class RetrainingApproveApi(APIView):
         return Response(payload, status=200 if record.status == Retraining.Status.PROMOTED else 409)
 
 
-class RetrainingRejectApi(APIView):
+class RetrainingRejectApi(AuditedControls, APIView):
+    controls = {"POST": "retraining_reject"}
+
     @extend_schema(request=RetrainingRejectSerializer,
                    responses={200: RetrainingOutputSerializer, 403: FORBIDDEN,
                               404: OpenApiResponse(description="No such retraining."),
@@ -212,6 +222,7 @@ class RetrainingRejectApi(APIView):
         data.is_valid(raise_exception=True)
         try:
             record = retraining.retraining_reject(retraining_id=retraining_id, user=request.user,
+                                                  client_address=client_address(request),
                                                   note=data.validated_data["note"])
         except trading_services.PermissionRefused as exc:
             raise PermissionDenied(str(exc)) from None

@@ -6,6 +6,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from minhos_site.controls import AuditedControls
 from trading import backtest
 from trading.models import BacktestRun
 
@@ -20,7 +21,8 @@ REFUSED = OpenApiResponse(description='Invalid body (the body names each bad fie
                                       'look-ahead not allowed).')
 
 
-class BacktestListApi(ListAPIView):
+class BacktestListApi(AuditedControls, ListAPIView):
+    controls = {"POST": "backtest_start"}
     serializer_class = BacktestRunOutputSerializer
 
     @extend_schema(summary="Backtests, newest first (without their reports)",

@@ -19,6 +19,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
 from minhos_site.client_address import client_address
+from minhos_site.controls import AuditedControls
 from minhos_site.pagination import CheckedCursorPagination
 from trading import selectors, services
 from trading.models import Account, AuditEvent, TradingConfig
@@ -195,7 +196,8 @@ _DECISION_RESPONSES = {200: RecommendationOutputSerializer, 403: FORBIDDEN,
                        404: OpenApiResponse(description="No recommendation has that id."), 409: CONFLICT}
 
 
-class RecommendationApproveApi(_RecommendationDecisionApi):
+class RecommendationApproveApi(AuditedControls, _RecommendationDecisionApi):
+    controls = {"POST": AuditEvent.Action.APPROVE}
     decide = services.recommendation_approve
 
     @extend_schema(request=None, responses=_DECISION_RESPONSES, summary="Approve a pending recommendation",
@@ -206,7 +208,8 @@ class RecommendationApproveApi(_RecommendationDecisionApi):
         return super().post(request, recommendation_id)
 
 
-class RecommendationRejectApi(_RecommendationDecisionApi):
+class RecommendationRejectApi(AuditedControls, _RecommendationDecisionApi):
+    controls = {"POST": AuditEvent.Action.REJECT}
     decide = services.recommendation_reject
 
     @extend_schema(request=None, responses=_DECISION_RESPONSES, summary="Reject a pending recommendation",
@@ -291,7 +294,9 @@ def _account_write(service, account_id: int, **kwargs) -> Response:
 _ACCOUNT_WRITE_RESPONSES = {200: AccountSummaryOutputSerializer, 400: BAD_BODY, 403: FORBIDDEN, 404: NO_ACCOUNT}
 
 
-class AccountAutoTradingApi(APIView):
+class AccountAutoTradingApi(AuditedControls, APIView):
+    controls = {"POST": AuditEvent.Action.AUTO_TRADING}
+
     @extend_schema(request=AutoTradingInputSerializer, responses=_ACCOUNT_WRITE_RESPONSES,
                    summary="Turn auto-trading on or off",
                    description="Needs trading.toggle_auto_trading; audited.")
@@ -302,7 +307,9 @@ class AccountAutoTradingApi(APIView):
                               client_address=_client_address(request))
 
 
-class AccountCircuitBreakerResetApi(APIView):
+class AccountCircuitBreakerResetApi(AuditedControls, APIView):
+    controls = {"POST": AuditEvent.Action.CIRCUIT_BREAKER_RESET}
+
     @extend_schema(request=None, responses=_ACCOUNT_WRITE_RESPONSES, summary="Reset a tripped circuit breaker",
                    description="The account becomes ACTIVE again. 400 if the breaker is not tripped, or if the "
                                "body sends any value (it takes none). Needs trading.reset_circuit_breaker; audited.")
@@ -313,7 +320,9 @@ class AccountCircuitBreakerResetApi(APIView):
                               client_address=_client_address(request))
 
 
-class AccountTradingStateApi(APIView):
+class AccountTradingStateApi(AuditedControls, APIView):
+    controls = {"POST": AuditEvent.Action.TRADING_STATE}
+
     @extend_schema(request=TradingStateInputSerializer, responses=_ACCOUNT_WRITE_RESPONSES,
                    summary="Set the account's trading state",
                    description="While the circuit breaker is tripped only HALTED is accepted. "
@@ -338,7 +347,9 @@ class TradingConfigListApi(APIView):
         return Response(TradingConfigOutputSerializer(configs, many=True).data)
 
 
-class TradingConfigDetailApi(APIView):
+class TradingConfigDetailApi(AuditedControls, APIView):
+    controls = {"PATCH": AuditEvent.Action.CONFIG_CHANGE}
+
     @extend_schema(responses={200: TradingConfigOutputSerializer,
                               404: OpenApiResponse(description="No configuration has that id.")},
                    summary="One account's settings for one instrument")
@@ -371,7 +382,9 @@ class TradingConfigDetailApi(APIView):
 # --- kill switch and audit ----------------------------------------------------------------------------------------
 
 
-class KillSwitchApi(APIView):
+class KillSwitchApi(AuditedControls, APIView):
+    controls = {"POST": AuditEvent.Action.KILL_SWITCH}
+
     @extend_schema(responses=KillSwitchOutputSerializer, summary="The global kill switch")
     def get(self, request):
         return Response(KillSwitchOutputSerializer(selectors.kill_switch_get()).data)
