@@ -161,9 +161,27 @@ def training_plans_prune(*, max_age: float = PLAN_MAX_AGE) -> list[str]:
 
 @shared_task(bind=True, name="mlcore.tasks.fit_member_unit", acks_late=True, ignore_result=False,
              soft_time_limit=UNIT_SOFT_TIME_LIMIT, time_limit=UNIT_SOFT_TIME_LIMIT + 300)
-def fit_member_unit(self, plan_key: str, unit_key: str) -> dict:
+def fit_member_unit(self, plan_key: str, unit_key: str, retraining_id: int | None = None) -> dict:
     """Fit one member of a stored plan; its predictions (and, for a member that ships, its files) go to the plan's
-    folder. Returns what `training_collect` needs, JSON-ready."""
+    folder. Returns what `training_collect` needs, JSON-ready.
+
+    For a retraining (`retraining_id`), the fit beats while it runs (a killed worker is seen within minutes), and a
+    fit delivered again once its retraining ended (failed, decided) does nothing but say why in the log."""
+    if retraining_id is None:
+        return _fit_member_unit(self, plan_key, unit_key)
+    from .heartbeats import retraining_heartbeat, retraining_still_training
+
+    why_not = retraining_still_training(retraining_id)
+    if why_not:
+        logger.warning("member fit %s of plan %s not run: retraining #%s %s (a redelivered task)", unit_key, plan_key,
+                       retraining_id, why_not.removeprefix("it "))
+        return {"plan": plan_key, "unit": unit_key, "skipped": why_not}
+    with retraining_heartbeat(retraining_id=retraining_id, part=f"fit {unit_key}",
+                              progress=f"fitting {unit_key} (plan {plan_key})"):
+        return _fit_member_unit(self, plan_key, unit_key)
+
+
+def _fit_member_unit(self, plan_key: str, unit_key: str) -> dict:
     from .training import fit_unit
 
     plan = training_plan_load(plan_key)
@@ -209,7 +227,8 @@ def _unit_result(plan: TrainingPlan, stored: dict) -> UnitResult:
 
 # ---------------------------------------------------------------------------------------------- dispatch, collect
 
-def training_dispatch(plan: TrainingPlan, *, then, queue: str | None = None) -> str:
+def training_dispatch(plan: TrainingPlan, *, then, queue: str | None = None,
+                      retraining_id: int | None = None) -> str:
     """Store the plan and queue one `fit_member_unit` per unit on the training queue, as a chord whose body is
     `then` (a Celery signature): it is called with the list of unit results first and `plan_key=<key>`, and should
     call `training_collect(plan_key, results)`. Returns the plan's key without waiting for anything.
@@ -217,13 +236,15 @@ def training_dispatch(plan: TrainingPlan, *, then, queue: str | None = None) -> 
     When a unit fails, the body does not run: its error callbacks (`then.on_error(...)`, new-style: request, exc,
     traceback, then their own arguments) are called, and the plan is removed. With Celery eager (embedded mode) the
     units and then the body run here, in order, before this returns. `queue` sends the units and the body to that
-    queue rather than `training` (the benchmark's own workers).
+    queue rather than `training` (the benchmark's own workers). `retraining_id`: the fits are that retraining's
+    (each beats while it runs, and is not run again once the retraining ended).
     """
     training_plans_prune()
     key = training_plan_store(plan)
     body = then.clone(kwargs={"plan_key": key})
     body.link_error(training_plan_discard.s(key))
-    header = [fit_member_unit.si(key, unit.key) for unit in plan.units]
+    extra = {"retraining_id": retraining_id} if retraining_id is not None else {}
+    header = [fit_member_unit.si(key, unit.key, **extra) for unit in plan.units]
     if queue:
         body.set(queue=queue)
         for task in header:

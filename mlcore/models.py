@@ -243,6 +243,12 @@ class Retraining(models.Model):
     decided_by = models.CharField(max_length=150, blank=True, help_text='"automatic" or the username')
     note = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # The last sign of life of a process training it (any of its parts, see RetrainingHeartbeat) and what it said
+    # it was doing: the page shows both, and a silent one is failed within MINHOS_TRAINING_HEARTBEAT_TIMEOUT.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress = models.CharField(max_length=300, blank=True)
+    # The distributed plan its member fits were dispatched with: a redelivered retraining task dispatches nothing.
+    plan_key = models.CharField(max_length=32, blank=True)
 
     class Meta:
         constraints = [
@@ -255,3 +261,26 @@ class Retraining(models.Model):
 
     def __str__(self):
         return f"retraining #{self.pk} {self.instrument.symbol} {self.timeframe} ({self.status})"
+
+
+class RetrainingHeartbeat(models.Model):
+    """One process's part of a retraining (the run, a member fit, the assembly) and its last sign of life, written by
+    a thread of that process while the part runs. A part that neither ended nor beat for
+    MINHOS_TRAINING_HEARTBEAT_TIMEOUT lost its process (a killed worker): its retraining is failed, with an alert,
+    long before Redis would deliver the killed task again."""
+
+    retraining = models.ForeignKey(Retraining, on_delete=models.CASCADE, related_name="heartbeats")
+    part = models.CharField(max_length=100, help_text='"run", "fit <unit>" or "collect"')
+    worker = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    progress = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["retraining", "part"], name="one_heartbeat_per_part")]
+        ordering = ["started_at", "id"]
+
+    def __str__(self):
+        return f"retraining #{self.retraining_id} {self.part} ({self.worker} pid {self.pid})"

@@ -35,11 +35,13 @@ from trading import selectors as trading_selectors
 from trading import services as trading_services
 
 from . import registry, services
+from .domain.heartbeat import Part, silent_part, stopped_reason
 from .domain.labels import SIDES, LabelConfig
 from .domain.promotion import RULE_TEXT, RULE_VERSION, paired_log_loss_test, promotion_decision
 from .errors import TrainingError
 from .events import retraining_decided
-from .models import ModelVersion, Prediction, Retraining, RetrainingPolicy
+from .heartbeats import retraining_heartbeat, retraining_where
+from .models import ModelVersion, Prediction, Retraining, RetrainingHeartbeat, RetrainingPolicy
 
 if TYPE_CHECKING:
     from .training import TrainedModel
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 # A retraining still "training" this long after it was asked for was killed without an end (longer than a training's
 # hard time limit, 3 h 5 min, plus its wait in the queue): it is failed, with an alert, and no longer blocks the market.
+# A killed worker is found much sooner by its silent heartbeat (retrainings_silent_fail); this is the backstop for a
+# retraining no process ever took up.
 STALE_HOURS = 6
 MIN_SCORED_BARS = 100
 
@@ -80,6 +84,7 @@ def retraining_request(*, symbol: str, timeframe: str, trigger: str, requested_b
     champion = ModelVersion.objects.filter(instrument=instrument, timeframe=timeframe,
                                            status=ModelVersion.Status.ACTIVE).first()
     _abandoned_clear(instrument=instrument, timeframe=timeframe, now=now)
+    retrainings_silent_fail(now=now, instrument=instrument, timeframe=timeframe)
     record = Retraining(instrument=instrument, timeframe=timeframe, trigger=trigger, requested_by=requested_by[:150],
                         requested_at=now, reason=reason[:2000], champion=champion, policy=_policy_dict(policy))
     skip = _skip_reason(record, policy=policy, now=now)
@@ -122,9 +127,37 @@ def _abandoned_clear(*, instrument=None, timeframe: str | None = None, now: date
     return ids
 
 
+def retrainings_silent_fail(*, now: datetime | None = None, timeout_seconds: float | None = None, instrument=None,
+                            timeframe: str | None = None) -> list[int]:
+    """The watchdog: fail each retraining still training one of whose running parts (the run, a member fit, the
+    assembly) has not beaten for `timeout_seconds` (MINHOS_TRAINING_HEARTBEAT_TIMEOUT): its worker was killed or
+    hangs. Each is announced (monitoring opens its alert, with a webhook notice); the market may retrain at once.
+    Returns their ids."""
+    now = now or timezone.now()
+    timeout = settings.MINHOS_TRAINING_HEARTBEAT_TIMEOUT if timeout_seconds is None else timeout_seconds
+    rows = RetrainingHeartbeat.objects.filter(retraining__status=Retraining.Status.TRAINING, ended_at__isnull=True,
+                                              beat_at__lt=now - timedelta(seconds=timeout))
+    if instrument is not None:
+        rows = rows.filter(retraining__instrument=instrument, retraining__timeframe=timeframe)
+    parts: dict[int, list[Part]] = {}
+    for row in rows:
+        parts.setdefault(row.retraining_id, []).append(
+            Part(part=row.part, worker=row.worker, pid=row.pid, beat_at=row.beat_at, ended_at=row.ended_at,
+                 progress=row.progress))
+    failed = []
+    for pk, running in sorted(parts.items()):
+        part = silent_part(running, now=now, timeout_seconds=timeout)
+        if part is not None:
+            _fail(pk, stopped_reason(part, now=now))
+            failed.append(pk)
+    return failed
+
+
 def retrainings_advance(*, now: datetime | None = None) -> dict:
-    """The periodic job: fail the abandoned retrainings, decide the shadow runs whose record is complete."""
-    abandoned = _abandoned_clear(now=now or timezone.now())
+    """The periodic job: fail the retrainings whose training process went silent and the abandoned ones, decide the
+    shadow runs whose record is complete."""
+    now = now or timezone.now()
+    abandoned = retrainings_silent_fail(now=now) + _abandoned_clear(now=now)
     return {"abandoned": abandoned, "decided": [record.pk for record in shadow_advance()]}
 
 
@@ -132,7 +165,9 @@ def _skip_reason(record: Retraining, *, policy: RetrainingPolicy, now: datetime)
     market = dict(instrument=record.instrument, timeframe=record.timeframe)
     running = Retraining.objects.filter(**market, status__in=Retraining.IN_FLIGHT).first()
     if running is not None:
-        return f"retraining #{running.pk} is still {running.status}"
+        beat = (f" (last heartbeat {running.heartbeat_at:%H:%M:%S} UTC: {running.progress})"
+                if running.status == Retraining.Status.TRAINING and running.heartbeat_at else "")
+        return f"retraining #{running.pk} is still {running.status}{beat}"
     if record.trigger == Retraining.Trigger.DEGRADATION:
         since = now - timedelta(minutes=policy.cooldown_minutes)
         last = Retraining.objects.filter(**market, trigger=Retraining.Trigger.DEGRADATION,
@@ -184,45 +219,72 @@ def _run_in_thread(retraining_id: int) -> None:
 
 def retraining_run(*, retraining_id: int, progress: Callable[[str], None] | None = None,
                    distributed: bool | None = None) -> Retraining:
-    """Train the challenger, score both models, decide. Runs once per retraining (a redelivered task finds it
-    decided, or restarts a run that was cut off). A failure is recorded (status failed, the error) and re-raised;
+    """Train the challenger, score both models, decide. Runs once per retraining: only a queued one is started, so
+    a redelivered task (Redis's visibility timeout, a lost worker) finds it training elsewhere, dispatched, decided
+    or failed, says so in the log and does nothing. A failure is recorded (status failed, the error) and re-raised;
     the champion keeps serving, and nothing half-saved is left (the version is registered whole or not at all).
+    While it runs, this process's heartbeat says so (a killed one is failed by `retrainings_silent_fail`).
 
     `distributed` (default: MINHOS_TRAINING_DISTRIBUTED, on in deployment mode) spreads the member fits over the
     training workers as a chord and returns at once, still "training": `retraining_collect`, the chord's body,
     assembles and decides. Otherwise everything runs here."""
-    started = Retraining.objects.filter(
-        pk=retraining_id, status__in=[Retraining.Status.QUEUED, Retraining.Status.TRAINING],
-        trained_at__isnull=True).update(status=Retraining.Status.TRAINING, started_at=timezone.now())
+    started = Retraining.objects.filter(pk=retraining_id, status=Retraining.Status.QUEUED,
+                                        trained_at__isnull=True).update(status=Retraining.Status.TRAINING,
+                                                                        started_at=timezone.now())
     if not started:
-        return Retraining.objects.get(pk=retraining_id)
+        record = Retraining.objects.get(pk=retraining_id)
+        logger.warning("retraining #%s: not started again (a redelivered task): %s", retraining_id,
+                       retraining_where(record))
+        return record
     record = Retraining.objects.select_related("instrument", "champion").get(pk=retraining_id)
     if distributed is None:
         distributed = settings.MINHOS_TRAINING_DISTRIBUTED
     try:
-        frame, window, stretch_start, config = _prepare(record)
-        if progress:
-            progress(f"training the challenger on {len(window)} bars")
-        if distributed:
-            from celery import signature
+        with retraining_heartbeat(retraining_id=record.pk, part="run", progress="reading the bars") as beat:
+            def report(message: str) -> None:
+                beat.progress(message)
+                if progress:
+                    progress(message)
 
-            from .distributed import training_dispatch
-            from .training import training_plan
+            frame, window, stretch_start, config = _prepare(record)
+            report(f"training the challenger on {len(window)} bars")
+            if distributed:
+                from celery import signature
 
-            # By name: the tasks module imports this one.
-            then = signature("mlcore.tasks.retrain_collect", args=(record.pk,))
-            then.link_error(signature("mlcore.tasks.retrain_abandon", args=(record.pk,)))
-            key = training_dispatch(training_plan(window, config), then=then)
-            logger.info("retraining #%s: member fits dispatched (plan %s)", record.pk, key)
-            return Retraining.objects.get(pk=record.pk)
-        from .training import train_model
+                from .distributed import training_dispatch
+                from .training import training_plan
 
-        trained = train_model(window, config, progress=progress)
-        return retraining_finish(retraining_id=record.pk, trained=trained, frame=frame, stretch_start=stretch_start,
-                                 config=config, progress=progress)
+                # By name: the tasks module imports this one.
+                then = signature("mlcore.tasks.retrain_collect", args=(record.pk,))
+                then.link_error(signature("mlcore.tasks.retrain_abandon", args=(record.pk,)))
+                plan = training_plan(window, config)
+                key = training_dispatch(plan, then=then, retraining_id=record.pk)
+                Retraining.objects.filter(pk=record.pk).update(plan_key=key)
+                beat.progress(f"{len(plan.units)} member fits queued for the training workers (plan {key})")
+                logger.info("retraining #%s: member fits dispatched (plan %s)", record.pk, key)
+                return Retraining.objects.get(pk=record.pk)
+            from .training import train_model
+
+            trained = train_model(window, config, progress=report, unit_progress=beat.progress)
+            return retraining_finish(retraining_id=record.pk, trained=trained, frame=frame,
+                                     stretch_start=stretch_start, config=config, progress=report)
     except BaseException as exc:
         _fail(record.pk, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _late_result(record: Retraining, what: str) -> None:
+    """A training's result that came after its retraining ended (failed as silent while the worker was only slow,
+    or a task delivered again): not used; a failure says so on the record, never silently."""
+    if record.status == Retraining.Status.FAILED:
+        text = (f" | later, at {timezone.now():%H:%M:%S} UTC, {what} arrived after all: discarded (nothing "
+                "registered or promoted by it)")
+        if "arrived after all" not in record.error:
+            Retraining.objects.filter(pk=record.pk).update(error=(record.error + text)[-4000:])
+        logger.error("retraining #%s was failed (%s); %s arrived later: discarded", record.pk, record.error[:200], what)
+    else:
+        logger.warning("retraining #%s: %s arrived again (a redelivered task): discarded, %s", record.pk, what,
+                       retraining_where(record))
 
 
 def retraining_collect(*, retraining_id: int, results: list, plan_key: str) -> Retraining:
@@ -232,13 +294,17 @@ def retraining_collect(*, retraining_id: int, results: list, plan_key: str) -> R
 
     record = Retraining.objects.select_related("instrument", "champion").get(pk=retraining_id)
     if record.status != Retraining.Status.TRAINING or record.trained_at is not None:
-        training_plan_remove(plan_key)  # ended meanwhile (failed as abandoned), or a redelivered body
+        training_plan_remove(plan_key)  # ended meanwhile (failed as silent or abandoned), or a redelivered body
+        _late_result(record, f"the member fits of plan {plan_key}")
         return record
     try:
-        trained = training_collect(plan_key, results)
-        frame, stretch_start, config = _bars_again(record)
-        return retraining_finish(retraining_id=record.pk, trained=trained, frame=frame, stretch_start=stretch_start,
-                                 config=config)
+        with retraining_heartbeat(retraining_id=record.pk, part="collect",
+                                  progress=f"assembling the challenger from {len(results)} member fits") as beat:
+            trained = training_collect(plan_key, results)
+            beat.progress("scoring the challenger against the champion")
+            frame, stretch_start, config = _bars_again(record)
+            return retraining_finish(retraining_id=record.pk, trained=trained, frame=frame,
+                                     stretch_start=stretch_start, config=config, progress=beat.progress)
     except BaseException as exc:
         _fail(record.pk, f"{type(exc).__name__}: {exc}")
         raise
@@ -314,6 +380,7 @@ def retraining_finish(*, retraining_id: int, trained: TrainedModel, frame: pd.Da
                                         trained_at__isnull=True).update(trained_at=timezone.now())
     record = Retraining.objects.select_related("instrument", "champion").get(pk=retraining_id)
     if not claimed:
+        _late_result(record, "the trained challenger")
         return record
     challenger = services._version_register(instrument=record.instrument, timeframe=record.timeframe, config=config,
                                             trained=trained)
@@ -395,6 +462,18 @@ def _momentum_column() -> int:
 
 def _apply(retraining_id: int, decision, *, shadow_scores: dict | None = None) -> Retraining:
     """Record what the rule said and act on it under the market's policy: keep, run in shadow, propose or promote."""
+    with transaction.atomic():
+        # Locked: the watchdog failing it meanwhile (a slow worker taken for dead) waits, then finds it decided; a
+        # failure that came first stands, and this result is recorded as late rather than promoted over it.
+        status = Retraining.objects.select_for_update().filter(pk=retraining_id).values_list("status", flat=True)
+        if status.first() not in (Retraining.Status.TRAINING, Retraining.Status.SHADOW):
+            record = Retraining.objects.get(pk=retraining_id)
+            _late_result(record, f"the decision on challenger v{record.challenger_id} ({decision.code})")
+            return record
+        return _apply_locked(retraining_id, decision, shadow_scores=shadow_scores)
+
+
+def _apply_locked(retraining_id: int, decision, *, shadow_scores: dict | None) -> Retraining:
     now = timezone.now()
     record = Retraining.objects.select_related("instrument", "challenger", "champion").get(pk=retraining_id)
     update = {"decision": decision.code, "decision_reason": decision.reason}
@@ -508,9 +587,14 @@ def _fail(retraining_id: int, error: str) -> None:
     if record:
         ModelVersion.objects.filter(pk=record, status=ModelVersion.Status.SHADOW).update(
             status=ModelVersion.Status.CANDIDATE)
-    # A retraining that already reached a decision keeps it (a late error of a redelivered task changes nothing).
-    Retraining.objects.filter(pk=retraining_id, status__in=[*Retraining.IN_FLIGHT, Retraining.Status.FAILED]).update(
-        status=Retraining.Status.FAILED, error=error[:4000], decided_at=now)
+    # A retraining that already reached a decision keeps it (a late error of a redelivered task changes nothing); one
+    # already failed keeps its first reason (the watchdog's, say), a later error is added to it.
+    if not Retraining.objects.filter(pk=retraining_id, status__in=Retraining.IN_FLIGHT).update(
+            status=Retraining.Status.FAILED, error=error[:4000], decided_at=now):
+        first = Retraining.objects.filter(pk=retraining_id, status=Retraining.Status.FAILED).values_list(
+            "error", flat=True).first()
+        if first is not None and error.removeprefix("a member fit failed: ") not in first:
+            Retraining.objects.filter(pk=retraining_id).update(error=f"{first} | then: {error}"[:4000])
     logger.error("retraining #%s failed: %s", retraining_id, error)
     transaction.on_commit(lambda: _announce(retraining_id))
 
@@ -617,7 +701,16 @@ def retraining_payload(record: Retraining) -> dict:
         "decided_by": record.decided_by, "decided_at": _iso(record.decided_at), "window": record.window,
         "sides": sides, "shadow": record.shadow, "rule": record.rule, "rule_version": record.rule_version,
         "policy": record.policy, "error": record.error, "note": record.note,
+        "heartbeat_at": _iso(record.heartbeat_at), "progress": record.progress,
+        "parts": _parts(record) if record.status == Retraining.Status.TRAINING else [],
     }
+
+
+def _parts(record: Retraining) -> list[dict]:
+    """The processes working on a retraining in training, each with its last beat and progress."""
+    return [{"part": p.part, "worker": p.worker, "pid": p.pid, "started_at": _iso(p.started_at),
+             "beat_at": _iso(p.beat_at), "ended_at": _iso(p.ended_at), "progress": p.progress}
+            for p in record.heartbeats.all()]
 
 
 def _figures(metrics: dict | None) -> dict | None:

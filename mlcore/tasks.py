@@ -27,8 +27,9 @@ def retrain_scheduled() -> list[int]:
 
 @shared_task(name="mlcore.tasks.shadow_advance", acks_late=True)
 def shadow_advance() -> dict:
-    """Fail the retrainings abandoned by a killed worker (with an alert); decide the shadow runs whose live record
-    is long enough."""
+    """Fail the retrainings whose training worker went silent (no heartbeat for MINHOS_TRAINING_HEARTBEAT_TIMEOUT)
+    or that were abandoned (with an alert); decide the shadow runs whose live record is long enough. On the
+    monitoring queue: never on the training worker it watches."""
     from . import retraining
 
     return retraining.retrainings_advance()

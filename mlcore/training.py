@@ -450,14 +450,18 @@ def training_assemble(
 
 
 def train_model(
-    bars: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] | None = None
+    bars: pd.DataFrame, config: TrainConfig, progress: Callable[[str], None] | None = None,
+    unit_progress: Callable[[str], None] | None = None,
 ) -> TrainedModel:
-    """The whole training in this process: the plan, every member fit in the plan's order, the assembly."""
+    """The whole training in this process: the plan, every member fit in the plan's order, the assembly.
+    `progress` hears each set of fits; `unit_progress` (a heartbeat) each member fit as it starts."""
     plan = training_plan(bars, config)
     results = []
-    for unit in plan.units:
+    for number, unit in enumerate(plan.units, start=1):
         if progress and unit.member == MEMBER_ORDER[0]:
             progress(_fit_set_message(plan, unit))
+        if unit_progress:
+            unit_progress(f"fitting {unit.key} (member fit {number} of {len(plan.units)})")
         results.append(fit_unit(plan, unit))
     return training_assemble(plan, results, progress=progress)
 

@@ -1,0 +1,135 @@
+"""Heartbeats of the processes that train a retraining: while a part runs (the run, a member fit, the assembly), a
+thread of its process writes the time and the latest progress every MINHOS_TRAINING_HEARTBEAT_SECONDS, so a killed
+worker shows as silence within minutes (the watchdog is `mlcore.retraining.retrainings_silent_fail`)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .models import Retraining, RetrainingHeartbeat
+
+logger = logging.getLogger(__name__)
+PROGRESS_CHARS = 300
+
+
+def _worker_name() -> str:
+    try:
+        from celery import current_task
+
+        name = current_task.request.hostname if current_task else None
+    except Exception:  # no Celery context: a command, a thread of the web process
+        name = None
+    return name or socket.gethostname()
+
+
+class Heartbeat:
+    """This process's part of one retraining; `progress(message)` records what it is doing now (and beats)."""
+
+    def __init__(self, retraining_id: int, part: str, *, interval: float):
+        self.retraining_id = retraining_id
+        self.part = part[:100]
+        self.interval = interval
+        self._progress = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._told_ended = False
+
+    def _write(self, progress: str | None = None) -> None:
+        if progress is not None:
+            self._progress = progress[:PROGRESS_CHARS]
+        now = timezone.now()
+        RetrainingHeartbeat.objects.filter(retraining_id=self.retraining_id, part=self.part).update(
+            beat_at=now, progress=self._progress)
+        # Only a retraining still training shows it: once failed (e.g. silent too long), its page keeps the beat it
+        # was failed on, and this part's own row says the process was alive after all.
+        if not Retraining.objects.filter(pk=self.retraining_id, status=Retraining.Status.TRAINING).update(
+                heartbeat_at=now, progress=self._progress) and not self._told_ended:
+            self._told_ended = True
+            logger.warning("retraining #%s ended while this process still works on its %s: what it makes is not "
+                           "used", self.retraining_id, self.part)
+
+    def progress(self, message: str) -> None:
+        try:
+            self._write(message)
+        except Exception:  # a heartbeat never fails the training it reports on
+            logger.exception("retraining #%s: the heartbeat of %s could not be written", self.retraining_id, self.part)
+
+    def start(self, progress: str) -> None:
+        now = timezone.now()
+        self._progress = progress[:PROGRESS_CHARS]
+        RetrainingHeartbeat.objects.update_or_create(
+            retraining_id=self.retraining_id, part=self.part,
+            defaults={"worker": _worker_name()[:200], "pid": os.getpid(), "started_at": now, "beat_at": now,
+                      "ended_at": None, "progress": self._progress})
+        Retraining.objects.filter(pk=self.retraining_id, status=Retraining.Status.TRAINING).update(
+            heartbeat_at=now, progress=self._progress)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.retraining_id}-{self.part}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self._write()
+                except Exception:
+                    logger.exception("retraining #%s: the heartbeat of %s could not be written", self.retraining_id,
+                                     self.part)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            RetrainingHeartbeat.objects.filter(retraining_id=self.retraining_id, part=self.part).update(
+                ended_at=timezone.now(), progress=self._progress)
+        except Exception:
+            logger.exception("retraining #%s: the end of %s could not be recorded", self.retraining_id, self.part)
+
+
+@contextlib.contextmanager
+def retraining_heartbeat(*, retraining_id: int, part: str, progress: str = "started") -> Iterator[Heartbeat]:
+    """While the block runs, `part` of the retraining beats from a background thread of this process; the part is
+    marked ended when the block ends, however it ends (an error is the caller's to record). A process killed inside
+    the block leaves the part running and silent: that is what the watchdog looks for."""
+    beat = Heartbeat(retraining_id, part, interval=settings.MINHOS_TRAINING_HEARTBEAT_SECONDS)
+    beat.start(progress)
+    try:
+        yield beat
+    finally:
+        beat.stop()
+
+
+def retraining_where(record: Retraining) -> str:
+    """Why a retraining is not started or trained again, for the log of a redelivered task."""
+    if record.status not in (Retraining.Status.QUEUED, Retraining.Status.TRAINING):
+        return f"it is {record.status}" + (f" (challenger v{record.challenger_id})" if record.challenger_id else "")
+    if record.trained_at is not None:
+        return f"its challenger was trained at {record.trained_at:%H:%M:%S} UTC and is being scored"
+    if record.plan_key:
+        return f"its member fits were dispatched (plan {record.plan_key})"
+    beat = f", last heartbeat {record.heartbeat_at:%H:%M:%S} UTC" if record.heartbeat_at else ""
+    return f"another process trains it{beat}"
+
+
+def retraining_still_training(retraining_id: int) -> str:
+    """"" while the retraining's training may go on; otherwise why a part of it (a member fit delivered again,
+    say) should not run."""
+    record = Retraining.objects.filter(pk=retraining_id).first()
+    if record is None:
+        return "it no longer exists"
+    if record.status != Retraining.Status.TRAINING:
+        return retraining_where(record)
+    if record.trained_at is not None:
+        return retraining_where(record)
+    return ""
