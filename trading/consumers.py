@@ -22,6 +22,7 @@ CLOSE_STREAM_UNAVAILABLE = 4503
 
 class MarketConsumer(AsyncJsonWebsocketConsumer):
     joined = False
+    in_groups = False  # joined both groups and not left them yet
     layer_error = None  # set once the channel layer failed this connection
 
     # AsyncConsumer.__call__ sets `channel_receive` to the layer's receive for this connection and waits on it beside
@@ -64,7 +65,7 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
         if self.layer_error is not None:
             await self._close_stream_unavailable()
             return
-        self.joined = True
+        self.joined = self.in_groups = True
         realtime.stream_up()
         await self.accept()
         status = await database_sync_to_async(selectors.feed_status_payload)(symbol=self.symbol, timeframe=self.timeframe)
@@ -82,13 +83,28 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
             await self._close_stream_unavailable()
         # Before the handshake, connect() sees layer_error and refuses it.
 
+    async def __call__(self, scope, receive, send):
+        # A send to a client that has gone (the server raises, e.g. uvicorn's ClientDisconnected during a resume's
+        # catch-up) ends the consumer without websocket.disconnect, so disconnect() never runs: leave the groups here
+        # too, or the dead channel stays a member for the layer's group expiry (a day) and this process buffers
+        # every push to it (up to the layer's capacity each) and sends it every push.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._leave_groups()
+
     async def disconnect(self, code):
-        if self.joined and self.layer_error is None:
-            try:
-                for group in (self.group, realtime.EVERYONE_GROUP):
-                    await realtime.layer_call(self.channel_layer.group_discard(group, self.channel_name))
-            except realtime.UNREACHABLE:
-                pass  # the group forgets members after its expiry anyway
+        await self._leave_groups()
+
+    async def _leave_groups(self):
+        if not self.in_groups or self.layer_error is not None:
+            return
+        self.in_groups = False  # once, whichever of disconnect() and the end of __call__ comes first
+        try:
+            for group in (self.group, realtime.EVERYONE_GROUP):
+                await realtime.layer_call(self.channel_layer.group_discard(group, self.channel_name))
+        except realtime.UNREACHABLE:
+            pass  # the group forgets members after its expiry anyway
 
     # ---- from the client: only "resume" ---------------------------------------------------------------------------
 
