@@ -470,8 +470,10 @@ def workers_check(*, watching_since: datetime, now: datetime | None = None) -> W
     judged_never_seen = (now - watching_since).total_seconds() > rule.threshold
     dead = tuple(q for q, age in ages.items() if (age is None and judged_never_seen) or
                  (age is not None and age > rule.threshold))
-    live = [q for q, age in ages.items() if q not in dead and age is not None]
-    notices_on = live[0] if live and "monitoring" in dead else None  # else monitoring's own workers post them
+    # The notices go to monitoring's workers, or, when they are the ones down, to the queue heard from last (a
+    # worker dying now is not heard from any more, however young its heartbeat still is).
+    live = sorted((age, q) for q, age in ages.items() if q not in dead and age is not None)
+    notices_on = live[0][1] if live and "monitoring" in dead else None
     with transaction.atomic():
         current = (Alert.objects.select_for_update().filter(cause=WORKERS_RULE)
                    .exclude(status=Alert.Status.RESOLVED).first())
