@@ -508,8 +508,10 @@ def validate_bars(
     Valid rows come back sorted by time; a timestamp seen again later in the input is a duplicate.
     A timestamp before `earliest` or after `latest` is refused (a bar dated 9999 would block every later one).
     Prices: one within float noise of a multiple of `tick_size` becomes that multiple (16890.250000001 -> 16890.25);
-    any other is rounded to PRICE_DECIMALS when that moves it by at most MAX_ROUNDING of itself, else refused.
-    Volumes are rounded to VOLUME_DECIMALS. The rows changed either way are counted in the result.
+    any other is refused (kind "off_tick"): the instrument cannot trade at it, and stored it would be a bar no fill
+    could match. A tick at the stored precision (10^-PRICE_DECIMALS: a back-adjusted or computed series) cannot be
+    told from rounding, so there, as without a `tick_size`, a price is rounded to PRICE_DECIMALS when that moves it by at most
+    MAX_ROUNDING of itself, else refused. Volumes are rounded to VOLUME_DECIMALS. The rows changed are counted.
     """
     n = len(frame)
     reasons = np.full(n, None, dtype=object)
@@ -562,9 +564,13 @@ def validate_bars(
     with np.errstate(invalid="ignore"):
         for column, values in (("open", o), ("high", h), ("low", lo), ("close", c)):
             flag(values <= 0, lambda i, col=column, vals=values: f"non-positive {col} {_fmt(vals[i])}")
-    snapped, rounded, kept = _as_stored(frame, tick_size)
+    snapped, rounded, kept, off_tick = _as_stored(frame, tick_size)
     for column in PRICE_COLUMNS:
         values, stored = frame[column].to_numpy(dtype="float64"), kept[column]
+        if tick_size and not _at_stored_precision(tick_size):
+            flag(off_tick[column], lambda i, col=column, vals=values: _off_tick_reason(col, vals[i], tick_size),
+                 kind="off_tick")
+            continue
         with np.errstate(invalid="ignore"):
             too_fine = np.abs(stored - values) > MAX_ROUNDING * np.abs(values)
         flag(too_fine, lambda i, col=column, vals=values, st=stored: (
@@ -614,10 +620,30 @@ def validate_bars(
     )
 
 
-def _as_stored(frame: pd.DataFrame, tick_size: float | None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(rows with a price snapped to the tick, rows with a value rounded, the values as the database keeps them)."""
+def _at_stored_precision(tick_size: float) -> bool:
+    return tick_size <= 10.0 ** -PRICE_DECIMALS * (1 + 1e-9)
+
+
+def _price_text(value: float) -> str:
+    return f"{value:.{PRICE_DECIMALS}f}".rstrip("0").rstrip(".")
+
+
+def _off_tick_reason(column: str, value: float, tick_size: float) -> str:
+    below = math.floor(value / tick_size) * tick_size
+    return (f"{column} {_fmt(value)} is not on the instrument's {_price_text(tick_size)} tick (the nearest are "
+            f"{_price_text(below)} and {_price_text(below + tick_size)})")
+
+
+def _as_stored(
+    frame: pd.DataFrame, tick_size: float | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(rows with a price snapped to the tick, rows with a value rounded, the values as the database keeps them,
+    per price column the finite positive prices that are off the tick by more than float noise).
+
+    Float noise is 2^-23 of the price (float32's precision, the coarsest a vendor exports) and at most 1% of a tick,
+    far below the tick: 8800.2500000001 is 8800.25, 8800.001235 on a 0.01 tick is off it."""
     n = len(frame)
-    snapped, rounded, kept = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), {}
+    snapped, rounded, kept, off_tick = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), {}, {}
     with np.errstate(invalid="ignore", over="ignore"):
         for column in PRICE_COLUMNS:
             values = frame[column].to_numpy(dtype="float64")
@@ -628,10 +654,11 @@ def _as_stored(frame: pd.DataFrame, tick_size: float | None) -> tuple[np.ndarray
                 on_tick = np.round(np.round(values / tick) * tick, PRICE_DECIMALS)
                 near = np.abs(values - on_tick) <= np.minimum(FLOAT_NOISE * np.abs(values), tick / 100)
                 stored = np.where(near, on_tick, stored)
+                off_tick[column] = ~near & np.isfinite(values) & (values > 0)
             snapped |= near & (stored != values)
             rounded |= ~near & (stored != values) & np.isfinite(values)
             kept[column] = stored
         volume = frame["volume"].to_numpy(dtype="float64")
         kept["volume"] = np.round(volume, VOLUME_DECIMALS)
         rounded |= (kept["volume"] != volume) & np.isfinite(volume)
-    return snapped, rounded, kept
+    return snapped, rounded, kept, off_tick

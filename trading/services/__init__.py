@@ -2,6 +2,7 @@
 from .market import (  # noqa: F401
     IngestReport,
     OutOfOrderBar,
+    TickSizeMismatch,
     bar_emit_closed,
     bar_store_closed,
     bar_time_bounds,

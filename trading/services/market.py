@@ -129,35 +129,57 @@ def bars_import_file(
     columns: dict[str, str] | None = None,
     date_format: str | None = None,
     create: bool = False,
+    tick_size: str | Decimal | None = None,
     skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
     progress_total: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Import a CSV or Parquet file of bars for one instrument and timeframe."""
+    """Import a CSV or Parquet file of bars for one instrument and timeframe. With `create`, an unknown instrument is
+    created with `tick_size` (default DEFAULT_TICK_SIZE), and the file's prices must be on that tick."""
     timeframe_delta(timeframe)
     if not create:
         selectors.instrument_get(symbol=symbol)  # an unknown symbol fails before a long read
     frame = read_bar_file(path, tz=tz, columns=columns, date_format=date_format)
     # One transaction with the bars: a refused file must not leave a newly created instrument behind.
     with transaction.atomic():
-        instrument = instrument_get_or_create(symbol=symbol, create=create)
+        instrument = instrument_get_or_create(symbol=symbol, create=create, tick_size=tick_size)
         return bars_ingest(
             instrument=instrument, timeframe=timeframe, frame=frame, skip_invalid=skip_invalid,
             progress=progress, progress_total=progress_total,
         )
 
 
-def instrument_get_or_create(*, symbol: str, create: bool = False) -> Instrument:
-    """The instrument, or with create a new one with neutral defaults (tick 0.01, $1 per point) to edit in the admin."""
+DEFAULT_TICK_SIZE = Decimal("0.01")
+
+
+class TickSizeMismatch(ValueError):
+    """A tick size given for an instrument that exists with another: it is not changed by an import."""
+
+
+def instrument_get_or_create(
+    *, symbol: str, create: bool = False, tick_size: str | Decimal | None = None
+) -> Instrument:
+    """The instrument, or with create a new one with `tick_size` (default 0.01) and $1 per point, to check in the
+    admin. A `tick_size` that differs from an existing instrument's is refused (TickSizeMismatch), not applied."""
     try:
-        return selectors.instrument_get(symbol=symbol)
+        instrument = selectors.instrument_get(symbol=symbol)
     except selectors.UnknownInstrument as exc:
         if not create or isinstance(exc, selectors.BacktestMarket):  # a backtest's market is no one's to import into
             raise
-    instrument = Instrument(symbol=symbol, name=symbol, tick_size="0.01", point_value="1")
-    instrument.full_clean()  # a bad symbol is refused with the validator's message
+    else:
+        if tick_size is not None and Decimal(str(tick_size)) != instrument.tick_size:
+            raise TickSizeMismatch(
+                f"{symbol} exists with tick size {instrument.tick_size.normalize():f}; a tick size is given only for "
+                "an instrument the import creates (change it in the admin)")
+        return instrument
+    tick = DEFAULT_TICK_SIZE if tick_size is None else Decimal(str(tick_size))
+    instrument = Instrument(symbol=symbol, name=symbol, tick_size=tick, point_value="1")
+    instrument.full_clean()  # a bad symbol or tick is refused with the validator's message
     instrument.save()
-    logger.warning("created instrument %s with default tick size and point value; check them in the admin", symbol)
+    # Said once the instrument exists for good: inside the import's transaction, a refused file rolls it back.
+    transaction.on_commit(lambda: logger.warning(
+        "created instrument %s with tick size %s and a default point value; check them in the admin", symbol,
+        f"{tick.normalize():f}"))
     return instrument
 
 

@@ -1,5 +1,6 @@
 """Import a CSV or Parquet file of bars for one instrument and timeframe through the ingestion service."""
 from argparse import ArgumentTypeError
+from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -24,6 +25,16 @@ def _column_mapping(text: str) -> dict[str, str]:
             raise ArgumentTypeError(f"{target} is mapped twice")
         mapping[target] = source
     return mapping
+
+
+def _tick_size(text: str) -> Decimal:
+    try:
+        tick = Decimal(text.strip())
+    except InvalidOperation:
+        raise ArgumentTypeError(f"not a number: {text!r} (e.g. 0.25)") from None
+    if not tick.is_finite() or tick <= 0 or tick != tick.quantize(Decimal("0.000001")):
+        raise ArgumentTypeError(f"a tick size is a positive number with at most 6 decimals, got {text!r}")
+    return tick
 
 
 class _Progress:
@@ -86,27 +97,39 @@ class Command(BaseCommand):
             help="create the instrument if unknown (default tick size and point value: check them in the admin)",
         )
         parser.add_argument(
+            "--tick-size", type=_tick_size, default=None,
+            help="with --create: the created instrument's tick size (default 0.01); every price must be on it",
+        )
+        parser.add_argument(
             "--skip-invalid", action="store_true", help="store the valid rows and report each invalid one"
         )
 
     def handle(self, *args, path, symbol, timeframe, tz, columns, create, skip_invalid, date_format=None,
-               **options):
+               tick_size=None, **options):
+        if tick_size is not None and not create:
+            raise CommandError("--tick-size is the tick of an instrument --create makes; pass --create with it")
         try:
             with _Progress(self.stderr, f"{symbol} {timeframe}") as progress:
                 report = services.bars_import_file(
                     path=path, symbol=symbol, timeframe=timeframe, tz=tz, columns=columns, date_format=date_format,
-                    create=create, skip_invalid=skip_invalid, progress=progress.update,
+                    create=create, tick_size=tick_size, skip_invalid=skip_invalid, progress=progress.update,
                     progress_total=progress.start,
                 )
         except InvalidBars as exc:
             self._write_rows(self.stderr, exc.errors, prefix="")
             out_of_range = any(e.kind == "time_range" for e in exc.errors)
+            off_tick = any(e.kind == "off_tick" for e in exc.errors)
             raise CommandError(
                 f"{len(exc.errors)} invalid row(s) in {path}; nothing was written "
                 "(--skip-invalid stores the valid rows and skips these)"
                 + (". The accepted range of bar times is set by MINHOS_BAR_EARLIEST and MINHOS_BAR_MAX_AHEAD_SECONDS"
                    if out_of_range else "")
+                + (". Prices must be on the instrument's tick" + (
+                    " (an instrument --create makes gets --tick-size, default 0.01)" if create else "")
+                   if off_tick else "")
             ) from exc
+        except services.TickSizeMismatch as exc:
+            raise CommandError(str(exc)) from exc
         except BarFileError as exc:
             raise CommandError(str(exc)) from exc
         except selectors.BacktestMarket as exc:

