@@ -12,6 +12,7 @@ from trading import health, readiness, selectors
 from trading.models import BarWorkflow, FeedStatus, WorkerHeartbeat
 from trading.tests.decisions import model_version
 from trading.tests.factories import BarFactory, InstrumentFactory
+from trading.tests.processes import process_stack  # noqa: F401  (fixture)
 from trading.tests.redis_server import private_redis  # noqa: F401  (fixture)
 
 # A Tuesday at noon in New York (the market is open) and a Saturday (closed all day).
@@ -276,3 +277,38 @@ def test_embedded_mode_has_no_workers_to_wait_for(nq, settings):
 
     assert "workers" not in report.checks
     assert report.ok
+
+
+@pytest.mark.deployment
+@pytest.mark.workers
+@pytest.mark.django_db(transaction=True)
+def test_per_bar_workers_killed_make_it_not_ready_until_they_are_back(process_stack, settings):
+    """Real workers and beat on a private redis-server: ready while they run, 503 naming both queues within the
+    staleness limit once the trading and inference workers are SIGKILLed, ready again once they are back (before:
+    200 throughout)."""
+    stack = process_stack
+    stack.extra_env["MINHOS_WORKER_HEARTBEAT_SECONDS"] = "1"
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.MINHOS_WORKER_STALE_SECONDS = 3.0
+    WorkerHeartbeat.objects.all().delete()  # only the real workers' heartbeats count here
+    beat = stack.beat(wait=False)
+    workers = stack.workers(["trading", "monitoring"], ["inference"], concurrency=1)
+    beat.wait_ready()
+
+    stack.wait_for(lambda: get_ready()[0] == 200, 30, lambda: f"never ready: {get_ready()[1]}")
+
+    stack.kill(*workers)
+    status, body = stack.wait_for(lambda: (lambda r: r if r[0] == 503 else None)(get_ready()), 15,
+                                  "still ready with the trading and inference workers dead")
+    assert body["checks"]["workers"]["ok"] is False
+    # Both named once both heartbeats are past the limit (their last ones were a moment apart).
+    status, body = stack.wait_for(
+        lambda: (lambda r: r if "inference: no live worker" in r[1]["checks"]["workers"]["reason"] else None)(
+            get_ready()), 5, lambda: f"inference not named: {get_ready()[1]}")
+    assert status == 503
+    assert body["checks"]["workers"]["reason"].startswith("trading: no live worker (last heartbeat ")
+    assert body["checks"]["database"]["ok"] and body["checks"]["redis"]["ok"]
+
+    for worker in workers:
+        worker.restart()
+    stack.wait_for(lambda: get_ready()[0] == 200, 40, lambda: f"not ready again: {get_ready()[1]}")
