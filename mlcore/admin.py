@@ -88,6 +88,11 @@ class RetrainingPolicyAdmin(admin.ModelAdmin):
     list_filter = ("promotion", "scheduled", "instrument")
     list_select_related = ("instrument",)
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "instrument":  # a backtest's private market is retrained by no one
+            kwargs["queryset"] = db_field.related_model.objects.live()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
 
 @admin.register(Retraining)
 class RetrainingAdmin(admin.ModelAdmin):

@@ -201,6 +201,8 @@ def test_the_admin_shows_the_private_rows_but_edits_none(private, admin_client):
     assert Instrument.objects.get(pk=market.pk).name == market.name
     form = _text(admin_client.get("/admin/trading/tradingconfig/add/"))
     assert f'value="{account.pk}"' not in form.split('name="account"')[1].split("</select>")[0]
+    policy_form = _text(admin_client.get("/admin/mlcore/retrainingpolicy/add/"))
+    assert f'value="{market.pk}"' not in policy_form.split('name="instrument"')[1].split("</select>")[0]
     # The instrument picker (autocomplete) offers live markets only.
     found = admin_client.get("/admin/autocomplete/", {"app_label": "trading", "model_name": "tradingconfig",
                                                       "field_name": "instrument", "term": "BT"}).json()
