@@ -131,3 +131,20 @@ def test_a_refusal_the_service_recorded_is_not_recorded_again_and_one_it_did_not
     assert kill.details["control"] == "kill_switch" and kill.details["requested"] == {"engaged": "False"}
     assert start.details["control"] == "retraining_start" and start.details["via"] == "api"
     assert start.details["status"] == 403
+
+
+@pytest.mark.parametrize("credentials", ["none", "read-only"])
+def test_refused_attempts_are_throttled_before_the_permission_so_the_audit_trail_grows_at_the_limit_at_most(
+        settings, credentials):
+    """DRF checks permissions before throttles: a client refused on every attempt was never limited, and each of its
+    attempts wrote an audit record. On a control the throttle now comes first, and a 429 writes no record."""
+    settings.MINHOS_THROTTLE_RATES = {**settings.MINHOS_THROTTLE_RATES, "anon": "5/minute", "user": "5/minute"}
+    client = APIClient(REMOTE_ADDR=ADDRESS)
+    if credentials == "read-only":
+        client.force_authenticate(user_with("reader"))
+
+    answers = [client.post("/api/kill-switch/", {"engaged": False}, format="json").status_code for _ in range(12)]
+
+    refused = 401 if credentials == "none" else 403
+    assert answers in ([refused] * 5 + [429] * 7, [403] * 5 + [429] * 7)
+    assert len(_refusals()) == 5
