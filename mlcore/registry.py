@@ -137,7 +137,8 @@ def model_version_promote(*, version_id: int, user=None, client_address: str | N
         _audit("promote", user=user, instrument=market["instrument"], timeframe=market["timeframe"],
                before=market["before"], after=version_id, via=via, client_address=client_address, refused=reason)
         raise
-    logger.info("promoted %s (%s)", version, via)
+    # On commit, as the announcement: a promotion inside a caller's transaction that rolls back did not happen.
+    transaction.on_commit(lambda: logger.info("promoted %s (%s)", version, via))
     transaction.on_commit(lambda: _announce_promotion(version.pk))
     return version
 
@@ -196,6 +197,7 @@ def model_version_rollback(*, instrument, timeframe: str, user=None, client_addr
         _audit("rollback", user=user, instrument=instrument, timeframe=timeframe, before=versions["current"],
                after=versions["previous"], via=via, client_address=client_address, refused=str(exc))
         raise
-    logger.info("rolled back %s %s from v%s to v%s (%s)", instrument, timeframe, current.pk, previous.pk, via)
+    transaction.on_commit(lambda: logger.info("rolled back %s %s from v%s to v%s (%s)", instrument, timeframe,
+                                              current.pk, previous.pk, via))
     transaction.on_commit(lambda: _announce_promotion(previous.pk))
     return previous

@@ -371,9 +371,16 @@ def alerts_evaluate(*, snapshot: MetricSnapshot, version: ModelVersion, score, i
                 status=Alert.Status.RESOLVED, resolved_at=now,
                 resolution=f"cleared at snapshot {snapshot.pk} (value {_fmt(finding.value)})")
             resolved.append(current.pk)
-            logger.warning("alert resolved: %s (%s)", cause, _fmt(finding.value))
+            # Said once it holds: a snapshot that rolls back resolved nothing.
+            _log_on_commit(logger.warning, "alert resolved: %s (%s)", cause, _fmt(finding.value))
             _notify(current.pk, "resolved")
     return opened, resolved
+
+
+def _log_on_commit(log, message: str, *args) -> None:
+    """A log line about a change, written once the change is committed: an alert rolled back with its snapshot's
+    transaction was never opened, and the log must not say it was."""
+    transaction.on_commit(lambda: log(message, *args))
 
 
 def _alert_open(rule: AlertRule, *, cause: str, version: ModelVersion, finding: Finding, now: datetime):
@@ -387,7 +394,7 @@ def _alert_open(rule: AlertRule, *, cause: str, version: ModelVersion, finding: 
     except IntegrityError:  # a concurrent snapshot opened it first: one open alert per cause
         return None
     log = logger.critical if rule.severity == "critical" else logger.warning
-    log("alert opened [%s] %s: %s", rule.severity, cause, finding.message)
+    _log_on_commit(log, "alert opened [%s] %s: %s", rule.severity, cause, finding.message)
     _notify(alert.pk, "opened")
     return alert
 
@@ -434,7 +441,7 @@ def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | No
             alert.status, alert.acknowledged_by, alert.acknowledged_at = Alert.Status.ACKNOWLEDGED, user, now
             alert.acknowledgement_note = note
             alert.save(update_fields=["status", "acknowledged_by", "acknowledged_at", "acknowledgement_note"])
-            logger.warning("alert acknowledged: %s by %s%s", alert.cause, user.get_username(),
+            _log_on_commit(logger.warning, "alert acknowledged: %s by %s%s", alert.cause, user.get_username(),
                            f" ({note})" if note else "")
             transaction.on_commit(lambda: _publish_alert(alert, "alert.acknowledged"))
     return alert

@@ -8,6 +8,7 @@ account and bar time. The per-bar workflow (`trading.workflow`) calls `bar_settl
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -81,8 +82,10 @@ def _settle_account(account_id: int, bar: Bar) -> list[Fill]:
         # Only a bar of the market that failed clears the mark: another market settling says nothing about it.
         recovered = account.settlement_fault.startswith(_fault_origin(instrument.symbol, bar.timeframe))
         if recovered:
-            logger.warning("Account %s settled bar %s again after a failure (%s); new entries are allowed again",
-                           account.name, bar.timestamp, account.settlement_fault)
+            # Said on commit: if this settlement rolls back, entries stay blocked and the log must not say otherwise.
+            transaction.on_commit(functools.partial(
+                logger.warning, "Account %s settled bar %s again after a failure (%s); new entries are allowed again",
+                account.name, bar.timestamp, account.settlement_fault))
             account.settlement_fault, account.settlement_fault_at = "", None
             account.save(update_fields=["settlement_fault", "settlement_fault_at"])
         # Every bar that filled or re-marked a position changes the account's figures on the dashboard.

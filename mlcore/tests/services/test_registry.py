@@ -117,6 +117,22 @@ def test_promote_makes_a_candidate_the_active_version(register, nq):
     assert active_of(nq) == [version.pk]
 
 
+def test_a_promotion_is_logged_once_committed_and_not_at_all_when_the_callers_transaction_rolls_back(
+        register, caplog, django_capture_on_commit_callbacks):
+    version = register()
+    with caplog.at_level("INFO", logger="mlcore.registry"), django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            model_version_promote(version_id=version.pk)
+            raise RuntimeError("the caller's transaction fails after the promotion")
+    assert statuses(version) == [CANDIDATE]
+    assert "promoted" not in caplog.text
+
+    with caplog.at_level("INFO", logger="mlcore.registry"), django_capture_on_commit_callbacks(execute=True):
+        model_version_promote(version_id=version.pk, via="test")
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("promoted")] == [
+        f"promoted {ModelVersion.objects.get(pk=version.pk)} (test)"]
+
+
 def test_promote_retires_the_previously_active_version(register, nq):
     first, second = register(), register()
     model_version_promote(version_id=first.pk)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 
 from mlcore.domain.drift import reference_bins
 from mlcore.domain.features import FEATURE_NAMES, compute_features
@@ -117,6 +118,23 @@ def test_a_model_that_stopped_winning_is_scaled_down_alerted_once_acknowledged_a
     resolved = Alert.objects.get(pk=accuracy.pk)
     assert resolved.status == "resolved" and resolved.resolved_at is not None
     assert resolved.acknowledged_by == operator  # the audit stays
+
+
+def test_alerts_are_logged_once_committed_and_not_when_the_snapshots_transaction_rolls_back(
+        nq, caplog, django_capture_on_commit_callbacks):
+    version = active_version(nq)
+    bars = resolved_predictions(nq, version, p=0.7, hit_share=0.3)  # fires the accuracy alert
+
+    with caplog.at_level("WARNING", logger="monitoring.services"), django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            assert snap(version, bars).opened
+            raise RuntimeError("the transaction around the snapshot fails")
+    assert not Alert.objects.exists()
+    assert "alert opened" not in caplog.text
+
+    with caplog.at_level("WARNING", logger="monitoring.services"), django_capture_on_commit_callbacks(execute=True):
+        snap(version, bars)
+    assert f"alert opened [warning] accuracy:{nq.symbol} 1m" in caplog.text
 
 
 def test_a_version_without_an_edge_is_not_called_healthy_nor_sized(nq):

@@ -5,6 +5,7 @@ import logging
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 
 from trading import selectors, services
 from trading.models import Account, EquitySnapshot, Order, Position, Recommendation
@@ -84,6 +85,27 @@ def test_the_next_bar_that_settles_clears_the_fault_and_fills_the_stop_the_faile
     [recommendation] = services.recommendations_create_for_prediction(
         prediction_id=prediction(recovered_bar, long_open, p=0.7).pk, now=close_time(recovered_bar))
     assert recommendation.state == Recommendation.State.PENDING
+
+
+def test_the_recovery_is_logged_once_committed_and_not_when_its_settlement_rolls_back(
+        nq, long_open, monkeypatch, caplog, django_capture_on_commit_callbacks):
+    with monkeypatch.context() as patch:
+        _fail_marking(patch)
+        with pytest.raises(SettlementFailed):
+            services.bar_settle(bar_id=bar_at(nq, 3).pk)
+    recovered_bar = bar_at(nq, 4)
+
+    with caplog.at_level(logging.WARNING, logger="trading.services.execution"):
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError), transaction.atomic():
+            services.bar_settle(bar_id=recovered_bar.pk)
+            raise RuntimeError("the settlement's transaction fails after the account recovered")
+        assert "allowed again" not in caplog.text
+        assert Account.objects.get(name="paper").settlement_fault != ""
+
+        with django_capture_on_commit_callbacks(execute=True):
+            services.bar_settle(bar_id=recovered_bar.pk)
+    [line] = [r.getMessage() for r in caplog.records if "allowed again" in r.getMessage()]
+    assert "database went away" in line  # the fault it recovered from, as it was before it was cleared
 
 
 def test_one_accounts_failure_does_not_stop_the_others_from_settling(nq, long_open, monkeypatch):
