@@ -274,7 +274,9 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # queue (minhos_site/beat.py).
 CELERY_BEAT_SCHEDULER = "minhos_site.beat:Scheduler"
 MINHOS_BEAT_FAILURE_SUMMARY_SECONDS = env.float("MINHOS_BEAT_FAILURE_SUMMARY_SECONDS", default=30.0)
-MINHOS_BEAT_RUNS_HERE = ("monitoring.tasks.workers_check",)
+# The worker-down check, and the feed status push that carries the workers' state to the dashboards (on the trading
+# queue it stopped with the trading worker, and the page showed its workers up).
+MINHOS_BEAT_RUNS_HERE = ("monitoring.tasks.workers_check", "trading.tasks.feed_status_broadcast")
 MINHOS_WORKFLOW_REDRIVE_SECONDS = env.float("MINHOS_WORKFLOW_REDRIVE_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "feed-status-broadcast": {"task": "trading.tasks.feed_status_broadcast", "schedule": 5.0},

@@ -3,10 +3,12 @@ Procfile has it) and an inference worker, on a private redis-server. The trading
 within the rule's threshold (plus a heartbeat) and its webhook notice is posted, though the worker that served
 monitoring is the one dead; it resolves, with its notice, once the worker is back. Before, the check ran in a snapshot
 on the monitoring queue and so could not run while that worker was dead (killed for 100 s: no alert, no notice)."""
+import asyncio
 import json
 import time
 
 import pytest
+from channels.layers import get_channel_layer
 from django.test import Client
 
 from monitoring.defaults import RULES
@@ -28,6 +30,29 @@ def receiver():
     made.close()
 
 
+class StatusListener:
+    """The feed status pushes of NQ 1m's dashboards, read from the channel layer (the stack's private Redis) on one
+    event loop of its own (the layer's receive queue is bound to the loop that first used it)."""
+
+    def __init__(self):
+        from trading import realtime
+
+        self.loop = asyncio.new_event_loop()
+        self.layer = get_channel_layer()
+        self.channel = self.loop.run_until_complete(self.layer.new_channel())
+        self.loop.run_until_complete(self.layer.group_add(realtime.market_group("NQ", "1m"), self.channel))
+        self.workers: list[dict] = []
+
+    def drain(self) -> list[dict]:
+        try:
+            while True:
+                message = self.loop.run_until_complete(asyncio.wait_for(self.layer.receive(self.channel), 0.2))
+                if message["type"] == "feed.status":
+                    self.workers.append(message["payload"]["workers"])
+        except asyncio.TimeoutError:
+            return self.workers
+
+
 def events(receiver) -> list[tuple[str, str]]:
     return [(json.loads(r["body"])["event"], json.loads(r["body"])["alert"]["cause"]) for r in receiver.requests]
 
@@ -38,7 +63,14 @@ def test_the_trading_worker_killed_opens_the_worker_down_alert_and_posts_its_not
     name, severity, _, description = RULES["workers"]
     AlertRule.objects.update_or_create(code="workers", defaults={
         "name": name, "severity": severity, "threshold": THRESHOLD, "description": description, "enabled": True})
+    from trading import services
+    from trading.tests.factories import InstrumentFactory
+
+    services.feed_status_start(instrument=InstrumentFactory(symbol="NQ"), timeframe="1m", source="test",
+                               pace_seconds=0)
+    listener = StatusListener()
     stack.extra_env.update({"MINHOS_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+                            "MINHOS_WORKER_STALE_SECONDS": str(THRESHOLD),
                             "MINHOS_ALERT_WEBHOOK_URL": receiver.url, "MINHOS_ALERT_WEBHOOK_TIMEOUT": "2"})
     settings.MINHOS_WORKER_STALE_SECONDS = THRESHOLD
     settings.CELERY_TASK_ALWAYS_EAGER = False  # /healthz as in deployment
@@ -73,6 +105,10 @@ def test_the_trading_worker_killed_opens_the_worker_down_alert_and_posts_its_not
     assert not trading.alive()
     down = Client().get("/healthz").json()["components"]["workers"]["queues"]
     assert down["trading"]["status"] == down["monitoring"]["status"] == "down"
+
+    # The dashboards are told too: the feed status push (every 5 s) is not on the dead worker's queue any more.
+    stack.wait_for(lambda: any(w and w["status"] == "down" and "trading" in w["down"] for w in listener.drain()),
+                   15, lambda: f"the dashboards were not told: {listener.workers[-3:]}")
 
     trading.restart()
     stack.wait_for(lambda: Alert.objects.get(pk=alert.pk).status == Alert.Status.RESOLVED, 30,
