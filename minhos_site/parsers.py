@@ -9,8 +9,10 @@ each value once.
 """
 import codecs
 import re
+from functools import wraps
 
 import numpy as np
+from django.http import HttpResponseBadRequest
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.utils import json
@@ -96,3 +98,20 @@ class MultiPartParser(parsers.MultiPartParser):
 
 
 PARSER_CLASSES = [JSONParser, FormParser, MultiPartParser]
+
+
+def single_valued_post(view):
+    """A page's action (a Django view) whose form sends each field once: a field sent twice is a 400 naming it, as
+    the API's parsers answer. Put under login_required, so a stranger is sent to log in first."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.method == "POST":
+            repeated = {key: len(values) for key, values in request.POST.lists() if len(values) > 1}
+            if repeated:
+                return HttpResponseBadRequest(
+                    "; ".join(f"{str(key)[:80]}: sent {count} times; send it once." for key, count in repeated.items()),
+                    content_type="text/plain; charset=utf-8")
+        return view(request, *args, **kwargs)
+
+    return wrapped

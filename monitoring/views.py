@@ -12,6 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from minhos_site.api_fields import control_character_problem
+from minhos_site.parsers import single_valued_post
 from minhos_site.controls import audited_control
 from trading.services import control_refused
 from trading.domain.timeframes import TIMEFRAMES
@@ -117,6 +118,7 @@ def _refusal(exc: ValidationError) -> str:
 @audited_control("alert_acknowledge")
 @require_POST
 @login_required
+@single_valued_post
 def alert_acknowledge(request, alert_id: int):
     """Acknowledge one alert with an optional note (audited by the service: who, when, note). Without the
     permission the service refuses: 403, nothing changes."""
@@ -139,6 +141,7 @@ def alert_acknowledge(request, alert_id: int):
 @audited_control("snapshot")
 @require_POST
 @login_required
+@single_valued_post
 def snapshot_take(request):
     """Take a snapshot of the posted market now (staff, or users who may acknowledge alerts)."""
     if not can_take_snapshot(request.user):
@@ -180,6 +183,7 @@ def _posted_market(request):
 @audited_control("retraining_start")
 @require_POST
 @login_required
+@single_valued_post
 def retrain(request):
     """Start a retraining of the posted market by hand (recorded; skipped with its reason when one is in flight or
     too few bars came in since the last training)."""
@@ -204,6 +208,7 @@ def retrain(request):
 @audited_control("retraining_approve")
 @require_POST
 @login_required
+@single_valued_post
 def retraining_approve(request, retraining_id: int):
     """Promote a proposed challenger (the permission and the staleness are checked by the service; audited)."""
     return _retraining_act(request, retraining_id, approve=True)
@@ -212,6 +217,7 @@ def retraining_approve(request, retraining_id: int):
 @audited_control("retraining_reject")
 @require_POST
 @login_required
+@single_valued_post
 def retraining_reject(request, retraining_id: int):
     return _retraining_act(request, retraining_id, approve=False)
 
@@ -251,6 +257,7 @@ def _retraining_act(request, retraining_id: int, *, approve: bool):
 @audited_control("model_rollback")
 @require_POST
 @login_required
+@single_valued_post
 def rollback(request):
     """Roll the posted market back to the version that was active before the current one (audited by the registry;
     the retraining that promoted the current one is marked rolled back)."""

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from minhos_site.controls import audited_control
+from minhos_site.parsers import single_valued_post
 from mlcore import selectors as ml_selectors
 
 from . import backtest, report_text as text, selectors
@@ -145,6 +146,7 @@ class BacktestStartForm(forms.Form):
 @audited_control("backtest_start")
 @require_http_methods(["GET", "POST"])
 @login_required
+@single_valued_post
 def backtest_list(request):
     """The runs, newest first; POST (with trading.run_backtest) checks and starts one, then shows its page."""
     can_run = request.user.has_perm(RUN_PERMISSION)
