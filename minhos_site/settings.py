@@ -211,7 +211,11 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", default="minhos")},
+            # Each websocket's receive is a BZPOPMIN blocking 5 s (channels_redis' brpop_timeout), and redis-py 8
+            # reads every reply within its default socket_timeout, also 5 s: a quiet market lost the race, and its
+            # dashboards were closed with 4503 "live stream unavailable". Longer than the block, still bounded.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                       "prefix": env("CHANNELS_PREFIX", default="minhos")},
         }
     }
 else:
