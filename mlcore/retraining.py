@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
+from minhos_site.text import control_character_problem
 from trading import selectors as trading_selectors
 from trading import services as trading_services
 
@@ -568,6 +569,9 @@ def retraining_approve(*, retraining_id: int, user, client_address: str | None =
 @_refusals_audited("retraining_reject")
 def retraining_reject(*, retraining_id: int, user, client_address: str | None = None, note: str = "") -> Retraining:
     registry._permission_check(user, "Rejecting a promotion")
+    problem = control_character_problem(note or "", text=True)
+    if problem:  # a NUL in the page's note was a 500 from PostgreSQL
+        raise RetrainingRefused(f"the note is refused: {problem}")
     with transaction.atomic():
         record = Retraining.objects.select_for_update().get(pk=retraining_id)
         if record.status not in (Retraining.Status.PROPOSED, Retraining.Status.SHADOW):

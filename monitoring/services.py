@@ -19,6 +19,7 @@ from django.utils import timezone
 from mlcore.domain import drift as drift_core
 from mlcore.domain.features import FEATURE_NAMES, FEATURE_WINDOW, compute_features
 from mlcore.domain.labels import SIDES
+from minhos_site.text import control_character_problem
 from mlcore.models import ModelVersion
 from trading import selectors as trading_selectors
 from trading.domain.risk import RiskLimits, in_session
@@ -430,8 +431,9 @@ def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | No
     note = (note or "").strip()
     if len(note) > 2000:
         raise ValidationError({"note": "The note is longer than 2000 characters."})
-    if "\x00" in note:
-        raise ValidationError({"note": "The note contains a NUL character."})
+    problem = control_character_problem(note, text=True)
+    if problem:  # a NUL was a 500 from PostgreSQL; an escape sequence would reach the log as it came
+        raise ValidationError({"note": f"The note is refused: {problem}"})
     now = now or timezone.now()
     with transaction.atomic():
         alert = Alert.objects.select_for_update().filter(pk=alert_id).first()

@@ -37,3 +37,22 @@ def test_a_field_sent_twice_to_a_page_control_is_a_400_naming_it(rows, control, 
     assert not MetricSnapshot.objects.exists() and not BacktestRun.objects.exists()
     [refused] = AuditEvent.objects.filter(action=AuditEvent.Action.REFUSED)
     assert refused.details["control"] == control and "400" in refused.details["reason"]
+
+
+@pytest.mark.parametrize("control, url", [("alert_acknowledge", "/monitoring/alerts/{alert}/acknowledge/"),
+                                          ("retraining_reject", "/monitoring/retrainings/{retraining}/reject/")])
+@pytest.mark.parametrize("note", ["seen\u0000", "seen \u001b[2J"])
+def test_a_pages_note_with_a_control_character_is_refused_with_a_message_and_changes_nothing(rows, control, url,  # noqa: F811
+                                                                                            note):
+    admin = get_user_model().objects.create_superuser("root", password="pw-root-1")
+    client = Client()
+    client.force_login(admin)
+
+    response = client.post(url.format(**rows), {"note": note}, follow=True)
+
+    assert response.status_code == 200  # back on the page, which says why (a NUL was a 500 from PostgreSQL)
+    assert "Control character U+00" in response.content.decode()
+    assert Alert.objects.get(pk=rows["alert"]).status == "open"
+    assert Retraining.objects.get(pk=rows["retraining"]).status == Retraining.Status.PROPOSED
+    [refused] = AuditEvent.objects.filter(action=AuditEvent.Action.REFUSED)
+    assert refused.details["control"] == control and "Control character" in refused.details["reason"]
