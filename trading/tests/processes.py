@@ -144,6 +144,7 @@ class ProcessStack:
             sys.executable, "-m", "celery", "-A", "minhos_site", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "-Q", ",".join(queues), "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
             "--without-mingle",  # nobody else on this Redis to synchronise with: a second quicker start
+            "--without-gossip",  # as the Procfile runs them
         ], ready_line=" ready.", wait=wait)
         process.restart = lambda: self.worker(queues, concurrency=concurrency, wait=False)
         return process
