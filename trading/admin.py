@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 
 from minhos_site.client_address import client_address
+from minhos_site.text import control_character_problem
 
 from . import selectors, services
 from .models import (
@@ -316,6 +317,18 @@ class KillSwitchForm(forms.ModelForm):
     class Meta:
         model = KillSwitch
         fields = ("engaged", "reason")
+
+    def clean_engaged(self):
+        # A form reads the last of repeated values: engaged=true&engaged=false would release the switch.
+        if hasattr(self.data, "getlist") and len(self.data.getlist("engaged")) > 1:
+            raise forms.ValidationError("Sent more than once; choose one.")
+        return self.cleaned_data["engaged"]
+
+    def clean_reason(self):
+        problem = control_character_problem(self.cleaned_data["reason"], text=True)
+        if problem:
+            raise forms.ValidationError(problem)
+        return self.cleaned_data["reason"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -382,8 +382,9 @@ def test_the_kill_switch_is_set_through_the_service_and_audited(admin, admin_use
     assert AuditEvent.objects.filter(action="kill_switch").count() == 2
 
 
-@pytest.mark.parametrize("form", [{"reason": "typo fixed"}, {"engaged": "", "reason": "x"}, {"engaged": "on"}],
-                         ids=["missing", "blank", "checkbox-on"])
+@pytest.mark.parametrize("form", [{"reason": "typo fixed"}, {"engaged": "", "reason": "x"}, {"engaged": "on"},
+                                  {"engaged": ["true", "false"], "reason": "x"}],
+                         ids=["missing", "blank", "checkbox-on", "sent-twice"])
 def test_the_kill_switch_form_never_releases_the_switch_unless_asked_to(admin, admin_user, form):
     services.kill_switch_set(engaged=True, reason="outage", user=admin_user)
 
@@ -402,6 +403,14 @@ def test_a_kill_switch_reason_longer_than_the_service_takes_is_a_form_error(admi
 
     assert response.status_code == 200
     assert "reason" in response.context["adminform"].form.errors
+    assert KillSwitch.objects.get(pk=1).engaged is False
+
+
+def test_a_kill_switch_reason_with_a_control_character_is_a_form_error(admin):
+    response = admin.post("/admin/trading/killswitch/1/change/", {"engaged": "true", "reason": "drill\u001b[2J"})
+
+    assert response.status_code == 200
+    assert "U+001B" in str(response.context["adminform"].form.errors["reason"])
     assert KillSwitch.objects.get(pk=1).engaged is False
 
 
