@@ -20,6 +20,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from minhos_site.database_outage import is_database_unreachable
+
 logger = logging.getLogger("celery.beat")
 DATABASE_WHAT = "Reading and writing the schedule in the database"
 
@@ -89,6 +91,8 @@ class FailureStreaks:
 class Scheduler(DatabaseScheduler):
     """The database scheduler (entries editable in the admin) with quiet outages and in-process jobs."""
 
+    database_back_at: float | None = None
+
     def __init__(self, *args, **kwargs):
         self.failures = FailureStreaks(logger, summary_seconds=float(
             getattr(settings, "MINHOS_BEAT_FAILURE_SUMMARY_SECONDS", 30.0)))
@@ -106,6 +110,8 @@ class Scheduler(DatabaseScheduler):
         except (DatabaseError, InterfaceError) as exc:
             self.failures.failed("database", DATABASE_WHAT, exc)
             return False
+        if "database" in self.failures.streaks:  # the outage ends now
+            self.database_back_at = time.monotonic()
         self.failures.succeeded("database", DATABASE_WHAT)
         try:
             return bool(ts and ts > (last or ts))
@@ -165,10 +171,16 @@ class Scheduler(DatabaseScheduler):
         """A job that watches the workers cannot be sent to them: when the one it should report is dead, it would
         wait in that worker's queue. It runs here, between two sends (a few queries)."""
         key, what = f"job:{entry.name}", f"Job {entry.name} (run in beat)"
+        # The workers could not write their heartbeats while the database was away, and a worker catching up on the
+        # bars held meanwhile takes its heartbeat task late: the check would read the outage as dead workers (a false
+        # critical alert and its webhook). They get the time they get at a start, the stale limit, to beat again.
+        grace = float(getattr(settings, "MINHOS_WORKER_STALE_SECONDS", 30.0))
+        if self.database_back_at is not None and time.monotonic() - self.database_back_at < grace:
+            return
         close_old_connections()  # one left broken by a database restart is replaced, as a worker's would be
         try:
             self.app.tasks[entry.task](*(entry.args or ()), **(entry.kwargs or {}))
         except Exception as exc:
-            self.failures.failed(key, what, exc, traceback=not is_broker_error(exc))
+            self.failures.failed(key, what, exc, traceback=not (is_broker_error(exc) or is_database_unreachable(exc)))
         else:
             self.failures.succeeded(key, what)

@@ -1,6 +1,8 @@
 """Celery tasks of the ML core (the `training` queue): one per job, each loading by id and calling one service."""
 from celery import shared_task
 
+from minhos_site.periodic import skipped_while_database_away
+
 from . import services
 
 
@@ -26,6 +28,7 @@ def retrain_scheduled() -> list[int]:
 
 
 @shared_task(name="mlcore.tasks.shadow_advance", acks_late=True)
+@skipped_while_database_away
 def shadow_advance() -> dict:
     """Fail the retrainings whose training worker went silent (no heartbeat for MINHOS_TRAINING_HEARTBEAT_TIMEOUT)
     or that were abandoned (with an alert); decide the shadow runs whose live record is long enough. On the

@@ -2,12 +2,15 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from minhos_site.periodic import skipped_while_database_away
+
 from . import webhooks
 
 
 # --- snapshots (the "monitoring" queue: a snapshot never waits behind, or delays, a bar's settlement) ----------
 
 @shared_task(name="monitoring.tasks.snapshot_all", acks_late=True, soft_time_limit=120, time_limit=150)
+@skipped_while_database_away
 def snapshot_all() -> list[float | None]:
     from django.conf import settings
 

@@ -10,14 +10,18 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from minhos_site.periodic import skipped_while_database_away
+
 from . import realtime, selectors, workflow
 from .brokers import broker_get
 from .models import FeedStatus, Order, WorkerHeartbeat
 
 # Retried with backoff when the database is briefly unreachable (a restart, a failover); anything else is a bug or
 # a recorded fault and fails at once, visibly.
+# Without jitter the 8 tries span 2 minutes (1, 2, 4 ... 30 s): with Celery's default jitter each wait is drawn from
+# 0 to that, and a step failed with a traceback 20 s into a database outage. Past that the sweeper re-drives the bar.
 _TRANSIENT = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": 1, "retry_backoff_max": 30,
-              "max_retries": 8, "acks_late": True}
+              "retry_jitter": False, "max_retries": 8, "acks_late": True}
 _PER_BAR_LIMITS = {"soft_time_limit": 60, "time_limit": 90}
 
 
@@ -31,7 +35,8 @@ def workflow_decide(bar_id: int) -> int:
     return len(workflow.decide(bar_id))
 
 
-@shared_task(name="trading.tasks.workflow_sweep", **_TRANSIENT, soft_time_limit=30, time_limit=60)
+@shared_task(name="trading.tasks.workflow_sweep", soft_time_limit=30, time_limit=60)
+@skipped_while_database_away
 def workflow_sweep(idle_seconds: float | None = None, stage: str | None = None) -> int:
     """Beat sends one per stage, to the queue of the step that stage waits for (see settings.CELERY_BEAT_SCHEDULE)."""
     return workflow.sweep(idle_seconds=idle_seconds, stage=stage)
@@ -44,6 +49,7 @@ def order_submit(order_id: int) -> None:
 
 
 @shared_task(name="trading.tasks.worker_heartbeat", soft_time_limit=10, time_limit=20)
+@skipped_while_database_away
 def worker_heartbeat(queue: str) -> None:
     """Beat sends one per queue: whoever takes it says the queue is served (the dashboard and /healthz read it)."""
     WorkerHeartbeat.objects.update_or_create(queue=queue, defaults={"hostname": socket.gethostname(),
@@ -51,6 +57,7 @@ def worker_heartbeat(queue: str) -> None:
 
 
 @shared_task(name="trading.tasks.feed_status_broadcast", soft_time_limit=10, time_limit=20)
+@skipped_while_database_away
 def feed_status_broadcast() -> int:
     """Push every feed's status to the dashboards watching it (the strip shows stopped feeds too)."""
     pushed = 0
@@ -74,6 +81,7 @@ def backtest_run(run_id: int) -> str:
 
 
 @shared_task(name="trading.tasks.backtests_abandoned", soft_time_limit=30, time_limit=60)
+@skipped_while_database_away
 def backtests_abandoned() -> int:
     """Beat: fail the backtests whose worker died (no progress for a while)."""
     from . import backtest

@@ -1,4 +1,5 @@
-"""Runs a bar source as a live feed: store (or look up) each bar, announce it, keep the heartbeat, keep pace."""
+"""Runs a bar source as a live feed: store (or look up) each bar, announce it, keep the heartbeat, keep pace; through
+a database outage the bar in hand is held and stored once the database answers, the outage logged in a few lines."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 
 from trading import selectors, services
 from trading.domain.bars import InvalidBars
@@ -22,6 +23,12 @@ HEARTBEAT_SECONDS = 2.0
 # Skipped bars in the log: the first SKIP_LOG_BURST of each SKIP_LOG_SECONDS one by one, the rest in one summary.
 SKIP_LOG_SECONDS = 60.0
 SKIP_LOG_BURST = 5
+# While the database cannot be reached the bar in hand is tried again this often, and the outage is summed up in one
+# line this often (one line also when it starts and one when it ends, not a traceback per try).
+DATABASE_RETRY_SECONDS = 1.0
+OUTAGE_SUMMARY_SECONDS = 30.0
+# What a lost or refused connection raises (a restart, a failover, connections refused); anything else is a bug.
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
 _END = object()
 
 
@@ -49,7 +56,8 @@ async def run_feed(
     )
     if not source.already_stored and not getattr(source, "simulated", False):
         await database_sync_to_async(_check_history_end)(instrument, timeframe)
-    heartbeat = asyncio.create_task(_beat(instrument, timeframe, stop))
+    outage = _DatabaseOutage(f"{instrument} {timeframe} feed", clock)
+    heartbeat = asyncio.create_task(_beat(instrument, timeframe, stop, outage))
     # Sources may block (a live adapter) or touch the database: never on the event loop, and not in the
     # shared sync thread either, where a source waiting for its next bar would hold up the heartbeat.
     loop = asyncio.get_running_loop()
@@ -65,12 +73,16 @@ async def run_feed(
                 logger.info("%s %s feed: source %s ended after %d bars", instrument, timeframe, source.name, emitted)
                 break
             try:
-                stored = await database_sync_to_async(services.feed_publish_bar)(
+                stored = await _publish_through_outage(
                     instrument=instrument, timeframe=timeframe, bar=bar, already_stored=source.already_stored,
-                    simulated=simulated,
+                    simulated=simulated, outage=outage, stop=stop,
                 )
             except (InvalidBars, services.OutOfOrderBar) as exc:
                 skips.skipped(bar, exc)
+            except _Stopped:
+                logger.warning("%s %s feed: stopped while the database could not be reached; the bar at %s was not "
+                               "stored", instrument, timeframe, bar.timestamp)
+                break
             else:
                 if stored is not None:
                     emitted += 1
@@ -86,8 +98,66 @@ async def run_feed(
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await database_sync_to_async(services.feed_status_stop)(instrument=instrument, timeframe=timeframe)
+        try:
+            await database_sync_to_async(services.feed_status_stop)(instrument=instrument, timeframe=timeframe)
+        except DATABASE_UNREACHABLE as exc:  # stopping during an outage: the page shows the heartbeat's age instead
+            logger.warning("%s %s feed: could not record that it stopped (the database cannot be reached: %s)",
+                           instrument, timeframe, exc)
     return emitted
+
+
+class _Stopped(Exception):
+    pass
+
+
+async def _publish_through_outage(*, outage: _DatabaseOutage, stop: asyncio.Event, **bar_and_market) -> object:
+    """services.feed_publish_bar, tried again every DATABASE_RETRY_SECONDS while the database cannot be reached: the
+    source is not read meanwhile, so no bar is skipped; a bar held through an outage is stored late, in order. The
+    store is one transaction, so a try cut off by the outage left nothing behind. _Stopped if the feed is stopped
+    while it waits."""
+    while True:
+        try:
+            stored = await database_sync_to_async(services.feed_publish_bar)(**bar_and_market)
+        except DATABASE_UNREACHABLE as exc:
+            outage.failed(exc, during=f"storing the bar at {bar_and_market['bar'].timestamp}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=DATABASE_RETRY_SECONDS)
+            if stop.is_set():
+                raise _Stopped from exc
+            continue
+        outage.answered()
+        return stored
+
+
+class _DatabaseOutage:
+    """A database outage as the feed tells it: one line when it starts, a summary every OUTAGE_SUMMARY_SECONDS while
+    it lasts, one line when the database answers again (the bar store and the heartbeat both report here)."""
+
+    def __init__(self, label: str, clock: Callable[[], float]):
+        self.label, self.clock = label, clock
+        self.started: float | None = None
+        self.failures = 0
+        self.line_at = 0.0
+
+    def failed(self, exc: BaseException, *, during: str) -> None:
+        now = self.clock()
+        self.failures += 1
+        if self.started is None:
+            self.started = self.line_at = now
+            logger.error("%s: the database cannot be reached (%s: %s, %s). The bar in hand is held and tried again "
+                         "every %.0f s; no bar is skipped. One line every %.0f s until it answers.", self.label,
+                         type(exc).__name__, str(exc).strip(), during, DATABASE_RETRY_SECONDS,
+                         OUTAGE_SUMMARY_SECONDS)
+        elif now - self.line_at >= OUTAGE_SUMMARY_SECONDS:
+            self.line_at = now
+            logger.error("%s: the database still cannot be reached after %.0f s (%d failed tries)", self.label,
+                         now - self.started, self.failures)
+
+    def answered(self) -> None:
+        if self.started is not None:
+            logger.warning("%s: the database answers again after %.0f s (%d failed tries); the feed goes on",
+                           self.label, self.clock() - self.started, self.failures)
+            self.started, self.failures = None, 0
 
 
 def _check_history_end(instrument: Instrument, timeframe: str) -> None:
@@ -131,12 +201,16 @@ class _SkipLog:
             self.unlogged = 0
 
 
-async def _beat(instrument: Instrument, timeframe: str, stop: asyncio.Event) -> None:
+async def _beat(instrument: Instrument, timeframe: str, stop: asyncio.Event, outage: _DatabaseOutage) -> None:
     # A separate heartbeat so a slow source (one bar a minute) still shows as running.
     while not stop.is_set():
         try:
             await database_sync_to_async(services.feed_status_heartbeat)(instrument=instrument, timeframe=timeframe)
-        except Exception:  # one lost beat (database busy or restarting) must not end the later ones
+        except DATABASE_UNREACHABLE as exc:  # told with the outage, not a traceback every beat
+            outage.failed(exc, during="the heartbeat")
+        except Exception:  # one lost beat must not end the later ones
             logger.exception("%s %s feed: heartbeat failed", instrument, timeframe)
+        else:
+            outage.answered()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)

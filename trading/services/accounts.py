@@ -19,6 +19,8 @@ from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, Validat
 from django.db import transaction
 from django.utils import timezone
 
+from minhos_site.database_outage import is_database_unreachable
+
 from ..domain.config_ranges import CONFIG_RANGES
 from ..models import Account, AuditEvent, Instrument, KillSwitch, TradingConfig, TradingState
 
@@ -144,8 +146,12 @@ def _attempt_record(attempt: ControlAttempt, *, user, reason: str, account_id, c
         audit_refusal_record(control=attempt.control, user=who, reason=reason, account_id=account_id,
                              client_address=client_address, details=storable(attempt.details))
         attempt.recorded = True
-    except Exception:
-        logger.exception("could not audit a refused attempt at %s (%s)", attempt.control, reason)
+    except Exception as exc:
+        if is_database_unreachable(exc):  # one line: the outage is told once, its traceback says nothing more
+            logger.error("could not audit a refused attempt at %s (%s): the database cannot be reached",
+                         attempt.control, reason)
+        else:
+            logger.exception("could not audit a refused attempt at %s (%s)", attempt.control, reason)
 
 
 def _refusal_reason(exc: Exception) -> tuple[str, dict]:

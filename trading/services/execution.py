@@ -16,6 +16,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from minhos_site.database_outage import is_database_unreachable
+
 from .. import realtime, selectors
 from ..brokers import broker_get
 from ..domain.broker import FillCosts, commission
@@ -55,6 +57,10 @@ def bar_settle(*, bar_id: int) -> list[Fill]:
         try:
             fills += _settle_account(account_id, bar)
         except Exception as exc:  # noqa: BLE001 - recorded on the account, logged and raised again below
+            if is_database_unreachable(exc):
+                # Not this account's fault, and nothing can be marked: the step is retried once the database answers
+                # (a traceback and a failed mark per try, before).
+                raise
             reason = (f"{_fault_origin(instrument.symbol, bar.timeframe)}{bar.timestamp:%Y-%m-%d %H:%M} UTC: "
                       f"{type(exc).__name__}: {exc}")[:2000]
             logger.exception("Settling %s for account #%s failed; new entries are blocked until a bar settles",
