@@ -128,6 +128,21 @@ def test_the_admin_logins_lockout_says_when_to_retry(trader, settings):
     assert f"{_retry_after(locked)} s" in locked.content.decode()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_the_lockout_says_when_to_retry_under_asgi_too(trader, settings):
+    # The web server runs Django as ASGI, where django-axes takes its middleware's async path.
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        locked = await client.post("/accounts/login/", {"username": "trader", "password": "wrong"})
+    assert await sync_to_async(AccessAttempt.objects.count)() == 1
+
+    assert locked.status_code == 429
+    assert 1 <= _retry_after(locked) <= settings.AXES_COOLOFF_TIME.total_seconds()
+
+
 def test_the_token_endpoints_lockout_says_when_to_retry_with_what_is_left(trader, settings):
     # Attempts during the lockout do not start it again here, so what is left shows.
     settings.AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
