@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from minhos_site.client_address import client_address
 
 from . import registry, retraining
-from .models import ModelVersion, Prediction, Retraining, RetrainingPolicy, TrainingRun
+from .models import ModelVersion, Prediction, Retraining, RetrainingHeartbeat, RetrainingPolicy, TrainingRun
 
 
 @admin.register(ModelVersion)
@@ -63,11 +63,27 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return request.user.has_perm(registry.PROMOTE_PERMISSION)
 
 
+class TrainingRunHeartbeatInline(admin.TabularInline):
+    """Each process working on the run (the run, a member fit, the assembly): its worker, pid and last beat."""
+
+    model = RetrainingHeartbeat
+    fk_name = "training_run"
+    fields = ("part", "worker", "pid", "started_at", "beat_at", "ended_at", "progress")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "instrument", "timeframe", "status", "preset", "started_at", "finished_at", "version")
+    list_display = ("id", "instrument", "timeframe", "status", "preset", "started_at", "heartbeat_at", "progress",
+                    "finished_at", "version", "error")
     list_filter = ("status", "instrument")
     readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    inlines = [TrainingRunHeartbeatInline]
 
 
 @admin.register(Prediction)

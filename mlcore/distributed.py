@@ -25,6 +25,7 @@ concurrency 1, whose only process the subtasks then wait for.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -49,6 +50,12 @@ from trading import selectors as trading_selectors
 from . import registry, selectors, services
 from .domain.labels import LabelConfig
 from .errors import TrainingError
+from .heartbeats import (
+    retraining_heartbeat,
+    retraining_still_training,
+    training_run_heartbeat,
+    training_run_still_running,
+)
 from .models import ModelVersion, TrainingRun
 
 if TYPE_CHECKING:
@@ -161,23 +168,29 @@ def training_plans_prune(*, max_age: float = PLAN_MAX_AGE) -> list[str]:
 
 @shared_task(bind=True, name="mlcore.tasks.fit_member_unit", acks_late=True, ignore_result=False,
              soft_time_limit=UNIT_SOFT_TIME_LIMIT, time_limit=UNIT_SOFT_TIME_LIMIT + 300)
-def fit_member_unit(self, plan_key: str, unit_key: str, retraining_id: int | None = None) -> dict:
+def fit_member_unit(self, plan_key: str, unit_key: str, retraining_id: int | None = None,
+                    training_run_id: int | None = None) -> dict:
     """Fit one member of a stored plan; its predictions (and, for a member that ships, its files) go to the plan's
     folder. Returns what `training_collect` needs, JSON-ready.
 
-    For a retraining (`retraining_id`), the fit beats while it runs (a killed worker is seen within minutes), and a
-    fit delivered again once its retraining ended (failed, decided) does nothing but say why in the log."""
-    if retraining_id is None:
+    For a retraining (`retraining_id`) or a training run (`training_run_id`), the fit beats while it runs (a killed
+    worker is seen within minutes), and a fit delivered again once its retraining or run ended (failed, decided,
+    registered) does nothing but say why in the log."""
+    if retraining_id is None and training_run_id is None:
         return _fit_member_unit(self, plan_key, unit_key)
-    from .heartbeats import retraining_heartbeat, retraining_still_training
-
-    why_not = retraining_still_training(retraining_id)
+    if retraining_id is not None:
+        owner, why_not = f"retraining #{retraining_id}", retraining_still_training(retraining_id)
+        beating = retraining_heartbeat(retraining_id=retraining_id, part=f"fit {unit_key}",
+                                       progress=f"fitting {unit_key} (plan {plan_key})")
+    else:
+        owner, why_not = f"training run #{training_run_id}", training_run_still_running(training_run_id)
+        beating = training_run_heartbeat(run_id=training_run_id, part=f"fit {unit_key}",
+                                         progress=f"fitting {unit_key} (plan {plan_key})")
     if why_not:
-        logger.warning("member fit %s of plan %s not run: retraining #%s %s (a redelivered task)", unit_key, plan_key,
-                       retraining_id, why_not.removeprefix("it "))
+        logger.warning("member fit %s of plan %s not run: %s %s (a redelivered task)", unit_key, plan_key, owner,
+                       why_not.removeprefix("it "))
         return {"plan": plan_key, "unit": unit_key, "skipped": why_not}
-    with retraining_heartbeat(retraining_id=retraining_id, part=f"fit {unit_key}",
-                              progress=f"fitting {unit_key} (plan {plan_key})"):
+    with beating:
         return _fit_member_unit(self, plan_key, unit_key)
 
 
@@ -228,7 +241,7 @@ def _unit_result(plan: TrainingPlan, stored: dict) -> UnitResult:
 # ---------------------------------------------------------------------------------------------- dispatch, collect
 
 def training_dispatch(plan: TrainingPlan, *, then, queue: str | None = None,
-                      retraining_id: int | None = None) -> str:
+                      retraining_id: int | None = None, training_run_id: int | None = None) -> str:
     """Store the plan and queue one `fit_member_unit` per unit on the training queue, as a chord whose body is
     `then` (a Celery signature): it is called with the list of unit results first and `plan_key=<key>`, and should
     call `training_collect(plan_key, results)`. Returns the plan's key without waiting for anything.
@@ -236,14 +249,16 @@ def training_dispatch(plan: TrainingPlan, *, then, queue: str | None = None,
     When a unit fails, the body does not run: its error callbacks (`then.on_error(...)`, new-style: request, exc,
     traceback, then their own arguments) are called, and the plan is removed. With Celery eager (embedded mode) the
     units and then the body run here, in order, before this returns. `queue` sends the units and the body to that
-    queue rather than `training` (the benchmark's own workers). `retraining_id`: the fits are that retraining's
-    (each beats while it runs, and is not run again once the retraining ended).
+    queue rather than `training` (the benchmark's own workers). `retraining_id` (or `training_run_id`): the fits
+    are that retraining's (or run's): each beats while it runs, and is not run again once it ended.
     """
     training_plans_prune()
     key = training_plan_store(plan)
     body = then.clone(kwargs={"plan_key": key})
     body.link_error(training_plan_discard.s(key))
     extra = {"retraining_id": retraining_id} if retraining_id is not None else {}
+    if training_run_id is not None:
+        extra["training_run_id"] = training_run_id
     header = [fit_member_unit.si(key, unit.key, **extra) for unit in plan.units]
     if queue:
         body.set(queue=queue)
@@ -309,17 +324,37 @@ def model_version_train_dispatch(*, symbol: str, timeframe: str = "1m", preset: 
     """As `services.model_version_train`, its member fits spread over the training workers: the training lock is
     taken, the plan built from the stored bars and dispatched; `train_version_finish` registers the version (and
     releases the lock). Returns the plan's key at once."""
-    from .training import TrainConfig, training_plan
+    from .training import TrainConfig
 
     instrument = trading_selectors.instrument_get(symbol=symbol)
-    config = TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())
-    run = services._training_run_start(instrument=instrument, timeframe=timeframe, preset=preset)
+    TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())  # refused before any run is recorded
+    run = services._training_run_start(instrument=instrument, timeframe=timeframe, preset=preset, seed=seed,
+                                       label=label or LabelConfig(), promote=promote)
+    return _run_dispatch(run)
+
+
+def training_run_dispatch(*, run_id: int) -> str | None:
+    """The `train_version_distributed` task: dispatch the queued run's member fits. A run already taken up, ended or
+    failed is not dispatched again (a task delivered again): logged with why, None."""
+    run = services.training_run_claim(run_id)
+    return None if run is None else _run_dispatch(run)
+
+
+def _run_dispatch(run: TrainingRun) -> str:
+    """Build the running run's plan (beating meanwhile) and queue its member fits, each tracked under the run."""
+    from .training import TrainConfig, training_plan
+
+    label = LabelConfig.from_dict(run.label_settings) if run.label_settings else LabelConfig()
     try:
-        plan = training_plan(trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe), config)
-        then = train_version_finish.s(symbol, timeframe, preset, seed, label=config.label.to_dict(), run_id=run.pk,
-                                      promote=promote)
-        then.link_error(train_version_abandon.s(run.pk))
-        return training_dispatch(plan, then=then)
+        with training_run_heartbeat(run_id=run.pk, part="run", progress="reading the bars") as beat:
+            config = TrainConfig(preset=run.preset, seed=run.seed, label=label)
+            plan = training_plan(trading_selectors.bars_frame(instrument=run.instrument, timeframe=run.timeframe),
+                                 config)
+            then = train_version_finish.s(run.instrument.symbol, run.timeframe, run.preset, run.seed,
+                                          label=label.to_dict(), run_id=run.pk, promote=run.promote)
+            then.link_error(train_version_abandon.s(run.pk))
+            beat.progress(f"{len(plan.units)} member fits queued for the training workers")
+            return training_dispatch(plan, then=then, training_run_id=run.pk)
     except BaseException as exc:
         _run_end(run.pk, exc)
         raise
@@ -327,20 +362,35 @@ def model_version_train_dispatch(*, symbol: str, timeframe: str = "1m", preset: 
 
 def model_version_train_finish(*, plan_key: str, results: list[dict], symbol: str, timeframe: str, preset: str,
                                seed: int, label: dict | None, run_id: int | None,
-                               promote: bool | None = None) -> ModelVersion:
+                               promote: bool | None = None) -> ModelVersion | None:
     """The body of a dispatched training: assemble, register (promoted as `model_version_train` would), and end
-    the training run."""
+    the training run. For a run that already ended (failed as silent, or this body delivered again) nothing is
+    assembled or registered: the plan goes, the log says why, None."""
     from .training import TrainConfig
 
+    if run_id is not None:
+        why_not = training_run_still_running(run_id)
+        if why_not:
+            training_plan_remove(plan_key)
+            logger.warning("training run #%s: the member fits of plan %s not assembled (a late or redelivered "
+                           "body): %s", run_id, plan_key, why_not.removeprefix("it "))
+            return None
     try:
         instrument = trading_selectors.instrument_get(symbol=symbol)
         config = TrainConfig(preset=preset, seed=seed, label=LabelConfig.from_dict(label) if label else LabelConfig())
-        trained = training_collect(plan_key, results)
-        version = services._version_register(instrument=instrument, timeframe=timeframe, config=config,
-                                              trained=trained)
-        if promote or (promote is None and selectors.model_version_active(instrument=instrument,
-                                                                           timeframe=timeframe) is None):
-            version = registry.model_version_promote(version_id=version.pk, via="training")
+        beating = (training_run_heartbeat(run_id=run_id, part="collect",
+                                          progress=f"assembling the model from {len(results)} member fits")
+                   if run_id is not None else contextlib.nullcontext())
+        with beating:
+            trained = training_collect(plan_key, results)
+            if run_id is not None:
+                version = services.training_run_register(run_id=run_id, config=config, trained=trained)
+            else:
+                version = services._version_register(instrument=instrument, timeframe=timeframe, config=config,
+                                                      trained=trained)
+            if promote or (promote is None and selectors.model_version_active(instrument=instrument,
+                                                                               timeframe=timeframe) is None):
+                version = registry.model_version_promote(version_id=version.pk, via="training")
     except BaseException as exc:
         _run_end(run_id, exc)
         raise
@@ -355,27 +405,28 @@ def _run_end(run_id: int | None, exc: BaseException | None, *, version: ModelVer
     if run_id is None:
         return
     if exc is None:
-        TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(),
-                                                     version=version)
+        services.training_run_succeed(run_id, version)
     else:
-        TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
-            status=TrainingRun.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}")
+        services.training_run_fail(run_id, f"{type(exc).__name__}: {exc}")
 
 
 # The tasks' names say they are mlcore's tasks (routed to the training queue with them); mlcore.tasks imports them.
 
 @shared_task(name="mlcore.tasks.train_version_distributed", acks_late=True)
-def train_version_distributed(symbol: str, timeframe: str = "1m", preset: str = "full", seed: int = 0) -> str:
-    """Queue a training whose member fits any training worker may take; returns the plan's key, not waiting."""
-    return model_version_train_dispatch(symbol=symbol, timeframe=timeframe, preset=preset, seed=seed)
+def train_version_distributed(run_id: int) -> str | None:
+    """Queue the member fits of a queued training run (`services.model_version_train_queue(distributed=True)`),
+    which any training worker may take; returns the plan's key, not waiting (None for a run already taken up)."""
+    return training_run_dispatch(run_id=run_id)
 
 
 @shared_task(name="mlcore.tasks.train_version_finish", acks_late=True,
              soft_time_limit=UNIT_SOFT_TIME_LIMIT, time_limit=UNIT_SOFT_TIME_LIMIT + 300)
 def train_version_finish(results: list[dict], symbol: str, timeframe: str, preset: str, seed: int, *, plan_key: str,
-                         label: dict | None = None, run_id: int | None = None, promote: bool | None = None) -> int:
-    return model_version_train_finish(plan_key=plan_key, results=results, symbol=symbol, timeframe=timeframe,
-                                      preset=preset, seed=seed, label=label, run_id=run_id, promote=promote).pk
+                         label: dict | None = None, run_id: int | None = None,
+                         promote: bool | None = None) -> int | None:
+    version = model_version_train_finish(plan_key=plan_key, results=results, symbol=symbol, timeframe=timeframe,
+                                         preset=preset, seed=seed, label=label, run_id=run_id, promote=promote)
+    return None if version is None else version.pk
 
 
 @shared_task(name="mlcore.tasks.train_version_abandon")
@@ -389,6 +440,7 @@ __all__ = [
     "training_bench_finish",
     "model_version_train_dispatch",
     "model_version_train_finish",
+    "training_run_dispatch",
     "training_collect",
     "training_dispatch",
     "training_plan_load",

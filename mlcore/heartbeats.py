@@ -1,6 +1,7 @@
-"""Heartbeats of the processes that train a retraining: while a part runs (the run, a member fit, the assembly), a
-thread of its process writes the time and the latest progress every MINHOS_TRAINING_HEARTBEAT_SECONDS, so a killed
-worker shows as silence within minutes (the watchdog is `mlcore.retraining.retrainings_silent_fail`)."""
+"""Heartbeats of the processes that train a retraining or a training run: while a part runs (the run, a member fit,
+the assembly), a thread of its process writes the time and the latest progress every
+MINHOS_TRAINING_HEARTBEAT_SECONDS, so a killed worker shows as silence within minutes (the watchdogs are `mlcore.retraining.retrainings_silent_fail` and
+`mlcore.services.training_runs_silent_fail`)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,12 +10,13 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from .models import Retraining, RetrainingHeartbeat
+from .models import Retraining, RetrainingHeartbeat, TrainingRun
 
 logger = logging.getLogger(__name__)
 PROGRESS_CHARS = 300
@@ -30,11 +32,27 @@ def _worker_name() -> str:
     return name or socket.gethostname()
 
 
-class Heartbeat:
-    """This process's part of one retraining; `progress(message)` records what it is doing now (and beats)."""
+@dataclass(frozen=True)
+class _Owner:
+    """Whose part beats: a retraining's or a training run's (the same rows, the same thread, the same watchdog rule)."""
 
-    def __init__(self, retraining_id: int, part: str, *, interval: float):
-        self.retraining_id = retraining_id
+    model: type
+    key: str  # the heartbeat row's foreign key to it
+    working: str  # its status while its parts may run
+    name: str  # in the log: "retraining", "training run"
+
+
+RETRAINING = _Owner(Retraining, "retraining_id", Retraining.Status.TRAINING, "retraining")
+TRAINING_RUN = _Owner(TrainingRun, "training_run_id", TrainingRun.Status.RUNNING, "training run")
+
+
+class Heartbeat:
+    """This process's part of one retraining or training run; `progress(message)` records what it is doing now (and
+    beats)."""
+
+    def __init__(self, owner_id: int, part: str, *, interval: float, owner: _Owner = RETRAINING):
+        self.owner = owner
+        self.owner_id = owner_id
         self.part = part[:100]
         self.interval = interval
         self._progress = ""
@@ -42,36 +60,40 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._told_ended = False
 
+    def _rows(self):
+        return RetrainingHeartbeat.objects.filter(**{self.owner.key: self.owner_id}, part=self.part)
+
+    def _owner_rows(self):
+        return self.owner.model.objects.filter(pk=self.owner_id, status=self.owner.working)
+
     def _write(self, progress: str | None = None) -> None:
         if progress is not None:
             self._progress = progress[:PROGRESS_CHARS]
         now = timezone.now()
-        RetrainingHeartbeat.objects.filter(retraining_id=self.retraining_id, part=self.part).update(
-            beat_at=now, progress=self._progress)
-        # Only a retraining still training shows it: once failed (e.g. silent too long), its page keeps the beat it
-        # was failed on, and this part's own row says the process was alive after all.
-        if not Retraining.objects.filter(pk=self.retraining_id, status=Retraining.Status.TRAINING).update(
-                heartbeat_at=now, progress=self._progress) and not self._told_ended:
+        self._rows().update(beat_at=now, progress=self._progress)
+        # Only one still working shows it: once failed (e.g. silent too long), its page keeps the beat it was failed
+        # on, and this part's own row says the process was alive after all.
+        if not self._owner_rows().update(heartbeat_at=now, progress=self._progress) and not self._told_ended:
             self._told_ended = True
-            logger.warning("retraining #%s ended while this process still works on its %s: what it makes is not "
-                           "used", self.retraining_id, self.part)
+            logger.warning("%s #%s ended while this process still works on its %s: what it makes is not used",
+                           self.owner.name, self.owner_id, self.part)
 
     def progress(self, message: str) -> None:
         try:
             self._write(message)
         except Exception:  # a heartbeat never fails the training it reports on
-            logger.exception("retraining #%s: the heartbeat of %s could not be written", self.retraining_id, self.part)
+            logger.exception("%s #%s: the heartbeat of %s could not be written", self.owner.name, self.owner_id,
+                             self.part)
 
     def start(self, progress: str) -> None:
         now = timezone.now()
         self._progress = progress[:PROGRESS_CHARS]
         RetrainingHeartbeat.objects.update_or_create(
-            retraining_id=self.retraining_id, part=self.part,
+            **{self.owner.key: self.owner_id}, part=self.part,
             defaults={"worker": _worker_name()[:200], "pid": os.getpid(), "started_at": now, "beat_at": now,
                       "ended_at": None, "progress": self._progress})
-        Retraining.objects.filter(pk=self.retraining_id, status=Retraining.Status.TRAINING).update(
-            heartbeat_at=now, progress=self._progress)
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.retraining_id}-{self.part}",
+        self._owner_rows().update(heartbeat_at=now, progress=self._progress)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.owner_id}-{self.part}",
                                         daemon=True)
         self._thread.start()
 
@@ -81,8 +103,8 @@ class Heartbeat:
                 try:
                     self._write()
                 except Exception:
-                    logger.exception("retraining #%s: the heartbeat of %s could not be written", self.retraining_id,
-                                     self.part)
+                    logger.exception("%s #%s: the heartbeat of %s could not be written", self.owner.name,
+                                     self.owner_id, self.part)
         finally:
             connection.close()  # this thread's own connection
 
@@ -91,23 +113,32 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
-            RetrainingHeartbeat.objects.filter(retraining_id=self.retraining_id, part=self.part).update(
-                ended_at=timezone.now(), progress=self._progress)
+            self._rows().update(ended_at=timezone.now(), progress=self._progress)
         except Exception:
-            logger.exception("retraining #%s: the end of %s could not be recorded", self.retraining_id, self.part)
+            logger.exception("%s #%s: the end of %s could not be recorded", self.owner.name, self.owner_id, self.part)
 
 
 @contextlib.contextmanager
-def retraining_heartbeat(*, retraining_id: int, part: str, progress: str = "started") -> Iterator[Heartbeat]:
-    """While the block runs, `part` of the retraining beats from a background thread of this process; the part is
-    marked ended when the block ends, however it ends (an error is the caller's to record). A process killed inside
-    the block leaves the part running and silent: that is what the watchdog looks for."""
-    beat = Heartbeat(retraining_id, part, interval=settings.MINHOS_TRAINING_HEARTBEAT_SECONDS)
+def _heartbeat(owner: _Owner, owner_id: int, part: str, progress: str) -> Iterator[Heartbeat]:
+    beat = Heartbeat(owner_id, part, interval=settings.MINHOS_TRAINING_HEARTBEAT_SECONDS, owner=owner)
     beat.start(progress)
     try:
         yield beat
     finally:
         beat.stop()
+
+
+def retraining_heartbeat(*, retraining_id: int, part: str, progress: str = "started"):
+    """While the block runs, `part` of the retraining beats from a background thread of this process; the part is
+    marked ended when the block ends, however it ends (an error is the caller's to record). A process killed inside
+    the block leaves the part running and silent: that is what the watchdog looks for."""
+    return _heartbeat(RETRAINING, retraining_id, part, progress)
+
+
+def training_run_heartbeat(*, run_id: int, part: str, progress: str = "started"):
+    """As `retraining_heartbeat`, for a training run (`manage.py train`, the `train_version` tasks): its watchdog is
+    `mlcore.services.training_runs_silent_fail`."""
+    return _heartbeat(TRAINING_RUN, run_id, part, progress)
 
 
 def retraining_where(record: Retraining) -> str:
@@ -132,4 +163,29 @@ def retraining_still_training(retraining_id: int) -> str:
         return retraining_where(record)
     if record.trained_at is not None:
         return retraining_where(record)
+    return ""
+
+
+def training_run_where(run: TrainingRun) -> str:
+    """Why a training run is not taken up or trained again (a task delivered again), for the log."""
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        return f"it succeeded (v{run.version_id})"
+    if run.status == TrainingRun.Status.FAILED:
+        return f"it failed: {run.error[:300]}"
+    if run.status == TrainingRun.Status.RUNNING and run.version_id:
+        return f"its version v{run.version_id} is registered"
+    if run.status == TrainingRun.Status.RUNNING:
+        beat = (f", last heartbeat {run.heartbeat_at:%H:%M:%S} UTC: {run.progress}" if run.heartbeat_at else "")
+        return f"another process trains it{beat}"
+    return f"it is {run.status}"
+
+
+def training_run_still_running(run_id: int) -> str:
+    """"" while the training run's training may go on; otherwise why a part of it (a member fit delivered again, an
+    assembly) should not run."""
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return "it no longer exists"
+    if run.status != TrainingRun.Status.RUNNING or run.version_id:
+        return training_run_where(run)
     return ""

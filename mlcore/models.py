@@ -63,29 +63,46 @@ class ModelVersion(models.Model):
 
 
 class TrainingRun(models.Model):
-    """One training attempt; at most one runs per market, so a second `train` is refused with a clear error."""
+    """One training attempt; at most one is queued or runs per market, so a second `train` is refused with a clear
+    error. A queued run is what the `train_version` task carries (its id): a delivery of a run already taken up, ended
+    or failed trains nothing. While it runs, its processes beat (`heartbeats`, as a retraining's do): one killed
+    mid-fit is failed by the watchdog within MINHOS_TRAINING_HEARTBEAT_TIMEOUT, and the market can train again."""
 
     class Status(models.TextChoices):
+        QUEUED = "queued"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+
+    IN_FLIGHT = (Status.QUEUED, Status.RUNNING)
 
     instrument = models.ForeignKey("trading.Instrument", on_delete=models.CASCADE, related_name="training_runs")
     timeframe = models.CharField(max_length=4)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     preset = models.CharField(max_length=10)
-    started_at = models.DateTimeField(auto_now_add=True)
+    # What a queued run trains with (the task carries the run's id only).
+    seed = models.IntegerField(default=0, db_default=0)
+    label_settings = models.JSONField(default=dict, blank=True)
+    promote = models.BooleanField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)  # queued at, then taken up at
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    # The last beat of any of its processes and what it was doing (see RetrainingHeartbeat for each part's own).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress = models.CharField(max_length=300, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["instrument", "timeframe"], condition=Q(status="running"), name="one_training_run_per_market"
+                fields=["instrument", "timeframe"], condition=Q(status__in=["queued", "running"]),
+                name="one_training_run_per_market"
             )
         ]
         ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"training run #{self.pk} {self.instrument.symbol} {self.timeframe} ({self.status})"
 
 
 class Prediction(models.Model):
@@ -269,7 +286,11 @@ class RetrainingHeartbeat(models.Model):
     MINHOS_TRAINING_HEARTBEAT_TIMEOUT lost its process (a killed worker): its retraining is failed, with an alert,
     long before Redis would deliver the killed task again."""
 
-    retraining = models.ForeignKey(Retraining, on_delete=models.CASCADE, related_name="heartbeats")
+    # Whose part it is: a retraining's, or a training run's (`manage.py train`, `train_version`, a distributed one).
+    retraining = models.ForeignKey(Retraining, on_delete=models.CASCADE, related_name="heartbeats", null=True,
+                                   blank=True)
+    training_run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="heartbeats", null=True,
+                                     blank=True)
     part = models.CharField(max_length=100, help_text='"run", "fit <unit>" or "collect"')
     worker = models.CharField(max_length=200, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True)
@@ -279,8 +300,16 @@ class RetrainingHeartbeat(models.Model):
     progress = models.CharField(max_length=300, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["retraining", "part"], name="one_heartbeat_per_part")]
+        constraints = [
+            models.UniqueConstraint(fields=["retraining", "part"], name="one_heartbeat_per_part"),
+            models.UniqueConstraint(fields=["training_run", "part"], name="one_heartbeat_per_training_run_part"),
+            models.CheckConstraint(condition=Q(retraining__isnull=False, training_run__isnull=True)
+                                   | Q(retraining__isnull=True, training_run__isnull=False),
+                                   name="heartbeat_of_a_retraining_or_a_training_run"),
+        ]
         ordering = ["started_at", "id"]
 
     def __str__(self):
-        return f"retraining #{self.retraining_id} {self.part} ({self.worker} pid {self.pid})"
+        owner = (f"retraining #{self.retraining_id}" if self.retraining_id
+                 else f"training run #{self.training_run_id}")
+        return f"{owner} {self.part} ({self.worker} pid {self.pid})"

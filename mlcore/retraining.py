@@ -155,11 +155,14 @@ def retrainings_silent_fail(*, now: datetime | None = None, timeout_seconds: flo
 
 
 def retrainings_advance(*, now: datetime | None = None) -> dict:
-    """The periodic job: fail the retrainings whose training process went silent and the abandoned ones, decide the
-    shadow runs whose record is complete."""
+    """The periodic job: fail the retrainings and training runs whose training process went silent and the abandoned
+    retrainings, decide the shadow runs whose record is complete."""
     now = now or timezone.now()
     abandoned = retrainings_silent_fail(now=now) + _abandoned_clear(now=now)
-    return {"abandoned": abandoned, "decided": [record.pk for record in shadow_advance()]}
+    # The training runs (`manage.py train`, `train_version`) have the same heartbeat and the same watchdog rule.
+    training_runs = services.training_runs_silent_fail(now=now)
+    return {"abandoned": abandoned, "decided": [record.pk for record in shadow_advance()],
+            "training_runs_failed": training_runs}
 
 
 def _skip_reason(record: Retraining, *, policy: RetrainingPolicy, now: datetime) -> str:

@@ -32,9 +32,11 @@ from . import registry, selectors
 from .domain.features import FeatureError
 from .domain.labels import LabelConfig, barrier_outcome
 from .errors import TrainingError
+from .domain.heartbeat import Part, silent_part, stopped_reason
 from .events import prediction_created
 from .facts import PredictionFacts
-from .models import ModelVersion, Prediction, TrainingRun
+from .heartbeats import training_run_heartbeat, training_run_where
+from .models import ModelVersion, Prediction, RetrainingHeartbeat, TrainingRun
 
 if TYPE_CHECKING:
     from .inference import LoadedModel
@@ -64,49 +66,212 @@ def model_version_train(
     `until` trains on the bars up to and including that time only: a version a backtest of the later bars can
     trust (trained on none of them).
 
-    Refuses a second training of the same market while one runs. On any error nothing is saved.
+    Refuses a second training of the same market while one is queued or runs. On any error nothing is saved. While
+    it trains, this process beats (a killed one is failed by `training_runs_silent_fail`).
     """
-    from .training import TrainConfig, train_model
+    from .training import TrainConfig
 
     if until is not None and (until.tzinfo is None or until.utcoffset() is None):
         raise ValueError(f"until must be timezone-aware, got {until!r}")
     instrument = trading_selectors.instrument_get(symbol=symbol)
-    config = TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())
-    run = _training_run_start(instrument=instrument, timeframe=timeframe, preset=preset)
+    TrainConfig(preset=preset, seed=seed, label=label or LabelConfig())  # refused before any run is recorded
+    run = _training_run_start(instrument=instrument, timeframe=timeframe, preset=preset, seed=seed,
+                              label=label or LabelConfig(), promote=promote)
+    return _training_run_train(run, progress=progress, until=until)
+
+
+def model_version_train_queue(*, symbol: str, timeframe: str = "1m", preset: str = "full", seed: int = 0,
+                              label: LabelConfig | None = None, promote: bool | None = None,
+                              distributed: bool = False) -> TrainingRun:
+    """Record a queued training run and send its id to the training queue (`mlcore.tasks.train_version`, or
+    `train_version_distributed`): a delivery of the task trains only a run still queued, so a task delivered again
+    (Redis's visibility timeout, a worker lost before its acknowledgement) trains nothing a second time."""
+    run = training_run_record(symbol=symbol, timeframe=timeframe, preset=preset, seed=seed, label=label,
+                              promote=promote)
+    name = "mlcore.tasks.train_version_distributed" if distributed else "mlcore.tasks.train_version"
+
+    def send():
+        from celery import current_app
+
+        try:
+            if current_app.conf.task_always_eager:  # embedded mode: run here, as every task does
+                current_app.tasks[name].apply(args=(run.pk,))
+            else:
+                current_app.send_task(name, args=(run.pk,), queue="training")
+        except Exception as exc:
+            training_run_fail(run.pk, f"could not be queued: {type(exc).__name__}: {exc}")
+
+    transaction.on_commit(send)
+    return run
+
+
+def training_run_record(*, symbol: str, timeframe: str = "1m", preset: str = "full", seed: int = 0,
+                        label: LabelConfig | None = None, promote: bool | None = None) -> TrainingRun:
+    """A queued training run (refused while one of the market is queued or runs): the id its task carries."""
+    instrument = trading_selectors.instrument_get(symbol=symbol)
+    return _training_run_start(instrument=instrument, timeframe=timeframe, preset=preset, seed=seed,
+                               label=label or LabelConfig(), promote=promote, status=TrainingRun.Status.QUEUED)
+
+
+def training_run_execute(*, run_id: int) -> ModelVersion | None:
+    """The `train_version` task: train the queued run. A run already taken up (by a live process), ended or failed
+    is not trained again: the delivery says why in the log and returns None. A run taken up by a process that fell
+    silent is failed here first, as the watchdog would."""
+    run = training_run_claim(run_id)
+    if run is None:
+        return None
+    return _training_run_train(run)
+
+
+def training_run_claim(run_id: int) -> TrainingRun | None:
+    """Take up a queued run (status running, this process's): None, logged with why, when it is not queued."""
+    current = TrainingRun.objects.select_related("instrument").filter(pk=run_id).first()
+    if current is None:
+        logger.warning("training run #%s: not trained (a task for a run that does not exist)", run_id)
+        return None
+    training_runs_silent_fail(instrument=current.instrument, timeframe=current.timeframe)
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=timezone.now())
+    run = TrainingRun.objects.select_related("instrument").get(pk=run_id)
+    if not claimed:
+        logger.warning("training run #%s: not trained again (a redelivered task): %s", run_id,
+                       training_run_where(run))
+        return None
+    return run
+
+
+def _training_run_train(run: TrainingRun, *, progress: Callable[[str], None] | None = None,
+                        until: datetime | None = None) -> ModelVersion:
+    """Train a run this process has taken up (status running), beating while it does; the run ends succeeded with
+    its version or failed with the error."""
+    from .training import TrainConfig, train_model
+
+    instrument, timeframe = run.instrument, run.timeframe
+    config = TrainConfig(preset=run.preset, seed=run.seed, label=LabelConfig.from_dict(run.label_settings)
+                         if run.label_settings else LabelConfig())
     try:
-        bars = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe, end_at=until)
-        if progress:
+        with training_run_heartbeat(run_id=run.pk, part="run", progress="reading the bars") as beat:
+            def report(message: str) -> None:
+                beat.progress(message)
+                if progress:
+                    progress(message)
+
+            bars = trading_selectors.bars_frame(instrument=instrument, timeframe=timeframe, end_at=until)
             bound = f" (up to {until.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M} UTC)" if until is not None else ""
-            progress(f"{len(bars)} {instrument} {timeframe} bars loaded{bound}")
-        trained = train_model(bars, config, progress=progress)
-        version = _version_register(instrument=instrument, timeframe=timeframe, config=config, trained=trained)
-        if promote or (promote is None and selectors.model_version_active(instrument=instrument,
-                                                                           timeframe=timeframe) is None):
-            version = registry.model_version_promote(version_id=version.pk, via="training")
+            report(f"{len(bars)} {instrument} {timeframe} bars loaded{bound}")
+            trained = train_model(bars, config, progress=report, unit_progress=beat.progress)
+            version = training_run_register(run_id=run.pk, config=config, trained=trained)
+            beat.progress(f"registered v{version.pk}")
+            version = training_run_promote(run, version)
     except BaseException as exc:
-        TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
-                                                     error=f"{type(exc).__name__}: {exc}")
+        training_run_fail(run.pk, f"{type(exc).__name__}: {exc}")
         raise
-    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(),
-                                                 version=version)
+    training_run_succeed(run.pk, version)
     return version
 
 
-def _training_run_start(*, instrument, timeframe: str, preset: str) -> TrainingRun:
-    # A run left "running" by a killed process must not block training forever.
+def training_run_register(*, run_id: int, config: TrainConfig, trained: TrainedModel) -> ModelVersion:
+    """Register a run's trained version, once: in one transaction with the run's row locked and the version set on
+    it, so a result that comes after the run ended (failed as silent while its worker was only slow, or a task
+    delivered again) registers nothing, and a killed process leaves either no version or the run naming it."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("instrument").get(pk=run_id)
+        if run.status != TrainingRun.Status.RUNNING or run.version_id is not None:
+            why = training_run_where(run)
+            if run.status == TrainingRun.Status.FAILED and "arrived after all" not in run.error:
+                TrainingRun.objects.filter(pk=run_id).update(error=(
+                    f"{run.error} | later, at {timezone.now():%H:%M:%S} UTC, the trained model arrived after all: "
+                    "discarded (nothing registered)")[-4000:])
+            logger.error("training run #%s: its trained model arrived after the run ended (%s): discarded", run_id,
+                         why)
+            raise TrainingError(f"training run #{run_id} ended before its model was registered ({why}); "
+                                "nothing was registered")
+        version = _version_register(instrument=run.instrument, timeframe=run.timeframe, config=config,
+                                    trained=trained)
+        TrainingRun.objects.filter(pk=run_id).update(version=version)
+    return version
+
+
+def training_run_promote(run: TrainingRun, version: ModelVersion) -> ModelVersion:
+    if run.promote or (run.promote is None and selectors.model_version_active(
+            instrument=run.instrument, timeframe=run.timeframe) is None):
+        return registry.model_version_promote(version_id=version.pk, via="training")
+    return version
+
+
+def training_run_succeed(run_id: int, version: ModelVersion) -> None:
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+        status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), version=version)
+
+
+def training_run_fail(run_id: int | None, error: str) -> None:
+    """End a queued or running run as failed (a run already ended keeps its end; a later error is logged only)."""
+    if run_id is None:
+        return
+    if TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.IN_FLIGHT).update(
+            status=TrainingRun.Status.FAILED, finished_at=timezone.now(), error=error[:4000]):
+        logger.error("training run #%s failed: %s", run_id, error)
+    else:
+        logger.warning("training run #%s had already ended; a later error: %s", run_id, error)
+
+
+def training_runs_silent_fail(*, now: datetime | None = None, timeout_seconds: float | None = None, instrument=None,
+                              timeframe: str | None = None) -> list[int]:
+    """The watchdog of training runs (run by the periodic retraining job, `mlcore.retraining.retrainings_advance`,
+    and before any new training of the market): fail each run one of whose running parts (the run, a member fit,
+    the assembly) has not beaten for `timeout_seconds` (MINHOS_TRAINING_HEARTBEAT_TIMEOUT): its worker was killed
+    or hangs, and the market may train again at once. Returns their ids."""
+    now = now or timezone.now()
+    timeout = settings.MINHOS_TRAINING_HEARTBEAT_TIMEOUT if timeout_seconds is None else timeout_seconds
+    rows = RetrainingHeartbeat.objects.filter(training_run__status=TrainingRun.Status.RUNNING, ended_at__isnull=True,
+                                              beat_at__lt=now - timedelta(seconds=timeout)).select_related(
+        "training_run")
+    if instrument is not None:
+        rows = rows.filter(training_run__instrument=instrument, training_run__timeframe=timeframe)
+    parts: dict[int, list[Part]] = {}
+    versions: dict[int, int | None] = {}
+    for row in rows:
+        versions[row.training_run_id] = row.training_run.version_id
+        parts.setdefault(row.training_run_id, []).append(
+            Part(part=row.part, worker=row.worker, pid=row.pid, beat_at=row.beat_at, ended_at=row.ended_at,
+                 progress=row.progress))
+    failed = []
+    for pk, running in sorted(parts.items()):
+        part = silent_part(running, now=now, timeout_seconds=timeout)
+        if part is None:
+            continue
+        version = versions[pk]
+        aftermath = (f"v{version} was registered, not promoted by this run" if version
+                     else "nothing was registered or promoted")
+        training_run_fail(pk, stopped_reason(part, now=now, aftermath=aftermath))
+        failed.append(pk)
+    return failed
+
+
+def _training_run_start(*, instrument, timeframe: str, preset: str, seed: int = 0,
+                        label: LabelConfig | None = None, promote: bool | None = None,
+                        status: str = TrainingRun.Status.RUNNING) -> TrainingRun:
+    # A run whose process was killed is failed by its silent heartbeat; one left queued or running without any (a
+    # lost task, a process killed before its first beat) must not block training forever either.
+    training_runs_silent_fail(instrument=instrument, timeframe=timeframe)
     stale_before = timezone.now() - timezone.timedelta(hours=STALE_TRAINING_HOURS)
-    TrainingRun.objects.filter(instrument=instrument, timeframe=timeframe, status=TrainingRun.Status.RUNNING,
+    TrainingRun.objects.filter(instrument=instrument, timeframe=timeframe, status__in=TrainingRun.IN_FLIGHT,
                                started_at__lt=stale_before).update(status=TrainingRun.Status.FAILED,
+                                                                   finished_at=timezone.now(),
                                                                    error="abandoned (no end recorded)")
     try:
         with transaction.atomic():
-            return TrainingRun.objects.create(instrument=instrument, timeframe=timeframe, preset=preset)
+            return TrainingRun.objects.create(instrument=instrument, timeframe=timeframe, preset=preset, seed=seed,
+                                              label_settings=(label or LabelConfig()).to_dict(), promote=promote,
+                                              status=status)
     except IntegrityError:
         running = TrainingRun.objects.filter(instrument=instrument, timeframe=timeframe,
-                                             status=TrainingRun.Status.RUNNING).first()
+                                             status__in=TrainingRun.IN_FLIGHT).first()
         since = f" since {running.started_at:%Y-%m-%d %H:%M:%S} UTC" if running else ""
+        beat = (f" (training run #{running.pk} {running.status}, last heartbeat {running.heartbeat_at:%H:%M:%S} UTC: "
+                f"{running.progress})" if running and running.heartbeat_at else "")
         raise TrainingAlreadyRunning(
-            f"a training of {instrument} {timeframe} is already running{since}; wait for it to finish"
+            f"a training of {instrument} {timeframe} is already running{since}{beat}; wait for it to finish"
         ) from None
 
 

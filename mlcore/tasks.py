@@ -7,8 +7,12 @@ from . import services
 
 
 @shared_task(name="mlcore.tasks.train_version", acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
-def train_version(symbol: str, timeframe: str = "1m", preset: str = "full", seed: int = 0) -> int:
-    return services.model_version_train(symbol=symbol, timeframe=timeframe, preset=preset, seed=seed).pk
+def train_version(run_id: int) -> int | None:
+    """Train a queued training run (`services.model_version_train_queue`): the task carries the run's id, so a
+    delivery of a run already taken up, ended or failed (Redis's visibility timeout, a worker lost before its
+    acknowledgement) trains nothing and logs why. Returns the new version's id (None when nothing was trained)."""
+    version = services.training_run_execute(run_id=run_id)
+    return None if version is None else version.pk
 
 
 @shared_task(name="mlcore.tasks.retrain", acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)

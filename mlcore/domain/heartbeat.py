@@ -26,10 +26,11 @@ def silent_part(parts: Iterable[Part], *, now: datetime, timeout_seconds: float)
     return min(silent, key=lambda p: p.beat_at) if silent else None
 
 
-def stopped_reason(part: Part, *, now: datetime) -> str:
-    """What the operator reads on the failed retraining and in its alert."""
+def stopped_reason(part: Part, *, now: datetime,
+                   aftermath: str = "nothing was registered or promoted") -> str:
+    """What the operator reads on the failed retraining (or training run) and in its alert."""
     where = f"{part.part} on {part.worker or 'an unknown worker'}" + (f", pid {part.pid}" if part.pid else "")
     silence = (now - part.beat_at).total_seconds()
     stopped = part.beat_at.astimezone(UTC)
     return (f"training worker stopped answering at {stopped:%H:%M:%S} UTC ({where}; no heartbeat for {silence:.0f} s: "
-            f"killed or hung); last progress: {part.progress or 'none reported'}; nothing was registered or promoted")
+            f"killed or hung); last progress: {part.progress or 'none reported'}; {aftermath}")

@@ -9,6 +9,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
+from mlcore import services
 from mlcore.models import Prediction, TrainingRun
 from mlcore.registry import model_version_promote
 from trading.models import Bar, BarWorkflow
@@ -58,7 +59,8 @@ def workers(tmp_path, request, storage):
 def test_predictions_are_made_while_a_training_runs_on_its_own_queue(workers, stored_bars, register, nq):
     client, processes = workers
     model_version_promote(version_id=register().pk)
-    client.send_task("mlcore.tasks.train_version", args=("NQ", "1m", "fast", 1), queue="training")
+    run = services.training_run_record(symbol="NQ", timeframe="1m", preset="fast", seed=1)
+    client.send_task("mlcore.tasks.train_version", args=(run.pk,), queue="training")
     _wait_for(lambda: TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exists(),
               "the training worker to start training", processes)
 

@@ -63,10 +63,12 @@ def test_two_training_workers_share_the_member_fits_and_register_the_sequential_
     frame, reference = sequential_reference(nq, training_bars, trained)
     stack = process_stack
     workers = stack.workers(["training"], ["training"], concurrency=1)
-    send(stack, distributed.train_version_distributed.name, "NQ", "1m", TRAIN_CONFIG.preset, TRAIN_CONFIG.seed)
+    queued = services.training_run_record(symbol="NQ", timeframe="1m", preset=TRAIN_CONFIG.preset,
+                                          seed=TRAIN_CONFIG.seed)
+    send(stack, distributed.train_version_distributed.name, queued.pk)
 
     def ended():
-        return TrainingRun.objects.filter(instrument=nq).exclude(status=TrainingRun.Status.RUNNING).first()
+        return TrainingRun.objects.filter(instrument=nq).exclude(status__in=TrainingRun.IN_FLIGHT).first()
 
     run = stack.wait_for(ended, TIMEOUT, "the distributed training did not end")
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error

@@ -115,7 +115,7 @@ def test_a_training_started_while_another_one_fits_is_refused_and_the_first_comp
                                                                                        monkeypatch):
     refusals = []
 
-    def fit_while_a_second_training_starts(bars, config, progress=None):
+    def fit_while_a_second_training_starts(bars, config, progress=None, **kwargs):
         with pytest.raises(TrainingAlreadyRunning) as refused:
             model_version_train(symbol="NQ", preset="fast")
         refusals.append(str(refused.value))
@@ -166,7 +166,7 @@ def fit_returns_trained(monkeypatch, trained):
     """Replace the fit (tens of seconds) by the session's model; the stored frame it was given is kept."""
     given = []
 
-    def fit(bars, config, progress=None):
+    def fit(bars, config, progress=None, **kwargs):
         given.append((bars, config))
         return trained
 
