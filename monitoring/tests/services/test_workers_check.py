@@ -13,6 +13,8 @@ from trading.models import WorkerHeartbeat
 
 THRESHOLD = 30.0
 
+pytestmark = pytest.mark.embedded
+
 
 @pytest.fixture
 def deployment(db, settings):
