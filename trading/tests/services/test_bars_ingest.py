@@ -501,11 +501,11 @@ def test_an_instrument_the_import_creates_gets_the_tick_given_and_its_log_line_a
 
 def test_a_refused_file_leaves_no_created_instrument_and_no_log_line_saying_it_was_created(
         tmp_path, caplog, django_capture_on_commit_callbacks):
-    # On the default 0.01 tick of a created instrument, 8800.001235 is off it.
+    # On the 0.01 tick the created instrument is given, 8800.001235 is off it.
     lines = [f"{T0.isoformat()},8800.001235,8801,8799.5,8800.5,3"]
     with caplog.at_level("WARNING", logger="trading.services.market"):
         with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(InvalidBars):
-            _import(_write(tmp_path, lines), symbol="MCL", create=True)
+            _import(_write(tmp_path, lines), symbol="MCL", create=True, tick_size="0.01")
 
     assert not Instrument.objects.filter(symbol="MCL").exists()
     assert callbacks == []
