@@ -126,7 +126,9 @@ class Command(BaseCommand):
                 + (". The accepted range of bar times is set by MINHOS_BAR_EARLIEST and MINHOS_BAR_MAX_AHEAD_SECONDS"
                    if out_of_range else "")
                 + (". Prices must be on the instrument's tick" + (
-                    " (an instrument --create makes gets --tick-size)" if create else "")
+                    " (an instrument --create makes gets --tick-size)" if create else
+                    " (a ratio-adjusted or computed series is on none: import it under a symbol of its own with "
+                    "--create, which gives it the tick its prices need)")
                    if off_tick else "")
             ) from exc
         except services.TickSizeMismatch as exc:

@@ -316,7 +316,8 @@ def test_a_price_off_the_tick_stops_the_import_naming_its_row_and_nothing_is_wri
     assert err.splitlines() == [
         "row 3: open 18000.1 is not on the instrument's 0.25 tick (the nearest are 18000 and 18000.25)"]
     assert message.endswith("nothing was written (--skip-invalid stores the valid rows and skips these). Prices "
-                            "must be on the instrument's tick")
+                            "must be on the instrument's tick (a ratio-adjusted or computed series is on none: import "
+                            "it under a symbol of its own with --create, which gives it the tick its prices need)")
     assert _stored() == []
 
 
