@@ -92,6 +92,7 @@ class Scheduler(DatabaseScheduler):
     """The database scheduler (entries editable in the admin) with quiet outages and in-process jobs."""
 
     database_back_at: float | None = None
+    broker_back_at: float | None = None
 
     def __init__(self, *args, **kwargs):
         self.failures = FailureStreaks(logger, summary_seconds=float(
@@ -164,6 +165,8 @@ class Scheduler(DatabaseScheduler):
                 self.failures.failed(f"entry:{entry.name}", f"Sending scheduled task {entry.name}", exc,
                                      traceback=True)
         else:
+            if broker_away:  # the outage ends now
+                self.broker_back_at = time.monotonic()
             self.failures.succeeded("broker", "Sending scheduled tasks to the broker")
             self.failures.succeeded(f"entry:{entry.name}", f"Sending scheduled task {entry.name}")
 
@@ -174,9 +177,14 @@ class Scheduler(DatabaseScheduler):
         # The workers could not write their heartbeats while the database was away, and a worker catching up on the
         # bars held meanwhile takes its heartbeat task late: the check would read the outage as dead workers (a false
         # critical alert and its webhook). They get the time they get at a start, the stale limit, to beat again.
+        # Likewise the broker: while beat cannot send, no heartbeat reaches a worker, and their ages say nothing of
+        # the workers (Redis down is reported by /healthz, /readyz and the log lines above).
         grace = float(getattr(settings, "MINHOS_WORKER_STALE_SECONDS", 30.0))
-        if self.database_back_at is not None and time.monotonic() - self.database_back_at < grace:
+        if "broker" in self.failures.streaks:
             return
+        for back_at in (self.database_back_at, self.broker_back_at):
+            if back_at is not None and time.monotonic() - back_at < grace:
+                return
         close_old_connections()  # one left broken by a database restart is replaced, as a worker's would be
         try:
             self.app.tasks[entry.task](*(entry.args or ()), **(entry.kwargs or {}))
