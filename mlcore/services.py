@@ -176,19 +176,22 @@ def training_run_register(*, run_id: int, config: TrainConfig, trained: TrainedM
     delivered again) registers nothing, and a killed process leaves either no version or the run naming it."""
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().select_related("instrument").get(pk=run_id)
-        if run.status != TrainingRun.Status.RUNNING or run.version_id is not None:
+        late = run.status != TrainingRun.Status.RUNNING or run.version_id is not None
+        if late:
             why = training_run_where(run)
+            # Said on the failed run (not rolled back with the refusal below): the worker was alive after all.
             if run.status == TrainingRun.Status.FAILED and "arrived after all" not in run.error:
                 TrainingRun.objects.filter(pk=run_id).update(error=(
                     f"{run.error} | later, at {timezone.now():%H:%M:%S} UTC, the trained model arrived after all: "
                     "discarded (nothing registered)")[-4000:])
-            logger.error("training run #%s: its trained model arrived after the run ended (%s): discarded", run_id,
-                         why)
-            raise TrainingError(f"training run #{run_id} ended before its model was registered ({why}); "
-                                "nothing was registered")
-        version = _version_register(instrument=run.instrument, timeframe=run.timeframe, config=config,
-                                    trained=trained)
-        TrainingRun.objects.filter(pk=run_id).update(version=version)
+        else:
+            version = _version_register(instrument=run.instrument, timeframe=run.timeframe, config=config,
+                                        trained=trained)
+            TrainingRun.objects.filter(pk=run_id).update(version=version)
+    if late:
+        logger.error("training run #%s: its trained model arrived after the run ended (%s): discarded", run_id, why)
+        raise TrainingError(f"training run #{run_id} ended before its model was registered ({why}); "
+                            "nothing was registered")
     return version
 
 
