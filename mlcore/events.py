@@ -16,3 +16,7 @@ model_version_promoted = Signal()
 # committed, for listeners such as monitoring (an alert when one failed or was refused). Keyword arguments:
 # retraining_id (int).
 retraining_decided = Signal()
+
+# Sent when a training run (`manage.py train`, `train_version`) ends, failed or succeeded, after it committed, for
+# listeners such as monitoring (an alert while the market's last training failed). Keyword arguments: run_id (int).
+training_run_ended = Signal()

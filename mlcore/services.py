@@ -33,7 +33,7 @@ from .domain.features import FeatureError
 from .domain.labels import LabelConfig, barrier_outcome
 from .errors import TrainingError
 from .domain.heartbeat import Part, silent_part, stopped_reason
-from .events import prediction_created
+from .events import prediction_created, training_run_ended
 from .facts import PredictionFacts
 from .heartbeats import training_run_heartbeat, training_run_where
 from .models import ModelVersion, Prediction, RetrainingHeartbeat, TrainingRun
@@ -203,8 +203,16 @@ def training_run_promote(run: TrainingRun, version: ModelVersion) -> ModelVersio
 
 
 def training_run_succeed(run_id: int, version: ModelVersion) -> None:
-    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
-        status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), version=version)
+    if TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+            status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), version=version):
+        transaction.on_commit(lambda: _training_run_announce(run_id))
+
+
+def _training_run_announce(run_id: int) -> None:
+    for receiver, error in training_run_ended.send_robust(sender=TrainingRun, run_id=run_id):
+        if isinstance(error, Exception):
+            logger.error("training run #%s: receiver %s failed: %r", run_id, receiver, error,
+                         exc_info=(type(error), error, error.__traceback__))
 
 
 def training_run_fail(run_id: int | None, error: str) -> None:
@@ -214,6 +222,7 @@ def training_run_fail(run_id: int | None, error: str) -> None:
     if TrainingRun.objects.filter(pk=run_id, status__in=TrainingRun.IN_FLIGHT).update(
             status=TrainingRun.Status.FAILED, finished_at=timezone.now(), error=error[:4000]):
         logger.error("training run #%s failed: %s", run_id, error)
+        transaction.on_commit(lambda: _training_run_announce(run_id))
     else:
         logger.warning("training run #%s had already ended; a later error: %s", run_id, error)
 

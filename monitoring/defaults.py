@@ -26,6 +26,10 @@ RULES = {
                           "A retraining of the market failed, or its promotion was refused (an artifact that fails "
                           "its hash check); the champion keeps serving. Resolved by the market's next retraining that "
                           "reaches a decision (threshold unused)."),
+    "training_failed": ("Training failed", "critical", 0.0,
+                        "The market's last training run (manage.py train, the train_version tasks) failed: an error, "
+                        "or its worker stopped answering mid-fit (killed or hung); nothing was registered by it. "
+                        "Resolved by the market's next training that succeeds (threshold unused)."),
     "workers": ("Worker down", "critical", 30.0,
                 "Seconds since a per-bar queue's worker last answered are above this (deployment mode)."),
 }

@@ -3,7 +3,7 @@ import logging
 
 from django.dispatch import receiver
 
-from mlcore.events import model_version_promoted, retraining_decided
+from mlcore.events import model_version_promoted, retraining_decided, training_run_ended
 
 logger = logging.getLogger("minhos.monitoring")
 
@@ -27,3 +27,11 @@ def retraining_decided_alert(sender, *, retraining_id: int, **kwargs) -> None:
     from . import services
 
     services.retraining_outcome_record(retraining_id=retraining_id)
+
+
+@receiver(training_run_ended, dispatch_uid="monitoring-training-run-ended")
+def training_run_ended_alert(sender, *, run_id: int, **kwargs) -> None:
+    """A failed training run opens the market's "training_failed" alert; its next run that succeeds resolves it."""
+    from . import services
+
+    services.training_run_outcome_record(run_id=run_id)

@@ -20,7 +20,7 @@ from mlcore.domain import drift as drift_core
 from mlcore.domain.features import FEATURE_NAMES, FEATURE_WINDOW, compute_features
 from mlcore.domain.labels import SIDES
 from minhos_site.text import control_character_problem
-from mlcore.models import ModelVersion
+from mlcore.models import ModelVersion, TrainingRun
 from trading import selectors as trading_selectors
 from trading.domain.risk import RiskLimits, in_session
 
@@ -657,3 +657,48 @@ def _json_safe(value):
     if isinstance(value, np.ndarray):
         return _json_safe(value.tolist())
     return value
+
+
+TRAINING_RULE = "training_failed"
+
+
+def training_run_outcome_record(*, run_id: int, now: datetime | None = None) -> Alert | None:
+    """Open the market's training alert when a training run failed (its worker killed mid-fit, say); resolve it when
+    a later run of the market succeeded. Returns the alert opened, if any."""
+    now = now or timezone.now()
+    run = TrainingRun.objects.select_related("instrument").filter(pk=run_id).first()
+    if run is None:
+        return None
+    market = f"{run.instrument.symbol} {run.timeframe}"
+    cause = f"{TRAINING_RULE}:{market}"
+    opened = None
+    with transaction.atomic():
+        current = Alert.objects.select_for_update().filter(cause=cause).exclude(status=Alert.Status.RESOLVED).first()
+        rule = AlertRule.objects.filter(code=TRAINING_RULE, enabled=True).first()
+        if run.status == TrainingRun.Status.FAILED and rule is not None:
+            message = f"{market}: training run #{run.pk} ({run.preset}) failed: {run.error}"[:2000]
+            if current is None:
+                try:
+                    with transaction.atomic():
+                        opened = Alert.objects.create(
+                            rule=rule, cause=cause, instrument=run.instrument, timeframe=run.timeframe,
+                            severity=rule.severity, message=message, opened_at=now, last_seen_at=now)
+                except IntegrityError:
+                    opened = None
+                else:
+                    _notify(opened.pk, "opened")
+                    transaction.on_commit(lambda: logger.critical("alert opened [%s] %s: %s", rule.severity, cause,
+                                                                  message))
+            else:
+                Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
+                                                           message=message)
+        elif run.status == TrainingRun.Status.SUCCEEDED and current is not None:
+            Alert.objects.filter(pk=current.pk).update(
+                status=Alert.Status.RESOLVED, resolved_at=now,
+                resolution=f"training run #{run.pk} succeeded (v{run.version_id})")
+            _notify(current.pk, "resolved")
+            transaction.on_commit(lambda: _publish_alert(Alert.objects.select_related("instrument", "acknowledged_by")
+                                                         .get(pk=current.pk), "alert.resolved"))
+    if opened is not None:
+        transaction.on_commit(lambda: _publish_alert(opened, "alert.opened"))
+    return opened

@@ -11,6 +11,8 @@ from django.utils import timezone
 
 from mlcore import retraining, services
 from mlcore.models import ModelVersion, RetrainingHeartbeat, TrainingRun
+from monitoring.defaults import RULES
+from monitoring.models import Alert, AlertRule, WebhookDelivery
 
 TIMEOUT = 180.0
 
@@ -18,6 +20,10 @@ TIMEOUT = 180.0
 @pytest.fixture
 def market(nq, settings):
     settings.MINHOS_TRAINING_HEARTBEAT_TIMEOUT = TIMEOUT
+    settings.MINHOS_ALERT_WEBHOOK_URL = "http://127.0.0.1:9/minhos-hook"  # recorded, never delivered here
+    name, severity, threshold, description = RULES["training_failed"]
+    AlertRule.objects.update_or_create(code="training_failed", defaults={
+        "name": name, "severity": severity, "threshold": threshold, "description": description})
     return nq
 
 
@@ -34,14 +40,20 @@ def running(*, beat_ago: float, part: str = "fit long/shipped/lstm") -> Training
 
 @pytest.mark.django_db
 @pytest.mark.embedded
-def test_a_silent_run_is_failed_with_the_reason_shown_in_the_admin_and_the_market_trains_again(market, admin_client):
+def test_a_silent_run_is_failed_with_the_reason_and_an_alert_shown_in_the_admin_and_the_market_trains_again(
+        market, admin_client, django_capture_on_commit_callbacks):
     run = running(beat_ago=TIMEOUT - 5)
     assert retraining.retrainings_advance()["training_runs_failed"] == []
     with pytest.raises(services.TrainingAlreadyRunning, match="last heartbeat .*: fitting long/shipped/lstm"):
         services.training_run_record(symbol="NQ", timeframe="1m", preset="fast")
 
-    assert retraining.retrainings_advance(now=timezone.now() + timedelta(seconds=10))["training_runs_failed"] == [
-        run.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert retraining.retrainings_advance(now=timezone.now() + timedelta(seconds=10))[
+            "training_runs_failed"] == [run.pk]
+    alert = Alert.objects.get(rule__code="training_failed", status="open")
+    assert alert.cause == "training_failed:NQ 1m" and f"training run #{run.pk}" in alert.message
+    assert "stopped answering" in alert.message
+    assert WebhookDelivery.objects.filter(alert=alert, event="opened").exists()
     run.refresh_from_db()
     assert (run.status, run.version_id) == ("failed", None) and run.finished_at
     assert run.error.startswith(f"training worker stopped answering at {run.heartbeat_at:%H:%M:%S} UTC (fit "
