@@ -5,12 +5,12 @@ from functools import lru_cache
 
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from .domain.labels import SIDES
 from .facts import ActiveVersion, PredictionFacts, PredictionTally
-from .models import ModelVersion, Prediction
+from .models import ModelVersion, Prediction, RetrainingHeartbeat
 
 
 def model_version_list(*, symbol: str | None = None, timeframe: str | None = None,
@@ -188,3 +188,9 @@ def model_version_health(*, version_id: int) -> tuple[float | None, bool]:
     """A version's current health score, 0-100 (None: not scored yet), and whether it has a validated edge."""
     row = ModelVersion.objects.filter(pk=version_id).values_list("health_score", "has_edge").first()
     return (row[0], bool(row[1])) if row else (None, False)
+
+
+def training_heartbeat_latest() -> datetime | None:
+    """The newest sign of life of a process training now (a part of a retraining or a training run, not ended). A
+    training worker busy with a fit takes no heartbeat task for hours; this says it is alive meanwhile."""
+    return RetrainingHeartbeat.objects.filter(ended_at__isnull=True).aggregate(latest=Max("beat_at"))["latest"]

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from mlcore import selectors as ml_selectors
+
 from . import realtime
 from .models import WorkerHeartbeat
 
@@ -17,6 +19,7 @@ REDIS_TIMEOUT_SECONDS = 1.0
 # Beat sends each queue a heartbeat task every 5 s (settings.CELERY_BEAT_SCHEDULE): six missed ones mean nobody
 # serves the queue (settings.MINHOS_WORKER_STALE_SECONDS).
 WORKER_STALE_SECONDS = 30.0
+TRAINING_QUEUE = "training"
 
 _redis_clients: dict[str, redis.Redis] = {}
 _redis_lock = threading.Lock()
@@ -91,6 +94,13 @@ def _workers(*, database_up: bool) -> dict:
         age = (now - beat.seen_at).total_seconds()
         queues[queue] = {"status": "ok" if age <= stale_after else "down", "hostname": beat.hostname,
                          "seen_at": beat.seen_at.isoformat().replace("+00:00", "Z"), "age_seconds": round(age, 1)}
+        if queue == TRAINING_QUEUE and age > stale_after:
+            # A training worker of concurrency 1 takes its heartbeat task only after the training in hand; the
+            # training's own heartbeat (every MINHOS_TRAINING_HEARTBEAT_SECONDS) says it is alive meanwhile.
+            training = ml_selectors.training_heartbeat_latest()
+            if training is not None and (now - training).total_seconds() <= stale_after:
+                queues[queue] |= {"status": "ok", "busy": "training",
+                                  "training_beat_at": training.isoformat().replace("+00:00", "Z")}
     statuses = {q["status"] for q in queues.values()}
     status = "down" if "down" in statuses else ("ok" if statuses == {"ok"} else "unknown")
     return {"status": status, "queues": queues}

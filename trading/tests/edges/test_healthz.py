@@ -145,3 +145,36 @@ def test_the_feed_status_pushed_to_dashboards_names_the_queues_nobody_serves(set
                                                                                      "down": ["inference"]}
     settings.CELERY_TASK_ALWAYS_EAGER = True  # embedded mode: no workers to report
     assert selectors.feed_status_payload(symbol="NQ", timeframe="1m")["workers"] is None
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db
+@pytest.mark.parametrize(("training_beat_seconds_ago", "ended", "status"), [
+    (5, False, "ok"),  # busy training: the training's heartbeat says the worker is alive
+    (health.WORKER_STALE_SECONDS + 60, False, "down"),  # the training went silent too: nobody serves the queue
+    (5, True, "down"),  # a part that ended says nothing of the worker now
+])
+def test_a_training_worker_busy_with_a_long_training_is_not_down(settings, training_beat_seconds_ago, ended, status):
+    """A training worker (concurrency 1) takes its heartbeat task only after the training in hand: /healthz read
+    it as down for the whole of every long training."""
+    from mlcore.models import RetrainingHeartbeat, TrainingRun
+    from trading.models import Instrument
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.CELERY_QUEUES_SERVED = QUEUES
+    for queue in ("trading", "inference"):
+        beat(queue, seconds_ago=3)
+    beat("training", seconds_ago=3600)
+    now = timezone.now()
+    run = TrainingRun.objects.create(instrument=Instrument.objects.get(symbol="NQ"), timeframe="1m", preset="full")
+    RetrainingHeartbeat.objects.create(training_run=run, part="run", worker="training@host", pid=1,
+                                       started_at=now - timedelta(hours=1),
+                                       beat_at=now - timedelta(seconds=training_beat_seconds_ago),
+                                       ended_at=now if ended else None)
+
+    code, body = get_health()
+
+    training = body["components"]["workers"]["queues"]["training"]
+    assert training["status"] == status
+    assert code == (200 if status == "ok" else 503)
+    assert ("busy" in training) == (status == "ok")
