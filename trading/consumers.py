@@ -22,7 +22,7 @@ CLOSE_STREAM_UNAVAILABLE = 4503
 
 class MarketConsumer(AsyncJsonWebsocketConsumer):
     joined = False
-    in_groups = False  # joined both groups and not left them yet
+    in_groups = False  # a join was sent and the groups not left yet
     layer_error = None  # set once the channel layer failed this connection
 
     # AsyncConsumer.__call__ sets `channel_receive` to the layer's receive for this connection and waits on it beside
@@ -57,6 +57,8 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
             return
         self.group = realtime.market_group(self.symbol, self.timeframe)
         if self.layer_error is None:
+            # A member from the first join sent: a join that timed out may still be applied by Redis.
+            self.in_groups = True
             try:
                 for group in (self.group, realtime.EVERYONE_GROUP):
                     await realtime.layer_call(self.channel_layer.group_add(group, self.channel_name))
@@ -65,7 +67,7 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
         if self.layer_error is not None:
             await self._close_stream_unavailable()
             return
-        self.joined = self.in_groups = True
+        self.joined = True
         realtime.stream_up()
         await self.accept()
         status = await database_sync_to_async(selectors.feed_status_payload)(symbol=self.symbol, timeframe=self.timeframe)
@@ -97,14 +99,16 @@ class MarketConsumer(AsyncJsonWebsocketConsumer):
         await self._leave_groups()
 
     async def _leave_groups(self):
-        if not self.in_groups or self.layer_error is not None:
+        # Also after a layer error: a slow Redis (a join or a read that timed out) has the channel as a member, and
+        # would send it every push for the group expiry. Each try is bounded; a Redis that is down refuses at once.
+        if not self.in_groups:
             return
         self.in_groups = False  # once, whichever of disconnect() and the end of __call__ comes first
-        try:
-            for group in (self.group, realtime.EVERYONE_GROUP):
+        for group in (self.group, realtime.EVERYONE_GROUP):
+            try:
                 await realtime.layer_call(self.channel_layer.group_discard(group, self.channel_name))
-        except realtime.UNREACHABLE:
-            pass  # the group forgets members after its expiry anyway
+            except realtime.UNREACHABLE:
+                pass  # the group forgets members after its expiry anyway
 
     # ---- from the client: only "resume" ---------------------------------------------------------------------------
 

@@ -60,3 +60,36 @@ def test_a_client_that_leaves_during_a_catch_up_leaves_both_groups(process_stack
         lambda: all(members(process_stack.redis_url, group) == 0 for group in groups), TIMEOUT,
         lambda: "channels left in the groups after every client went: "
                 f"{ {group: members(process_stack.redis_url, group) for group in groups} }")
+
+
+
+def test_a_connection_closed_by_a_layer_error_leaves_the_groups(process_stack):
+    """Redis drops the web process's connections (a network blip, a proxy's idle timeout) but keeps its data: the
+    websocket is closed with 4503, and its channel must not stay in the groups Redis still holds."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    InstrumentFactory(symbol="NQ")
+    user = get_user_model().objects.create_user(username="watcher", password="unused-in-this-test")
+    client = Client()
+    client.force_login(user)
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"
+    web = process_stack.web()
+    groups = (realtime.market_group("NQ", "1m"), realtime.EVERYONE_GROUP)
+    with connect(f"ws://127.0.0.1:{web.port}/ws/market/NQ/1m/", proxy=None, open_timeout=TIMEOUT,
+                 additional_headers={"Cookie": cookie, "Origin": web.url}) as socket_:
+        assert '"feed.status"' in socket_.recv(timeout=TIMEOUT)
+        assert [members(process_stack.redis_url, group) for group in groups] == [1, 1]
+        server = redis.Redis.from_url(process_stack.redis_url)
+        try:
+            assert server.client_kill_filter(_type="normal") >= 1  # every client but this one
+        finally:
+            server.close()
+        with pytest.raises(ConnectionClosed) as closed:
+            socket_.recv(timeout=TIMEOUT)
+    assert closed.value.rcvd.code == 4503
+
+    process_stack.wait_for(
+        lambda: all(members(process_stack.redis_url, group) == 0 for group in groups), TIMEOUT,
+        lambda: "channels left in the groups after a layer error: "
+                f"{ {group: members(process_stack.redis_url, group) for group in groups} }")
