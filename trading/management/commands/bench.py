@@ -13,9 +13,21 @@ BENCHMARKS = {
     "e2e": "trading.bench_e2e:bench_e2e",
     "monitor": "monitoring.benchmarks:bench_monitor",
     "backtest": "trading.benchmarks:bench_backtest",
+    "web-soak": "trading.bench_web_soak:bench_web_soak",
 }
 # e2e's own options, passed on when given.
 E2E_OPTIONS = ("clients", "pace", "warmup", "redis_db", "flush", "concurrency", "pool", "preset", "keep")
+WEB_SOAK_OPTIONS = ("minutes", "pace", "redis_db", "flush", "keep")
+
+
+def _count(text: str) -> int:
+    from django.core.management.base import CommandError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise CommandError(f"--clients must be a whole number of websocket clients for web-soak, not {text!r}") \
+            from None
 
 
 class Command(BaseCommand):
@@ -34,7 +46,8 @@ class Command(BaseCommand):
                                               "(1,2; 0 for none); they need REDIS_URL and DATABASE_URL")
         parser.add_argument("--predictions", type=int, help="sizing: predictions sized through the service (300); "
                                                              "monitor: resolved predictions in the snapshot (100,000)")
-        parser.add_argument("--clients", help="e2e: websocket clients of each run, comma-separated (1,100)")
+        parser.add_argument("--clients", help="e2e: websocket clients of each run, comma-separated (1,100); "
+                                               "web-soak: websocket clients (50)")
         parser.add_argument("--pace", type=float, help="e2e: seconds between bars (0.3)")
         parser.add_argument("--warmup", type=int, help="e2e: bars streamed first and not measured (10)")
         parser.add_argument("--redis-db", type=int,
@@ -45,7 +58,8 @@ class Command(BaseCommand):
         parser.add_argument("--pool", choices=("prefork", "threads", "solo"), help="e2e: the workers' pool (prefork)")
         parser.add_argument("--preset", choices=("fast", "full"), help="e2e: the model trained for it (fast)")
         parser.add_argument("--keep", action="store_true", default=None,
-                            help="e2e: keep its database and logs afterwards")
+                            help="e2e, web-soak: keep its database and logs afterwards")
+        parser.add_argument("--minutes", type=float, help="web-soak: how long the clients watch and poll (10)")
 
     def handle(self, *args, name, json: bool = False, rows=None, **options):
         module_name, function_name = BENCHMARKS[name].split(":")
@@ -63,6 +77,10 @@ class Command(BaseCommand):
             kwargs["workers"] = tuple(int(n) for n in options["workers"].split(",") if int(n) > 0)
         if name == "e2e":
             kwargs.update({key: options[key] for key in E2E_OPTIONS if options.get(key) is not None})
+        if name == "web-soak":
+            kwargs.update({key: options[key] for key in WEB_SOAK_OPTIONS if options.get(key) is not None})
+            if options.get("clients") is not None:
+                kwargs["clients"] = _count(options["clients"])
         result = bench(**kwargs)
         if json:
             self.stdout.write(jsonlib.dumps(result))
