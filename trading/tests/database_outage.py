@@ -1,11 +1,15 @@
 """A PostgreSQL outage of the test database alone (never the shared server): new connections to it are refused and
-every other session on it is ended, while the test process's own connection stays open to watch and to end it."""
+the sessions of the test's processes on it are ended, while the test process's own connections stay open (to watch
+and to end it: the sessions of its other threads, e.g. Channels' database thread, are kept too, or a later test of
+the same worker would find its connection killed)."""
 from __future__ import annotations
 
 import contextlib
 
 import psycopg
 from django.db import connection
+
+from trading.tests.processes import STACK_APPLICATION_NAME
 
 
 def _admin_connection() -> psycopg.Connection:
@@ -28,8 +32,8 @@ def database_outage():
     admin = _admin_connection()
     try:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
-                      (name, own))
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s "
+                      "AND application_name = %s", (name, own, STACK_APPLICATION_NAME))
         yield
     finally:
         try:

@@ -33,6 +33,9 @@ START_TIMEOUT = 60.0
 REDRIVE_SECONDS = "1"
 # The channel layer's prefix, the same in the test process and in its processes (on the test's own Redis).
 CHANNELS_PREFIX = "processes-test"
+# Every process a ProcessStack starts names its database sessions so (libpq's PGAPPNAME): a database outage ends
+# theirs, not the test process's own.
+STACK_APPLICATION_NAME = "minhos-test-stack"
 
 
 class StillWaiting(AssertionError):
@@ -120,6 +123,7 @@ class ProcessStack:
             "MINHOS_INSECURE_HTTP": "1",
             "MINHOS_WORKFLOW_REDRIVE_SECONDS": REDRIVE_SECONDS,
             "CHANNELS_PREFIX": CHANNELS_PREFIX,
+            "PGAPPNAME": STACK_APPLICATION_NAME,
             **self.extra_env,
         }
 

@@ -265,10 +265,10 @@ def test_the_periodic_job_fails_a_retraining_whose_worker_was_killed_and_raises_
     killed = retraining.retraining_request(symbol="NQ", timeframe="1m", trigger="schedule", requested_by="schedule",
                                            run="none")
     Retraining.objects.filter(pk=killed.pk).update(status="training", started_at=timezone.now())
-    assert tasks.shadow_advance.apply().get() == {"abandoned": [], "decided": []}  # still within its time
+    assert tasks.shadow_advance.apply().get() == {"abandoned": [], "decided": [], "training_runs_failed": []}  # in time
     Retraining.objects.filter(pk=killed.pk).update(requested_at=timezone.now() - timedelta(hours=6, minutes=1))
     with django_capture_on_commit_callbacks(execute=True):
-        assert tasks.shadow_advance.apply().get() == {"abandoned": [killed.pk], "decided": []}
+        assert tasks.shadow_advance.apply().get() == {"abandoned": [killed.pk], "decided": [], "training_runs_failed": []}
     killed.refresh_from_db()
     assert killed.status == "failed" and "killed worker" in killed.error and killed.challenger_id is None
     assert active_id() == market["champion"].pk
