@@ -7,10 +7,14 @@ a throttle, and a crash. An API view declares its controls (`controls = {"POST":
 is wrapped in `audited_control("snapshot")`. One record per refused attempt: none is written again here for an
 attempt a service already recorded.
 """
+import math
 from functools import wraps
+
+from django.http import HttpResponse
 
 from trading import services
 
+from .api_auth import AnonRateThrottle
 from .client_address import client_address
 
 _REASON_MAX = 1000
@@ -79,6 +83,15 @@ def audited_control(control: str, *, methods: tuple[str, ...] = ("POST",)):
         def wrapped(request, *args, **kwargs):
             if request.method not in methods:
                 return view(request, *args, **kwargs)
+            if not request.user.is_authenticated:
+                # The API's limit for requests without a login, in the same count: each refused attempt writes an
+                # audit record, and the pages have no other limit (a CSRF token is there for anyone to take).
+                throttle = AnonRateThrottle()
+                if not throttle.allow_request(request, None):
+                    response = HttpResponse("Too many attempts without a login from this address; try again later.",
+                                            status=429, content_type="text/plain")
+                    response["Retry-After"] = str(max(1, math.ceil(throttle.wait() or 1)))
+                    return response
             with services.control_attempt(control=control, user=lambda: request.user,
                                           client_address=client_address(request),
                                           details={"via": "page", "method": request.method,

@@ -91,3 +91,18 @@ def test_a_retraining_refusal_is_audited_by_the_service_whichever_door(rows, nq)
     [event] = _refusals()
     assert event.details["control"] == "retraining_approve" and "nothing to approve" in event.details["reason"]
     assert event.details["retraining"] == rows["retraining"] and event.details["via"] == "admin"
+
+
+def test_attempts_without_a_login_are_limited_as_the_apis_so_the_audit_trail_grows_at_the_limit_at_most(rows,
+                                                                                                        settings):
+    """Each refused attempt writes an audit record, and the pages had no limit: anyone could add rows at will."""
+    settings.MINHOS_THROTTLE_RATES = {**settings.MINHOS_THROTTLE_RATES, "anon": "3/minute"}
+    client = Client(REMOTE_ADDR=ADDRESS)
+
+    answers = [client.post("/monitoring/snapshot/", {"symbol": "NQ", "timeframe": "1m"}) for _ in range(6)]
+
+    assert [a.status_code for a in answers] == [302] * 3 + [429] * 3
+    assert int(answers[-1]["Retry-After"]) >= 1
+    assert len(_refusals()) == 3
+    other = Client(REMOTE_ADDR="192.0.2.45")  # per address
+    assert other.post("/monitoring/snapshot/", {"symbol": "NQ", "timeframe": "1m"}).status_code == 302
