@@ -36,6 +36,7 @@ from minhos_site.api_fields import control_character_problem
 from mlcore.models import ModelVersion
 
 from . import selectors, workflow
+from .backtest_memory import breaker_reset_reason
 from .domain import performance
 from .domain.calendar import trading_day_start
 from .domain.timeframes import timeframe_delta
@@ -60,6 +61,10 @@ CONFIG_FIELDS = ("kelly_fraction", "min_confidence", "max_contracts", "max_posit
                  "daily_loss_limit", "max_drawdown", "max_trades_per_day", "stale_after_seconds", "health_floor",
                  "health_full_size_floor", "recommendation_ttl_bars", "slippage_ticks", "commission_per_contract")
 BREAKER_HOLD, BREAKER_DAILY = "hold", "daily"  # a tripped breaker stays tripped (as live), or resets next day
+# The engine in memory (the default: bars read once, predictions batched, records written at the end), or the replay
+# through the live services bar by bar (the reference the parity test holds the memory engine to).
+ENGINE_MEMORY, ENGINE_DB = "memory", "db"
+ENGINES = (ENGINE_MEMORY, ENGINE_DB)
 PROGRESS_EVERY = 100  # bars of a page (one transaction, then a progress write) on PostgreSQL
 SQLITE_PAGE = 10
 ABANDONED_AFTER = timedelta(minutes=10)  # a page of bars takes seconds; this long without one, the run is dead
@@ -76,7 +81,8 @@ class BacktestRefused(ValueError):
 def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: datetime, version_id: int | None = None,
                     approval: str = BacktestRun.Approval.APPROVE, account_name: str | None = None,
                     allow_lookahead: bool = False, requested_by=None, via: str = "command",
-                    equity_from_account: bool = False, breaker: str = BREAKER_HOLD) -> BacktestRun:
+                    equity_from_account: bool = False, breaker: str = BREAKER_HOLD,
+                    engine: str = ENGINE_MEMORY) -> BacktestRun:
     """Check a backtest's request and record it as queued (`backtest_execute` runs it).
 
     The run copies the account's trading configuration and starting equity; with `equity_from_account` (a
@@ -101,6 +107,8 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
         raise BacktestRefused(f"'to' ({end:%Y-%m-%d %H:%M} UTC) is before 'from' ({start:%Y-%m-%d %H:%M} UTC)")
     if breaker not in (BREAKER_HOLD, BREAKER_DAILY):
         raise BacktestRefused(f"unknown breaker policy {breaker!r}; use {BREAKER_HOLD} or {BREAKER_DAILY}")
+    if engine not in ENGINES:
+        raise BacktestRefused(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
     if approval not in BacktestRun.Approval.values:
         raise BacktestRefused(f"unknown approval {approval!r}; use one of {', '.join(BacktestRun.Approval.values)}")
     bars = Bar.objects.filter(instrument=instrument, timeframe=timeframe, timestamp__gte=start, timestamp__lte=end)
@@ -136,7 +144,7 @@ def backtest_create(*, symbol: str, timeframe: str, start: datetime, end: dateti
         config={**{name: _plain(getattr(config, name)) for name in CONFIG_FIELDS},
                 "starting_equity": str(equity), "peak_equity": str(peak), "account": source.name,
                 "model_health": version.health_score, "model_health_reason": version.health_reason,
-                "model_has_edge": version.has_edge, "breaker": breaker})
+                "model_has_edge": version.has_edge, "breaker": breaker, "engine": engine})
 
 
 def window_moment(text: str, *, end_of_day: bool = False) -> datetime:
@@ -196,7 +204,12 @@ def backtest_execute(*, run_id: int, progress: Callable[[int, int], None] | None
     try:
         run.market, run.account = _private_market(run)
         market = run.market
-        _replay(run, market, progress=progress, bar_hook=bar_hook)
+        if run.config.get("engine", ENGINE_DB) == ENGINE_MEMORY and bar_hook is None:
+            from .backtest_memory import replay_in_memory
+
+            run.timings = replay_in_memory(run, market, run.account, progress=progress)
+        else:
+            _replay(run, market, progress=progress, bar_hook=bar_hook)
         report = backtest_report(run=BacktestRun.objects.get(pk=run_id))
     except BaseException as exc:
         BacktestRun.objects.filter(pk=run_id).update(status=BacktestRun.Status.FAILED, finished_at=timezone.now(),
@@ -327,8 +340,7 @@ def _breaker_daily(run: BacktestRun, close: datetime, tripped_day):
                                                      trading_state=TradingState.ACTIVE)
         AuditEvent.objects.create(action=AuditEvent.Action.CIRCUIT_BREAKER_RESET, account=account,
                                   state_before=account.trading_state, state_after=TradingState.ACTIVE,
-                                  details={"reason": f"backtest #{run.pk}'s daily breaker policy, at the trading day "
-                                                     f"of {day:%Y-%m-%d %H:%M} UTC (tripped: {reason})"})
+                                  details={"reason": breaker_reset_reason(run.pk, day, reason)})
     return None
 
 
@@ -478,7 +490,6 @@ def backtest_report(*, run: BacktestRun) -> dict:
         gross_pnl=t["gross_pnl"], commission=t["commission"], slippage=t["slippage"], probability=t["probability"],
         kelly_fraction=t["kelly_fraction"]) for t in trades if t["exit_at"] is not None]
     per_year = periods_per_year(run.timeframe)
-    returns = performance.bar_returns([float(start_equity), *equity]) if equity else []
     down = performance.drawdown(times, equity) if equity else None
     span_days = ((run.end - run.start) + timeframe_delta(run.timeframe)).total_seconds() / 86400
     trading_days = len({trading_day_start(t + timeframe_delta(run.timeframe)) for t, *_ in bars}) or 1
@@ -499,9 +510,8 @@ def backtest_report(*, run: BacktestRun) -> dict:
                            _chart_points(times, equity, buy_hold, _drawdown_series(equity)))),
         "buy_hold": {"net_pnl": Decimal(str(buy_hold[-1])) - start_equity if buy_hold else Decimal(0),
                      "contracts": 1},
-        "sharpe": performance.sharpe(returns, per_year),
-        "sortino": performance.sortino(returns, per_year),
-        "calmar": performance.calmar([float(start_equity), *equity], per_year, down.max_fraction) if down else None,
+        # sharpe, sortino, annualised_return, calmar: each null when the window cannot estimate it, beside <name>_na
+        **performance.ratio_figures([float(start_equity), *equity], per_year, down.max_fraction if down else 0.0),
         "max_drawdown": {"fraction": down.max_fraction, "money": down.max_money, "peak_at": down.peak_at,
                          "trough_at": down.trough_at, "longest_seconds": down.longest.total_seconds(),
                          "longest_from": down.longest_from, "recovered": down.recovered} if down else None,
