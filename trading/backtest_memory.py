@@ -87,6 +87,14 @@ def replay_in_memory(run: BacktestRun, market: Instrument, account: Account, *,
     mark = time.perf_counter()
     _write(run, market, account, version, rows, first, results, records, state)
     timings["write"] = time.perf_counter() - mark
+
+    # The predictions' outcomes (monitoring's record; never an input of a decision), resolved as the database replay
+    # resolves them, so both engines leave the same records.
+    mark = time.perf_counter()
+    from .backtest import _outcomes_through_end
+
+    _outcomes_through_end(market, run.timeframe)
+    timings["outcomes"] = time.perf_counter() - mark
     return timings
 
 

@@ -19,13 +19,12 @@ from django.utils import timezone
 from minhos_site.database_outage import is_database_unreachable
 
 from .. import realtime, selectors
-from ..brokers import broker_get
-from ..domain.broker import FillCosts, commission
-from ..domain.checks import money
+from ..brokers.paper import push_recommendation
+from ..domain import engine
 from ..domain.ledger import FillEvent, PositionState, replay
-from ..domain.risk import daily_loss_reached
 from ..domain.timeframes import timeframe_delta
-from ..models import Account, Bar, EquitySnapshot, Fill, Order, Position, TradingConfig
+from ..models import Account, Bar, EquitySnapshot, Fill, Order, Position, Recommendation, TradingConfig
+from . import engine_state
 from .accounts import circuit_breaker_trip, trading_config_get
 
 logger = logging.getLogger(__name__)
@@ -74,35 +73,105 @@ def bar_settle(*, bar_id: int) -> list[Fill]:
 
 
 def _settle_account(account_id: int, bar: Bar) -> list[Fill]:
+    """The live shell of `engine.settle`: load the account's state in this market, settle, write what happened."""
     instrument = bar.instrument
     with transaction.atomic():
         # The account lock orders this bar's work against approvals and sizing on the same account.
         account = Account.objects.select_for_update().get(pk=account_id)
         config = trading_config_get(account=account, instrument=instrument)
-        costs = FillCosts(tick_size=instrument.tick_size, slippage_ticks=config.slippage_ticks,
-                          commission_per_contract=config.commission_per_contract)
-        fills = broker_get().on_bar(account=account, bar=bar, costs=costs,
-                                    record=lambda order, on_bar, price: _fill(order, bar=on_bar, price=price,
-                                                                              costs=costs))
-        marked = _mark_and_snapshot(account, bar, config)
-        # Only a bar of the market that failed clears the mark: another market settling says nothing about it.
-        recovered = account.settlement_fault.startswith(_fault_origin(instrument.symbol, bar.timeframe))
+        at = bar.timestamp + timeframe_delta(bar.timeframe)
+        state, position = engine_state.state_load(account=account, instrument=instrument, timeframe=bar.timeframe,
+                                                  at=at)
+        missed, missed_ids = engine_state.missed_bars(state, bar)
+        state, events = engine.settle(state, engine_state.prices(bar), engine_state.config_of(config), missed=missed)
+        fills, recovered = _settle_events_store(account, bar, position, state, events, missed_ids)
         if recovered:
             # Said on commit: if this settlement rolls back, entries stay blocked and the log must not say otherwise.
             transaction.on_commit(functools.partial(
                 logger.warning, "Account %s settled bar %s again after a failure (%s); new entries are allowed again",
-                account.name, bar.timestamp, account.settlement_fault))
-            account.settlement_fault, account.settlement_fault_at = "", None
-            account.save(update_fields=["settlement_fault", "settlement_fault_at"])
+                account.name, bar.timestamp, recovered))
         # Every bar that filled or re-marked a position changes the account's figures on the dashboard.
+        marked = state.position is not None and state.position.ledger.quantity != 0
         if fills or marked or recovered:
             _push_account(account, instrument.symbol, bar.timeframe)
     return fills
 
 
-def _fault_origin(symbol: str, timeframe: str) -> str:
-    """How a settlement fault's reason starts: the market whose bar failed."""
-    return f"bar {symbol} {timeframe} "
+def _settle_events_store(account: Account, bar: Bar, position: Position | None, state: engine.State, events: list,
+                         missed_ids: dict) -> tuple[list[Fill], str]:
+    """Write what settling did: orders, fills, the position, the snapshot, the account's peak, breaker and fault."""
+    instrument = bar.instrument
+    fills: list[Fill] = []
+    recovered = ""
+    account_fields: dict = {}
+    entries = {}
+    for event in events:
+        kind = type(event)
+        if kind is engine.Filled:
+            entry = entries.get(event.entry) or Order.objects.get(pk=event.entry)
+            entries[event.entry] = entry
+            order = entry
+            if event.exit_reason:
+                order = Order.objects.create(
+                    account=account, instrument=instrument, timeframe=bar.timeframe,
+                    recommendation_id=entry.recommendation_id, parent=entry, kind=event.exit_reason,
+                    side=event.order_side, quantity=event.quantity, idempotency_key=f"order-{entry.pk}-exit",
+                    after_bar_timestamp=event.timestamp, take_profit=event.take_profit, stop_loss=event.stop_loss,
+                    status=Order.Status.FILLED)
+            else:
+                Order.objects.filter(pk=entry.pk).update(status=Order.Status.FILLED, take_profit=event.take_profit,
+                                                         stop_loss=event.stop_loss)
+                if Recommendation.objects.filter(pk=event.recommendation, state=Recommendation.State.APPROVED).update(
+                        state=Recommendation.State.EXECUTED, executed_at=event.timestamp):
+                    push_recommendation(event.recommendation, instrument)
+            fills.append(Fill.objects.create(
+                order=order, account=account, instrument=instrument, side=event.order_side,
+                quantity=event.quantity, price=event.price, commission=event.commission,
+                bar_id=bar.pk if event.timestamp == bar.timestamp else missed_ids[event.timestamp],
+                timestamp=event.timestamp))
+        elif kind is engine.BracketRun:
+            Order.objects.filter(pk=event.entry).update(bars_held=event.bars_held,
+                                                        last_bar_timestamp=event.last_bar_timestamp,
+                                                        closed=event.closed)
+        elif kind is engine.EntryCancelled:
+            Order.objects.filter(pk=event.entry, status=Order.Status.PENDING).update(status=Order.Status.CANCELLED)
+            recommendation = Recommendation.objects.select_for_update().get(pk=event.recommendation)
+            if recommendation.state == Recommendation.State.APPROVED:
+                recommendation.state = Recommendation.State.EXPIRED
+                recommendation.reasons = [*recommendation.reasons, event.reason]
+                recommendation.save(update_fields=["state", "reasons"])
+                push_recommendation(recommendation.pk, instrument)
+        elif kind is engine.PositionChanged:
+            held = event.position.ledger
+            values = {"quantity": held.quantity, "average_price": held.average_price,
+                      "realized_pnl": held.realized_pnl, "commissions": held.commissions, "fills": held.fills,
+                      "cost_basis": held.cost_basis, "mark_price": event.position.mark_price,
+                      "unrealized_pnl": event.position.unrealized_pnl, "updated_at": timezone.now()}
+            if position is None:
+                position = Position.objects.create(account=account, instrument=instrument, **values)
+            else:
+                Position.objects.filter(pk=position.pk).update(**values)
+        elif kind is engine.Snapshot:
+            EquitySnapshot.objects.update_or_create(
+                account=account, timestamp=event.at,
+                defaults={"equity": event.equity, "realized_pnl": event.realized_pnl,
+                          "unrealized_pnl": event.unrealized_pnl, "peak_equity": event.peak_equity,
+                          "drawdown": event.drawdown})
+            if event.peak_raised:
+                account_fields["peak_equity"] = event.peak_equity
+        elif kind is engine.BreakerTripped:
+            circuit_breaker_trip(account_id=account.pk, reason=event.reason)
+        elif kind is engine.FaultCleared:
+            recovered = event.fault
+            account_fields.update(settlement_fault="", settlement_fault_at=None)
+    if account_fields:
+        Account.objects.filter(pk=account.pk).update(**account_fields)
+        for name, value in account_fields.items():
+            setattr(account, name, value)
+    return fills, recovered
+
+
+_fault_origin = engine.fault_origin
 
 
 def _settlement_fault_set(account_id: int, *, reason: str, at, symbol: str, timeframe: str) -> None:
@@ -116,21 +185,6 @@ def _settlement_fault_set(account_id: int, *, reason: str, at, symbol: str, time
         _push_account(account, symbol, timeframe)
 
 
-def _fill(order: Order, *, bar: Bar, price: Decimal, costs: FillCosts) -> Fill:
-    """Fill an order completely and apply the fill to the position (the only way a position changes)."""
-    fill = Fill.objects.create(order=order, account=order.account, instrument=order.instrument, side=order.side,
-                               quantity=order.quantity, price=price, commission=commission(order.quantity, costs),
-                               bar=bar, timestamp=bar.timestamp)
-    order.status = Order.Status.FILLED
-    order.save(update_fields=["status"])
-    position, _ = Position.objects.select_for_update().get_or_create(account=order.account,
-                                                                      instrument=order.instrument)
-    state = _state_of(position).apply(_event(fill), order.instrument.point_value)
-    _store_state(position, state)
-    position.save()
-    return fill
-
-
 def _event(fill: Fill) -> FillEvent:
     return FillEvent(side=fill.side, quantity=fill.quantity, price=fill.price, commission=fill.commission,
                      timestamp=fill.timestamp)
@@ -140,41 +194,6 @@ def _state_of(position: Position) -> PositionState:
     return PositionState(quantity=position.quantity, average_price=position.average_price,
                          realized_pnl=position.realized_pnl, commissions=position.commissions, fills=position.fills,
                          cost_basis=position.cost_basis)
-
-
-def _store_state(position: Position, state: PositionState) -> None:
-    position.quantity = state.quantity
-    position.average_price = state.average_price
-    position.realized_pnl = state.realized_pnl
-    position.commissions = state.commissions
-    position.fills = state.fills
-    position.cost_basis = state.cost_basis
-
-
-def _mark_and_snapshot(account: Account, bar: Bar, config: TradingConfig) -> bool:
-    """Mark the account's position in this instrument to the bar's close, snapshot equity, and trip the circuit
-    breaker if the day's loss has reached the limit (it stays tripped until a person resets it)."""
-    position = Position.objects.select_for_update().filter(account=account, instrument=bar.instrument).first()
-    marked = position is not None and position.quantity != 0
-    if position is not None:
-        position.mark_price = bar.close
-        position.unrealized_pnl = _state_of(position).unrealized_pnl(bar.close, bar.instrument.point_value)
-        position.save(update_fields=["mark_price", "unrealized_pnl", "updated_at"])
-    at = bar.timestamp + timeframe_delta(bar.timeframe)
-    state = selectors.account_state(account=account, at=at)
-    if state.peak_equity > account.peak_equity:
-        account.peak_equity = state.peak_equity
-        account.save(update_fields=["peak_equity"])
-    EquitySnapshot.objects.update_or_create(
-        account=account, timestamp=at,
-        defaults={"equity": state.equity, "realized_pnl": state.realized_pnl, "unrealized_pnl": state.unrealized_pnl,
-                  "peak_equity": state.peak_equity, "drawdown": state.drawdown})
-    if not account.circuit_breaker_tripped and daily_loss_reached(state.daily_pnl, config.daily_loss_limit):
-        circuit_breaker_trip(account_id=account.pk, reason=(
-            f"daily loss {money(-state.daily_pnl, config.daily_loss_limit)} reached the limit "
-            f"{money(config.daily_loss_limit)} "
-            f"({config.instrument.symbol}, bar {bar.timestamp:%Y-%m-%d %H:%M} UTC)"))
-    return marked
 
 
 def _push_account(account: Account, symbol: str, timeframe: str) -> None:

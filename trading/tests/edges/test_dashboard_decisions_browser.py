@@ -247,7 +247,7 @@ def test_a_failed_settlement_shows_live_on_the_account_strip_and_clears_when_a_b
         bar = decisions.bar_at(nq, i)
         with monkeypatch.context() as patch:
             if fail:
-                patch.setattr(execution, "_mark_and_snapshot", broken)
+                patch.setattr(execution, "_settle_events_store", broken)
             try:
                 services.bar_settle(bar_id=bar.pk)
             except execution.SettlementFailed as exc:

@@ -298,23 +298,41 @@ def test_a_version_of_another_market_and_the_private_market_itself_are_refused(n
                                  end=bars[-1].timestamp, version_id=version.pk)
 
 
-def test_a_run_is_executed_once_and_a_failure_is_recorded_and_raised(nq, version, monkeypatch):
+@pytest.mark.parametrize("engine, step", [("db", "trading.workflow.replay_bar"),
+                                          ("memory", "trading.domain.engine.settle")])
+def test_a_run_is_executed_once_and_a_failure_is_recorded_and_raised(nq, version, monkeypatch, engine, step):
     bars = path(nq, [None] * 4)
     run = run_backtest(nq, version, bars, {})
     with pytest.raises(backtest.BacktestRefused, match="done, not queued"):
         backtest.backtest_execute(run_id=run.pk)
     again = backtest.backtest_create(symbol="NQ", timeframe="1m", start=bars[0].timestamp, end=bars[-1].timestamp,
-                                     version_id=version.pk)
+                                     version_id=version.pk, engine=engine)
+    monkeypatch.setattr("mlcore.services._pinned_model", lambda version_id: _Constant())
 
     def broken(*args, **kwargs):
         raise RuntimeError("model exploded")
 
-    monkeypatch.setattr("trading.workflow.replay_bar", broken)
+    monkeypatch.setattr(step, broken)
     with pytest.raises(RuntimeError, match="model exploded"):
         backtest.backtest_execute(run_id=again.pk)
     again.refresh_from_db()
     assert again.status == BacktestRun.Status.FAILED and "model exploded" in again.error
     assert again.finished_at is not None
+
+
+class _Constant:
+    """A model that answers every window the same (the failing step, not the model, is what is tested)."""
+
+    bars_needed = 1
+    version_id = 0
+
+    def predict(self, window):
+        return {"p_long": 0.5, "p_short": 0.5, "side": "long", "confidence": 0.5, "agreement": 1.0,
+                "members": {"long": {}, "short": {}}, "meta_raw": {}, "latency_ms": 0.0, "atr": 10.0,
+                "atr_reference": 10.0}
+
+    def predict_frame(self, frame, *, first=0):
+        return [self.predict(None) for _ in range(first, len(frame))]
 
 
 def test_the_live_kill_switch_stops_live_accounts_but_not_a_backtest_account(nq, version):

@@ -34,7 +34,7 @@ def long_open(nq, trader):
 def _fail_marking(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("database went away")
-    monkeypatch.setattr(execution, "_mark_and_snapshot", broken)
+    monkeypatch.setattr(execution, "_settle_events_store", broken)
 
 
 def test_a_failed_settlement_marks_the_account_logs_and_raises(nq, long_open, monkeypatch, caplog):
@@ -111,13 +111,13 @@ def test_the_recovery_is_logged_once_committed_and_not_when_its_settlement_rolls
 def test_one_accounts_failure_does_not_stop_the_others_from_settling(nq, long_open, monkeypatch):
     other = Account.objects.create(name="second")
     services.trading_config_get(account=other, instrument=nq)
-    real = execution._mark_and_snapshot
+    real = execution._settle_events_store
 
-    def fails_for_paper(account, bar, config):
+    def fails_for_paper(account, *args):
         if account.name == "paper":
             raise RuntimeError("only paper")
-        return real(account, bar, config)
-    monkeypatch.setattr(execution, "_mark_and_snapshot", fails_for_paper)
+        return real(account, *args)
+    monkeypatch.setattr(execution, "_settle_events_store", fails_for_paper)
     bar = bar_at(nq, 3)
     with pytest.raises(SettlementFailed, match="only paper"):
         services.bar_settle(bar_id=bar.pk)
