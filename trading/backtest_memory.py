@@ -23,7 +23,6 @@ from mlcore import services as ml_services
 from mlcore.facts import PredictionFacts
 from mlcore.models import ModelVersion, Prediction
 
-from . import selectors
 from .domain import engine
 from .domain.broker import BarPrices
 from .domain.sides import Side
@@ -102,8 +101,6 @@ def _predictions(version_id: int, frame, first: int) -> list:
     batch = getattr(ml_services, "predictions_for_frame", None)
     if batch is not None:
         return batch(version_id=version_id, frame=frame, first=first)
-    from mlcore.domain.features import FeatureError  # noqa: F401  (until the batch API lands: one at a time)
-
     model = ml_services._pinned_model(version_id)
     out = []
     for index in range(first, len(frame)):

@@ -16,7 +16,6 @@ transaction fails) builds a fresh one for each step.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -192,10 +191,11 @@ class State:
     entries: dict = field(default_factory=dict)  # key -> Entry: working, or filled and not closed
     pending: dict = field(default_factory=dict)  # recommendation key -> expires_after, for pending ones
     # The day's figures: the equity at the start of each trading day known so far (None: the starting equity), the
-    # last snapshot, and the times of entry fills (today's are counted).
+    # last snapshot, and the entries filled each trading day (a fill at or after the day's start and before now is
+    # that day's: "today's entries").
     openings: dict = field(default_factory=dict)
     last_snapshot: tuple | None = None  # (at, equity as stored)
-    entry_fill_times: list = field(default_factory=list)
+    entry_fills: dict = field(default_factory=dict)  # trading day start -> entries filled that day
     breaker_seen_day: datetime | None = None  # the daily policy: the trading day the trip was first seen on
     others_realized: Decimal = Decimal(0)  # net of commissions
     others_unrealized: Decimal = Decimal(0)
@@ -319,7 +319,7 @@ def figures(state: State, at: datetime) -> Figures:
     drawdown = float((peak - equity) / peak) if peak > 0 else 1.0
     day_start = trading_day_start(at)
     opening = opening_equity(state, day_start)
-    trades = len(state.entry_fill_times) - bisect.bisect_left(state.entry_fill_times, day_start)
+    trades = state.entry_fills.get(day_start, 0)
     return Figures(equity=equity, realized_pnl=realized, unrealized_pnl=unrealized, peak_equity=peak,
                    drawdown=max(0.0, drawdown), daily_pnl=equity - (account.starting_equity if opening is None
                                                                     else opening),
@@ -434,7 +434,8 @@ def _fill_entries(state: State, bar: BarPrices, step: timedelta, costs: FillCost
                       commission=cents(commission(entry.quantity, costs)), timestamp=bar.timestamp,
                       take_profit=entry.take_profit, stop_loss=entry.stop_loss)
         _apply(state, fill)
-        bisect.insort(state.entry_fill_times, bar.timestamp)
+        day = trading_day_start(bar.timestamp)
+        state.entry_fills[day] = state.entry_fills.get(day, 0) + 1
         events.append(fill)
         filled = True
     return filled

@@ -34,12 +34,11 @@ def account_figures(account: Account) -> engine.AccountFigures:
 
 
 def state_load(*, account: Account, instrument: Instrument, timeframe: str, at: datetime,
-               opening: tuple | None = None, entry_fills: list | None = None,
+               opening: tuple | None = None, entries_today: int | None = None,
                exposure_elsewhere: bool = False) -> tuple[engine.State, Position | None]:
     """The account's state in this market at market time `at`, and its position row here (None: none yet).
 
-    `opening` ((day start, equity or None)) and `entry_fills` (today's entry fill times) may come from a query the
-    caller made anyway; otherwise they are read here. With `exposure_elsewhere` the working entries and open trades
+    `opening` ((day start, equity or None)) and `entries_today` may come from the query the caller made anyway; otherwise they are read here. With `exposure_elsewhere` the working entries and open trades
     of the account's other markets are read too (a decision's limits count them; settlement does not need them)."""
     state = engine.State(market=market_of(instrument, timeframe), account=account_figures(account))
     row = None
@@ -62,8 +61,8 @@ def state_load(*, account: Account, instrument: Instrument, timeframe: str, at: 
         opening = (day_start, EquitySnapshot.objects.filter(account=account, timestamp__lt=day_start)
                    .order_by("-timestamp").values_list("equity", flat=True).first())
     state.openings[opening[0]] = opening[1]
-    if entry_fills is not None:
-        state.entry_fill_times = sorted(entry_fills)
+    if entries_today is not None:
+        state.entry_fills[day_start] = entries_today
     if exposure_elsewhere:
         state.others_exposure = tuple(_exposure_elsewhere(account, instrument, timeframe))
     return state, row

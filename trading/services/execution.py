@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
