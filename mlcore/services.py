@@ -452,6 +452,13 @@ def _pinned_model(version_id: int) -> LoadedModel:
     return model
 
 
+def predictions_for_frame(*, version_id: int, frame: pd.DataFrame, first: int = 0) -> list[dict | None]:
+    """A named version's predictions of every bar of `frame` from `first` on, in one batch (an in-memory backtest):
+    element k is what `LoadedModel.predict` gives bar first + k's window, bit for bit but the timings, or None
+    (see `LoadedModel.predict_frame`). Nothing is stored."""
+    return _pinned_model(version_id).predict_frame(frame, first=first)
+
+
 def shadow_predictions_create(*, bar_id: int) -> int:
     """Predict a stored bar with every version running in shadow for its market (a challenger beside the active
     version): stored with shadow=True, resolved like any prediction, never sized, traded or pushed. Called after the

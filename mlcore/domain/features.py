@@ -4,7 +4,8 @@ Every feature of bar t is a function of a fixed window of bars ending at t (at m
 each windowed quantity is computed per window on its own (a reduction over a sliding-window view), never as a
 running sum or an exponential average. So a feature does not depend on where the series starts: the live path
 (`features_for_window` on the last few bars) gives bit-for-bit the values of the batch path (`compute_features`
-on the whole history). Both call `_feature_matrix`.
+on the whole history, or `features_for_windows`, which also says which windows the live path accepts). All call
+`_feature_matrix`.
 
 Definitions (c close, o open, h high, l low, v volume, r the one-bar log return ln c_t - ln c_{t-1}):
 
@@ -110,6 +111,43 @@ def features_for_window(bars: pd.DataFrame, rows: int = 1) -> np.ndarray:
         why = " (ATR is 0: the last 14 bars have no range)" if name in _ATR_SCALED else ""
         raise FeatureError(f"feature {name} is {matrix[row, col]} at bar {_stamp(ts[row])}{why}")
     return matrix
+
+
+def features_for_windows(bars: pd.DataFrame, rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`features_for_window` for the window ending at every bar at once (back-tests replaying the live path).
+
+    Returns (matrix, usable): `matrix` is `compute_features` of all the bars, (n, N_FEATURES), NaN where undefined;
+    `usable[t]` is True when `features_for_window(bars.iloc[t - needed + 1 : t + 1], rows)` (needed = FEATURE_WINDOW
+    + rows - 1) returns instead of raising, and then it returns exactly `matrix[t - rows + 1 : t + 1]` (every
+    feature reads a fixed window of bars on its own). False for t < needed - 1. Bars without the columns or
+    timezone-aware timestamps every window needs raise FeatureError, as every window would.
+    """
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
+        raise FeatureError(f"rows must be a positive integer, got {rows!r}")
+    needed = FEATURE_WINDOW + int(rows) - 1
+    ts, o, h, lo, c, v = _arrays(bars)
+    n = len(c)
+    usable = np.zeros(n, dtype=bool)
+    if n < needed:
+        return np.full((n, N_FEATURES), np.nan), usable
+    matrix = _feature_matrix(ts, o, h, lo, c, v)
+    # Each of `_check_arrays`' refusals, as "some bar of the window fails it".
+    bad_bar = ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v))
+    bad_bar |= ~((lo > 0) & (v >= 0))
+    unordered = np.zeros(n, dtype=bool)
+    unordered[1:] = ~(ts[1:] > ts[:-1])  # bar t does not follow bar t - 1; a window holds t's pair from its 2nd bar
+    with np.errstate(invalid="ignore"):
+        top, bottom = _window_reduce(h, needed, np.maximum), _window_reduce(lo, needed, np.minimum)
+        flat = top[needed - 1:] - bottom[needed - 1:] <= 0
+    unusable_row = ~np.isfinite(matrix).all(axis=1)
+    ok = (
+        (_window_count(bad_bar, needed) == 0)
+        & (_window_count(unordered, needed - 1)[1:] == 0)  # the pairs (t - needed + 2 .. t)
+        & ~flat
+        & (_window_count(unusable_row, rows)[needed - rows:] == 0)  # the window's last `rows` rows
+    )
+    usable[needed - 1:] = ok
+    return matrix, usable
 
 
 def check_bars_usable(bars: pd.DataFrame) -> None:
@@ -226,6 +264,12 @@ def _windows(x: np.ndarray, w: int) -> np.ndarray:
     return np.ndarray((len(x) - w + 1, w), dtype=np.float64, buffer=x, strides=(x.itemsize, x.itemsize))
 
 
+def _window_count(flags: np.ndarray, w: int) -> np.ndarray:
+    """How many of the w flags ending at t are set, for t = w - 1 .. n - 1 (n - w + 1 values)."""
+    total = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    return total[w:] - total[:-w]
+
+
 def _window_mean(x: np.ndarray, w: int) -> np.ndarray:
     return _window_reduce(x, w, np.add) / w
 
@@ -270,7 +314,7 @@ def _atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int) -> n
 def _new_york_offsets(ts: np.ndarray) -> np.ndarray:
     """UTC offset of New York (ns) at each UTC instant (ns), from a cached table of the year's transitions."""
     years = ts.astype("datetime64[ns]").astype("datetime64[Y]").astype(np.int64) + 1970
-    first, last = int(years[0]), int(years[-1])
+    first, last = int(years.min()), int(years.max())
     if first == last:
         bounds, offsets = _ny_year(first)
         return offsets[np.searchsorted(bounds, ts, side="right")]

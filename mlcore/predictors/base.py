@@ -14,8 +14,8 @@ class Member(Protocol):
 
     `kind == "row"` members take (n, n_features) batches and 1-D rows; `kind == "sequence"` members
     take (n, seq_len, n_features) batches and 2-D (seq_len, n_features) samples. `predict_proba`
-    returns float64 P(y=1); `predict_one` is the single-sample hot path and agrees with the batch
-    path to float32 precision. `save` writes the library's native format and returns the file
+    returns float64 P(y=1); `predict_one` is the single-sample hot path and gives a sample the
+    bits `predict_proba` gives it in any batch (back-tests replay the live path exactly). `save` writes the library's native format and returns the file
     names; `load` rebuilds the member from them and the saved `params`. `fit_seconds` is set by
     `fit` (training benchmarks report it).
     """

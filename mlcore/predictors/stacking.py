@@ -1,7 +1,6 @@
 """The meta-learner stacked on out-of-fold member probabilities, member agreement, and the long/short decision."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -17,13 +16,6 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
 class MetaLearner:
     """Logistic regression on the logits of the members' probabilities, with non-negative member weights.
 
@@ -35,7 +27,7 @@ class MetaLearner:
     regression turned that into confident-looking noise. The objective is sklearn's L2-penalised one,
     C * sum(log loss) + |w|^2 / 2 (intercept unpenalised), minimised by L-BFGS-B from zero: the same
     data give the same coefficients. Prediction is plain numpy:
-    `sigmoid(intercept + logit(p) . coef)`, the same formula for the batch and the single sample,
+    `sigmoid(intercept + logit(p) . coef)`, one code path for the batch and the single sample (the same bits),
     and stored as JSON (`to_dict`) with the member order it expects.
     """
 
@@ -61,10 +53,21 @@ class MetaLearner:
         return self
 
     def predict_proba(self, P: np.ndarray) -> np.ndarray:
-        return _sigmoid_array(logit(P) @ self.coef + self.intercept)
+        """P(take-profit first) for each row of member probabilities P, (n, n_members) in `member_names` order."""
+        P = np.asarray(P, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != self.coef.shape[0]:
+            raise ValueError(f"P has shape {P.shape}, expected (n, {self.coef.shape[0]})")
+        Z = logit(P)
+        # Summed column by column in member order, not with `@`: BLAS sums a dot product in an order that
+        # depends on the number of rows, and one row must get the same bits alone as in a batch.
+        s = np.zeros(P.shape[0], dtype=np.float64)
+        for j, weight in enumerate(self.coef):
+            s += Z[:, j] * weight
+        return _sigmoid_array(s + self.intercept)
 
     def predict_one(self, p: np.ndarray) -> float:
-        return _sigmoid(float(logit(p) @ self.coef) + self.intercept)
+        """One row of member probabilities: `predict_proba` of that row alone (the same formula, so the same bits)."""
+        return float(self.predict_proba(np.asarray(p, dtype=np.float64).reshape(1, -1))[0])
 
     def to_dict(self) -> dict:
         return {

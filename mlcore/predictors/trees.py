@@ -97,7 +97,8 @@ class XGBoostMember(_RowMember):
         return self.booster.inplace_predict(check_rows(X, np.float32)).astype(np.float64)
 
     def predict_one(self, x: np.ndarray) -> float:
-        return float(self.booster.inplace_predict(np.asarray(x, dtype=np.float32).reshape(1, -1))[0])
+        # A batch of one through the batch path: a row gets the same bits alone as in any batch.
+        return float(self.predict_proba(np.asarray(x).reshape(1, -1))[0])
 
     def _write(self, path: Path) -> None:
         self.booster.save_model(str(path))
@@ -151,7 +152,8 @@ class LightGBMMember(_RowMember):
         return np.asarray(self.booster.predict(check_rows(X), num_threads=1), dtype=np.float64)
 
     def predict_one(self, x: np.ndarray) -> float:
-        return float(self.booster.predict(np.asarray(x, dtype=np.float64).reshape(1, -1), num_threads=1)[0])
+        # A batch of one through the batch path: a row gets the same bits alone as in any batch.
+        return float(self.predict_proba(np.asarray(x).reshape(1, -1))[0])
 
     def _write(self, path: Path) -> None:
         self.booster.save_model(str(path))
@@ -195,7 +197,8 @@ class CatBoostMember(_RowMember):
         return np.asarray(proba[:, 1], dtype=np.float64)
 
     def predict_one(self, x: np.ndarray) -> float:
-        # A 1-D array is one object to CatBoost: no Pool of many rows, ~50-100 µs.
+        # A 1-D array is one object to CatBoost (~50-100 µs); it still evaluates it as a one-row Pool, the batch
+        # path, so a row gets the same bits alone as in any batch (tests hold them equal).
         proba = self.model.predict(np.asarray(x, dtype=np.float64), prediction_type="Probability", thread_count=1)
         return float(proba[1])
 
@@ -263,7 +266,12 @@ class FlatForest:
         else:
             for _ in range(self.depth):
                 node = children[(node << 1) + (xv[feature[node]] > threshold[node])]
-        return float(self.positive[node].sum() / self.n_trees)
+        return float(self._leaf_mean(node[None, :])[0])
+
+    def _leaf_mean(self, nodes: np.ndarray) -> np.ndarray:
+        """Mean class-1 fraction of the leaves reached, (rows, n_trees) -> (rows,): one sum for one row and for
+        many, so a row gets the same bits alone as in a batch (the walk itself is exact integer work)."""
+        return self.positive[nodes].sum(axis=1) / self.n_trees
 
     def predict_proba(self, X: np.ndarray, chunk: int = 2048) -> np.ndarray:
         X = check_rows(X, np.float32)
@@ -283,7 +291,7 @@ class FlatForest:
                 if has_nan:
                     right = np.where(np.isnan(v), nan_right[node], right)
                 node = children[(node << 1) + right]
-            out[start : start + block.shape[0]] = self.positive[node].sum(axis=1) / self.n_trees
+            out[start : start + block.shape[0]] = self._leaf_mean(node)
         return out
 
 
