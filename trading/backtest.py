@@ -36,7 +36,7 @@ from minhos_site.api_fields import control_character_problem
 from mlcore.models import ModelVersion
 
 from . import selectors, workflow
-from .backtest_memory import breaker_reset_reason
+from .backtest_memory import breaker_reset_reason, outcomes_through_end
 from .domain import performance
 from .domain.calendar import trading_day_start
 from .domain.timeframes import timeframe_delta
@@ -285,7 +285,7 @@ def _replay(run: BacktestRun, market: Instrument, *, progress, bar_hook) -> None
         BacktestRun.objects.filter(pk=run.pk).update(bars_done=done, progress_at=timezone.now())
         if progress is not None:
             progress(done, run.bars_total)
-    _outcomes_through_end(market, run.timeframe)
+    outcomes_through_end(market, run.timeframe)
 
 
 def _page_size() -> int:
@@ -307,18 +307,6 @@ def _source_pages(run: BacktestRun):
             return
         yield page
         after = page[-1].timestamp
-
-
-def _outcomes_through_end(market: Instrument, timeframe: str) -> None:
-    """Resolve every outcome the replayed bars decide (a call resolves at most a batch)."""
-    from mlcore import services as ml_services
-
-    latest = selectors.bar_latest(instrument=market, timeframe=timeframe)
-    while latest is not None:
-        result = ml_services.prediction_outcomes_resolve(instrument_id=market.pk, timeframe=timeframe,
-                                                         through=latest.timestamp)
-        if not (result.resolved or result.unresolvable):
-            return
 
 
 def _breaker_daily(run: BacktestRun, close: datetime, tripped_day):

@@ -76,7 +76,7 @@ def replay_in_memory(run: BacktestRun, market: Instrument, account: Account, *,
 
     mark = time.perf_counter()
     frame = _frame(rows)
-    results = _predictions(version.pk, frame, first)
+    results = ml_services.predictions_for_frame(version_id=version.pk, frame=frame, first=first)
     timings["predict"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -90,26 +90,9 @@ def replay_in_memory(run: BacktestRun, market: Instrument, account: Account, *,
     # The predictions' outcomes (monitoring's record; never an input of a decision), resolved as the database replay
     # resolves them, so both engines leave the same records.
     mark = time.perf_counter()
-    from .backtest import _outcomes_through_end
-
-    _outcomes_through_end(market, run.timeframe)
+    outcomes_through_end(market, run.timeframe)
     timings["outcomes"] = time.perf_counter() - mark
     return timings
-
-
-def _predictions(version_id: int, frame, first: int) -> list:
-    batch = getattr(ml_services, "predictions_for_frame", None)
-    if batch is not None:
-        return batch(version_id=version_id, frame=frame, first=first)
-    model = ml_services._pinned_model(version_id)
-    out = []
-    for index in range(first, len(frame)):
-        window = frame.iloc[max(0, index - model.bars_needed + 1):index + 1]
-        try:
-            out.append(model.predict(window))
-        except Exception:
-            out.append(None)
-    return out
 
 
 def _bars(run: BacktestRun, needed: int) -> tuple[list[tuple], int]:
@@ -233,6 +216,20 @@ def _record_decide(records: _Records, events: list, key: int, recommendation: en
         elif isinstance(event, engine.BreakerTripped):
             records.audits.append((AuditEvent.Action.CIRCUIT_BREAKER_TRIP, None, event.state_before, "HALTED",
                                    {"reason": event.reason}))
+
+
+def outcomes_through_end(market: Instrument, timeframe: str) -> None:
+    """Resolve every outcome the replayed bars decide (a call resolves at most a batch)."""
+    from mlcore import services as ml_services
+
+    from . import selectors
+
+    latest = selectors.bar_latest(instrument=market, timeframe=timeframe)
+    while latest is not None:
+        result = ml_services.prediction_outcomes_resolve(instrument_id=market.pk, timeframe=timeframe,
+                                                         through=latest.timestamp)
+        if not (result.resolved or result.unresolvable):
+            return
 
 
 def breaker_reset_reason(run_id: int, day: datetime, reason: str) -> str:

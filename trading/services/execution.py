@@ -47,10 +47,9 @@ def bar_settle(*, bar_id: int) -> list[Fill]:
     failures: list[str] = []
     # Every account configured for this instrument (sizing gives each one a configuration before its first order),
     # and any with an entry still pending or open in it (an open position is made of open entries).
-    account_ids = set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True))
-    account_ids |= set(Order.objects.filter(instrument=instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY,
-                                            closed=False).exclude(status=Order.Status.CANCELLED)
-                       .values_list("account_id", flat=True))
+    account_ids = set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True).union(
+        Order.objects.filter(instrument=instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY, closed=False)
+        .exclude(status=Order.Status.CANCELLED).values_list("account_id", flat=True)))
     for account_id in sorted(account_ids):
         try:
             fills += _settle_account(account_id, bar)
@@ -151,11 +150,13 @@ def _settle_events_store(account: Account, bar: Bar, position: Position | None, 
             else:
                 Position.objects.filter(pk=position.pk).update(**values)
         elif kind is engine.Snapshot:
-            EquitySnapshot.objects.update_or_create(
-                account=account, timestamp=event.at,
-                defaults={"equity": event.equity, "realized_pnl": event.realized_pnl,
-                          "unrealized_pnl": event.unrealized_pnl, "peak_equity": event.peak_equity,
-                          "drawdown": event.drawdown})
+            # One upsert statement (a bar settled again replaces its snapshot); update_or_create took six.
+            EquitySnapshot.objects.bulk_create(
+                [EquitySnapshot(account=account, timestamp=event.at, equity=event.equity,
+                                realized_pnl=event.realized_pnl, unrealized_pnl=event.unrealized_pnl,
+                                peak_equity=event.peak_equity, drawdown=event.drawdown)],
+                update_conflicts=True, unique_fields=["account", "timestamp"],
+                update_fields=["equity", "realized_pnl", "unrealized_pnl", "peak_equity", "drawdown"])
             if event.peak_raised:
                 account_fields["peak_equity"] = event.peak_equity
         elif kind is engine.BreakerTripped:

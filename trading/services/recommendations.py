@@ -67,7 +67,7 @@ def recommendations_create(*, facts: PredictionFacts, now: datetime | None = Non
     """
     bar = Bar.objects.select_related("instrument").only(
         "id", "timeframe", "timestamp", "close", "instrument__id", "instrument__symbol", "instrument__tick_size",
-        "instrument__point_value").get(pk=facts.bar_id)
+        "instrument__point_value", "instrument__backtest").get(pk=facts.bar_id)
     configs = list(TradingConfig.objects.raw("SELECT * FROM trading_tradingconfig WHERE instrument_id = %s",
                                              [facts.instrument_id]))
     if not configs:
@@ -186,10 +186,12 @@ def recommendation_reject(*, recommendation_id: int, user, client_address: str |
 
 def recommendations_expire(*, instrument: Instrument, timeframe: str, latest_bar_timestamp: datetime) -> int:
     """Pending recommendations whose time to live has passed (a later bar than `expires_after` exists) expire."""
+    pending = Recommendation.objects.filter(instrument=instrument, timeframe=timeframe, state=State.PENDING)
+    due = engine.expire(dict(pending.values_list("pk", "expires_after")), latest_bar_timestamp)
+    if not due:
+        return 0  # the common bar: one read, no transaction
     with transaction.atomic():
-        stale = list(Recommendation.objects.select_for_update().filter(
-            instrument=instrument, timeframe=timeframe, state=State.PENDING,
-            expires_after__lt=latest_bar_timestamp))
+        stale = list(Recommendation.objects.select_for_update().filter(pk__in=due, state=State.PENDING))
         for recommendation in stale:
             recommendation.state = State.EXPIRED
             recommendation.save(update_fields=["state"])
