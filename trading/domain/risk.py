@@ -1,6 +1,6 @@
 """Pre-trade risk rules: approve, reduce or block a proposed trade, with every rule's outcome and reason.
 
-Each rule is checked on every call, in the fixed order of CHECK_NAMES, so the verdict always shows the whole
+Each rule is checked on every call, in the fixed order of CHECKS, so the verdict always shows the whole
 picture rather than the first failure. Any failed rule blocks (0 contracts); the position and total limits
 may instead cut the size, which reduces. Trading states follow NautilusTrader's RiskEngine: ACTIVE applies
 all checks, REDUCING lets only trades that shrink |net position| through, HALTED blocks everything.
@@ -15,6 +15,7 @@ from datetime import datetime, time
 from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .checks import is_count, is_real, money, near_limit
@@ -31,24 +32,6 @@ class Decision(str, Enum):
     REDUCE = "reduce"
     BLOCK = "block"
 
-
-CHECK_NAMES = (
-    "kill_switch",
-    "trading_state",
-    "circuit_breaker",
-    "settlement",
-    "daily_loss_limit",
-    "max_drawdown",
-    "max_trades_per_day",
-    "stale_data",
-    "model_health",
-    "trading_session",
-    "min_confidence",
-    "proposal",
-    "position_limit",
-    "total_limit",
-    "loss_budget",
-)
 
 SIDES = ("long", "short")
 
@@ -136,7 +119,7 @@ class RiskCheck:
 class RiskVerdict:
     decision: Decision
     contracts: int  # allowed, 0 <= contracts <= proposal
-    checks: tuple[RiskCheck, ...]  # every rule, in the order of CHECK_NAMES
+    checks: tuple[RiskCheck, ...]  # every rule, in the order of CHECKS (named in CHECK_NAMES)
     trip_circuit_breaker: bool  # the daily loss limit is reached and the breaker is not yet tripped
 
     @property
@@ -152,14 +135,6 @@ class RiskVerdict:
             "reasons": list(self.reasons),
             "checks": [{"name": c.name, "passed": c.passed, "message": c.message} for c in self.checks],
         }
-
-
-# Passed checks whose message never changes, built once: assess runs on every bar.
-_KILL_SWITCH_OFF = RiskCheck("kill_switch", True, "kill switch is off")
-_ACTIVE = RiskCheck("trading_state", True, "trading state is ACTIVE")
-_BREAKER_NOT_TRIPPED = RiskCheck("circuit_breaker", True, "daily loss circuit breaker is not tripped")
-_SETTLED = RiskCheck("settlement", True, "the last bar was settled")
-_IN_SESSION = RiskCheck("trading_session", True, "market is in session")
 
 
 @lru_cache(maxsize=8)
@@ -198,178 +173,242 @@ def daily_loss_reached(daily_pnl: Decimal, loss_limit: Decimal) -> bool:
     return loss > 0 and loss >= loss_limit
 
 
+# ------------------------------------------------------------------------------------------------ the checks
+#
+# One function per rule, named as the rule (its name is the check's: see CHECK_NAMES), in the order of CHECKS.
+# Each takes its name, the assessment and the contracts the rules before it still allow, and returns its check,
+# whether it blocks, and the contracts still allowed. A rule that only cuts the size does not pass (so it shows
+# among the reasons) but does not block; only the limits and the loss budget cut.
+
+class _Assessment(NamedTuple):
+    """One trade under assessment: the inputs, and the facts several rules read, worked out once."""
+    proposal: Proposal
+    context: RiskContext
+    limits: RiskLimits
+    valid_proposal: bool  # a side and a positive whole number of contracts
+    # The trade moves the position towards flat: only those may pass while REDUCING, and those are never cut
+    # below closing size by the limits.
+    opposing: bool
+    positions_known: bool  # the net and total positions are whole numbers
+    pnl_known: bool  # the day's P&L is a finite Decimal
+    loss_reached: bool  # the day's P&L has lost the limit (False when unknown)
+
+
+_Outcome = tuple[RiskCheck, bool, int]  # the check, whether it blocks, the contracts still allowed
+
+
+def kill_switch(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    if a.context.kill_switch:
+        return RiskCheck(name, False, "kill switch is on: all trading is stopped"), True, allowed
+    return _KILL_SWITCH_OFF, False, allowed
+
+
+# Passed checks whose message never changes are built once (assess runs on every bar), named by their function.
+_KILL_SWITCH_OFF = RiskCheck(kill_switch.__name__, True, "kill switch is off")
+
+
+def trading_state(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    state = a.context.trading_state
+    if state == TradingState.ACTIVE:
+        return _ACTIVE, False, allowed
+    if state == TradingState.REDUCING:
+        if not a.opposing:
+            message = "trading state is REDUCING: trades that would increase the position are blocked"
+            return RiskCheck(name, False, message), True, allowed
+        held, wanted = abs(a.context.position_contracts), a.proposal.contracts
+        if wanted > held:  # total_limit cuts the size to flat, after the limits have said what they allow
+            message = f"trading state is REDUCING: only {held} of {wanted} contracts (to flat) may pass"
+            return RiskCheck(name, False, message), False, allowed
+        message = "trading state is REDUCING: trades that shrink the position may pass"
+        return RiskCheck(name, True, message), False, allowed
+    message = f"trading state is {getattr(state, 'value', state)}: all trading is blocked"
+    return RiskCheck(name, False, message), True, allowed
+
+
+_ACTIVE = RiskCheck(trading_state.__name__, True, "trading state is ACTIVE")
+
+
+def circuit_breaker(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    if a.context.circuit_breaker_tripped:
+        message = "daily loss circuit breaker is tripped until a person resets it"
+        return RiskCheck(name, False, message), True, allowed
+    return _BREAKER_NOT_TRIPPED, False, allowed
+
+
+_BREAKER_NOT_TRIPPED = RiskCheck(circuit_breaker.__name__, True, "daily loss circuit breaker is not tripped")
+
+
+def settlement(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    fault = a.context.settlement_fault
+    if fault:
+        message = f"settling the last bar failed, no new entries until it succeeds: {fault}"
+        return RiskCheck(name, False, message), True, allowed
+    return _SETTLED, False, allowed
+
+
+_SETTLED = RiskCheck(settlement.__name__, True, "the last bar was settled")
+
+
+def daily_loss_limit(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    pnl, loss_limit = a.context.daily_pnl, a.limits.daily_loss_limit
+    if not a.pnl_known:
+        return RiskCheck(name, False, f"daily P&L {pnl!r} is not a finite amount"), True, allowed
+    if a.loss_reached:
+        message = f"daily loss {money(-pnl, loss_limit)} reached the limit {money(loss_limit)}"
+        return RiskCheck(name, False, message), True, allowed
+    message = f"daily P&L {money(pnl, -loss_limit)} is within the loss limit {money(loss_limit)}"
+    return RiskCheck(name, True, message), False, allowed
+
+
+def max_drawdown(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    dd, limit = a.context.drawdown, a.limits.max_drawdown
+    if not is_real(dd):
+        return RiskCheck(name, False, f"drawdown {dd!r} is not a number"), True, allowed
+    if dd >= limit:
+        return RiskCheck(name, False, f"drawdown {_pct(dd, limit)} reached the maximum {limit:.1%}"), True, allowed
+    return RiskCheck(name, True, f"drawdown {_pct(dd, limit)} is under the maximum {limit:.1%}"), False, allowed
+
+
+def max_trades_per_day(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    trades, limit = a.context.trades_today, a.limits.max_trades_per_day
+    if not is_count(trades):
+        return RiskCheck(name, False, f"trades today {trades!r} is not a count"), True, allowed
+    if trades >= limit:
+        return RiskCheck(name, False, f"{trades} trades today reached the maximum {limit}"), True, allowed
+    return RiskCheck(name, True, f"{trades} trades today, under the maximum {limit}"), False, allowed
+
+
+def stale_data(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    age, stale_after = a.context.last_bar_age_seconds, a.limits.stale_after_seconds
+    if not is_real(age):
+        return RiskCheck(name, False, f"last bar age {age!r} is not a number"), True, allowed
+    if age < 0:
+        message = f"last bar is {-age:.0f}s in the future: the clock or the feed is wrong"
+        return RiskCheck(name, False, message), True, allowed
+    if age > stale_after:
+        return RiskCheck(name, False, f"last bar is {age:.0f}s old, older than {stale_after:.0f}s"), True, allowed
+    return RiskCheck(name, True, f"last bar is {age:.0f}s old"), False, allowed
+
+
+def model_health(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    health, floor = a.context.model_health, a.limits.health_floor
+    if not is_real(health):
+        return RiskCheck(name, False, f"model health {health!r} is not a number"), True, allowed
+    if health < floor:
+        message = f"model health {near_limit(health, floor)} is under the floor {floor:.2f}"
+        return RiskCheck(name, False, message), True, allowed
+    return RiskCheck(name, True, f"model health {health:.2f} is at or above the floor {floor:.2f}"), False, allowed
+
+
+def trading_session(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    now, limits = a.context.now, a.limits
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        return RiskCheck(name, False, f"now {now!r} is not a timezone-aware datetime"), True, allowed
+    if in_session(now, limits):
+        return _IN_SESSION, False, allowed
+    local = now.astimezone(_zone(limits.session_timezone))
+    return RiskCheck(name, False, f"market is closed at {local:%a %Y-%m-%d %H:%M %Z}"), True, allowed
+
+
+_IN_SESSION = RiskCheck(trading_session.__name__, True, "market is in session")
+
+
+def min_confidence(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    confidence, minimum = a.proposal.confidence, a.limits.min_confidence
+    if not is_real(confidence):
+        return RiskCheck(name, False, f"confidence {confidence!r} is not a number"), True, allowed
+    if confidence < minimum:
+        message = f"confidence {near_limit(confidence, minimum)} is under the minimum {minimum:.2f}"
+        return RiskCheck(name, False, message), True, allowed
+    return RiskCheck(name, True, f"confidence {confidence:.2f} meets the minimum {minimum:.2f}"), False, allowed
+
+
+def proposal(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    side, wanted = a.proposal.side, a.proposal.contracts
+    if a.valid_proposal:
+        return RiskCheck(name, True, f"{side} {wanted} contract(s)"), False, allowed
+    if side not in SIDES:
+        return RiskCheck(name, False, f"side {side!r} is neither long nor short"), True, allowed
+    return RiskCheck(name, False, f"proposed contracts {wanted!r} is not a positive whole number"), True, allowed
+
+
+# The limits: how many of the proposed contracts fit. Reducing a position is never cut short of flat, even when
+# the account is already over a limit; going beyond flat is held to the limits like any entry.
+
+def position_limit(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    position = a.context.position_contracts
+    if not a.positions_known:
+        return RiskCheck(name, False, f"position {position!r} is not a whole number of contracts"), True, 0
+    held, cap = abs(position), a.limits.max_position_contracts
+    room = held + cap if a.opposing else max(0, cap - held)
+    return _limit_check(name, allowed, room, f"position limit {cap} (net position {position})")
+
+
+def total_limit(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    context = a.context
+    if not a.positions_known:
+        return RiskCheck(name, False, f"total contracts {context.total_contracts!r} is not a whole number"), True, 0
+    held = abs(context.position_contracts)
+    total = max(context.total_contracts, held)  # the total includes this position
+    cap = a.limits.max_total_contracts
+    room = held + max(0, cap - (total - held)) if a.opposing else max(0, cap - total)
+    check, blocks, allowed = _limit_check(name, allowed, room, f"total limit {cap} (open contracts {total})")
+    if context.trading_state == TradingState.REDUCING and a.opposing:
+        allowed = min(allowed, held)  # to flat, not beyond: that would grow |net| on the other side
+    return check, blocks, allowed
+
+
+def loss_budget(name: str, a: _Assessment, allowed: int) -> _Outcome:
+    """A new position's stop-out must not take the day past the loss limit. Profits do not widen the budget
+    (conservative); trades towards flat reduce risk and are not cut by it."""
+    risk, context = a.proposal.risk_per_contract, a.context
+    if a.opposing:
+        return _REDUCES_RISK, False, allowed
+    if risk is None:
+        return _NO_STOP_GIVEN, False, allowed
+    if not isinstance(risk, Decimal) or not risk.is_finite() or risk <= 0:
+        return RiskCheck(name, False, f"risk per contract {risk!r} is not a positive amount"), True, 0
+    if not a.pnl_known:
+        return RiskCheck(name, False, "the day's P&L is unknown, so is the loss budget"), True, 0
+    committed = context.committed_risk
+    if not isinstance(committed, Decimal) or not committed.is_finite() or committed < 0:
+        return RiskCheck(name, False, f"risk already committed {committed!r} is not an amount >= 0"), True, 0
+    budget = max(Decimal(0), a.limits.daily_loss_limit + min(context.daily_pnl, Decimal(0)) - committed)
+    room = int(budget // risk)
+    held = f" after {committed:.2f} already at risk" if committed else ""
+    return _limit_check(name, allowed, room,
+                        f"daily loss budget {budget:.2f}{held} at {risk:.2f} a contract to the stop")
+
+
+_REDUCES_RISK = RiskCheck(loss_budget.__name__, True, "the trade reduces the position: no new loss at risk")
+_NO_STOP_GIVEN = RiskCheck(loss_budget.__name__, True, "no stop-loss risk given: the daily loss limit alone applies")
+
+
+CHECKS = (kill_switch, trading_state, circuit_breaker, settlement, daily_loss_limit, max_drawdown,
+          max_trades_per_day, stale_data, model_health, trading_session, min_confidence, proposal,
+          position_limit, total_limit, loss_budget)
+CHECK_NAMES = tuple(check.__name__ for check in CHECKS)
+_NAMED_CHECKS = tuple(zip(CHECK_NAMES, CHECKS))
+
+
 def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> RiskVerdict:
     """The verdict on one proposed trade. Does not raise on odd input: what cannot be checked fails its check."""
-    side, wanted = proposal.side, proposal.contracts
-    position = context.position_contracts
-    checks: list[RiskCheck] = []
-    blocked = False
-
-    def check(name: str, passed: bool, message: str, blocks: bool | None = None) -> None:
-        # A check that only cuts the size does not pass (so it shows among the reasons) but does not block.
-        nonlocal blocked
-        blocked = blocked or (not passed if blocks is None else blocks)
-        checks.append(RiskCheck(name, passed, message))
-
+    side, wanted, position, pnl = proposal.side, proposal.contracts, context.position_contracts, context.daily_pnl
     valid_proposal = side in SIDES and is_count(wanted) and wanted > 0
-    sign = 1 if side == "long" else -1
-    # A trade "opposes" the position when it moves it towards flat; only those may pass while REDUCING,
-    # and those are never cut below closing size by the limits.
-    opposing = valid_proposal and is_count(position) and position * sign < 0
-
-    if context.kill_switch:
-        check("kill_switch", False, "kill switch is on: all trading is stopped")
-    else:
-        checks.append(_KILL_SWITCH_OFF)
-
-    state = context.trading_state
-    if state == TradingState.ACTIVE:
-        checks.append(_ACTIVE)
-    elif state == TradingState.REDUCING:
-        if not opposing:
-            check("trading_state", False,
-                  "trading state is REDUCING: trades that would increase the position are blocked")
-        elif wanted > abs(position):
-            check("trading_state", False,
-                  f"trading state is REDUCING: only {abs(position)} of {wanted} contracts (to flat) may pass",
-                  blocks=False)
-        else:
-            check("trading_state", True, "trading state is REDUCING: trades that shrink the position may pass")
-    else:
-        check("trading_state", False, f"trading state is {getattr(state, 'value', state)}: all trading is blocked")
-
-    if context.circuit_breaker_tripped:
-        check("circuit_breaker", False, "daily loss circuit breaker is tripped until a person resets it")
-    else:
-        checks.append(_BREAKER_NOT_TRIPPED)
-
-    fault = context.settlement_fault
-    if fault:
-        check("settlement", False, f"settling the last bar failed, no new entries until it succeeds: {fault}")
-    else:
-        checks.append(_SETTLED)
-
-    pnl, loss_limit = context.daily_pnl, limits.daily_loss_limit
-    trip = False
-    if not isinstance(pnl, Decimal) or not pnl.is_finite():
-        check("daily_loss_limit", False, f"daily P&L {pnl!r} is not a finite amount")
-    else:
-        loss = -pnl
-        reached = daily_loss_reached(pnl, loss_limit)
-        trip = reached and not context.circuit_breaker_tripped
-        check("daily_loss_limit", not reached,
-              f"daily loss {money(loss, loss_limit)} reached the limit {money(loss_limit)}" if reached
-              else f"daily P&L {money(pnl, -loss_limit)} is within the loss limit {money(loss_limit)}")
-
-    dd = context.drawdown
-    if not is_real(dd):
-        check("max_drawdown", False, f"drawdown {dd!r} is not a number")
-    else:
-        check("max_drawdown", dd < limits.max_drawdown,
-              f"drawdown {_pct(dd, limits.max_drawdown)} reached the maximum {limits.max_drawdown:.1%}"
-              if dd >= limits.max_drawdown
-              else f"drawdown {_pct(dd, limits.max_drawdown)} is under the maximum {limits.max_drawdown:.1%}")
-
-    trades = context.trades_today
-    if not is_count(trades):
-        check("max_trades_per_day", False, f"trades today {trades!r} is not a count")
-    else:
-        check("max_trades_per_day", trades < limits.max_trades_per_day,
-              f"{trades} trades today reached the maximum {limits.max_trades_per_day}"
-              if trades >= limits.max_trades_per_day
-              else f"{trades} trades today, under the maximum {limits.max_trades_per_day}")
-
-    age, stale_after = context.last_bar_age_seconds, limits.stale_after_seconds
-    if not is_real(age):
-        check("stale_data", False, f"last bar age {age!r} is not a number")
-    elif age < 0:
-        check("stale_data", False, f"last bar is {-age:.0f}s in the future: the clock or the feed is wrong")
-    else:
-        check("stale_data", age <= stale_after,
-              f"last bar is {age:.0f}s old, older than {stale_after:.0f}s" if age > stale_after
-              else f"last bar is {age:.0f}s old")
-
-    health = context.model_health
-    if not is_real(health):
-        check("model_health", False, f"model health {health!r} is not a number")
-    else:
-        check("model_health", health >= limits.health_floor,
-              f"model health {near_limit(health, limits.health_floor)} is under the floor {limits.health_floor:.2f}"
-              if health < limits.health_floor
-              else f"model health {health:.2f} is at or above the floor {limits.health_floor:.2f}")
-
-    now = context.now
-    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
-        check("trading_session", False, f"now {now!r} is not a timezone-aware datetime")
-    elif in_session(now, limits):
-        checks.append(_IN_SESSION)
-    else:
-        check("trading_session", False,
-              f"market is closed at {now.astimezone(_zone(limits.session_timezone)):%a %Y-%m-%d %H:%M %Z}")
-
-    confidence = proposal.confidence
-    if not is_real(confidence):
-        check("min_confidence", False, f"confidence {confidence!r} is not a number")
-    else:
-        check("min_confidence", confidence >= limits.min_confidence,
-              f"confidence {near_limit(confidence, limits.min_confidence)} is under the minimum {limits.min_confidence:.2f}"
-              if confidence < limits.min_confidence
-              else f"confidence {confidence:.2f} meets the minimum {limits.min_confidence:.2f}")
-
-    if valid_proposal:
-        check("proposal", True, f"{side} {wanted} contract(s)")
-    elif side not in SIDES:
-        check("proposal", False, f"side {side!r} is neither long nor short")
-    else:
-        check("proposal", False, f"proposed contracts {wanted!r} is not a positive whole number")
-
-    # The limits: how many of the proposed contracts fit. Reducing a position is never cut short of flat,
-    # even when the account is already over a limit; going beyond flat is held to the limits like any entry.
+    opposing = valid_proposal and is_count(position) and position * (1 if side == "long" else -1) < 0
+    pnl_known = isinstance(pnl, Decimal) and pnl.is_finite()
+    loss_reached = pnl_known and daily_loss_reached(pnl, limits.daily_loss_limit)
+    assessment = _Assessment(proposal, context, limits, valid_proposal, opposing,
+                             is_count(position) and is_count(context.total_contracts), pnl_known, loss_reached)
     allowed = wanted if valid_proposal else 0
-    if not (is_count(position) and is_count(context.total_contracts)):
-        check("position_limit", False, f"position {position!r} is not a whole number of contracts")
-        check("total_limit", False, f"total contracts {context.total_contracts!r} is not a whole number")
-        allowed = 0
-    else:
-        held = abs(position)
-        cap = limits.max_position_contracts
-        room = held + cap if opposing else max(0, cap - held)
-        check(*_limit_check("position_limit", allowed, room, f"position limit {cap} (net position {position})"))
-        allowed = min(allowed, room)
-        total = max(context.total_contracts, held)  # the total includes this position
-        cap_total = limits.max_total_contracts
-        room_total = held + max(0, cap_total - (total - held)) if opposing else max(0, cap_total - total)
-        check(*_limit_check("total_limit", allowed, room_total, f"total limit {cap_total} (open contracts {total})"))
-        allowed = min(allowed, room_total)
-        if state == TradingState.REDUCING and opposing:
-            allowed = min(allowed, held)  # to flat, not beyond: that would grow |net| on the other side
-
-    # The loss budget: a new position's stop-out must not take the day past the loss limit. Profits do not widen
-    # the budget (conservative); trades towards flat reduce risk and are not cut by it.
-    risk = proposal.risk_per_contract
-    if opposing:
-        check("loss_budget", True, "the trade reduces the position: no new loss at risk")
-    elif risk is None:
-        check("loss_budget", True, "no stop-loss risk given: the daily loss limit alone applies")
-    elif not isinstance(risk, Decimal) or not risk.is_finite() or risk <= 0:
-        check("loss_budget", False, f"risk per contract {risk!r} is not a positive amount")
-        allowed = 0
-    elif not isinstance(pnl, Decimal) or not pnl.is_finite():
-        check("loss_budget", False, "the day's P&L is unknown, so is the loss budget")
-        allowed = 0
-    elif (not isinstance(context.committed_risk, Decimal) or not context.committed_risk.is_finite()
-          or context.committed_risk < 0):
-        check("loss_budget", False, f"risk already committed {context.committed_risk!r} is not an amount >= 0")
-        allowed = 0
-    else:
-        committed = context.committed_risk
-        budget = max(Decimal(0), loss_limit + min(pnl, Decimal(0)) - committed)
-        room = int(budget // risk)
-        held = f" after {committed:.2f} already at risk" if committed else ""
-        check(*_limit_check("loss_budget", allowed, room,
-                            f"daily loss budget {budget:.2f}{held} at {risk:.2f} a contract to the stop"))
-        allowed = min(allowed, room)
-
+    blocked = False
+    checks = []
+    append = checks.append
+    for name, rule in _NAMED_CHECKS:
+        check, blocks, allowed = rule(name, assessment, allowed)
+        blocked = blocked or blocks
+        append(check)
+    trip = loss_reached and not context.circuit_breaker_tripped
     if blocked or allowed <= 0:
         return RiskVerdict(Decision.BLOCK, 0, tuple(checks), trip)
     if allowed < wanted:
@@ -377,13 +416,13 @@ def assess(proposal: Proposal, context: RiskContext, limits: RiskLimits) -> Risk
     return RiskVerdict(Decision.APPROVE, wanted, tuple(checks), trip)
 
 
-def _limit_check(name: str, wanted: int, room: int, what: str) -> tuple[str, bool, str, bool]:
-    """(name, passed, message, blocks) for a limit with `room` contracts left for a trade of `wanted`."""
+def _limit_check(name: str, wanted: int, room: int, what: str) -> _Outcome:
+    """A limit with `room` contracts left for a trade of `wanted`: passes, cuts the size to `room`, or blocks."""
     if wanted <= room:
-        return name, True, f"{what} leaves room for {room}", False
+        return RiskCheck(name, True, f"{what} leaves room for {room}"), False, wanted
     if room <= 0:
-        return name, False, f"{what} leaves no room for more contracts", True
-    return name, False, f"{what} leaves room for {room} of {wanted} contracts", False
+        return RiskCheck(name, False, f"{what} leaves no room for more contracts"), True, room
+    return RiskCheck(name, False, f"{what} leaves room for {room} of {wanted} contracts"), False, room
 
 
 def _pct(value: float, limit: float) -> str:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from trading.domain.checks import is_count, is_real, money, near_limit
 from trading.domain.risk import (
     CHECK_NAMES,
+    CHECKS,
     SIDES,
     Decision,
     Proposal,
@@ -327,7 +328,7 @@ def _random_case(rng: random.Random) -> tuple[Proposal, RiskContext, RiskLimits]
             rng, lambda: Decimal(rng.randint(-int(loss_limit * 120), 500_000)) / 100,
             [Decimal(0), Decimal("-0"), Decimal("0E-10"), -loss_limit, -loss_limit + Decimal("0.001"),
              -loss_limit - Decimal("0.004"), -loss_limit + Decimal("0.004"), Decimal("NaN"), Decimal("-Infinity"),
-             -100.0, None, -100, Decimal("-1E+40"), Decimal("1E+40")], p),
+             -100.0, None, -100, Decimal("-1E+40"), Decimal("1E+40"), Decimal("-1E+1000000")], p),
         drawdown=_pick(rng, lambda: rng.uniform(0.0, limits.max_drawdown),
                        [_NAN, _INF, None, True, limits.max_drawdown, limits.max_drawdown - 1e-6,
                         limits.max_drawdown + 1e-6, -0.1, Decimal("0.01"), 0.5], p),
@@ -340,7 +341,8 @@ def _random_case(rng: random.Random) -> tuple[Proposal, RiskContext, RiskLimits]
                            [_NAN, None, limits.health_floor, limits.health_floor - 1e-7, 1.5, -0.2, 0.0], p),
         settlement_fault=_pick(rng, lambda: "", ["boom", "bar 2024-03-12 14:59 UTC: TypeError", None, 0], p),
         committed_risk=_pick(rng, lambda: rng.choice([Decimal(0), Decimal(rng.randint(0, 100_000)) / 100]),
-                             [Decimal(-1), Decimal("NaN"), 5.0, None, Decimal("1E+30"), Decimal("0.00")], p),
+                             [Decimal(-1), Decimal("NaN"), 5.0, None, Decimal("1E+30"), Decimal("0.00"),
+                              Decimal("1E+1000000")], p),
     )
     return proposal, context, limits
 
@@ -363,6 +365,7 @@ def _assert_same(proposal, context, limits):
 # ------------------------------------------------------------------------------------ the tests
 
 def test_check_names_come_from_the_one_list_of_checks_in_the_fixed_order():
+    assert CHECK_NAMES == tuple(check.__name__ for check in CHECKS)
     assert CHECK_NAMES == ("kill_switch", "trading_state", "circuit_breaker", "settlement", "daily_loss_limit",
                            "max_drawdown", "max_trades_per_day", "stale_data", "model_health", "trading_session",
                            "min_confidence", "proposal", "position_limit", "total_limit", "loss_budget")
