@@ -13,6 +13,7 @@ BENCHMARKS = {
     "e2e": "trading.bench_e2e:bench_e2e",
     "monitor": "monitoring.benchmarks:bench_monitor",
     "backtest": "trading.benchmarks:bench_backtest",
+    "backtest-live": "trading.benchmarks:bench_backtest_live",
     "web-soak": "trading.bench_web_soak:bench_web_soak",
 }
 # e2e's own options, passed on when given.
@@ -39,8 +40,13 @@ class Command(BaseCommand):
         parser.add_argument("--rows", type=int, help="ingest: number of bars (default 1,000,000)")
         parser.add_argument("--bars", type=int, help="train / inference: bars to train on (100,000 / 20,000); "
                                                      "e2e: bars streamed per run (200); backtest: bars replayed "
-                                                     "(100,000)")
-        parser.add_argument("--history", type=int, help="backtest: bars the model is trained on first (20,000)")
+                                                     "(100,000); backtest-live: bars of each backtest (2,000)")
+        parser.add_argument("--history", type=int, help="backtest: bars the model is trained on first (20,000); "
+                                                        "backtest-live: the same (3,000)")
+        parser.add_argument("--db-bars", type=int, help="backtest: the window's first bars the database replay runs "
+                                                        "(2,000; it runs tens of bars a second)")
+        parser.add_argument("--backtests", type=int, help="backtest-live: memory backtests run at once beside the "
+                                                          "live feed (5)")
         parser.add_argument("--fast", action="store_true", help="train / inference: the fast preset")
         parser.add_argument("--workers", help="train: training worker counts of the distributed runs, comma-separated "
                                               "(1,2; 0 for none); they need REDIS_URL and DATABASE_URL")
@@ -48,7 +54,8 @@ class Command(BaseCommand):
                                                              "monitor: resolved predictions in the snapshot (100,000)")
         parser.add_argument("--clients", help="e2e: websocket clients of each run, comma-separated (1,100); "
                                                "web-soak: websocket clients (50)")
-        parser.add_argument("--pace", type=float, help="e2e: seconds between bars (0.3)")
+        parser.add_argument("--pace", type=float, help="e2e: seconds between bars (0.3); backtest-live: between live "
+                                                       "bars (0.05)")
         parser.add_argument("--warmup", type=int, help="e2e: bars streamed first and not measured (10)")
         parser.add_argument("--redis-db", type=int,
                             help="e2e: its own Redis logical database, refused unless empty (14)")
@@ -69,6 +76,12 @@ class Command(BaseCommand):
             kwargs["bars"] = options["bars"]
         if options.get("history"):
             kwargs["history"] = options["history"]
+        if options.get("db_bars"):
+            kwargs["db_bars"] = options["db_bars"]
+        if options.get("backtests"):
+            kwargs["backtests"] = options["backtests"]
+        if name == "backtest-live" and options.get("pace") is not None:
+            kwargs["pace"] = options["pace"]
         if options.get("predictions"):
             kwargs["predictions"] = options["predictions"]
         if options.get("fast"):

@@ -1,0 +1,63 @@
+"""Five memory backtests started at once beside the live feed, in embedded mode as a user runs it (issue 20, item 8):
+no live step fails, every live bar is decided, every backtest finishes, and no live bar waits on a backtest's hold of
+the database's write lock for more than a fraction of a second.
+
+It runs `manage.py bench backtest-live --json` in a fresh embedded var dir (a SQLite file; backtests in threads of
+the process, as `backtest.backtest_request` starts them there; the workflow inline). Not in the suite's own test
+database: SQLite's in-memory shared cache refuses a second writer at once ("database table is locked") where the
+file a user runs on makes it wait, which is what is measured here."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+pytestmark = [
+    pytest.mark.embedded,
+    # The subprocess is embedded mode whatever the pass: it runs once, in the embedded pass.
+    pytest.mark.skipif(connection.vendor != "sqlite", reason="embedded mode's SQLite lock; run in the embedded pass"),
+]
+
+DEPLOYMENT_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CELERY_TASK_ALWAYS_EAGER")
+BACKTESTS = 5
+# A live statement waiting longer than this on the write lock is a backtest holding up the live loop (a live step's
+# own statements take milliseconds; before the memory engine, five backtests stalled it for 42 s).
+LOCK_WAIT_BOUND_S = 0.5
+
+
+@pytest.fixture(scope="module")
+def beside(tmp_path_factory):
+    var = tmp_path_factory.mktemp("beside-live")
+    env = {k: v for k, v in os.environ.items() if k not in DEPLOYMENT_VARIABLES} | {"MINHOS_VAR_DIR": str(var)}
+
+    def manage(*args, timeout):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    migrated = manage("migrate", "--noinput", timeout=600)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    ran = manage("bench", "backtest-live", "--backtests", str(BACKTESTS), "--bars", "600", "--history", "3000",
+                 "--json", timeout=900)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return json.loads(ran.stdout)
+
+
+def test_five_backtests_beside_the_live_feed_fail_no_live_step_and_all_finish(beside):
+    assert beside["database"] == "sqlite" and beside["backtests"] == BACKTESTS
+    assert beside["live_beside_backtests"]["steps"] >= 1  # the live loop stored bars while the backtests ran
+    assert beside["live_steps_failed"] == 0, beside["live_failures_sample"]
+    assert beside["live_bars_decided"] == beside["live_bars_stored"] > beside["live_alone"]["steps"]
+    assert beside["backtests_done"] == BACKTESTS, beside["backtest_errors"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 20 item 8, open: with five backtest threads sharing the GIL, the memory shell's end-of-run transactions "
+    "hold SQLite's write lock for seconds: mlcore.services.prediction_outcomes_resolve's bulk_update (called by "
+    "trading.backtest_memory.outcomes_through_end) 1.4-2.5 s, _write's _chunks 0.5-1.9 s; a live statement waited "
+    "4-20 s. Remove this mark when it passes."))
+def test_no_live_bar_waits_on_a_backtests_write_lock_beyond_a_fraction_of_a_second(beside):
+    beside_backtests = beside["live_beside_backtests"]
+    assert beside_backtests["longest_sql_s"] < LOCK_WAIT_BOUND_S, beside_backtests
