@@ -220,7 +220,7 @@ def bench_backtest(*, bars: int = 100_000, history: int = 20_000, preset: str = 
         if len(db_trades) != len(long_trades):
             trade_differences.append(f"{len(db_trades)} db trades against {len(long_trades)} memory trades")
         report = memory.report
-        timings = getattr(memory, "timings", None)
+        timings = (report.get("engine") or {}).get("seconds")  # backtest_execute's phases, stored with the report
         return {
             "bench": "backtest",
             "database": connection.vendor,
@@ -232,7 +232,8 @@ def bench_backtest(*, bars: int = 100_000, history: int = 20_000, preset: str = 
                 "seconds": round(memory_seconds, 3), "bars_per_s": round(bars / memory_seconds, 1),
                 "trades": len(ours), "open_at_end": report["open_trades"], "net_pnl": report["net_pnl"],
                 "recommendations": report["recommendations"], "breaker_trips": report["breaker_trips"],
-                # backtest_execute's whole call: the phases below, plus the private market and the report.
+                # backtest_execute's whole call: the phases below (read_bars, predict, engine, write, ..., report)
+                # plus the private market.
                 "phases_s": {name: round(seconds, 3) for name, seconds in timings.items()} if timings else None,
                 "peak_rss_mb": rss.peak_mb, "rss_growth_mb": rss.growth_mb,
                 "memory_measure": (f"resident set size of this process sampled every {_PeakRss.EVERY * 1000:g} ms "

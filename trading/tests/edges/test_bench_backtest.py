@@ -26,6 +26,7 @@ def test_bench_backtest_runs_both_engines_and_backtesting_py_on_the_same_bars_an
     for figures in (memory, db, peer):
         assert figures["bars_per_s"] > 0 and figures["seconds"] > 0 and figures["trades"] >= 0
     assert db["bars"] == 300 and "300" in db["note"]
+    assert {"read_bars", "predict", "engine", "write", "report"} <= set(memory["phases_s"])
     assert memory["peak_rss_mb"] > 0 and memory["rss_growth_mb"] >= 0 and memory["memory_measure"]
     # backtesting.py is given the memory run's entries: every difference has a rule that explains it.
     assert comparison["ours"] == memory["trades"] and comparison["peer"] == peer["trades"]
