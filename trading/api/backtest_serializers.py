@@ -3,7 +3,7 @@ trading.backtest's."""
 from rest_framework import serializers
 
 from minhos_site.api_fields import AwareDateTimeField, PlainCharField
-from trading.backtest import BREAKER_DAILY, BREAKER_HOLD
+from trading.backtest import BREAKER_DAILY, BREAKER_HOLD, ENGINE_MEMORY, ENGINES
 from trading.domain.timeframes import TIMEFRAMES
 from trading.models import BacktestRun
 
@@ -32,6 +32,9 @@ class BacktestStartSerializer(_FromTo, serializers.Serializer):
     breaker = serializers.ChoiceField(choices=[BREAKER_HOLD, BREAKER_DAILY], default=BREAKER_HOLD,
                                       help_text="hold: a tripped circuit breaker stays tripped to the end (as live); "
                                                 "daily: reset at the next trading day's first bar (audited).")
+    engine = serializers.ChoiceField(choices=list(ENGINES), default=ENGINE_MEMORY,
+                                     help_text="memory: the per-bar engine in memory, records written at the end "
+                                               "(default); db: bar by bar through the live services (the reference).")
 
     def window_fields(self) -> dict:
         return {"from": AwareDateTimeField(help_text="First bar replayed (its open time); ISO 8601 with offset or Z."),

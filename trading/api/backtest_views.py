@@ -49,7 +49,7 @@ class BacktestListApi(AuditedControls, ListAPIView):
             run = backtest.backtest_create(
                 symbol=data["symbol"], timeframe=data["timeframe"], start=data["from"], end=data["to"],
                 version_id=data["version"], approval=data["approval"], allow_lookahead=data["allow_lookahead"],
-                breaker=data["breaker"], requested_by=request.user, via="api")
+                breaker=data["breaker"], engine=data["engine"], requested_by=request.user, via="api")
         except backtest.BacktestRefused as exc:
             return Response({"detail": str(exc)}, status=400)
         backtest.backtest_request(run=run)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from .broker import BarPrices, Bracket, FillCosts, bracket_at, bracket_exit, commission, entry_price
 from .calendar import trading_day_start
@@ -105,19 +106,40 @@ class Config:
         return cls(**values, breaker_resets_daily=breaker_resets_daily)
 
     def costs(self, market: Market) -> FillCosts:
-        return FillCosts(tick_size=market.tick_size, slippage_ticks=self.slippage_ticks,
-                         commission_per_contract=self.commission_per_contract)
+        return _costs(market.tick_size, self.slippage_ticks, self.commission_per_contract)
 
     def limits(self) -> RiskLimits:
+        return _limits(self)
+
+    def kelly(self) -> KellyConfig:
+        return _kelly(self)
+
+    def _limits(self) -> RiskLimits:
         return RiskLimits(min_confidence=self.min_confidence, max_position_contracts=self.max_position_contracts,
                           max_total_contracts=self.max_total_contracts, daily_loss_limit=self.daily_loss_limit,
                           max_drawdown=self.max_drawdown, max_trades_per_day=self.max_trades_per_day,
                           stale_after_seconds=self.stale_after_seconds, health_floor=self.health_floor)
 
-    def kelly(self) -> KellyConfig:
+    def _kelly(self) -> KellyConfig:
         return KellyConfig(kelly_fraction=self.kelly_fraction, confidence_threshold=self.min_confidence,
                            max_contracts=self.max_contracts, max_drawdown=self.max_drawdown,
                            health_full_at=self.health_full_size_floor, health_zero_at=self.health_floor)
+
+
+# Built once per configuration, not once a bar: their validation (time zones included) is most of a decision's cost.
+@lru_cache(maxsize=256)
+def _costs(tick_size: Decimal, slippage_ticks: int, commission_per_contract: Decimal) -> FillCosts:
+    return FillCosts(tick_size=tick_size, slippage_ticks=slippage_ticks, commission_per_contract=commission_per_contract)
+
+
+@lru_cache(maxsize=256)
+def _limits(config: Config) -> RiskLimits:
+    return config._limits()
+
+
+@lru_cache(maxsize=256)
+def _kelly(config: Config) -> KellyConfig:
+    return config._kelly()
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,11 @@ def bar_settle(*, bar_id: int) -> list[Fill]:
     failures: list[str] = []
     # Every account configured for this instrument (sizing gives each one a configuration before its first order),
     # and any with an entry still pending or open in it (an open position is made of open entries).
-    account_ids = set(TradingConfig.objects.filter(instrument=instrument).values_list("account_id", flat=True).union(
+    # One query (a UNION; no ORDER BY inside it, which SQLite refuses).
+    account_ids = set(TradingConfig.objects.filter(instrument=instrument).order_by().values_list(
+        "account_id", flat=True).union(
         Order.objects.filter(instrument=instrument, timeframe=bar.timeframe, kind=Order.Kind.ENTRY, closed=False)
-        .exclude(status=Order.Status.CANCELLED).values_list("account_id", flat=True)))
+        .exclude(status=Order.Status.CANCELLED).order_by().values_list("account_id", flat=True)))
     for account_id in sorted(account_ids):
         try:
             fills += _settle_account(account_id, bar)

@@ -40,9 +40,9 @@ RECOMMENDATION_FIELDS = ("bar_timestamp", "side", "probability", "payoff_ratio",
 ORDER_FIELDS = ("kind", "side", "quantity", "status", "after_bar_timestamp", "take_profit", "stop_loss",
                 "horizon_bars", "bars_held", "last_bar_timestamp", "closed")
 FILL_FIELDS = ("side", "quantity", "price", "commission", "timestamp")
-# Outcomes too: live resolves them bar by bar, the backtest in batches; what the bars decide is the same.
-PREDICTION_FIELDS = ("p_long", "p_short", "side", "confidence", "atr", "outcome_status", "outcome_long",
-                     "outcome_short", "return_long", "return_short", "exit_long_at", "exit_short_at")
+# The backtest runs in memory, which leaves its predictions' outcomes unresolved (monitoring's record, never counted
+# for a backtest; backtest_memory.replay_in_memory says why): the predictions themselves are compared.
+PREDICTION_FIELDS = ("p_long", "p_short", "side", "confidence", "agreement", "atr", "atr_reference")
 EQUITY_FIELDS = ("timestamp", "equity", "realized_pnl", "unrealized_pnl", "peak_equity", "drawdown")
 
 
