@@ -14,6 +14,10 @@ Definitions (each function says its own):
 - hit rate     share of closed trades whose net P&L is > 0; profit factor gross wins / gross losses of net P&L
                (None without a losing trade); expectancy the mean net P&L per trade;
 - exposure     share of bars with a position open at the bar's close.
+
+The formulas above answer wherever they are defined; whether a window can *estimate* a ratio is a separate rule,
+written once here (`window_reason`, the `*_estimate` functions, `ratio_figures`): a figure it cannot estimate is
+None with the reason, which the report keeps beside the figure as `<name>_na`.
 """
 from __future__ import annotations
 
@@ -26,6 +30,20 @@ from decimal import Decimal
 import numpy as np
 
 CALIBRATION_BUCKETS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)  # upper edges; a traded p is >= 0.5
+
+TRADING_DAYS_PER_YEAR = 252  # as periods_per_year counts them (trading/backtest.py)
+# Sharpe and Sortino scale by sqrt(periods per year), which cannot blow up; what limits them is the sample. The
+# per-bar ratio's standard error is about sqrt((1 + SR^2 / 2) / n) (Lo, 2002) and the sample deviation's own
+# relative error about 1 / sqrt(2 (n - 1)): with fewer than 30 returns the deviation is off by more than 13 %, and the
+# normal approximation behind both is not yet usable. 30 is the usual floor for a mean and a deviation.
+MIN_RETURNS = 30
+# The annual return raises the window's growth to the power periods_per_year / n: over 2 trading days that is the
+# 126th power, and +18 % becomes +10^9 %. Over a quarter the power is at most 4, so the window's own noise is
+# magnified at most about fourfold; below it the figure says more about the exponent than about the strategy.
+# (GIPS forbids annualising under a year; a quarter is the shortest window a desk would still quote one for.)
+MIN_ANNUAL_TRADING_DAYS = 63
+ANNUAL_FIGURES = ("annualised_return", "calmar")
+RATIO_FIGURES = ("sharpe", "sortino", *ANNUAL_FIGURES)
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,88 @@ def calmar(equity, periods_per_year: float, max_drawdown: float) -> float | None
     if annual is None or max_drawdown <= 0:
         return None
     return float(annual / max_drawdown)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure the window can estimate (reason None), or None and why not."""
+    value: float | None
+    reason: str | None = None
+
+
+def _days(days: float) -> str:
+    shown = f"{days:,.0f}" if days >= 10 else f"{days:.2g}"
+    return f"{shown} trading day{'' if shown == '1' else 's'}"
+
+
+def window_reason(figure: str, *, periods: int, periods_per_year: float) -> str | None:
+    """Why a window of `periods` returns (bars) is too short to estimate `figure` (one of RATIO_FIGURES); None when it
+    is long enough. The only place the thresholds are applied."""
+    if figure not in RATIO_FIGURES:
+        raise ValueError(f"unknown figure {figure!r}; use one of {', '.join(RATIO_FIGURES)}")
+    if periods_per_year <= 0:
+        raise ValueError(f"periods per year must be positive, not {periods_per_year}")
+    if figure in ANNUAL_FIGURES:
+        days = periods / periods_per_year * TRADING_DAYS_PER_YEAR
+        if days < MIN_ANNUAL_TRADING_DAYS:
+            power = f"; its return would be raised to the power {periods_per_year / periods:,.0f}" if periods else ""
+            return (f"the window is {_days(days)} of bars; an annual figure needs at least "
+                    f"{MIN_ANNUAL_TRADING_DAYS} (a quarter){power}")
+        return None
+    if periods < MIN_RETURNS:
+        returns = f"{periods} bar return{'' if periods == 1 else 's'}"
+        return f"the window has {returns}; the ratio needs at least {MIN_RETURNS}"
+    return None
+
+
+def sharpe_estimate(returns, periods_per_year: float) -> Estimate:
+    r = np.asarray(returns, dtype=np.float64)
+    reason = window_reason("sharpe", periods=len(r), periods_per_year=periods_per_year)
+    if reason:
+        return Estimate(None, reason)
+    value = sharpe(r, periods_per_year)
+    return Estimate(value, None if value is not None else "the returns never vary (the equity did not move)")
+
+
+def sortino_estimate(returns, periods_per_year: float) -> Estimate:
+    r = np.asarray(returns, dtype=np.float64)
+    reason = window_reason("sortino", periods=len(r), periods_per_year=periods_per_year)
+    if reason:
+        return Estimate(None, reason)
+    value = sortino(r, periods_per_year)
+    return Estimate(value, None if value is not None else "no bar lost money: the downside deviation is zero")
+
+
+def annualised_return_estimate(equity, periods_per_year: float) -> Estimate:
+    periods = max(len(equity) - 1, 0)
+    reason = window_reason("annualised_return", periods=periods, periods_per_year=periods_per_year)
+    if reason:
+        return Estimate(None, reason)
+    value = annualised_return(equity, periods_per_year)
+    return Estimate(value, None if value is not None else "compounded over a year the return exceeds any number")
+
+
+def calmar_estimate(equity, periods_per_year: float, max_drawdown: float) -> Estimate:
+    annual = annualised_return_estimate(equity, periods_per_year)
+    if annual.value is None:
+        return annual
+    if max_drawdown <= 0:
+        return Estimate(None, "no drawdown: the equity never fell below a peak")
+    return Estimate(float(annual.value / max_drawdown))
+
+
+def ratio_figures(equity, periods_per_year: float, max_drawdown: float) -> dict:
+    """Sharpe, Sortino, the annual return and Calmar of an equity curve (one point per bar, the starting equity first),
+    each beside its `<name>_na` reason: {"calmar": None, "calmar_na": "the window is 2 trading days…", …}."""
+    returns = bar_returns(equity)
+    estimates = {"sharpe": sharpe_estimate(returns, periods_per_year),
+                 "sortino": sortino_estimate(returns, periods_per_year),
+                 "annualised_return": annualised_return_estimate(equity, periods_per_year),
+                 "calmar": calmar_estimate(equity, periods_per_year, max_drawdown)}
+    figures = {}
+    for name, estimate in estimates.items():
+        figures[name], figures[f"{name}_na"] = estimate.value, estimate.reason
+    return figures
 
 
 def trade_figures(trades: list[TradeRecord]) -> dict:

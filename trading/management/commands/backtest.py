@@ -99,8 +99,9 @@ class Command(BaseCommand):
         w(f"trades {r['trades']} (open at the end {r['open_trades']}), hit rate {text.percent(r['hit_rate'])}, "
           f"profit factor {text.number(r['profit_factor'])}, expectancy {text.money(r['expectancy'])}, trades/day "
           f"{text.number(r['trades_per_day'])}, exposure {text.percent(r['exposure'])}")
-        w(f"Sharpe {text.number(r['sharpe'])}, Sortino {text.number(r['sortino'])}, Calmar "
-          f"{text.number(r['calmar'])}, max drawdown {text.percent(dd.get('fraction'))} "
+        w(f"Sharpe {text.ratio(r, 'sharpe')}, Sortino {text.ratio(r, 'sortino')}, annualised return "
+          f"{text.ratio(r, 'annualised_return')}, Calmar {text.ratio(r, 'calmar')}, max drawdown "
+          f"{text.percent(dd.get('fraction'))} "
           f"({text.money(dd.get('money'))}), longest {text.duration(dd.get('longest_seconds'))}")
         w(f"recommendations: {r['recommendations']}")
         for name, block in r["risk_blocks"].items():

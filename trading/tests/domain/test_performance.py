@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trading.domain import performance as perf
 
@@ -105,3 +107,83 @@ def test_a_short_gain_compounded_over_a_year_gives_no_figure_rather_than_infinit
     assert perf.annualised_return(equity, 347_760) is None
     assert perf.calmar(equity, 347_760, 0.01) is None
     assert perf.annualised_return([100.0, 110.0], 1.0) == pytest.approx(0.10)
+
+
+# --- what a window can estimate ----------------------------------------------------------------------------------
+
+MINUTE_BARS_PER_YEAR = 252 * 23 * 60  # periods_per_year("1m"): 23-hour sessions, 252 days
+
+
+def rising(points: int, step: float = 0.001) -> list[float]:
+    """Equity with a loss every third bar, so every ratio is defined: +2 steps, -1 step."""
+    equity = [100_000.0]
+    for i in range(points - 1):
+        equity.append(equity[-1] * (1 - step if i % 3 == 2 else 1 + 2 * step))
+    return equity
+
+
+def test_a_two_day_window_of_minute_bars_gives_no_annual_return_nor_calmar_and_says_why():
+    equity = rising(2 * 23 * 60 + 1)  # two 23-hour sessions of one-minute bars
+    assert perf.annualised_return(equity, MINUTE_BARS_PER_YEAR) > 1e9  # the formula alone: a ten-digit figure
+
+    figures = perf.ratio_figures(equity, MINUTE_BARS_PER_YEAR, max_drawdown=0.001)
+
+    assert figures["annualised_return"] is None and figures["calmar"] is None
+    assert figures["calmar_na"] == figures["annualised_return_na"] == (
+        "the window is 2 trading days of bars; an annual figure needs at least 63 (a quarter); its return would be "
+        "raised to the power 126")
+    # 2,760 returns are plenty for Sharpe and Sortino, which scale by a square root and cannot blow up.
+    assert figures["sharpe"] == pytest.approx(perf.sharpe(perf.bar_returns(equity), MINUTE_BARS_PER_YEAR))
+    assert figures["sortino"] is not None and figures["sharpe_na"] is None and figures["sortino_na"] is None
+
+
+def test_a_quarter_of_daily_bars_is_long_enough_for_the_annual_return_and_calmar():
+    equity = rising(64)  # 63 daily returns
+
+    figures = perf.ratio_figures(equity, 252, max_drawdown=0.02)
+
+    annual = (equity[-1] / equity[0]) ** (252 / 63) - 1
+    assert figures["annualised_return"] == pytest.approx(annual) and figures["annualised_return_na"] is None
+    assert figures["calmar"] == pytest.approx(annual / 0.02) and figures["calmar_na"] is None
+    short = perf.ratio_figures(equity[:63], 252, max_drawdown=0.02)  # 62 returns: one day short
+    assert short["calmar"] is None and short["calmar_na"].startswith("the window is 62 trading days of bars")
+
+
+def test_sharpe_and_sortino_need_thirty_returns():
+    equity = rising(31)
+    assert perf.sharpe_estimate(perf.bar_returns(equity), 252).value is not None
+    short = perf.sharpe_estimate(perf.bar_returns(equity[:30]), 252)
+    assert short == perf.Estimate(None, "the window has 29 bar returns; the ratio needs at least 30")
+    assert perf.sortino_estimate(perf.bar_returns(equity[:30]), 252).reason == short.reason
+    assert perf.sharpe_estimate([], 252).reason == "the window has 0 bar returns; the ratio needs at least 30"
+
+
+def test_a_flat_or_never_losing_or_never_falling_record_names_the_missing_ingredient():
+    flat = perf.ratio_figures([100.0] * 100, 252, max_drawdown=0.0)
+    assert flat["sharpe"] is None and flat["sharpe_na"] == "the returns never vary (the equity did not move)"
+    gains = [100.0 * 1.001 ** i * (1.0005 if i % 2 else 1.0) for i in range(100)]
+    assert perf.sortino_estimate(perf.bar_returns(gains), 252) == perf.Estimate(
+        None, "no bar lost money: the downside deviation is zero")
+    no_drawdown = perf.Estimate(None, "no drawdown: the equity never fell below a peak")
+    assert perf.calmar_estimate(gains, 252, 0.0) == no_drawdown
+
+
+def test_the_window_rule_refuses_an_unknown_figure_or_a_period_count_that_means_nothing():
+    with pytest.raises(ValueError, match="unknown figure 'omega'"):
+        perf.window_reason("omega", periods=100, periods_per_year=252)
+    with pytest.raises(ValueError, match="periods per year must be positive"):
+        perf.window_reason("calmar", periods=100, periods_per_year=0)
+
+
+@given(st.lists(st.floats(-0.05, 0.05), min_size=63, max_size=400))
+def test_an_annual_figure_never_magnifies_the_windows_growth_beyond_its_fourth_power(returns):
+    equity = [100.0]
+    for r in returns:
+        equity.append(equity[-1] * (1 + r))
+    growth = equity[-1] / equity[0]
+
+    annual = perf.annualised_return_estimate(equity, 252)
+
+    assert annual.reason is None
+    low, high = sorted((1.0, growth ** 4))
+    assert low * (1 - 1e-9) <= annual.value + 1 <= high * (1 + 1e-9)
