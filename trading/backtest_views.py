@@ -1,6 +1,7 @@
 """Server-rendered backtest pages: the runs and a form to start one, a run's report (or its progress), one trade."""
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django import forms
@@ -16,7 +17,7 @@ from minhos_site.parsers import single_valued_post
 from mlcore import selectors as ml_selectors
 
 from . import backtest, report_text as text, selectors
-from .domain.timeframes import TIMEFRAMES
+from .domain.timeframes import TIMEFRAMES, timeframe_delta
 from .models import BacktestRun, Order, Recommendation
 
 RUN_PERMISSION = "trading.run_backtest"
@@ -70,9 +71,10 @@ def report_view(run: BacktestRun) -> dict:
              ("Net P&L", text.money(r.get("net_pnl"))), ("Gross P&L", text.money(r.get("gross_pnl"))),
              ("Commissions", text.money(r.get("commissions"))), ("Slippage", text.money(r.get("slippage"))),
              ("Buy and hold (1 contract)", text.money((r.get("buy_hold") or {}).get("net_pnl")))]
-    ratios = [("Sharpe", text.number(r.get("sharpe"))), ("Sortino", text.number(r.get("sortino"))),
-              ("Calmar", text.number(r.get("calmar"))),
-              ("Max drawdown", f"{text.percent(down.get('fraction'), 2)} ({text.money(down.get('money'))})"),
+    estimated = [(label, *text.ratio_parts(r, name)) for label, name in (
+        ("Sharpe", "sharpe"), ("Sortino", "sortino"), ("Annualised return", "annualised_return"),
+        ("Calmar", "calmar"))]
+    ratios = [("Max drawdown", f"{text.percent(down.get('fraction'), 2)} ({text.money(down.get('money'))})"),
               ("Longest drawdown", text.duration(down.get("longest_seconds"))
                + ("" if down.get("recovered", True) else " (not recovered)")),
               ("Hit rate", text.percent(r.get("hit_rate"))), ("Profit factor", text.number(r.get("profit_factor"))),
@@ -80,6 +82,8 @@ def report_view(run: BacktestRun) -> dict:
               ("Trades per day", text.number(r.get("trades_per_day"))),
               ("Trades", f"{r.get('trades', 0)} closed, {r.get('open_trades', 0)} open at the end"),
               ("Wins / losses", f"{r.get('wins', 0)} / {r.get('losses', 0)}")]
+    # (label, text, reason): a reason only where the window cannot estimate the ratio ("n/a")
+    ratios = [*estimated, *((label, value, "") for label, value in ratios)]
     sides = [{"side": side, "rows": _trade_figures(figures)} for side, figures in (r.get("per_side") or {}).items()]
     calibration = [{**row, "predicted_text": text.percent(row.get("predicted")),
                     "realised_text": text.percent(row.get("realised")),
@@ -141,6 +145,45 @@ class BacktestStartForm(forms.Form):
         return data
 
 
+# --- the stored range the form offers ---------------------------------------------------------------------------
+
+# The default window ends at the last stored bar. Every bar is replayed through the model and the decision path, so
+# intraday bars get a week (about 5 trading days: 6,900 one-minute bars, enough trades to read) and daily bars a year
+# (252 bars, enough for the annual figures, which need a quarter).
+DEFAULT_SPAN_INTRADAY = timedelta(days=7)
+DEFAULT_SPAN_DAILY = timedelta(days=365)
+INPUT_MINUTE = "%Y-%m-%dT%H:%M"  # a datetime-local input's value (UTC here, as the form reads it)
+
+
+def bar_range_payload(stored: selectors.BarRange) -> dict:
+    """The range as the form shows it and limits its inputs to, with a default window; the page renders the first
+    market's and its script asks the endpoint for the others."""
+    base = {"symbol": stored.symbol, "timeframe": stored.timeframe, "count": stored.count}
+    if not stored.count:
+        return {**base, "first": None, "last": None, "default_from": None, "default_to": None,
+                "text": f"No stored {stored.timeframe} bar of {stored.symbol}: there is nothing to replay."}
+    span = DEFAULT_SPAN_DAILY if timeframe_delta(stored.timeframe) >= timedelta(days=1) else DEFAULT_SPAN_INTRADAY
+    start = max(stored.first, stored.last - span)
+    return {**base, "first": stored.first.strftime(INPUT_MINUTE), "last": stored.last.strftime(INPUT_MINUTE),
+            "default_from": start.strftime(INPUT_MINUTE), "default_to": stored.last.strftime(INPUT_MINUTE),
+            "text": f"Stored {stored.symbol} {stored.timeframe} bars: {stored.first:%Y-%m-%d %H:%M} → "
+                    f"{stored.last:%Y-%m-%d %H:%M} UTC, {stored.count:,} bar{'' if stored.count == 1 else 's'}."}
+
+
+@require_GET
+@login_required
+def backtest_bar_range(request):
+    """?symbol=NQ&timeframe=1m: the stored range of a live market, for the start form (JSON)."""
+    symbol, timeframe = request.GET.get("symbol", ""), request.GET.get("timeframe", "")
+    if not symbol or not timeframe:
+        return JsonResponse({"error": "give both 'symbol' and 'timeframe'"}, status=400)
+    stored = selectors.bar_range(symbol=symbol, timeframe=timeframe)
+    if stored is None:
+        return JsonResponse({"error": f"no live market {symbol!r} with a {timeframe!r} timeframe "
+                                      f"(timeframes: {', '.join(TIMEFRAMES)})"}, status=404)
+    return JsonResponse(bar_range_payload(stored))
+
+
 # --- pages ------------------------------------------------------------------------------------------------------
 
 @audited_control("backtest_start")
@@ -150,7 +193,9 @@ class BacktestStartForm(forms.Form):
 def backtest_list(request):
     """The runs, newest first; POST (with trading.run_backtest) checks and starts one, then shows its page."""
     can_run = request.user.has_perm(RUN_PERMISSION)
-    form, status = BacktestStartForm(initial={"timeframe": "1m", "approval": BacktestRun.Approval.APPROVE}), 200
+    instruments = list(selectors.instrument_list_active())
+    form, status = BacktestStartForm(initial={"timeframe": "1m", "approval": BacktestRun.Approval.APPROVE,
+                                              "symbol": instruments[0].symbol if instruments else ""}), 200
     if request.method == "POST":
         if not can_run:
             raise PermissionDenied(f"Starting a backtest needs the {RUN_PERMISSION} permission")
@@ -170,8 +215,13 @@ def backtest_list(request):
         status = 400
     runs = [{"run": run, "percent": progress_percent(run), "net_pnl": text.money(run.net_pnl),
              "net_sign": _sign(run.net_pnl)} for run in backtest_runs()[:LIST_LIMIT]]
+    # The range of the market the form shows chosen (the posted one after a refusal); only those who may start a run
+    # see the form.
+    stored = selectors.bar_range(symbol=str(form["symbol"].value() or ""),
+                                 timeframe=str(form["timeframe"].value() or "")) if can_run else None
     context = {"runs": runs, "form": form, "can_run": can_run,
-               "instruments": selectors.instrument_list_active(), "timeframes": list(TIMEFRAMES),
+               "bar_range": bar_range_payload(stored) if stored else None,
+               "instruments": instruments, "timeframes": list(TIMEFRAMES),
                "approvals": BacktestRun.Approval.choices, "breakers": BREAKER_CHOICES,
                "run_permission": RUN_PERMISSION}
     return render(request, "trading/backtests.html", context, status=status)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Max, Min, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -88,6 +88,31 @@ def bars_in_range(
     if end is not None:
         bars = bars.filter(timestamp__lt=end)
     return bars.order_by("timestamp")
+
+
+@dataclass(frozen=True)
+class BarRange:
+    """The stored bars of one market and timeframe: the first and last open times (None without a bar) and how many."""
+
+    symbol: str
+    timeframe: str
+    first: datetime | None
+    last: datetime | None
+    count: int
+
+
+def bar_range(*, symbol: str, timeframe: str) -> BarRange | None:
+    """What a backtest of a live, active market can replay; None for a symbol that is not one (a backtest's private
+    market included) or an unknown timeframe. One aggregate query over the unique index's (instrument, timeframe)
+    prefix; only an empty answer asks again whether the market exists."""
+    if timeframe not in TIMEFRAMES or "\x00" in symbol:  # PostgreSQL refuses a NUL in a text comparison
+        return None
+    market = instrument_list_active().filter(symbol=symbol)
+    row = Bar.objects.filter(instrument__in=market, timeframe=timeframe).aggregate(
+        first=Min("timestamp"), last=Max("timestamp"), count=Count("pk"))
+    if not row["count"] and not market.exists():
+        return None
+    return BarRange(symbol=symbol, timeframe=timeframe, **row)
 
 
 @dataclass(frozen=True)
