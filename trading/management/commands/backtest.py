@@ -31,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--breaker", default="hold", choices=("hold", "daily"),
                             help="a tripped circuit breaker stays tripped to the end, as live (hold, the default), "
                                  "or is reset at the next trading day's first bar (daily, audited)")
+        parser.add_argument("--engine", default=backtest.ENGINE_MEMORY, choices=list(backtest.ENGINES),
+                            help="memory: the per-bar engine in memory, records written at the end (default); db: bar "
+                                 "by bar through the live services (the reference, tens of bars a second)")
         parser.add_argument("--allow-lookahead", action="store_true",
                             help="run even if the version was trained on bars inside the window (flagged)")
         parser.add_argument("--compare-account",
@@ -57,7 +60,8 @@ class Command(BaseCommand):
                 version_id=options["version"], approval=options["approval"],
                 account_name=options["compare_account"] or options["account"],
                 allow_lookahead=options["allow_lookahead"], via="command",
-                equity_from_account=bool(options["compare_account"]), breaker=options["breaker"])
+                equity_from_account=bool(options["compare_account"]), breaker=options["breaker"],
+                engine=options["engine"])
         except backtest.BacktestRefused as exc:
             raise CommandError(str(exc)) from None
         bar = tqdm(total=run.bars_total, desc=f"backtest #{run.pk}", unit="bar", file=sys.stderr,

@@ -6,6 +6,7 @@ approval, broker and report are the live ones and the model's output is ours to 
 point, 1 tick of slippage against every market fill, $2.50 a contract a fill; ATR 10 with the 1.5 / 1.0 bracket:
 take-profit 15 points and stop 10 points from the fill; horizon 30 bars.
 """
+import io
 from datetime import timedelta
 from decimal import Decimal
 
@@ -324,7 +325,9 @@ class _Constant:
     """A model that answers every window the same (the failing step, not the model, is what is tested)."""
 
     bars_needed = 1
-    version_id = 0
+
+    def __init__(self, version_id: int = 0):
+        self.version_id = version_id
 
     def predict(self, window):
         return {"p_long": 0.5, "p_short": 0.5, "side": "long", "confidence": 0.5, "agreement": 1.0,
@@ -366,6 +369,21 @@ def test_the_command_reads_a_bare_to_date_as_the_whole_day_and_says_why_a_run_fa
     with pytest.raises(CommandError, match="look-ahead"):
         call_command("backtest", "--symbol", "NQ", "--from", "2024-01-02", "--to", "2024-01-02",
                      "--version", str(version.pk))
+
+
+@pytest.mark.parametrize("engine", ["memory", "db"])
+def test_the_command_runs_the_engine_it_is_asked_for_and_refuses_an_unknown_one(nq, version, monkeypatch, engine):
+    from django.core.management import CommandError, call_command
+
+    path(nq, [None] * 6)
+    monkeypatch.setattr("mlcore.services._pinned_model", _Constant)
+    call_command("backtest", "--symbol", "NQ", "--from", "2024-01-02", "--to", "2024-01-02", "--version",
+                 str(version.pk), "--engine", engine, "--json", stdout=io.StringIO())
+    run = BacktestRun.objects.get()
+    assert run.status == BacktestRun.Status.DONE, run.error
+    assert run.config["engine"] == engine and run.report["engine"]["name"] == engine
+    with pytest.raises(CommandError, match="invalid choice: 'fast'"):
+        call_command("backtest", "--symbol", "NQ", "--from", "2024-01-02", "--to", "2024-01-02", "--engine", "fast")
 
 
 def test_the_command_summary_states_money_in_cents_and_no_missing_figure_as_none(nq, version):
