@@ -14,6 +14,7 @@ BENCHMARKS = {
     "monitor": "monitoring.benchmarks:bench_monitor",
     "backtest": "trading.benchmarks:bench_backtest",
     "backtest-live": "trading.benchmarks:bench_backtest_live",
+    "statements": "trading.bench_statements:bench_statements",
     "web-soak": "trading.bench_web_soak:bench_web_soak",
 }
 # e2e's own options, passed on when given.
