@@ -42,8 +42,10 @@ def test_a_backtest_started_through_the_api_runs_once_on_a_training_worker_with_
     # Recorded as the API records it, and queued by a process of its own, as the other process tests queue: in a full
     # run, a task queued from the test process could go out on an earlier test's pooled connection. (The API's own
     # queueing on commit is checked in test_backtest_api.py.)
+    # The database replay: a bar at a time, its progress written every 100 bars, so the run is seen part way (the memory
+    # engine runs these 200 bars in about a second and writes its progress every 5,000).
     run = backtest.backtest_create(symbol="NQ", timeframe="1m", start=start, end=end, version_id=market.version.pk,
-                                   requested_by=runner, via="api")
+                                   requested_by=runner, via="api", engine=backtest.ENGINE_DB)
     created = client.get(f"/api/backtests/{run.pk}/").json()
     send(stack, TASK, run.pk)
     run_id, total = created["id"], created["bars_total"]
