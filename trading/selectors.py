@@ -14,6 +14,7 @@ from django.utils.dateparse import parse_datetime
 
 from . import health
 from .domain.calendar import trading_day_start
+from .domain.engine import bar_age_seconds as engine_bar_age_seconds
 from .domain.exposure import EntryExposure, Exposure, exposure, open_trade_loss, working_entry_loss
 from .domain.risk import RiskLimits, in_session
 from .domain.timeframes import TIMEFRAMES, timeframe_delta
@@ -334,8 +335,13 @@ def account_exposure(*, account_id: int, positions: dict | None = None) -> Expos
     """
     with connection.cursor() as cursor:
         cursor.execute(_EXPOSURE_SQL, [account_id])
-        rows = cursor.fetchall()
-    entries = []
+        entries = list(exposure_entries(cursor.fetchall()))
+    return exposure(entries, positions=positions)
+
+
+def exposure_entries(rows):
+    """Rows of the exposure queries (_EXPOSURE_SQL's columns) as the limits count them: a working entry at its
+    stop distance, an open trade from its mark to its stop (domain.exposure)."""
     for (instrument_id, side, quantity, status, stop_loss, stop_distance, fill_price, mark, tick_size, point_value,
          slippage_ticks, commission) in rows:
         tick, point = Decimal(str(tick_size)), Decimal(str(point_value))
@@ -352,9 +358,8 @@ def account_exposure(*, account_id: int, positions: dict | None = None) -> Expos
             loss = open_trade_loss(side=trade_side, quantity=quantity, mark=reference,
                                    stop_loss=None if stop_loss is None else Decimal(str(stop_loss)),
                                    slippage=slippage, point_value=point, commission_per_contract=commission)
-        entries.append(EntryExposure(instrument_id=instrument_id, side=trade_side, quantity=quantity,
-                                     working=working, loss_to_stop=loss))
-    return exposure(entries, positions=positions)
+        yield EntryExposure(instrument_id=instrument_id, side=trade_side, quantity=quantity, working=working,
+                            loss_to_stop=loss)
 
 
 _EXPOSURE_SQL = """
@@ -385,13 +390,9 @@ def _datetime_or_none(value) -> datetime | None:
 
 def bar_age_seconds(*, received_at: datetime | None, latest_timestamp: datetime | None, timeframe: str,
                     now: datetime) -> float:
-    """Wall-clock seconds since the newest bar arrived (the feed's record), or since it closed if no feed says.
-    Replayed bars carry market timestamps from the past, so the arrival time is the honest measure of staleness."""
-    if received_at is not None:
-        return max(0.0, (now - received_at).total_seconds())
-    if latest_timestamp is None:
-        return float("inf")
-    return max(0.0, (now - (latest_timestamp + timeframe_delta(timeframe))).total_seconds())
+    """The engine's rule (`domain.engine.bar_age_seconds`) for a timeframe."""
+    return engine_bar_age_seconds(received_at=received_at, latest_timestamp=latest_timestamp,
+                                  step=timeframe_delta(timeframe), now=now)
 
 
 # A market's newest bar is stale when it arrived longer ago than one bar's length plus this: the risk manager's and

@@ -6,13 +6,12 @@ write back the events it returns (`execution`, `recommendations`).
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 
 from django.db import connection
 
+from .. import selectors
 from ..domain import engine
 from ..domain.calendar import trading_day_start
-from ..domain.exposure import EntryExposure, open_trade_loss, working_entry_loss
 from ..models import Account, Bar, EquitySnapshot, Instrument, Order, Position, TradingConfig
 
 
@@ -126,25 +125,7 @@ def _exposure_elsewhere(account: Account, instrument: Instrument, timeframe: str
     """The working entries and open trades of the account's other markets, as the limits count them."""
     with connection.cursor() as cursor:
         cursor.execute(_ELSEWHERE_SQL, [account.pk, instrument.pk, timeframe])
-        rows = cursor.fetchall()
-    for (instrument_id, side, quantity, status, stop_loss, stop_distance, fill_price, mark, tick_size, point_value,
-         slippage_ticks, commission) in rows:
-        tick, point = Decimal(str(tick_size)), Decimal(str(point_value))
-        # No configuration row (not possible for an account that sized the entry): the defaults' costs.
-        slippage = (1 if slippage_ticks is None else int(slippage_ticks)) * tick
-        commission = Decimal("2.50") if commission is None else Decimal(str(commission))
-        working = status == Order.Status.PENDING
-        trade_side = "long" if side == "buy" else "short"
-        if working:
-            loss = working_entry_loss(quantity=quantity, stop_distance=Decimal(str(stop_distance)),
-                                      slippage=slippage, point_value=point, commission_per_contract=commission)
-        else:
-            reference = Decimal(str(mark if mark is not None else fill_price))
-            loss = open_trade_loss(side=trade_side, quantity=quantity, mark=reference,
-                                   stop_loss=None if stop_loss is None else Decimal(str(stop_loss)),
-                                   slippage=slippage, point_value=point, commission_per_contract=commission)
-        yield EntryExposure(instrument_id=instrument_id, side=trade_side, quantity=quantity, working=working,
-                            loss_to_stop=loss)
+        return list(selectors.exposure_entries(cursor.fetchall()))
 
 
 _ELSEWHERE_SQL = """
