@@ -212,11 +212,9 @@ else:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py's default 5 s read timeout is kept: 15 s (longer than channels_redis' 5 s blocking receive,
-            # which a quiet market can lose to) left a cancelled consumer's teardown waiting forever in the suite
-            # (test_consumers.py, twice in full runs). Open: a dashboard on a market with nothing pushed for 5 s may be
-            # closed with 4503 and reconnect (it catches up on reconnecting; beat's status push every 5 s narrows it).
+            # channels_redis with its blocking receive (BZPOPMIN) a quarter of redis-py's 5 s read timeout: equal,
+            # a market with nothing pushed for 5 s lost the race under load and its dashboards were closed with 4503.
+            "BACKEND": "minhos_site.channel_layer.RedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL],
                        "prefix": env("CHANNELS_PREFIX", default="minhos")},
         }

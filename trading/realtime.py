@@ -77,7 +77,10 @@ def _broadcast(group: str, message_type: str, payload: dict) -> bool:
 
 async def layer_call(awaitable):
     """Await a call on the channel layer within LAYER_TIMEOUT_SECONDS (the consumer's joins go through here)."""
-    return await asyncio.wait_for(awaitable, LAYER_TIMEOUT_SECONDS)
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that arrives as the call completes
+    # (a consumer whose client left would go on as if never cancelled).
+    async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+        return await awaitable
 
 
 def _group_send_from_sync(layer, group: str, message: dict) -> None:

@@ -114,7 +114,7 @@ def test_database_url_selects_postgresql_with_its_parts(tmp_path):
 def test_redis_url_selects_redis_for_channels_and_celery_and_turns_eager_off(tmp_path):
     s = settings_with(tmp_path, DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, SECRET_KEY=STRONG_KEY)
 
-    assert s["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert s["layer"] == "minhos_site.channel_layer.RedisChannelLayer"
     assert s["layer_hosts"] == [REDIS_URL]
     assert s["broker"] == REDIS_URL
     # Only a distributed training's member fits store their results (for their chord, joined in Redis); every other

@@ -266,7 +266,7 @@ def process_stack(transactional_db, tmp_path, settings):
     redis = PrivateRedis(redis_dir)
     redis.start()
     url = redis.url(0)
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "minhos_site.channel_layer.RedisChannelLayer",
                                            "CONFIG": {"hosts": [url], "prefix": CHANNELS_PREFIX}}}
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.VAR_DIR = tmp_path / "var"

@@ -76,7 +76,7 @@ def private_redis(tmp_path, settings):
     server = PrivateRedis(tmp_path)
     server.start()
     settings.REDIS_URL = server.url()
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "minhos_site.channel_layer.RedisChannelLayer",
                                            "CONFIG": {"hosts": [server.url()], "prefix": "outage-test"}}}
     yield server
     server.stop()

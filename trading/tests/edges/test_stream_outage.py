@@ -108,7 +108,7 @@ def test_broadcast_to_a_redis_that_never_answers_gives_up_within_the_timeout(set
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # connections complete in the kernel's backlog; nothing ever answers
         port = silent.getsockname()[1]
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "minhos_site.channel_layer.RedisChannelLayer",
                                                "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/6"]}}}
         timings = []
         for n in range(3):
