@@ -464,7 +464,12 @@ def bars_waiting(*, now: datetime | None = None) -> dict[str, dict]:
 def account_summary(*, account: Account, at: datetime | None = None) -> dict:
     """JSON-ready account figures for the API and the dashboard."""
     at = at or _market_now(account)
-    state = account_state(account=account, at=at)
+    return account_summary_payload(account, account_state(account=account, at=at), kill_switch=kill_switch_engaged())
+
+
+def account_summary_payload(account: Account, state, *, kill_switch: bool) -> dict:
+    """The summary's shape, from the account row and its figures (an AccountState here, or the engine's Figures of
+    a settlement, which has them already: the same names)."""
     return {
         "id": account.pk,
         "name": account.name,
@@ -483,7 +488,7 @@ def account_summary(*, account: Account, at: datetime | None = None) -> dict:
         "circuit_breaker_reason": account.circuit_breaker_reason,
         "settlement_fault": account.settlement_fault,
         "settlement_fault_at": _iso(account.settlement_fault_at),
-        "kill_switch": kill_switch_engaged(),
+        "kill_switch": kill_switch,
     }
 
 

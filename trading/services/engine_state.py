@@ -34,14 +34,16 @@ def account_figures(account: Account) -> engine.AccountFigures:
 
 def state_load(*, account: Account, instrument: Instrument, timeframe: str, at: datetime,
                opening: tuple | None = None, entries_today: int | None = None,
-               exposure_elsewhere: bool = False) -> tuple[engine.State, Position | None]:
+               exposure_elsewhere: bool = False, positions: list[Position] | None = None,
+               ) -> tuple[engine.State, Position | None]:
     """The account's state in this market at market time `at`, and its position row here (None: none yet).
 
     `opening` ((day start, equity or None)) and `entries_today` may come from the query the caller made anyway; otherwise they are read here. With `exposure_elsewhere` the working entries and open trades
-    of the account's other markets are read too (a decision's limits count them; settlement does not need them)."""
+    of the account's other markets are read too (a decision's limits count them; settlement does not need them).
+    `positions`: the account's position rows, if the caller has read them (`positions_load`)."""
     state = engine.State(market=market_of(instrument, timeframe), account=account_figures(account))
     row = None
-    for position in Position.objects.filter(account=account):
+    for position in Position.objects.filter(account=account) if positions is None else positions:
         if position.instrument_id == instrument.pk:
             row = position
             state.position = engine.Position(ledger=_ledger(position), mark_price=position.mark_price,
@@ -65,6 +67,11 @@ def state_load(*, account: Account, instrument: Instrument, timeframe: str, at: 
     if exposure_elsewhere:
         state.others_exposure = tuple(_exposure_elsewhere(account, instrument, timeframe))
     return state, row
+
+
+def positions_load(account: Account) -> list[Position]:
+    """The account's position rows with their instruments, by symbol (as the dashboard lists them)."""
+    return list(Position.objects.filter(account=account).select_related("instrument").order_by("instrument__symbol"))
 
 
 def _alive():

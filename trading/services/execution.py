@@ -75,13 +75,17 @@ def bar_settle(*, bar_id: int) -> list[Fill]:
 def _settle_account(account_id: int, bar: Bar) -> list[Fill]:
     """The live shell of `engine.settle`: load the account's state in this market, settle, write what happened."""
     instrument = bar.instrument
+    at = bar.timestamp + timeframe_delta(bar.timeframe)
     with transaction.atomic():
-        # The account lock orders this bar's work against approvals and sizing on the same account.
-        account = Account.objects.select_for_update().get(pk=account_id)
+        # The account lock orders this bar's work against approvals and sizing on the same account; the same query
+        # reads the day's opening equity, its entries so far and the kill switch (the figures and the push need them).
+        account, day = selectors.account_lock_for_decision(account_id=account_id, instrument=instrument,
+                                                           timeframe=bar.timeframe, at=at)
         config = trading_config_get(account=account, instrument=instrument)
-        at = bar.timestamp + timeframe_delta(bar.timeframe)
+        positions = engine_state.positions_load(account)
         state, position = engine_state.state_load(account=account, instrument=instrument, timeframe=bar.timeframe,
-                                                  at=at)
+                                                  at=at, opening=(day.day_start, day.opening_equity),
+                                                  entries_today=day.trades_today, positions=positions)
         missed, missed_ids = engine_state.missed_bars(state, bar)
         state, events = engine.settle(state, engine_state.prices(bar), engine_state.config_of(config), missed=missed)
         fills, recovered = _settle_events_store(account, bar, position, state, events, missed_ids)
@@ -93,8 +97,29 @@ def _settle_account(account_id: int, bar: Bar) -> list[Fill]:
         # Every bar that filled or re-marked a position changes the account's figures on the dashboard.
         marked = state.position is not None and state.position.ledger.quantity != 0
         if fills or marked or recovered:
-            _push_account(account, instrument.symbol, bar.timeframe)
+            # A breaker trip is written by its own service (its time, the audit): then the push reads it back.
+            tripped = any(type(event) is engine.BreakerTripped for event in events)
+            _push_account(account, instrument.symbol, bar.timeframe, payload=None if tripped else _settled_payload(
+                account, instrument, state, at, day.kill_switch, positions))
     return fills
+
+
+def _settled_payload(account: Account, instrument, state: engine.State, at, kill_switch: bool,
+                     positions: list[Position]) -> dict:
+    """The dashboard's account push from what settling computed (no query after the commit): the engine's figures at
+    this bar's close, the account's fields as the events left them (the store sets them on `account`), its
+    positions with this market's from the engine's state."""
+    figures = engine.figures(state, at)
+    rows = [row for row in positions if row.instrument_id != instrument.pk]
+    if state.position is not None:
+        held = state.position.ledger
+        rows.append(Position(account=account, instrument=instrument, quantity=held.quantity,
+                             average_price=held.average_price, realized_pnl=held.realized_pnl,
+                             commissions=held.commissions, mark_price=state.position.mark_price,
+                             unrealized_pnl=state.position.unrealized_pnl))
+    rows.sort(key=lambda row: row.instrument.symbol)
+    return {"account": selectors.account_summary_payload(account, figures, kill_switch=kill_switch),
+            "positions": [selectors.position_payload(row) for row in rows]}
 
 
 def _settle_events_store(account: Account, bar: Bar, position: Position | None, state: engine.State, events: list,
@@ -198,13 +223,16 @@ def _state_of(position: Position) -> PositionState:
                          cost_basis=position.cost_basis)
 
 
-def _push_account(account: Account, symbol: str, timeframe: str) -> None:
+def _push_account(account: Account, symbol: str, timeframe: str, *, payload: dict | None = None) -> None:
+    """After the commit, the account's figures to the market's dashboards: `payload` if the caller has it, else read
+    from the database then."""
     if account.backtest:
         return  # no page listens to a backtest's account; its figures would cost queries on every bar
     def push():
-        payload = {"account": selectors.account_summary(account=Account.objects.get(pk=account.pk)),
-                   "positions": [selectors.position_payload(p) for p in selectors.position_list(account=account)]}
-        realtime.broadcast(symbol, timeframe, "account.updated", payload)
+        message = payload or {
+            "account": selectors.account_summary(account=Account.objects.get(pk=account.pk)),
+            "positions": [selectors.position_payload(p) for p in selectors.position_list(account=account)]}
+        realtime.broadcast(symbol, timeframe, "account.updated", message)
     transaction.on_commit(push, robust=True)
 
 

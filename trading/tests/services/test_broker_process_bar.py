@@ -169,3 +169,38 @@ def test_every_bar_that_re_marks_an_open_position_pushes_the_account_to_its_dash
     payload = async_to_sync(next_account_update)()["payload"]
     [position] = payload["positions"]
     assert position["mark_price"].startswith("18002") and Decimal(position["unrealized_pnl"]) > 0
+
+
+def test_the_account_push_of_a_settlement_is_what_the_database_says_after_it(nq, trader, monkeypatch,
+                                                                               django_capture_on_commit_callbacks):
+    """Settling builds the dashboard's account push from the engine's figures, without reading the account again:
+    each push must equal the summary and positions read from the database after the commit (the read it replaced),
+    with a position in another market, through a fill, marks, a stop and a peak."""
+    from trading import realtime, selectors
+    from trading.domain.timeframes import timeframe_delta
+    from trading.tests.factories import InstrumentFactory
+
+    pushed = []
+    monkeypatch.setattr(realtime, "broadcast", lambda symbol, timeframe, kind, payload: pushed.append((kind, payload)))
+    recommendation = approved(nq, trader)
+    es = InstrumentFactory(symbol="ES", point_value="50")
+    Position.objects.create(account_id=recommendation.account_id, instrument=es, quantity=-2,
+                            average_price=Decimal("5000.25"), cost_basis=Decimal("10000.5"),
+                            realized_pnl=Decimal("125.5"), commissions=Decimal("5"), fills=2,
+                            mark_price=Decimal("4990"), unrealized_pnl=Decimal("1025"))
+    account = Account.objects.get(pk=recommendation.account_id)
+    bars = [bar_at(nq, 3, open_="18000", high="18004", low="17999", close="18003"),
+            bar_at(nq, 4, open_="18003", high="18006", low="18001", close="18005.5"),
+            bar_at(nq, 5, open_="18005", high="18005.5", low="17980", close="17985")]
+    for bar in bars:
+        pushed.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            services.bar_settle(bar_id=bar.pk)
+        updates = [payload for kind, payload in pushed if kind == "account.updated"]
+        assert len(updates) == 1, pushed
+        account.refresh_from_db()
+        read = {"account": selectors.account_summary(account=account, at=bar.timestamp + timeframe_delta("1m")),
+                "positions": [selectors.position_payload(p) for p in selectors.position_list(account=account)]}
+        assert updates[0] == read
+    assert [p["symbol"] for p in updates[0]["positions"]] == ["ES", "NQ"]
+    assert Order.objects.filter(kind="stop_loss").exists()  # the last bar ran the stop
