@@ -24,6 +24,7 @@ from mlcore import services as ml_services
 from mlcore.facts import PredictionFacts
 from mlcore.models import ModelVersion, Prediction
 
+from . import bulk
 from .domain import engine
 from .domain.broker import BarPrices
 from .domain.sides import Side
@@ -43,7 +44,7 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-WRITE_CHUNK = 2000  # rows a transaction on PostgreSQL
+WRITE_CHUNK = 20_000  # rows a COPY on PostgreSQL (its readers never wait on a writer)
 SQLITE_WRITE_CHUNK = 500  # on SQLite: a few milliseconds of the single write lock
 SQLITE_PAUSE = 0.12  # seconds between two SQLite chunks (longer than SQLite's longest retry): a live step gets in
 PROGRESS_EVERY = 5000  # bars between two progress writes (and cancellation checks)
@@ -261,7 +262,7 @@ def _chunks(objects: list, model) -> list:
                 time.sleep(SQLITE_PAUSE)
         else:
             with transaction.atomic():
-                model.objects.bulk_create(part)
+                bulk.copy_create(part, model)
     return objects
 
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from .models import Bar
 
@@ -218,3 +218,33 @@ def _apply_staging(instrument_id: int, timeframe: str, counts: UpsertCounts) -> 
                 f"SELECT %s, %s, s.ts, {casts} FROM {STAGING} s{only_new}",
                 params,
             )
+
+
+def copy_create(objects: list, model) -> list:
+    """PostgreSQL: insert model instances with COPY, as bulk_create would (ids set on the objects, auto_now_add and
+    defaults applied), at a fraction of its cost: no SQL with tens of thousands of parameters to compile and plan.
+    The ids are drawn from the table's sequence first (one statement), so they are known before the rows are sent.
+    Values go to psycopg as the instances hold them (it adapts Decimal, datetime, int, float, str, bool and None as
+    Django would); only JSON and automatic timestamps go through their field. The caller owns the transaction."""
+    if not objects:
+        return objects
+    meta = model._meta
+    database = connections[DEFAULT_DB_ALIAS]
+    fields = list(meta.concrete_fields)
+    through_field = [field.get_internal_type() == "JSONField" or getattr(field, "auto_now", False)
+                     or getattr(field, "auto_now_add", False) for field in fields]
+    quote = database.ops.quote_name
+    with database.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                       [meta.db_table, meta.pk.column, len(objects)])
+        for instance, (pk,) in zip(objects, cursor.fetchall()):
+            instance.pk = pk
+        columns = ", ".join(quote(field.column) for field in fields)
+        with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for instance in objects:
+                values = instance.__dict__
+                copy.write_row([field.get_db_prep_save(field.pre_save(instance, True), database) if through
+                                else values[field.attname] for field, through in zip(fields, through_field)])
+    for instance in objects:
+        instance._state.adding, instance._state.db = False, database.alias
+    return objects

@@ -21,8 +21,11 @@ def test_the_lstm_batch_runs_in_whole_chunks_and_agrees_with_the_live_chunk_bit_
     lstm = fitted["lstm"]
     assert BATCH_CHUNK % LIVE_CHUNK == 0 and lstm.batch_chunk in (BATCH_CHUNK, LIVE_CHUNK)
     windows = lstm._standardise(data.test("sequence"))
-    # 1,000 rows: a padded final chunk in both shapes, rows at every position of a chunk.
-    assert np.array_equal(lstm._run_chunks(windows, BATCH_CHUNK), lstm._run_chunks(windows, LIVE_CHUNK))
+    # 1,000 rows: a padded final chunk in both shapes, rows at every position of a chunk. The chunk batches use
+    # (BATCH_CHUNK where the machine's XLA gives the live chunk's bits, else LIVE_CHUNK: the probe in `_ready`) must
+    # agree with the live chunk; whether BATCH_CHUNK itself does depends on the machine (it did on CI, not on every
+    # run here), so asserting that fails where the probe rightly fell back.
+    assert np.array_equal(lstm._run_chunks(windows, lstm.batch_chunk), lstm._run_chunks(windows, LIVE_CHUNK))
 
 
 def test_the_lstm_over_feature_rows_equals_the_lstm_over_their_windows(fitted, data):
