@@ -423,6 +423,52 @@ def _notify(alert_id: int, event: str, *, queue: str | None = None) -> None:
     webhooks.webhook_queue(alert_id=alert_id, event=event, queue=queue)
 
 
+@dataclass
+class AlertKept:
+    """What `_alert_keep` did: the alert it opened, or the one it resolved (ids), or neither."""
+
+    opened: Alert | None = None
+    resolved: int | None = None
+
+
+def _alert_keep(*, cause: str, rule: AlertRule | None, failing: str | None, resolution: str | None, now: datetime,
+                fields: dict | None = None, queue: str | None = None) -> AlertKept:
+    """The one open alert of a cause that outcomes open and clear (a failed training or retraining, a dead worker),
+    under a row lock. `failing` (its message): opened if none is open (a concurrent opener wins the unique constraint
+    and this one opens nothing), else refreshed (last seen, times seen, message, `fields`). Not failing and
+    `resolution` given: the open one is resolved with it. The log line, the webhook notice (on `queue` if given) and
+    the pages' push follow the commit: a change rolled back was never made."""
+    kept = AlertKept()
+    fields = fields or {}
+    with transaction.atomic():
+        current = Alert.objects.select_for_update().filter(cause=cause).exclude(status=Alert.Status.RESOLVED).first()
+        if failing is not None and rule is not None:
+            if current is None:
+                try:
+                    with transaction.atomic():
+                        kept.opened = Alert.objects.create(rule=rule, cause=cause, severity=rule.severity,
+                                                           message=failing, opened_at=now, last_seen_at=now, **fields)
+                except IntegrityError:
+                    return kept
+                log = logger.critical if rule.severity == "critical" else logger.warning
+                _log_on_commit(log, "alert opened [%s] %s: %s", rule.severity, cause, failing)
+                _notify(kept.opened.pk, "opened", queue=queue)
+                opened = kept.opened
+                transaction.on_commit(lambda: _publish_alert(opened, "alert.opened"))
+            else:
+                Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
+                                                           message=failing, **fields)
+        elif failing is None and resolution is not None and current is not None:
+            Alert.objects.filter(pk=current.pk).update(status=Alert.Status.RESOLVED, resolved_at=now,
+                                                       resolution=resolution)
+            kept.resolved = current.pk
+            _log_on_commit(logger.warning, "alert resolved: %s", cause)
+            _notify(current.pk, "resolved", queue=queue)
+            transaction.on_commit(lambda: _publish_alert(
+                Alert.objects.select_related("instrument", "acknowledged_by").get(pk=current.pk), "alert.resolved"))
+    return kept
+
+
 def alert_acknowledge(*, alert_id: int, user, note: str = "", now: datetime | None = None) -> Alert:
     """A person with monitoring.acknowledge_alert says they have seen an alert (audited: who, when, note). It stays
     listed until its cause clears. Acknowledging twice keeps the first acknowledgement."""
@@ -483,38 +529,17 @@ def workers_check(*, watching_since: datetime, now: datetime | None = None) -> W
     # worker dying now is not heard from any more, however young its heartbeat still is).
     live = sorted((age, q) for q, age in ages.items() if q not in dead and age is not None)
     notices_on = live[0][1] if live and "monitoring" in dead else None
-    with transaction.atomic():
-        current = (Alert.objects.select_for_update().filter(cause=WORKERS_RULE)
-                   .exclude(status=Alert.Status.RESOLVED).first())
-        if dead:
-            message = _workers_message(dead, ages, threshold=rule.threshold)
-            worst = max((age for q, age in ages.items() if q in dead and age is not None), default=None)
-            if current is None:
-                try:
-                    with transaction.atomic():
-                        alert = Alert.objects.create(rule=rule, cause=WORKERS_RULE, severity=rule.severity,
-                                                     message=message, value=worst, threshold=rule.threshold,
-                                                     opened_at=now, last_seen_at=now)
-                except IntegrityError:  # opened by a concurrent check
-                    return WorkersCheck(ages=ages, dead=dead)
-                logger.critical("alert opened [%s] %s: %s", rule.severity, WORKERS_RULE, message)
-                _notify(alert.pk, "opened", queue=notices_on)
-                transaction.on_commit(lambda: _publish_alert(alert, "alert.opened"))
-                return WorkersCheck(ages=ages, dead=dead, opened=alert.pk)
-            Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
-                                                       value=worst, message=message)
-            return WorkersCheck(ages=ages, dead=dead)
-        if current is not None:
-            Alert.objects.filter(pk=current.pk).update(
-                status=Alert.Status.RESOLVED, resolved_at=now,
-                resolution="every watched queue's worker answered within "
-                           f"{rule.threshold:.0f} s ({', '.join(f'{q} {_fmt(a)} s' for q, a in ages.items())})")
-            logger.warning("alert resolved: %s", WORKERS_RULE)
-            _notify(current.pk, "resolved")
-            transaction.on_commit(lambda: _publish_alert(
-                Alert.objects.select_related("instrument", "acknowledged_by").get(pk=current.pk), "alert.resolved"))
-            return WorkersCheck(ages=ages, dead=dead, resolved=current.pk)
-    return WorkersCheck(ages=ages, dead=dead)
+    message = worst = None
+    if dead:
+        message = _workers_message(dead, ages, threshold=rule.threshold)
+        worst = max((age for q, age in ages.items() if q in dead and age is not None), default=None)
+    resolution = ("every watched queue's worker answered within "
+                  f"{rule.threshold:.0f} s ({', '.join(f'{q} {_fmt(a)} s' for q, a in ages.items())})")
+    # The notices of an opening go to monitoring's workers, or, when they are down, to the queue heard from last.
+    kept = _alert_keep(cause=WORKERS_RULE, rule=rule, failing=message, resolution=resolution, now=now,
+                       fields={"value": worst, **({"threshold": rule.threshold} if dead else {})},
+                       queue=notices_on if dead else None)
+    return WorkersCheck(ages=ages, dead=dead, opened=kept.opened.pk if kept.opened else None, resolved=kept.resolved)
 
 
 def _workers_message(dead: tuple[str, ...], ages: dict[str, float | None], *, threshold: float) -> str:
@@ -557,40 +582,19 @@ def retraining_outcome_record(*, retraining_id: int, now: datetime | None = None
         return None
     market = f"{record.instrument.symbol} {record.timeframe}"
     cause = f"{RETRAINING_RULE}:{market}"
-    opened = None
     failed = record.status == Retraining.Status.FAILED or (
         record.status == Retraining.Status.REJECTED and record.error.startswith("promotion refused"))
-    with transaction.atomic():
-        current = Alert.objects.select_for_update().filter(cause=cause).exclude(status=Alert.Status.RESOLVED).first()
-        rule = AlertRule.objects.filter(code=RETRAINING_RULE, enabled=True).first()
-        if failed and rule is not None:
-            message = (f"{market}: retraining #{record.pk} ({record.trigger}) "
-                       f"{'failed' if record.status == Retraining.Status.FAILED else 'was refused'}: "
-                       f"{record.error or record.note}; the champion keeps serving")[:2000]
-            if current is None:
-                try:
-                    with transaction.atomic():
-                        opened = Alert.objects.create(
-                            rule=rule, cause=cause, instrument=record.instrument, timeframe=record.timeframe,
-                            version=record.challenger or record.champion, severity=rule.severity, message=message,
-                            opened_at=now, last_seen_at=now)
-                except IntegrityError:
-                    opened = None
-                else:
-                    logger.critical("alert opened [%s] %s: %s", rule.severity, cause, message)
-                    _notify(opened.pk, "opened")
-            else:
-                Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
-                                                           message=message)
-        elif record.status in _RETRAINING_DECIDED and current is not None:
-            Alert.objects.filter(pk=current.pk).update(
-                status=Alert.Status.RESOLVED, resolved_at=now,
-                resolution=f"retraining #{record.pk} reached a decision ({record.status})")
-            _notify(current.pk, "resolved")
-            transaction.on_commit(lambda: _publish_alert(Alert.objects.select_related("instrument", "acknowledged_by")
-                                                         .get(pk=current.pk), "alert.resolved"))
-    if opened is not None:
-        transaction.on_commit(lambda: _publish_alert(opened, "alert.opened"))
+    message = None
+    if failed:
+        message = (f"{market}: retraining #{record.pk} ({record.trigger}) "
+                   f"{'failed' if record.status == Retraining.Status.FAILED else 'was refused'}: "
+                   f"{record.error or record.note}; the champion keeps serving")[:2000]
+    decided = record.status in _RETRAINING_DECIDED
+    opened = _alert_keep(
+        cause=cause, rule=AlertRule.objects.filter(code=RETRAINING_RULE, enabled=True).first(), failing=message,
+        resolution=f"retraining #{record.pk} reached a decision ({record.status})" if decided else None, now=now,
+        fields={"instrument": record.instrument, "timeframe": record.timeframe,
+                "version": record.challenger or record.champion}).opened
     from trading import realtime
 
     realtime.broadcast_all("retraining.decided", {"symbol": record.instrument.symbol, "timeframe": record.timeframe,
@@ -671,34 +675,11 @@ def training_run_outcome_record(*, run_id: int, now: datetime | None = None) -> 
         return None
     market = f"{run.instrument.symbol} {run.timeframe}"
     cause = f"{TRAINING_RULE}:{market}"
-    opened = None
-    with transaction.atomic():
-        current = Alert.objects.select_for_update().filter(cause=cause).exclude(status=Alert.Status.RESOLVED).first()
-        rule = AlertRule.objects.filter(code=TRAINING_RULE, enabled=True).first()
-        if run.status == TrainingRun.Status.FAILED and rule is not None:
-            message = f"{market}: training run #{run.pk} ({run.preset}) failed: {run.error}"[:2000]
-            if current is None:
-                try:
-                    with transaction.atomic():
-                        opened = Alert.objects.create(
-                            rule=rule, cause=cause, instrument=run.instrument, timeframe=run.timeframe,
-                            severity=rule.severity, message=message, opened_at=now, last_seen_at=now)
-                except IntegrityError:
-                    opened = None
-                else:
-                    _notify(opened.pk, "opened")
-                    transaction.on_commit(lambda: logger.critical("alert opened [%s] %s: %s", rule.severity, cause,
-                                                                  message))
-            else:
-                Alert.objects.filter(pk=current.pk).update(last_seen_at=now, times_seen=current.times_seen + 1,
-                                                           message=message)
-        elif run.status == TrainingRun.Status.SUCCEEDED and current is not None:
-            Alert.objects.filter(pk=current.pk).update(
-                status=Alert.Status.RESOLVED, resolved_at=now,
-                resolution=f"training run #{run.pk} succeeded (v{run.version_id})")
-            _notify(current.pk, "resolved")
-            transaction.on_commit(lambda: _publish_alert(Alert.objects.select_related("instrument", "acknowledged_by")
-                                                         .get(pk=current.pk), "alert.resolved"))
-    if opened is not None:
-        transaction.on_commit(lambda: _publish_alert(opened, "alert.opened"))
-    return opened
+    failed = run.status == TrainingRun.Status.FAILED
+    return _alert_keep(
+        cause=cause, rule=AlertRule.objects.filter(code=TRAINING_RULE, enabled=True).first(),
+        failing=f"{market}: training run #{run.pk} ({run.preset}) failed: {run.error}"[:2000] if failed else None,
+        resolution=(f"training run #{run.pk} succeeded (v{run.version_id})"
+                    if run.status == TrainingRun.Status.SUCCEEDED else None),
+        now=now, fields={"instrument": run.instrument, "timeframe": run.timeframe}).opened
+
