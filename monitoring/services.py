@@ -19,6 +19,7 @@ from django.utils import timezone
 from mlcore.domain import drift as drift_core
 from mlcore.domain.features import FEATURE_NAMES, FEATURE_WINDOW, compute_features
 from mlcore.domain.labels import SIDES
+from minhos_site.database_outage import is_database_unreachable
 from minhos_site.text import control_character_problem
 from mlcore.models import ModelVersion, TrainingRun
 from trading import selectors as trading_selectors
@@ -113,6 +114,8 @@ def snapshot_all(*, trigger: str = MetricSnapshot.Trigger.SCHEDULE, now: datetim
         try:
             results.append(snapshot_take(version=version, trigger=trigger, now=now, ping=i == 0))
         except Exception as exc:
+            if is_database_unreachable(exc):
+                raise  # every market's snapshot would fail alike: the run's failure, told once by its runner
             logger.exception("snapshot of %s %s failed", version.instrument.symbol, version.timeframe)
             failures.append(f"{version.instrument.symbol} {version.timeframe}: {type(exc).__name__}: {exc}")
     if failures:

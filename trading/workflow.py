@@ -40,6 +40,7 @@ from django.db import connection
 from django.db.models import Case, F, Max, Value, When
 from django.utils import timezone
 
+from minhos_site.database_outage import is_database_unreachable
 from mlcore import services as ml_services
 
 from . import realtime, services
@@ -116,6 +117,10 @@ def _outcomes_resolve(pending: BarWorkflow, failure: str) -> str:
         ml_services.prediction_outcomes_resolve(instrument_id=pending.instrument_id, timeframe=pending.timeframe,
                                                 through=pending.timestamp)
     except Exception as exc:
+        if is_database_unreachable(exc):
+            # Not this step's failure, and nothing can be recorded: the step is retried once the database answers
+            # (settling again is idempotent), as settlement does; the outage is told once, not with a traceback here.
+            raise
         logger.exception("outcomes of %s %s up to %s could not be resolved", pending.instrument_id,
                          pending.timeframe, pending.timestamp)
         return "; ".join(filter(None, [failure, f"outcomes: {type(exc).__name__}: {exc}"]))[:2000]
@@ -180,7 +185,11 @@ def _shadow_predict(pending: BarWorkflow) -> None:
     the bar's."""
     try:
         ml_services.shadow_predictions_create(bar_id=pending.pk)
-    except Exception:
+    except Exception as exc:
+        if is_database_unreachable(exc):  # the outage's, told once by whoever meets it first: no traceback here
+            logger.warning("Bar %s %s %s: shadow predictions skipped, the database cannot be reached",
+                           pending.instrument_id, pending.timeframe, pending.timestamp)
+            return
         logger.exception("Bar %s %s %s: shadow predictions failed", pending.instrument_id, pending.timeframe,
                          pending.timestamp)
 
