@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from minhos_site.database_outage import is_database_unreachable
+
 from .models import Retraining, RetrainingHeartbeat, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._told_ended = False
+        self._outage_told = False  # an unreachable database said once per outage
 
     def _rows(self):
         return RetrainingHeartbeat.objects.filter(**{self.owner.key: self.owner_id}, part=self.part)
@@ -81,9 +84,19 @@ class Heartbeat:
     def progress(self, message: str) -> None:
         try:
             self._write(message)
-        except Exception:  # a heartbeat never fails the training it reports on
-            logger.exception("%s #%s: the heartbeat of %s could not be written", self.owner.name, self.owner_id,
-                             self.part)
+        except Exception as exc:  # a heartbeat never fails the training it reports on
+            self._failed(exc, "the heartbeat of")
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        """A write that failed: with its traceback, unless the database cannot be reached, which is the outage's
+        and is said once per outage (a beat every few seconds would repeat it)."""
+        if not is_database_unreachable(exc):
+            self._outage_told = False
+            logger.exception("%s #%s: %s %s could not be written", self.owner.name, self.owner_id, what, self.part)
+        elif not self._outage_told:
+            self._outage_told = True
+            logger.warning("%s #%s: %s %s could not be written, the database cannot be reached (%s); the work goes "
+                           "on", self.owner.name, self.owner_id, what, self.part, exc)
 
     def start(self, progress: str) -> None:
         now = timezone.now()
@@ -102,9 +115,9 @@ class Heartbeat:
             while not self._stop.wait(self.interval):
                 try:
                     self._write()
-                except Exception:
-                    logger.exception("%s #%s: the heartbeat of %s could not be written", self.owner.name,
-                                     self.owner_id, self.part)
+                    self._outage_told = False
+                except Exception as exc:
+                    self._failed(exc, "the heartbeat of")
         finally:
             connection.close()  # this thread's own connection
 
@@ -114,8 +127,8 @@ class Heartbeat:
             self._thread.join(timeout=10)
         try:
             self._rows().update(ended_at=timezone.now(), progress=self._progress)
-        except Exception:
-            logger.exception("%s #%s: the end of %s could not be recorded", self.owner.name, self.owner_id, self.part)
+        except Exception as exc:
+            self._failed(exc, "the end of")
 
 
 @contextlib.contextmanager

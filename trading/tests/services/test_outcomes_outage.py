@@ -54,23 +54,3 @@ def test_shadow_predictions_skipped_in_an_outage_say_so_in_one_line_without_a_tr
     assert "shadow predictions skipped, the database cannot be reached" in caplog.text
     assert "Traceback" not in caplog.text and not any(record.exc_info for record in caplog.records)
 
-
-@pytest.mark.deployment
-def test_a_monitoring_snapshot_run_in_an_outage_raises_at_once_without_a_traceback_per_market(monkeypatch, caplog):
-    from monitoring import selectors as monitoring_selectors
-    from monitoring import services as monitoring_services
-
-    if connection.vendor != "postgresql":
-        pytest.fail("an unreachable database is PostgreSQL's here: run it through make test")
-
-    class Version:
-        instrument = type("Instrument", (), {"symbol": "NQ"})()
-        timeframe = "1m"
-
-    monkeypatch.setattr(monitoring_selectors, "markets_monitored", lambda: [Version(), Version()])
-    monkeypatch.setattr(monitoring_services, "snapshot_take",
-                        _failing(OperationalError("terminating connection due to administrator command")))
-    with caplog.at_level(logging.ERROR):
-        with pytest.raises(OperationalError):
-            monitoring_services.snapshot_all()
-    assert "snapshot of NQ 1m failed" not in caplog.text
