@@ -1,4 +1,5 @@
 """The Celery app and its beat schedule; tasks live in the apps."""
+import logging
 import os
 
 from celery import Celery
@@ -35,6 +36,22 @@ def _redis_channel_close_survives_a_dead_server() -> None:
 
 
 _redis_channel_close_survives_a_dead_server()
+
+
+class AckFailureWithoutTraceback(logging.Filter):
+    """kombu logs a task message it could not acknowledge or reject because the broker went away (`Message.ack_log_error`)
+    at CRITICAL with the connection error's chained traceback, some forty lines: the line stays (the message is
+    delivered again once Redis is back, and every step is idempotent), the traceback of the outage goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith(("Couldn't ack", "Couldn't reject")):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+# The loggers kombu is handed for acknowledgements (celery.worker.request) and rejections (the consumer's).
+for _name in ("celery.worker.request", "celery.worker.consumer.consumer"):
+    logging.getLogger(_name).addFilter(AckFailureWithoutTraceback())
 
 
 @worker_ready.connect
