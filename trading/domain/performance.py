@@ -179,22 +179,24 @@ def window_reason(figure: str, *, periods: int, periods_per_year: float) -> str 
     return None
 
 
-def sharpe_estimate(returns, periods_per_year: float) -> Estimate:
+def _returns_ratio_estimate(name: str, ratio, returns, periods_per_year: float, undefined: str) -> Estimate:
+    """A ratio of the bar returns, or why not: the window too short for it, or `undefined` (its denominator is 0)."""
     r = np.asarray(returns, dtype=np.float64)
-    reason = window_reason("sharpe", periods=len(r), periods_per_year=periods_per_year)
+    reason = window_reason(name, periods=len(r), periods_per_year=periods_per_year)
     if reason:
         return Estimate(None, reason)
-    value = sharpe(r, periods_per_year)
-    return Estimate(value, None if value is not None else "the returns never vary (the equity did not move)")
+    value = ratio(r, periods_per_year)
+    return Estimate(value, None if value is not None else undefined)
+
+
+def sharpe_estimate(returns, periods_per_year: float) -> Estimate:
+    return _returns_ratio_estimate("sharpe", sharpe, returns, periods_per_year,
+                                   "the returns never vary (the equity did not move)")
 
 
 def sortino_estimate(returns, periods_per_year: float) -> Estimate:
-    r = np.asarray(returns, dtype=np.float64)
-    reason = window_reason("sortino", periods=len(r), periods_per_year=periods_per_year)
-    if reason:
-        return Estimate(None, reason)
-    value = sortino(r, periods_per_year)
-    return Estimate(value, None if value is not None else "no bar lost money: the downside deviation is zero")
+    return _returns_ratio_estimate("sortino", sortino, returns, periods_per_year,
+                                   "no bar lost money: the downside deviation is zero")
 
 
 def annualised_return_estimate(equity, periods_per_year: float) -> Estimate:

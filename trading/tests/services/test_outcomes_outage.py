@@ -22,12 +22,17 @@ def _failing(exc):
     return resolve
 
 
-@pytest.mark.deployment
-def test_an_unreachable_database_is_raised_for_the_step_to_be_retried_not_logged(monkeypatch, caplog):
+@pytest.fixture
+def unreachable():
+    """What PostgreSQL's shutdown of the session raises, for a service of `workflow.ml_services` to raise."""
     if connection.vendor != "postgresql":
         pytest.fail("an unreachable database is PostgreSQL's here: run it through make test")
-    monkeypatch.setattr(workflow.ml_services, "prediction_outcomes_resolve",
-                        _failing(OperationalError("terminating connection due to administrator command")))
+    return _failing(OperationalError("terminating connection due to administrator command"))
+
+
+@pytest.mark.deployment
+def test_an_unreachable_database_is_raised_for_the_step_to_be_retried_not_logged(monkeypatch, caplog, unreachable):
+    monkeypatch.setattr(workflow.ml_services, "prediction_outcomes_resolve", unreachable)
     with caplog.at_level(logging.ERROR):
         with pytest.raises(OperationalError):
             workflow._outcomes_resolve(PENDING, "")
@@ -44,11 +49,9 @@ def test_a_failure_of_its_own_is_logged_and_kept_on_the_bar(monkeypatch, caplog)
 
 
 @pytest.mark.deployment
-def test_shadow_predictions_skipped_in_an_outage_say_so_in_one_line_without_a_traceback(monkeypatch, caplog):
-    if connection.vendor != "postgresql":
-        pytest.fail("an unreachable database is PostgreSQL's here: run it through make test")
-    monkeypatch.setattr(workflow.ml_services, "shadow_predictions_create",
-                        _failing(OperationalError("terminating connection due to administrator command")))
+def test_shadow_predictions_skipped_in_an_outage_say_so_in_one_line_without_a_traceback(monkeypatch, caplog,
+                                                                                          unreachable):
+    monkeypatch.setattr(workflow.ml_services, "shadow_predictions_create", unreachable)
     with caplog.at_level(logging.WARNING):
         workflow._shadow_predict(PENDING)
     assert "shadow predictions skipped, the database cannot be reached" in caplog.text
